@@ -1,0 +1,272 @@
+"""Building blocks shared by the T-KLVAE and the MTD UNet.
+
+Conventions (see docs/DESIGN.md):
+- Spatial layers see frames folded into the batch: ``[B*F, H, W, C]``. Temporal layers take the
+  same array plus ``num_frames`` and fold positions into the batch instead: ``[B*H*W, F, C]``.
+- Submodule and parameter names follow diffusers (``conv1``, ``norm1``, ``to_q``, ``to_out_0``),
+  so importing public weights is a rename and a transpose. Temporal siblings add a suffix
+  (``conv1_temporal``, ``attentions_0_temporal``).
+- New temporal layers are identity at init: Dirac temporal convs, zero output projections.
+- Every parameter carries logical axis names (nuwa_xl_jax/parallel.py maps them to the mesh).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+_default_kernel = nn.initializers.lecun_normal()
+
+
+def conv_kernel_init(base=_default_kernel, ndim: int = 2):
+    return nn.with_logical_partitioning(base, (None,) * ndim + ("conv_in", "conv_out"))
+
+
+def dense_kernel_init(base=_default_kernel, axes=("embed", "mlp")):
+    return nn.with_logical_partitioning(base, axes)
+
+
+def bias_init(axis: str = "norm"):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), (axis,))
+
+
+def zero_conv_kernel(ndim: int = 2):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                        (None,) * ndim + ("conv_in", "conv_out"))
+
+
+def conv2d(features, kernel_size=3, stride=1, padding="SAME", zero_init=False, dtype=jnp.float32,
+           name=None):
+    """A plain ``nn.Conv`` whose params sit directly under ``name`` (``name/kernel``, ``name/bias``)."""
+    return nn.Conv(
+        features, (kernel_size, kernel_size), strides=(stride, stride), padding=padding,
+        dtype=dtype, param_dtype=jnp.float32,
+        kernel_init=zero_conv_kernel() if zero_init else conv_kernel_init(),
+        bias_init=bias_init("conv_out"), name=name)
+
+
+def dense(features, use_bias=True, zero_init=False, axes=("embed", "mlp"), dtype=jnp.float32,
+          name=None):
+    init = nn.initializers.zeros_init() if zero_init else _default_kernel
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+                    kernel_init=dense_kernel_init(init, axes), bias_init=bias_init(axes[-1]),
+                    name=name)
+
+
+def group_norm(groups: int, eps: float, name=None, dtype=jnp.float32):
+    """GroupNorm matching torch's (two-pass variance, per-sample statistics over H, W, C/groups)."""
+    return nn.GroupNorm(num_groups=groups, epsilon=eps, dtype=dtype, param_dtype=jnp.float32,
+                        use_fast_variance=False,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+                        bias_init=bias_init("norm"), name=name)
+
+
+def layer_norm(eps: float = 1e-5, name=None, dtype=jnp.float32):
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+                        bias_init=bias_init("norm"), name=name)
+
+
+def dirac_init(key, shape, dtype=jnp.float32):
+    """Identity temporal kernel ``[k, C, C]``: zeros except ``w[k // 2, i, i] = 1``."""
+    k, cin, cout = shape
+    if cin != cout:
+        raise ValueError(f"Dirac init needs equal in/out channels, got {cin} -> {cout}")
+    return jnp.zeros(shape, dtype).at[k // 2].set(jnp.eye(cin, dtype=dtype))
+
+
+def fold_frames(x, num_frames: int):
+    """``[B*F, H, W, C]`` -> ``[B*H*W, F, C]`` (positions into batch, for temporal ops)."""
+    bf, h, w, c = x.shape
+    x = x.reshape(bf // num_frames, num_frames, h, w, c).transpose(0, 2, 3, 1, 4)
+    return x.reshape(-1, num_frames, c)
+
+
+def unfold_frames(x, num_frames: int, h: int, w: int):
+    """Inverse of :func:`fold_frames`."""
+    c = x.shape[-1]
+    x = x.reshape(-1, h, w, num_frames, c).transpose(0, 3, 1, 2, 4)
+    return x.reshape(-1, h, w, c)
+
+
+class TemporalConv(nn.Module):
+    """1-D conv over frames at every spatial position, Dirac-initialised (identity at init).
+
+    Temporal padding [ours]: the ends are padded by repeating the edge frame ("replicate"), so a
+    static clip stays static after training and a single frame (F=1) is a valid video.
+    """
+    kernel_size: int = 3
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, num_frames: int):
+        _, h, w, c = x.shape
+        kernel = self.param("kernel", nn.with_logical_partitioning(dirac_init, (None, "conv_in", "conv_out")),
+                            (self.kernel_size, c, c))
+        bias = self.param("bias", bias_init("conv_out"), (c,))
+        y = fold_frames(x, num_frames)
+        pad = self.kernel_size // 2
+        y = jnp.pad(y, ((0, 0), (pad, self.kernel_size - 1 - pad), (0, 0)), mode="edge")
+        y = jax.lax.conv_general_dilated(
+            y.astype(self.dtype), kernel.astype(self.dtype), window_strides=(1,), padding="VALID",
+            dimension_numbers=("NWC", "WIO", "NWC"))
+        y = y + bias.astype(self.dtype)
+        return unfold_frames(y, num_frames, h, w)
+
+
+def sinusoidal_embedding(positions, dim: int, max_period: float = 10000.0,
+                         flip_sin_to_cos: bool = True, freq_shift: float = 0.0):
+    """Sinusoidal embedding of (possibly fractional) positions ``[N] -> [N, dim]``.
+
+    Same formula as diffusers' ``get_timestep_embedding`` (used for timesteps, with
+    ``flip_sin_to_cos=True, freq_shift=0`` as in Stable Diffusion's UNet).
+    """
+    half = dim // 2
+    exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift)
+    args = jnp.asarray(positions, jnp.float32)[:, None] * jnp.exp(exponent)[None]
+    emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+    if flip_sin_to_cos:
+        emb = jnp.concatenate([emb[:, half:], emb[:, :half]], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+class Attention(nn.Module):
+    """Multi-head attention with diffusers' names (``to_q``, ``to_k``, ``to_v``, ``to_out_0``).
+
+    ``x`` is ``[N, S, C]``; ``context`` (cross-attention) is ``[N, T, D]`` or None (self-attention).
+    """
+    heads: int
+    head_dim: int
+    out_features: int
+    qkv_bias: bool = False
+    zero_out: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, context=None, mask=None):
+        context = x if context is None else context
+        inner = self.heads * self.head_dim
+        q = dense(inner, self.qkv_bias, axes=("embed", "heads"), dtype=self.dtype, name="to_q")(x)
+        k = dense(inner, self.qkv_bias, axes=("embed", "heads"), dtype=self.dtype, name="to_k")(context)
+        v = dense(inner, self.qkv_bias, axes=("embed", "heads"), dtype=self.dtype, name="to_v")(context)
+        split = lambda t: t.reshape(*t.shape[:-1], self.heads, self.head_dim)
+        out = jax.nn.dot_product_attention(split(q), split(k), split(v), mask=mask)
+        out = out.reshape(*out.shape[:-2], inner)
+        return dense(self.out_features, True, zero_init=self.zero_out, axes=("heads", "embed"),
+                     dtype=self.dtype, name="to_out_0")(out)
+
+
+class SpatialSelfAttention(nn.Module):
+    """The VAE mid-block attention: GroupNorm, one attention over H*W tokens, residual."""
+    norm_groups: int = 32
+    eps: float = 1e-6
+    head_dim: Optional[int] = None  # None = one head over all channels (SD's VAE)
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        n, h, w, c = x.shape
+        head_dim = self.head_dim or c
+        y = group_norm(self.norm_groups, self.eps, name="group_norm")(x).reshape(n, h * w, c)
+        y = Attention(c // head_dim, head_dim, c, qkv_bias=True, dtype=self.dtype)(y)
+        return x + y.reshape(n, h, w, c).astype(x.dtype)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention over frames at every spatial position; identity at init (zero out-projection).
+
+    LayerNorm, then a sinusoidal frame-position encoding added to queries' and keys' input so the
+    layer knows frame order for any frame count [ours], multi-head attention, residual.
+    """
+    heads: int = 1
+    head_dim: Optional[int] = None
+    eps: float = 1e-5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, num_frames: int):
+        _, h, w, c = x.shape
+        head_dim = self.head_dim or c // self.heads
+        y = fold_frames(x, num_frames)
+        y = layer_norm(self.eps, name="norm", dtype=self.dtype)(y)
+        y = y + sinusoidal_embedding(jnp.arange(num_frames), c).astype(y.dtype)[None]
+        y = Attention(self.heads, head_dim, c, qkv_bias=False, zero_out=True, dtype=self.dtype,
+                      name="attention")(y)
+        return x + unfold_frames(y, num_frames, h, w).astype(x.dtype)
+
+
+class ResnetBlock(nn.Module):
+    """diffusers' ResnetBlock2D, inflated with a temporal conv after each spatial conv.
+
+    ``temb`` (``[B*F, D]``) is added after ``conv1`` when given (UNet); the VAE passes None.
+    """
+    out_channels: int
+    norm_groups: int = 32
+    eps: float = 1e-6
+    temporal: bool = True
+    temporal_kernel_size: int = 3
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, num_frames: int, temb=None, deterministic: bool = True):
+        h = nn.silu(group_norm(self.norm_groups, self.eps, name="norm1")(x))
+        h = conv2d(self.out_channels, dtype=self.dtype, name="conv1")(h)
+        if self.temporal:
+            h = TemporalConv(self.temporal_kernel_size, self.dtype, name="conv1_temporal")(h, num_frames)
+        if temb is not None:
+            t = dense(self.out_channels, dtype=self.dtype, name="time_emb_proj")(nn.silu(temb))
+            h = h + t[:, None, None, :]
+        h = nn.silu(group_norm(self.norm_groups, self.eps, name="norm2")(h))
+        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        h = conv2d(self.out_channels, dtype=self.dtype, name="conv2")(h)
+        if self.temporal:
+            h = TemporalConv(self.temporal_kernel_size, self.dtype, name="conv2_temporal")(h, num_frames)
+        if x.shape[-1] != self.out_channels:
+            x = conv2d(self.out_channels, kernel_size=1, dtype=self.dtype, name="conv_shortcut")(x)
+        return x + h
+
+
+class Downsample(nn.Module):
+    """Stride-2 conv. ``asymmetric_pad`` pads (0, 1) on H and W as SD's VAE does; else pad 1 (UNet)."""
+    out_channels: int
+    asymmetric_pad: bool = False
+    temporal: bool = True
+    temporal_kernel_size: int = 3
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, num_frames: int):
+        if self.asymmetric_pad:
+            x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+            padding = "VALID"
+        else:
+            padding = ((1, 1), (1, 1))
+        x = conv2d(self.out_channels, stride=2, padding=padding, dtype=self.dtype, name="conv")(x)
+        if self.temporal:
+            x = TemporalConv(self.temporal_kernel_size, self.dtype, name="conv_temporal")(x, num_frames)
+        return x
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 then a 3x3 conv (diffusers' Upsample2D)."""
+    out_channels: int
+    temporal: bool = True
+    temporal_kernel_size: int = 3
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, num_frames: int):
+        n, h, w, c = x.shape
+        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        x = conv2d(self.out_channels, dtype=self.dtype, name="conv")(x)
+        if self.temporal:
+            x = TemporalConv(self.temporal_kernel_size, self.dtype, name="conv_temporal")(x, num_frames)
+        return x

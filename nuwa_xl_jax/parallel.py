@@ -1,0 +1,130 @@
+"""Device mesh, logical-axis sharding rules, and helpers to create or move arrays sharded.
+
+Parameters carry *logical* axis names (``nn.with_logical_partitioning``); a rules table maps them
+to mesh axes. A logical axis whose size does not divide the mesh axes it maps to is left
+replicated (a 3-channel output conv on 8 devices, say) instead of failing: small layers cost little
+memory, and every model then shards on any device count.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+# Logical axis names used by the models.
+#   batch      examples (videos, or segments of a level)
+#   conv_in / conv_out   input / output channels of a conv kernel
+#   embed / mlp          input / output features of a dense kernel
+#   heads      attention projection width;  vocab  token embedding rows;  norm  norm scale/bias
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("conv_out", "fsdp"),
+    ("mlp", "fsdp"),
+    ("heads", "fsdp"),
+    ("vocab", "fsdp"),
+    ("conv_in", None),
+    ("embed", None),
+    ("norm", None),
+)
+
+
+def make_mesh(shape: Sequence[int] = (-1, 1), axes: Sequence[str] = ("data", "fsdp"),
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh over ``devices`` (all by default). One ``-1`` in ``shape`` takes the remaining devices."""
+    devices = list(jax.devices() if devices is None else devices)
+    shape = list(shape)
+    if len(shape) != len(axes):
+        raise ValueError(f"mesh.shape {tuple(shape)} and mesh.axes {tuple(axes)} differ in length")
+    if shape.count(-1) > 1:
+        raise ValueError(f"mesh.shape {tuple(shape)}: at most one entry may be -1")
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        if len(devices) % known:
+            raise ValueError(f"mesh.shape {tuple(shape)} does not divide {len(devices)} devices")
+        shape[shape.index(-1)] = len(devices) // known
+    if math.prod(shape) != len(devices):
+        raise ValueError(
+            f"mesh.shape {tuple(shape)} needs {math.prod(shape)} devices but {len(devices)} are "
+            "visible; set mesh.shape to match (use -1 for 'the rest')")
+    return Mesh(np.asarray(devices).reshape(shape), tuple(axes))
+
+
+def _mesh_axes_size(mesh: Mesh, axes: Any) -> int:
+    if axes is None:
+        return 1
+    if isinstance(axes, str):
+        axes = (axes,)
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def logical_to_sharding(logical: P, shape: Sequence[int], mesh: Mesh,
+                        rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> NamedSharding:
+    """NamedSharding for an array of ``shape`` whose dims carry logical names ``logical``.
+
+    Dims that the mapped mesh axes do not divide are replicated; a mesh axis is used once at most.
+    """
+    mesh_spec = nn.logical_to_mesh_axes(logical, rules)
+    used: set[str] = set()
+    out = []
+    for dim, axes in zip(shape, tuple(mesh_spec) + (None,) * (len(shape) - len(mesh_spec))):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        names = tuple(a for a in names if a in mesh.shape and a not in used)
+        if names and dim % _mesh_axes_size(mesh, names) == 0 and _mesh_axes_size(mesh, names) > 1:
+            used.update(names)
+            out.append(names[0] if len(names) == 1 else names)
+        else:
+            out.append(None)
+    return NamedSharding(mesh, P(*out))
+
+
+def tree_shardings(abstract_boxed: Any, mesh: Mesh,
+                   rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
+    """Shardings for a (possibly boxed) pytree from ``jax.eval_shape(model.init, ...)``.
+
+    Leaves without logical names are replicated. The result matches the *unboxed* tree.
+    """
+    specs = nn.get_partition_spec(abstract_boxed)
+    shapes = nn.meta.unbox(abstract_boxed)
+    return jax.tree.map(
+        lambda spec, x: logical_to_sharding(spec, x.shape, mesh, rules), specs, shapes,
+        is_leaf=lambda x: isinstance(x, P))
+
+
+def init_sharded(init_fn: Callable[..., Any], mesh: Mesh, *args,
+                 rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
+    """Runs ``init_fn(*args)`` under jit with parameters created directly in their shardings.
+
+    Never materialises a replicated copy first: ``eval_shape`` gives the logical specs, those give
+    ``out_shardings``. Returns the unboxed variables.
+    """
+    abstract = jax.eval_shape(init_fn, *args)
+    shardings = tree_shardings(abstract, mesh, rules)
+    return jax.jit(lambda *a: nn.meta.unbox(init_fn(*a)), out_shardings=shardings)(*args)
+
+
+def shard_like(tree: Any, abstract_boxed: Any, mesh: Mesh,
+               rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
+    """Moves an existing (unboxed) pytree onto the mesh following the logical names of ``abstract_boxed``."""
+    return jax.device_put(tree, tree_shardings(abstract_boxed, mesh, rules))
+
+
+def batch_sharding(mesh: Mesh, ndim: int, batch_axes: Any = ("data", "fsdp")) -> NamedSharding:
+    """Sharding that splits dim 0 over the batch mesh axes and replicates the rest."""
+    axes = tuple(a for a in ((batch_axes,) if isinstance(batch_axes, str) else batch_axes)
+                 if a in mesh.shape)
+    return NamedSharding(mesh, P(axes if axes else None, *([None] * (ndim - 1))))
+
+
+def batch_devices(mesh: Mesh, batch_axes: Any = ("data", "fsdp")) -> int:
+    """How many ways the batch is split: a batch (or a level's segments) is padded to a multiple."""
+    axes = tuple(a for a in ((batch_axes,) if isinstance(batch_axes, str) else batch_axes)
+                 if a in mesh.shape)
+    return _mesh_axes_size(mesh, axes)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())

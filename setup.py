@@ -1,0 +1,39 @@
+"""nuwa_xl_jax: NUWA-XL (diffusion over diffusion) for extremely long video, in JAX/Flax."""
+from setuptools import find_packages, setup
+
+# Ranges seen working together on CPU (Python 3.11, November 2026); see README "Install".
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.11",
+    "jaxlib>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "grain>=0.2.18,<0.3",
+    "tensorflow-datasets>=4.9,<5",
+    "transformers>=4.40,<6",  # tokenizers only at run time
+    "ml_collections>=1.1.0,<2",
+    "absl-py>=2.0,<3",
+    "safetensors>=0.4,<1",
+    "numpy>=1.26,<3",
+    "tqdm>=4.66,<5",
+    "av>=12,<19",  # PyAV: video codec with bundled ffmpeg
+    "pillow>=10,<14",
+    "pyyaml>=6,<7",
+    "tensorboardX>=2.6,<3",  # TensorBoard event files without TensorFlow
+]
+
+EXTRAS = {
+    "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
+    # Only for parity tests against the public PyTorch models; never imported by the library.
+    "interop": ["torch==2.13.0", "diffusers>=0.30,<1"],
+}
+
+setup(
+    name="nuwa_xl_jax",
+    version="0.1.0",
+    description="NUWA-XL diffusion over diffusion for extremely long video generation, in JAX/Flax",
+    packages=find_packages(include=["nuwa_xl_jax", "nuwa_xl_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)
