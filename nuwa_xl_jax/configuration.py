@@ -46,6 +46,73 @@ def mesh_block() -> ml_collections.ConfigDict:
     return c
 
 
+def mtd_block() -> ml_collections.ConfigDict:
+    """Mask Temporal Diffusion UNet; defaults are Stable Diffusion v1's UNet2DConditionModel."""
+    c = ml_collections.ConfigDict()
+    c.in_channels = 4
+    c.out_channels = 4
+    c.block_out_channels = (320, 640, 1280, 1280)
+    c.layers_per_block = 2
+    c.down_block_types = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
+    c.up_block_types = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
+    c.attention_head_dim = 8  # diffusers' SD v1 meaning: the number of heads
+    c.cross_attention_dim = 768
+    c.use_linear_projection = False
+    c.norm_num_groups = 32
+    c.norm_eps = 1e-5
+    c.flip_sin_to_cos = True
+    c.freq_shift = 0
+    # NUWA-XL's inflation and the paper's ablation switches.
+    c.temporal = True
+    c.temporal_kernel_size = 3
+    c.condition_injection = "multiscale"  # 'multiscale' (every block) | 'highest' | 'none'
+    c.condition_symmetric = True  # inject in down and up blocks (False: up blocks only)
+    c.num_levels = 0  # > 0: a learned level embedding (one shared local model for all depths)
+    return c
+
+
+def text_block() -> ml_collections.ConfigDict:
+    """CLIP text transformer; defaults are CLIP ViT-L/14's (Stable Diffusion v1)."""
+    c = ml_collections.ConfigDict()
+    c.vocab_size = 49408
+    c.hidden_size = 768
+    c.intermediate_size = 3072
+    c.num_hidden_layers = 12
+    c.num_attention_heads = 12
+    c.max_position_embeddings = 77
+    c.hidden_act = "quick_gelu"
+    c.layer_norm_eps = 1e-5
+    c.tokenizer = "word"  # 'word' (built-in, synthetic world) or a local CLIP tokenizer folder
+    return c
+
+
+def diffusion_block() -> ml_collections.ConfigDict:
+    """Noise schedule, parameterisation and default sampler."""
+    c = ml_collections.ConfigDict()
+    c.schedule = "scaled_linear"  # 'linear' | 'scaled_linear' (SD) | 'cosine'
+    c.num_train_timesteps = 1000
+    c.beta_start = 0.00085
+    c.beta_end = 0.012
+    c.prediction_type = "epsilon"  # 'epsilon' | 'v'
+    c.sampler = "ddpm"  # 'ddpm' (the paper's) | 'ddim' | 'dpm++2m'
+    c.sample_steps = 50
+    c.guidance_scale = 1.0
+    c.ddim_eta = 0.0
+    return c
+
+
+def validate_mtd(c: Any, path: str = "model.mtd") -> None:
+    check_fields(c, mtd_block().keys(), path)
+
+
+def validate_text(c: Any, path: str = "model.text") -> None:
+    check_fields(c, text_block().keys(), path)
+
+
+def validate_diffusion(c: Any, path: str = "diffusion") -> None:
+    check_fields(c, diffusion_block().keys(), path)
+
+
 def check_fields(section: Any, allowed: Iterable[str], path: str) -> None:
     """Raises ConfigError for any field of ``section`` not in ``allowed``."""
     allowed = set(allowed)
@@ -122,6 +189,12 @@ def validate(config: Any) -> None:
         validate_vae(model.vae)
         if config.get("data") is not None and config.data.get("resolution") is not None:
             check_resolution(config.data.resolution, vae_downsampling(model.vae), "data.resolution")
+    if model is not None and model.get("mtd") is not None:
+        validate_mtd(model.mtd)
+    if model is not None and model.get("text") is not None:
+        validate_text(model.text)
+    if config.get("diffusion") is not None:
+        validate_diffusion(config.diffusion)
     if config.get("mesh") is not None:
         check_fields(config.mesh, mesh_block().keys(), "mesh")
         if len(tuple(config.mesh.shape)) != len(tuple(config.mesh.axes)):
