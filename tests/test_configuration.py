@@ -1,0 +1,45 @@
+"""Configs load through get_config(arg) and bad values are errors that name the field."""
+import pytest
+
+from nuwa_xl_jax import configuration
+
+
+@pytest.mark.parametrize("spec", ["configs/synthetic.py", "configs/synthetic.py:tiny",
+                                  "configs/flintstones.py:128", "configs/flintstones.py:256"])
+def test_configs_load(spec):
+    config = configuration.load(spec)
+    assert config.model.vae.latent_channels == 4
+
+
+def _cfg():
+    return configuration.load("configs/synthetic.py")
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda c: c.model.vae.__setattr__("block_out_channels", (16, -32)), r"model.vae.block_out_channels\[1\]"),
+    (lambda c: c.model.vae.__setattr__("block_out_channels", (16, 30)), "not divisible by model.vae.norm_num_groups"),
+    (lambda c: c.model.vae.__setattr__("temporal_kernel_size", 2), "temporal_kernel_size must be odd"),
+    (lambda c: c.data.__setattr__("resolution", (64, 62)), "width 62 is not divisible .* factor 4"),
+    (lambda c: c.mesh.__setattr__("shape", (1, 2, 3)), "same length"),
+])
+def test_bad_values_name_the_field(mutate, match):
+    c = _cfg()
+    with c.unlocked():
+        mutate(c)
+    with pytest.raises(configuration.ConfigError, match=match):
+        configuration.validate(c)
+
+
+def test_unknown_field_is_an_error():
+    c = _cfg()
+    with c.unlocked():
+        c.model.vae.lattent_channels = 4  # a typo
+    with pytest.raises(configuration.ConfigError, match="unknown config field.*model.vae.lattent_channels"):
+        configuration.validate(c)
+
+
+def test_unknown_variant_and_missing_file():
+    with pytest.raises(ValueError, match="unknown variant 'huge'"):
+        configuration.load("configs/synthetic.py:huge")
+    with pytest.raises(configuration.ConfigError, match="not found"):
+        configuration.load("configs/nope.py")
