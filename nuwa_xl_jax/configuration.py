@@ -68,6 +68,8 @@ def mtd_block() -> ml_collections.ConfigDict:
     c.condition_injection = "multiscale"  # 'multiscale' (every block) | 'highest' | 'none'
     c.condition_symmetric = True  # inject in down and up blocks (False: up blocks only)
     c.num_levels = 0  # > 0: a learned level embedding (one shared local model for all depths)
+    c.dtype = "float32"  # compute dtype ('float32' | 'bfloat16'); parameters stay float32
+    c.remat = False  # rematerialise each UNet block (less activation memory, more compute)
     return c
 
 
@@ -103,6 +105,54 @@ def diffusion_block() -> ml_collections.ConfigDict:
 
 def validate_mtd(c: Any, path: str = "model.mtd") -> None:
     check_fields(c, mtd_block().keys(), path)
+    block_types = {"down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+                   "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D")}
+    for f in ("in_channels", "out_channels", "layers_per_block", "norm_num_groups",
+              "cross_attention_dim", "temporal_kernel_size"):
+        _positive_int(c[f], f"{path}.{f}")
+    widths = tuple(c.block_out_channels)
+    if not widths:
+        raise ConfigError(f"{path}.block_out_channels must list at least one width")
+    n = len(widths)
+    for f, known in block_types.items():
+        types = tuple(c[f])
+        if len(types) != n:
+            raise ConfigError(f"{path}.{f} has {len(types)} entries but {path}.block_out_channels "
+                              f"has {n}; give one block type per width")
+        for i, t in enumerate(types):
+            if t not in known:
+                raise ConfigError(f"{path}.{f}[{i}]={t!r} is not a known block type; "
+                                  f"use one of {', '.join(known)}")
+    heads = c.attention_head_dim
+    heads = (heads,) * n if isinstance(heads, int) else tuple(heads)
+    if len(heads) != n:
+        raise ConfigError(f"{path}.attention_head_dim has {len(heads)} entries but "
+                          f"{path}.block_out_channels has {n}; give one int or one per block")
+    for i, (w, hd) in enumerate(zip(widths, heads)):
+        _positive_int(w, f"{path}.block_out_channels[{i}]")
+        _positive_int(hd, f"{path}.attention_head_dim[{i}]")
+        if w % c.norm_num_groups:
+            raise ConfigError(f"{path}.block_out_channels[{i}]={w} is not divisible by "
+                              f"{path}.norm_num_groups={c.norm_num_groups}")
+        if w % hd:
+            raise ConfigError(f"{path}.block_out_channels[{i}]={w} is not divisible by its number "
+                              f"of attention heads {path}.attention_head_dim[{i}]={hd} (SD v1 "
+                              "meaning: heads)")
+    if c.temporal_kernel_size % 2 == 0:
+        raise ConfigError(f"{path}.temporal_kernel_size must be odd (a centred Dirac tap), "
+                          f"got {c.temporal_kernel_size}")
+    if c.condition_injection not in ("multiscale", "highest", "none"):
+        raise ConfigError(f"{path}.condition_injection={c.condition_injection!r}; use "
+                          "'multiscale', 'highest' or 'none'")
+    for f in ("use_linear_projection", "flip_sin_to_cos", "temporal", "condition_symmetric", "remat"):
+        if not isinstance(c[f], bool):
+            raise ConfigError(f"{path}.{f} must be True or False, got {c[f]!r}")
+    if not isinstance(c.num_levels, int) or isinstance(c.num_levels, bool) or c.num_levels < 0:
+        raise ConfigError(f"{path}.num_levels must be an integer >= 0, got {c.num_levels!r}")
+    if c.dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"{path}.dtype={c.dtype!r}; use 'float32' or 'bfloat16'")
+    if not c.norm_eps > 0:
+        raise ConfigError(f"{path}.norm_eps must be > 0, got {c.norm_eps}")
 
 
 def validate_text(c: Any, path: str = "model.text") -> None:
