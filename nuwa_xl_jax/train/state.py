@@ -1,0 +1,59 @@
+"""The training state and the optimizer, shared by every stage (T-KLVAE, MTD levels, baselines).
+
+The state is one pytree: step, params, optimizer state, EMA params and the RNG key data, so one
+``jax.jit`` with explicit shardings updates it and one Orbax item saves it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar
+    params: Any
+    opt_state: Any
+    ema_params: Any
+    rng: jax.Array  # uint32 key data (raw, so Orbax saves it like any array)
+
+    def key(self) -> jax.Array:
+        return jax.random.wrap_key_data(self.rng)
+
+
+def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int,
+                   weight_decay: float = 0.0, clip_norm: float | None = 1.0,
+                   b1: float = 0.9, b2: float = 0.999, accumulate_steps: int = 1,
+                   end_lr_fraction: float = 0.0) -> optax.GradientTransformation:
+    """AdamW with linear warmup and cosine decay, gradient clipping, optional accumulation."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=learning_rate, warmup_steps=max(warmup_steps, 0),
+        decay_steps=max(total_steps, warmup_steps + 1), end_value=learning_rate * end_lr_fraction)
+    parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
+    parts.append(optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
+    tx = optax.chain(*parts)
+    if accumulate_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=accumulate_steps)
+    return tx
+
+
+def create(params: Any, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
+    """A fresh state. Call inside ``jax.jit`` with ``out_shardings`` to create it already sharded."""
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      ema_params=jax.tree.map(jnp.copy, params), rng=jax.random.key_data(key))
+
+
+def ema_update(ema: Any, params: Any, decay: float) -> Any:
+    return jax.tree.map(lambda e, p: e * decay + (1.0 - decay) * p.astype(e.dtype), ema, params)
+
+
+def apply_gradients(state: TrainState, grads: Any, tx: optax.GradientTransformation,
+                    ema_decay: float) -> TrainState:
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         ema_params=ema_update(state.ema_params, params, ema_decay))
