@@ -1,0 +1,266 @@
+"""One training loop for every stage (T-KLVAE, MTD global / local / autoregressive).
+
+A stage says what to train (init, loss, data); the loop does the rest the same way for all:
+the state is created directly sharded on the mesh (``eval_shape`` -> logical shardings ->
+``jax.jit(init, out_shardings=...)``), one jitted step with explicit in/out shardings and a
+donated state, Orbax checkpoints with the data iterator state (running the same command again
+resumes exactly), SIGTERM saves then exits cleanly, a non-finite loss stops with the step named and
+the last good checkpoint kept. Logs: a progress bar, ``metrics.jsonl`` and TensorBoard events.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from nuwa_xl_jax import parallel
+from nuwa_xl_jax.train import checkpoint as ckpt_lib
+from nuwa_xl_jax.train import config as train_config
+from nuwa_xl_jax.train import state as train_state
+
+Batch = dict[str, np.ndarray]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or inf loss; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class Stage:
+    """What one stage trains.
+
+    init(key) -> params (boxed with logical names or plain); pure, traced under ``eval_shape``.
+    loss(params, batch, key, step) -> (scalar loss, dict of scalar metrics); pure.
+    grads(params, batch, key, step) -> (loss, metrics, grads): optional, for stages whose
+        gradients are not those of one loss (the VAE's generator and discriminator).
+    data(process_index, process_count) -> an iterator of process-local numpy batches with
+        ``get_state``/``set_state`` (a grain DatasetIterator), restored with the checkpoint.
+    model_config: what decides parameter shapes; its fingerprint guards the workdir.
+    frames_per_example: for the frames/s readout.
+    sample(params, step, directory): optional, writes sample frames every ``sample_every`` steps.
+    """
+    name: str
+    init: Callable[[jax.Array], Any]
+    loss: Callable[..., tuple[jax.Array, dict]] | None
+    data: Callable[[int, int], Iterator[Batch]]
+    model_config: dict
+    grads: Callable[..., tuple[jax.Array, dict, Any]] | None = None
+    frames_per_example: int = 1
+    sample: Callable[[Any, int, str], None] | None = None
+
+
+@dataclasses.dataclass
+class Result:
+    state: train_state.TrainState
+    step: int
+    preempted: bool
+    losses: list[float]
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, training still works
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _make_step(stage: Stage, tx, ema_decay: float):
+    if stage.grads is not None:
+        grads_fn = stage.grads
+    else:
+        def grads_fn(params, batch, key, step):
+            (loss, metrics), grads = jax.value_and_grad(stage.loss, has_aux=True)(params, batch, key, step)
+            return loss, metrics, grads
+
+    def step_fn(state: train_state.TrainState, batch):
+        key = jax.random.fold_in(state.key(), state.step)
+        loss, metrics, grads = grads_fn(state.params, batch, key, state.step)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
+            [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        new = train_state.apply_gradients(state, grads, tx, ema_decay)
+        # A non-finite step leaves the state untouched; the host stops and names the step.
+        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+        metrics = dict(metrics, loss=loss, finite=finite,
+                       grad_norm=jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32)))
+                                              for g in jax.tree.leaves(grads))))
+        return new, metrics
+
+    return step_fn
+
+
+def _global_batch(local: Batch, sharding: NamedSharding) -> dict[str, jax.Array]:
+    return {k: jax.make_array_from_process_local_data(
+        NamedSharding(sharding.mesh, P(sharding.spec[0], *([None] * (np.ndim(v) - 1)))), np.asarray(v))
+        for k, v in local.items()}
+
+
+class _Logger:
+    """metrics.jsonl and TensorBoard events (tensorboardX: no TensorFlow), from process 0 only."""
+
+    def __init__(self, directory: str, enabled: bool):
+        self.enabled = enabled
+        self.writer = None
+        if enabled:
+            os.makedirs(directory, exist_ok=True)
+            self.jsonl = open(os.path.join(directory, "metrics.jsonl"), "a")
+            try:
+                from tensorboardX import SummaryWriter
+
+                self.writer = SummaryWriter(os.path.join(directory, "tensorboard"))
+            except ImportError:
+                self.writer = None
+
+    def log(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.jsonl.flush()
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            if self.writer is not None:
+                self.writer.close()
+
+
+def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
+          rules=parallel.DEFAULT_RULES, progress: bool = True,
+          stop_after: int | None = None) -> Result:
+    """Trains ``stage`` to ``cfg.steps`` (the ``train`` block), resuming from ``workdir`` if it holds
+    a checkpoint of the same stage and architecture. ``stop_after`` ends early after that many
+    steps of this call (tests)."""
+    train_config.validate_train(cfg)
+    mesh = mesh if mesh is not None else parallel.make_mesh()
+    nproc, pidx = jax.process_count(), jax.process_index()
+    train_config.check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh), nproc)
+    stage_dir = os.path.join(workdir, stage.name)
+    tx = train_state.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.weight_decay,
+                                    cfg.clip_norm, cfg.b1, cfg.b2, cfg.accumulate_steps,
+                                    cfg.end_lr_fraction)
+    init_key, state_key = jax.random.split(jax.random.key(seed))
+
+    def init_state(key):
+        return train_state.create(stage.init(key), tx, state_key)
+
+    abstract = jax.eval_shape(init_state, init_key)
+    shardings = parallel.tree_shardings(abstract, mesh, rules)
+    meta = {"stage": stage.name, "fingerprint": ckpt_lib.fingerprint(stage.model_config),
+            "model_config": stage.model_config}
+
+    data_iter = stage.data(pidx, nproc)
+    ckpt = ckpt_lib.Checkpointer(os.path.join(stage_dir, "checkpoints"), cfg.keep_checkpoints,
+                                 cfg.async_checkpoints)
+    start = ckpt.latest_step()
+    if start is not None:
+        ckpt.check_compatible(meta, start)
+        target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                              nn.meta.unbox(abstract), shardings)
+        state, _ = ckpt.restore(target, start, data_iterator=data_iter)
+        if progress and pidx == 0:
+            print(f"[{stage.name}] resuming from step {start} in {stage_dir}")
+    else:
+        start = 0
+        state = jax.jit(lambda k: nn.meta.unbox(init_state(k)), out_shardings=shardings)(init_key)
+
+    batch_sharding = parallel.batch_sharding(mesh, 1)
+    step_fn = jax.jit(_make_step(stage, tx, cfg.ema_decay),
+                      in_shardings=(shardings, NamedSharding(mesh, batch_sharding.spec)),
+                      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+
+    logger = _Logger(stage_dir, pidx == 0)
+    bar = None
+    if progress and pidx == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc=stage.name, dynamic_ncols=True)
+    losses: list[float] = []
+    step = start
+    last_good = start if ckpt.latest_step() is not None else None
+    preempted = False
+    t0, steps_since = time.perf_counter(), 0
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    try:
+        with _Preemption() as preemption:
+            pending = None  # metrics of the previous step, read one step late to keep dispatch async
+            while step < end:
+                local = next(data_iter)
+                state, metrics = step_fn(state, _global_batch(local, batch_sharding))
+                step += 1
+                if pending is not None:
+                    _check_finite(*pending, last_good)
+                pending = (step, metrics)
+                steps_since += 1
+                host = None
+                if step % cfg.log_every == 0 or step == end:
+                    host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    _check_finite(step, host, last_good)
+                    dt = time.perf_counter() - t0
+                    rate = steps_since / max(dt, 1e-9)
+                    host.update(steps_per_s=rate,
+                                frames_per_s=rate * cfg.batch_size * stage.frames_per_example)
+                    host.pop("finite", None)
+                    logger.log(step, host)
+                    losses.append(host["loss"])
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{host['loss']:.4f}", steps_s=f"{rate:.2f}",
+                                        frames_s=f"{host['frames_per_s']:.1f}")
+                    t0, steps_since = time.perf_counter(), 0
+                if bar is not None:
+                    bar.update(1)
+                if stage.sample is not None and cfg.sample_every and step % cfg.sample_every == 0 \
+                        and pidx == 0:
+                    stage.sample(state.ema_params, step, os.path.join(stage_dir, "samples"))
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or preemption.requested:
+                    _check_finite(step, jax.device_get(metrics), last_good)
+                    ckpt.save(step, state, meta, data_iter, force=True)
+                    last_good = step
+                if preemption.requested:
+                    preempted = True
+                    break
+    finally:
+        ckpt.close()
+        logger.close()
+        if bar is not None:
+            bar.close()
+    if preempted and pidx == 0:
+        print(f"[{stage.name}] SIGTERM: saved a checkpoint at step {step} in {stage_dir}; "
+              "run the same command to resume.")
+    return Result(state, step, preempted, losses)
+
+
+def _check_finite(step: int, metrics: Any, last_good: int | None) -> None:
+    finite = metrics["finite"] if isinstance(metrics, dict) else True
+    if not bool(np.asarray(finite)) or not math.isfinite(float(np.asarray(metrics["loss"]))):
+        kept = f"the last good checkpoint (step {last_good}) is kept" if last_good else \
+            "no checkpoint had been written yet"
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step}: training stopped and {kept}. Lower "
+            "train.learning_rate, check the data, or enable train.clip_norm.")
