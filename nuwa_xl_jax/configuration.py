@@ -157,10 +157,42 @@ def validate_mtd(c: Any, path: str = "model.mtd") -> None:
 
 def validate_text(c: Any, path: str = "model.text") -> None:
     check_fields(c, text_block().keys(), path)
+    for f in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+              "num_attention_heads", "max_position_embeddings"):
+        _positive_int(c[f], f"{path}.{f}")
+    if c.hidden_size % c.num_attention_heads:
+        raise ConfigError(f"{path}.hidden_size={c.hidden_size} is not divisible by "
+                          f"{path}.num_attention_heads={c.num_attention_heads}")
+    if c.hidden_act not in ("quick_gelu", "gelu", "gelu_new"):
+        raise ConfigError(f"{path}.hidden_act={c.hidden_act!r}; expected 'quick_gelu', 'gelu' or "
+                          "'gelu_new'")
+    if not c.layer_norm_eps > 0:
+        raise ConfigError(f"{path}.layer_norm_eps must be > 0, got {c.layer_norm_eps}")
+    if not isinstance(c.tokenizer, str) or not c.tokenizer:
+        raise ConfigError(f"{path}.tokenizer must be 'word' or a CLIP tokenizer folder, "
+                          f"got {c.tokenizer!r}")
 
 
 def validate_diffusion(c: Any, path: str = "diffusion") -> None:
     check_fields(c, diffusion_block().keys(), path)
+    choices = {"schedule": ("linear", "scaled_linear", "cosine"), "prediction_type": ("epsilon", "v"),
+               "sampler": ("ddpm", "ddim", "dpm++2m")}
+    for f, allowed in choices.items():
+        if c[f] not in allowed:
+            raise ConfigError(f"{path}.{f}={c[f]!r} is unknown; choose one of {', '.join(allowed)}")
+    _positive_int(c.num_train_timesteps, f"{path}.num_train_timesteps")
+    _positive_int(c.sample_steps, f"{path}.sample_steps")
+    if c.sample_steps > c.num_train_timesteps:
+        raise ConfigError(f"{path}.sample_steps={c.sample_steps} exceeds "
+                          f"{path}.num_train_timesteps={c.num_train_timesteps}")
+    if not 0 < c.beta_start < c.beta_end < 1:
+        raise ConfigError(f"{path}.beta_start={c.beta_start} and beta_end={c.beta_end} must satisfy "
+                          "0 < beta_start < beta_end < 1")
+    if not c.guidance_scale > 0:
+        raise ConfigError(f"{path}.guidance_scale must be > 0 (1 = no guidance), got "
+                          f"{c.guidance_scale}")
+    if not c.ddim_eta >= 0:
+        raise ConfigError(f"{path}.ddim_eta must be >= 0, got {c.ddim_eta}")
 
 
 def check_fields(section: Any, allowed: Iterable[str], path: str) -> None:
