@@ -1,60 +1,17 @@
 """The generic training loop on a small regression stage: learns, resumes bitwise, handles
 SIGTERM, stops on a non-finite loss, refuses bad batch sizes and foreign checkpoints."""
 import os
-import signal
 
-import flax.linen as nn
-import grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from nuwa_xl_jax import configuration, parallel
-from nuwa_xl_jax.models import layers
 from nuwa_xl_jax.train import checkpoint as ckpt_lib
 from nuwa_xl_jax.train import config as train_config
 from nuwa_xl_jax.train import loop
 
-RNG = np.random.default_rng(0)
-X = RNG.normal(size=(64, 8)).astype(np.float32)
-W = RNG.normal(size=(8, 4)).astype(np.float32)
-Y = X @ W
-
-
-class Model(nn.Module):
-    width: int = 4
-
-    @nn.compact
-    def __call__(self, x):
-        return layers.dense(self.width, name="proj")(x)
-
-
-def make_stage(width=4, poison_at=None, sigterm_at=None):
-    model = Model(width)
-
-    def init(key):
-        return model.init(key, jnp.zeros((1, 8)))
-
-    def loss(params, batch, key, step):
-        pred = model.apply(params, batch["x"])
-        noise = 0.01 * jax.random.normal(key, pred.shape)  # uses the per-step key: resume must restore it
-        err = jnp.mean((pred + noise - batch["y"][:, :width]) ** 2)
-        return err * batch["scale"].mean(), {"mse": err}
-
-    def data(pidx, nproc):
-        def example(i):
-            scale = np.float32(np.nan if poison_at is not None and i == poison_at else 1.0)
-            return {"x": X[i], "y": Y[i], "scale": scale, "index": np.int32(i)}
-
-        ds = grain.MapDataset.range(len(X))[pidx::nproc].shuffle(seed=1).repeat().map(example)
-        return iter(ds.batch(8 // nproc, drop_remainder=True).to_iter_dataset())
-
-    def sample(params, step, directory):  # the hook runs on the host after the step: "preempt" here
-        if step == sigterm_at:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return loop.Stage("toy", init, loss, data, model_config={"width": width}, sample=sample)
+from toy_stage import make_stage  # tests/train/conftest.py puts it on sys.path
 
 
 def cfg(**kw):

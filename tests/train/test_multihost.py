@@ -1,0 +1,62 @@
+"""Multi-host: 2 processes x 2 fake CPU devices on localhost (gloo collectives) give the same losses
+as 1 process x 4 devices for the same steps."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import portpicker
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+WORKER = textwrap.dedent("""
+    import json, sys
+    pid, nproc, port, workdir = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if nproc > 1:
+        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc,
+                                   process_id=pid)
+    sys.path.insert(0, sys.argv[5])
+    from toy_stage import make_stage
+    from nuwa_xl_jax import parallel
+    from nuwa_xl_jax.train import config as train_config, loop
+    assert jax.device_count() == 4, jax.device_count()
+    c = train_config.train_block()
+    c.update(steps=6, batch_size=8, learning_rate=0.05, warmup_steps=0, log_every=1,
+             checkpoint_every=3, async_checkpoints=False)
+    r = loop.train(make_stage(), c, workdir, parallel.make_mesh((-1, 2)), progress=False)
+    print("LOSSES", json.dumps(r.losses))
+""")
+
+
+def _launch(nproc, devices_per_process, workdir):
+    port = portpicker.pick_unused_port()
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+               JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(p), str(nproc), str(port),
+                               str(workdir), HERE], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for p in range(nproc)]
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=400)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("multi-process training timed out")
+        assert p.returncode == 0, err[-3000:]
+        outs.append(json.loads(out.split("LOSSES", 1)[1]))
+    return outs
+
+
+def test_two_processes_match_one(tmp_path):
+    (single,) = _launch(1, 4, tmp_path / "single")
+    multi = _launch(2, 2, tmp_path / "multi")
+    assert len(single) == 6
+    for losses in multi:
+        np.testing.assert_allclose(losses, single, rtol=1e-5)
