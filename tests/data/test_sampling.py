@@ -1,0 +1,80 @@
+"""Level sampling indices: the paper's numbers and agreement with the inference plan."""
+import numpy as np
+import pytest
+
+from nuwa_xl_jax.data import sampling
+from nuwa_xl_jax.dod import plan
+
+
+def test_paper_numbers_L16_m3():
+    assert sampling.window_size(16, 3) == 3376
+    assert [sampling.level_stride(16, 3, d) for d in range(3)] == [225, 15, 1]
+    g = sampling.global_indices(16, 3, start=100)
+    assert g.indices[0] == 100 and g.indices[-1] == 100 + 3375 and g.stride == 225
+    assert not g.mask.any()
+    l1 = sampling.local_indices(16, 3, 1, pair=2)
+    assert list(l1.indices[[0, -1]]) == [450, 675] and l1.stride == 15
+    l2 = sampling.local_indices(16, 3, 2, pair=7)
+    assert list(l2.indices) == list(range(105, 121)) and l2.stride == 1
+    for ex in (l1, l2):
+        assert list(ex.mask) == [1] + [0] * 14 + [1]
+
+
+@pytest.mark.parametrize("L,m", [(16, 3), (4, 3), (5, 2)])
+def test_local_frames_are_exactly_the_parent_levels_frames(L, m):
+    """Every local example's ends are adjacent frames of its parent level, and its whole set of
+    examples is the inference plan's segments of that level."""
+    p = plan.make_plan(L, m)
+    parent = set(sampling.global_indices(L, m).indices.tolist())
+    for d in range(1, m):
+        examples = [sampling.local_indices(L, m, d, q) for q in range(sampling.num_pairs(L, d))]
+        ordered = sorted(parent)
+        for ex in examples:
+            a, b = ex.indices[0], ex.indices[-1]
+            assert a in parent and b in parent and ordered.index(b) == ordered.index(a) + 1
+            assert not (set(ex.indices[1:-1].tolist()) & parent)
+        rows = np.stack([ex.indices for ex in examples])
+        assert np.array_equal(rows, p.levels[d].frames)
+        assert np.array_equal(np.stack([ex.mask > 0 for ex in examples]), p.levels[d].given)
+        parent |= set(rows.ravel().tolist())
+    assert parent == set(range(sampling.window_size(L, m)))
+    assert np.array_equal(sampling.global_indices(L, m).indices, p.levels[0].frames[0])
+
+
+def test_sample_is_seeded_and_in_range():
+    spec = sampling.Spec(frames_per_call=16, depth=3, level=-1)
+    a = [sampling.sample(spec, 5000, np.random.default_rng(7)) for _ in range(3)]
+    b = [sampling.sample(spec, 5000, np.random.default_rng(7)) for _ in range(3)]
+    assert all(np.array_equal(x.indices, y.indices) for x, y in zip(a, b))
+    rng = np.random.default_rng(0)
+    levels = set()
+    for _ in range(200):
+        ex = sampling.sample(spec, 5000, rng)
+        levels.add(ex.level)
+        assert ex.indices.min() >= 0 and ex.indices.max() < 5000
+        assert np.all(np.diff(ex.indices) == ex.stride)
+    assert levels == {0, 1, 2}
+
+
+def test_autoregressive_and_artv():
+    ar = sampling.sample(sampling.Spec(mode="ar", frames_per_call=16, ar_stride=3, ar_prefix=4),
+                         100, np.random.default_rng(0))
+    assert np.all(np.diff(ar.indices) == 3) and list(ar.mask) == [1] * 4 + [0] * 12
+    assert ar.level == -1
+    spec = sampling.Spec(mode="artv", frames_per_call=4, depth=2)
+    for s in range(20):
+        ex = sampling.sample(spec, 40, np.random.default_rng(s))
+        anchor, prev, new = ex.indices
+        assert new - prev == 1 and anchor <= prev and new - anchor < spec.window
+        assert list(ex.mask) == [1, 1, 0]
+
+
+def test_episode_shorter_than_window_is_a_clear_error():
+    spec = sampling.Spec(frames_per_call=16, depth=3)
+    with pytest.raises(sampling.EpisodeTooShortError,
+                       match=r"ep7 has 3000 frames but a dod window .* needs 3376"):
+        sampling.sample(spec, 3000, np.random.default_rng(0), name="ep7")
+    with pytest.raises(ValueError, match="data.level must be"):
+        sampling.Spec(depth=3, level=3)
+    with pytest.raises(ValueError, match="data.ar_prefix"):
+        sampling.Spec(mode="ar", ar_prefix=16)
