@@ -155,6 +155,9 @@ def make_dataset(c: Any, process_index: int | None = None, process_count: int | 
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * local_batch))
     ds = ds.batch(local_batch, drop_remainder=True)
     if c.workers:
+        from absl import flags
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (library use, no main)
+            flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=c.workers))
     return ds
 
