@@ -230,7 +230,7 @@ def sample(name: str, model_fn: Callable[..., Any], schedule: Schedule, key, sha
     shape = tuple(shape)
     cond = dict(cond or {})
     mask = None if mask is None else jnp.asarray(mask)
-    t_ndim = (mask.ndim if given_t is not None else 1) if t_ndim is None else t_ndim
+    t_ndim = (mask.ndim if given_t is not None and mask is not None else 1) if t_ndim is None else t_ndim
     _check(shape, cond, null_cond, given, mask, given_t, t_ndim)
     n = schedule.num_train_timesteps
     steps = (n if name == "ddpm" else 50) if steps is None else steps
