@@ -1,8 +1,11 @@
 """Shared config blocks and their variants. The blocks of record (every allowed field, with the
-paper's defaults) live in nuwa_xl_jax/configuration.py; this file picks variants of them."""
+paper's defaults) live in the library (nuwa_xl_jax/configuration.py, data/config.py,
+train/config.py); this file picks variants of them and assembles whole configs."""
 import ml_collections
 
 from nuwa_xl_jax import configuration
+from nuwa_xl_jax.data.config import data_block
+from nuwa_xl_jax.train.config import train_block
 
 
 def vae(variant: str = "sd") -> ml_collections.ConfigDict:
@@ -14,6 +17,39 @@ def vae(variant: str = "sd") -> ml_collections.ConfigDict:
         c.norm_num_groups = 8
     elif variant != "sd":
         raise ValueError(f"unknown vae variant {variant!r}; expected 'sd' or 'tiny'")
+    return c
+
+
+def mtd(variant: str = "sd") -> ml_collections.ConfigDict:
+    """MTD UNet: ``sd`` (Stable Diffusion v1's layout), ``small`` (CPU demo) or ``tiny`` (tests)."""
+    c = configuration.mtd_block()
+    if variant in ("small", "tiny"):
+        c.block_out_channels = (32, 64) if variant == "tiny" else (64, 128)
+        c.layers_per_block = 1
+        c.down_block_types = ("CrossAttnDownBlock2D", "DownBlock2D")
+        c.up_block_types = ("UpBlock2D", "CrossAttnUpBlock2D")
+        c.attention_head_dim = 4
+        c.cross_attention_dim = 32 if variant == "tiny" else 64
+        c.norm_num_groups = 8 if variant == "tiny" else 16
+    elif variant != "sd":
+        raise ValueError(f"unknown mtd variant {variant!r}; expected 'sd', 'small' or 'tiny'")
+    return c
+
+
+def text(variant: str = "clip-l") -> ml_collections.ConfigDict:
+    """Text encoder: ``clip-l`` (CLIP ViT-L/14, SD v1) or ``small`` / ``tiny`` (word tokenizer)."""
+    c = configuration.text_block()
+    if variant in ("small", "tiny"):
+        c.vocab_size = 64  # the synthetic world's words + specials fit
+        c.hidden_size = 32 if variant == "tiny" else 64
+        c.intermediate_size = 4 * c.hidden_size
+        c.num_hidden_layers = 1 if variant == "tiny" else 2
+        c.num_attention_heads = 2 if variant == "tiny" else 4
+        c.max_position_embeddings = 16
+        c.hidden_act = "gelu"
+        c.tokenizer = "word"
+    elif variant != "clip-l":
+        raise ValueError(f"unknown text variant {variant!r}; expected 'clip-l', 'small' or 'tiny'")
     return c
 
 
@@ -31,5 +67,22 @@ def vae_loss() -> ml_collections.ConfigDict:
     return c
 
 
+def data(**overrides) -> ml_collections.ConfigDict:
+    c = data_block()
+    c.update(overrides)
+    return c
+
+
+def train(**overrides) -> ml_collections.ConfigDict:
+    c = train_block()
+    c.update(overrides)
+    return c
+
+
 def mesh() -> ml_collections.ConfigDict:
     return configuration.mesh_block()
+
+
+def stages(depth: int) -> tuple:
+    """The stages of a whole model family, in order: the VAE, the global MTD, one MTD per depth."""
+    return ("vae", "mtd_global") + tuple(f"mtd_local{d}" for d in range(1, depth))

@@ -1,6 +1,8 @@
-"""The paper's setting on FlintstonesHD: Stable Diffusion v1 layout, L=16, depth 3.
+"""The paper's setting on FlintstonesHD: Stable Diffusion v1 layout, L=16, depth 3 (3376 frames).
 
-Variants: ``128`` and ``256`` (frame size in pixels).
+Variants: ``128`` and ``256`` (frame size in pixels). Set ``data.manual_dir`` to the folder of
+episode videos and captions (docs/data.md), and import SD's weights with
+``python -m nuwa_xl_jax.convert`` to start from them.
 """
 import ml_collections
 
@@ -15,8 +17,23 @@ def get_config(arg: str = "128") -> ml_collections.ConfigDict:
     config.seed = 0
     config.model = ml_collections.ConfigDict()
     config.model.vae = common.vae("sd")
+    config.model.mtd = common.mtd("sd")
+    config.model.mtd.dtype = "bfloat16"
+    config.model.mtd.remat = True
+    config.model.text = common.text("clip-l")
     config.vae_loss = common.vae_loss()
-    config.data = ml_collections.ConfigDict()
-    config.data.resolution = (size, size)
+    config.diffusion = common.configuration.diffusion_block()
+    config.data = common.data(dataset="flintstones_hd", manual_dir="~/flintstones_hd",
+                              resolution=(size, size), frames_per_call=16,
+                              depth=3, chunk_frames=16, max_length=77)
+    config.vae_train = common.train(steps=100_000, batch_size=32, learning_rate=4.5e-6,
+                                    warmup_steps=1000, ema_decay=0.9999, checkpoint_every=2000)
+    config.vae_frames = 8
+    config.train = common.train(steps=200_000, batch_size=64, learning_rate=1e-4,
+                                warmup_steps=2000, ema_decay=0.9999, checkpoint_every=2000,
+                                sample_every=5000)
+    config.stages = common.stages(3)
+    config.local_models = "separate"
     config.mesh = common.mesh()
+    config.mesh.shape = (1, -1)  # FSDP over all devices
     return config

@@ -1,6 +1,8 @@
-"""The embedded default: a procedurally generated cartoon world, tiny models, trains on a CPU.
+"""The embedded default: a procedurally generated cartoon world, small models, trains on a CPU.
 
-Variants: ``default`` and ``tiny`` (smallest, for tests).
+Variants:
+  default  64x64 frames, L=16, depth 2 (226-frame videos): the README's main job
+  tiny     32x32 frames, L=4, depth 2 (10-frame videos): the smallest whole family, for tests
 """
 import ml_collections
 
@@ -10,12 +12,35 @@ from configs import common
 def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     if arg not in ("default", "tiny"):
         raise ValueError(f"configs/synthetic.py: unknown variant {arg!r}; expected 'default' or 'tiny'")
+    tiny = arg == "tiny"
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.model = ml_collections.ConfigDict()
     config.model.vae = common.vae("tiny")
+    config.model.mtd = common.mtd("tiny" if tiny else "small")
+    config.model.text = common.text("tiny" if tiny else "small")
+    config.model.mtd.cross_attention_dim = config.model.text.hidden_size
     config.vae_loss = common.vae_loss()
-    config.data = ml_collections.ConfigDict()
-    config.data.resolution = (32, 32) if arg == "tiny" else (64, 64)
+    config.vae_loss.disc_start = 10 ** 9  # no discriminator phase in the short CPU runs
+    config.diffusion = common.configuration.diffusion_block()
+    config.diffusion.sampler = "ddim"
+    config.diffusion.sample_steps = 10 if tiny else 25
+    L, depth = (4, 2) if tiny else (16, 2)
+    config.data = common.data(
+        resolution=(32, 32) if tiny else (64, 64), frames_per_call=L, depth=depth,
+        episodes=4 if tiny else 16, test_episodes=1 if tiny else 2,
+        episode_length=40 if tiny else 1200, chunk_frames=8 if tiny else 16,
+        max_length=config.model.text.max_position_embeddings)
+    config.vae_train = common.train(
+        steps=30 if tiny else 600, batch_size=8, learning_rate=2e-3 if tiny else 1e-3,
+        warmup_steps=5 if tiny else 50, ema_decay=0.9 if tiny else 0.99,
+        log_every=5 if tiny else 20, checkpoint_every=15 if tiny else 200)
+    config.vae_frames = 4  # frames per VAE training clip (consecutive)
+    config.train = common.train(
+        steps=30 if tiny else 800, batch_size=8 if tiny else 8, learning_rate=2e-3 if tiny else 5e-4,
+        warmup_steps=5 if tiny else 50, ema_decay=0.9 if tiny else 0.995,
+        log_every=5 if tiny else 20, checkpoint_every=15 if tiny else 200)
+    config.stages = common.stages(depth)
+    config.local_models = "separate"  # 'separate' (one MTD per depth) | 'shared' (level embedding)
     config.mesh = common.mesh()
     return config

@@ -264,9 +264,17 @@ def load(spec: str) -> ml_collections.ConfigDict:
     return config
 
 
+TOP_LEVEL = ("seed", "model", "vae_loss", "diffusion", "data", "vae_train", "vae_frames", "train",
+             "stages", "local_models", "mesh", "generate")
+STAGE_NAMES = ("vae", "mtd_global", "mtd_local", "mtd_ar")  # + mtd_local<d> for each local depth
+
+
 def validate(config: Any) -> None:
-    """Validates every section present in ``config`` (sections are added by later stages)."""
+    """Validates every section present in ``config``."""
+    check_fields(config, TOP_LEVEL, "config")
     model = config.get("model")
+    if model is not None:
+        check_fields(model, ("vae", "mtd", "text"), "model")
     if model is not None and model.get("vae") is not None:
         validate_vae(model.vae)
         if config.get("data") is not None and config.data.get("resolution") is not None:
@@ -277,6 +285,25 @@ def validate(config: Any) -> None:
         validate_text(model.text)
     if config.get("diffusion") is not None:
         validate_diffusion(config.diffusion)
+    if config.get("data") is not None:
+        from nuwa_xl_jax.data.config import validate_data
+
+        validate_data(config.data)
+    for block in ("train", "vae_train"):
+        if config.get(block) is not None:
+            from nuwa_xl_jax.train.config import validate_train
+
+            validate_train(config[block], block)
+    if model is not None and model.get("mtd") is not None and model.get("text") is not None:
+        if model.mtd.cross_attention_dim != model.text.hidden_size:
+            raise ConfigError(f"model.mtd.cross_attention_dim={model.mtd.cross_attention_dim} must equal "
+                              f"model.text.hidden_size={model.text.hidden_size} (the prompt states' width)")
+    if config.get("local_models") is not None and config.local_models not in ("separate", "shared"):
+        raise ConfigError(f"local_models={config.local_models!r}; use 'separate' or 'shared'")
+    for i, s in enumerate(config.get("stages") or ()):
+        if s not in STAGE_NAMES and not (s.startswith("mtd_local") and s[9:].isdigit()):
+            raise ConfigError(f"stages[{i}]={s!r} is not a stage; use {', '.join(STAGE_NAMES)} "
+                              "or mtd_local<depth>")
     if config.get("mesh") is not None:
         check_fields(config.mesh, mesh_block().keys(), "mesh")
         if len(tuple(config.mesh.shape)) != len(tuple(config.mesh.axes)):
