@@ -8,6 +8,7 @@ proj_attn`` of older checkpoints.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -111,8 +112,13 @@ def identity_temporal_params(module: TKLVAE, seed: int = 0) -> dict[str, np.ndar
     """Freshly initialised temporal parameters only (Dirac convs, zero out-projections).
 
     Jitting an init that returns only these lets XLA drop the spatial parameters, so this stays
-    cheap for SD-sized models.
+    cheap for SD-sized models. Returns fresh copies of a per-(module, seed) cached result.
     """
+    return {k: v.copy() for k, v in _identity_temporal_params(module, seed).items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _identity_temporal_params(module: TKLVAE, seed: int) -> dict[str, np.ndarray]:
     f = module.downsampling_factor()
     dummy = jnp.zeros((1, 1, f, f, module.in_channels), jnp.float32)
 

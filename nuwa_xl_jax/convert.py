@@ -1,0 +1,155 @@
+"""Import public weights into an Orbax checkpoint of ours.
+
+    python -m nuwa_xl_jax.convert --kind=vae --src=DIR --dst=DIR
+
+``--src`` is a diffusers / Hugging Face model folder (``config.json`` + ``*.safetensors``, read with
+numpy; torch is not needed). ``--dst`` receives ``params/`` (an Orbax checkpoint of
+``{"params": ...}``) and ``config.json`` (``{"kind": ..., "model": <our config block>}``). A
+non-empty ``--dst`` is never overwritten.
+
+Kinds are looked up in :data:`KINDS` (module, loader) and imported lazily, so a kind whose
+importer is not installed fails with a clear message and the others keep working.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import sys
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from nuwa_xl_jax.weights.vae import load_diffusers_vae  # noqa: F401  (re-exported)
+
+# kind -> (module holding the loader, loader name). Each loader is ``fn(src, **options) ->
+# (flax module, {"params": ...})``.
+KINDS: dict[str, tuple[str, str]] = {
+    "vae": ("nuwa_xl_jax.weights.vae", "load_diffusers_vae"),
+    "unet": ("nuwa_xl_jax.weights.unet", "load_diffusers_unet"),
+    "clip": ("nuwa_xl_jax.weights.clip", "load_hf_clip_text"),
+}
+PARAMS_DIR = "params"
+CONFIG_FILE = "config.json"
+
+
+class ConvertError(ValueError):
+    """A conversion that cannot run as asked (unknown kind, missing importer, occupied dst)."""
+
+
+def loader_for(kind: str) -> Callable[..., tuple[Any, dict]]:
+    """The import function of ``kind``, imported on first use."""
+    if kind not in KINDS:
+        raise ConvertError(f"--kind={kind!r} is not supported; expected one of {sorted(KINDS)}")
+    module_name, fn_name = KINDS[kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        raise ConvertError(f"--kind={kind} needs {module_name}.{fn_name}, which is not part of "
+                           "this installation yet") from e
+    if not hasattr(module, fn_name):
+        raise ConvertError(f"--kind={kind}: {module_name} has no {fn_name}()")
+    return getattr(module, fn_name)
+
+
+def __getattr__(name: str):
+    """Lazy re-exports of the other loaders (``load_diffusers_unet``, ``load_hf_clip_text``)."""
+    for kind, (_, fn_name) in KINDS.items():
+        if fn_name == name:
+            return loader_for(kind)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)  # dtypes and other scalars
+
+
+def model_config(module: Any) -> dict[str, Any]:
+    """The config block that rebuilds ``module``: its ``to_config()`` or else its dataclass fields."""
+    to_config = getattr(module, "to_config", None)
+    if to_config is not None:
+        cfg = to_config()
+        return _jsonable(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg))
+    skip = {"parent", "name"}
+    return _jsonable({f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+                      if f.name not in skip})
+
+
+def check_destination(dst: str) -> None:
+    if os.path.isfile(dst):
+        raise ConvertError(f"--dst={dst!r} is a file; give a new or empty folder")
+    if os.path.isdir(dst) and os.listdir(dst):
+        raise ConvertError(f"--dst={dst!r} is not empty; refusing to overwrite it. Choose a new "
+                           "folder or remove this one first")
+
+
+def convert(kind: str, src: str, dst: str, **options: Any) -> str:
+    """Loads ``src`` with the ``kind`` importer and writes the checkpoint + config to ``dst``."""
+    check_destination(dst)
+    module, variables = loader_for(kind)(src, **options)
+    os.makedirs(dst, exist_ok=True)
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.abspath(os.path.join(dst, PARAMS_DIR)),
+                      jax.tree.map(np.asarray, variables))
+    checkpointer.wait_until_finished()
+    with open(os.path.join(dst, CONFIG_FILE), "w") as f:
+        json.dump({"kind": kind, "source": os.path.abspath(src), "model": model_config(module)},
+                  f, indent=2)
+    return dst
+
+
+def load_converted(dst: str) -> tuple[dict[str, Any], dict]:
+    """Reads back what :func:`convert` wrote: ``(config dict, {"params": ...})`` as numpy arrays."""
+    import orbax.checkpoint as ocp
+
+    with open(os.path.join(dst, CONFIG_FILE)) as f:
+        config = json.load(f)
+    variables = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(dst, PARAMS_DIR)))
+    return config, variables
+
+
+def main(argv) -> None:
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; use --kind, --src and --dst")
+    if not FLAGS.src or not FLAGS.dst:
+        sys.exit("error: --src (the model folder to import) and --dst (a new folder) are required")
+    options = {"temporal": FLAGS.temporal} if FLAGS.kind == "vae" else {}
+    from nuwa_xl_jax.weights.common import WeightsError
+    from nuwa_xl_jax.configuration import ConfigError
+
+    try:
+        convert(FLAGS.kind, FLAGS.src, FLAGS.dst, **options)
+    except (ConvertError, WeightsError, ConfigError) as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote {FLAGS.kind} checkpoint to {FLAGS.dst} ({PARAMS_DIR}/ and {CONFIG_FILE})")
+
+
+def _define_flags() -> None:
+    from absl import flags
+
+    flags.DEFINE_enum("kind", "vae", sorted(KINDS), "What to import.")
+    flags.DEFINE_string("src", None, "diffusers / Hugging Face model folder (config.json + *.safetensors).")
+    flags.DEFINE_string("dst", None, "New or empty folder for the Orbax checkpoint and config.json.")
+    flags.DEFINE_bool("temporal", True, "kind=vae: add NUWA-XL's temporal layers at identity.")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
