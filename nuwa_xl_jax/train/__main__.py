@@ -1,0 +1,61 @@
+"""``python -m nuwa_xl_jax.train --config=configs/X.py[:variant] --workdir=DIR [--config.a.b=v]``
+
+Runs the config's stages in order (``config.stages``: vae, mtd_global, mtd_local1, ...) or the
+ones named by ``--stages``. Each stage resumes from its checkpoints; a finished stage (its exported
+EMA weights exist) is skipped, so running the same command again continues where it stopped.
+Multi-host: ``jax.distributed.initialize()`` reads TPU / Slurm environments by itself; on other
+clusters pass ``--coordinator_address``, ``--num_processes`` and ``--process_id``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "configs/X.py[:variant]", lock_config=True)
+flags.DEFINE_string("workdir", None, "where checkpoints, logs, samples and exports go")
+flags.DEFINE_list("stages", None, "stages to run (default: config.stages)")
+flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() from the environment")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs)")
+flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)")
+flags.DEFINE_integer("process_id", None, "this process's index (multi-process runs)")
+FLAGS = flags.FLAGS
+
+
+def _fail(message: str, code: int = 1):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv):
+    del argv
+    if FLAGS.config is None:
+        _fail("--config is required, e.g. --config=configs/synthetic.py", 2)
+    if not FLAGS.workdir:
+        _fail("--workdir is required: the folder for checkpoints, logs and exported weights", 2)
+    import jax
+
+    if FLAGS.coordinator_address or FLAGS.distributed:
+        if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS") == "cpu":
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+
+    from nuwa_xl_jax import configuration, parallel
+    from nuwa_xl_jax.train import pipeline
+
+    config = FLAGS.config
+    try:
+        configuration.validate(config)
+        mesh = parallel.make_mesh(tuple(config.mesh.shape), tuple(config.mesh.axes))
+        pipeline.run(config, FLAGS.workdir, mesh, FLAGS.stages)
+    except pipeline.USER_ERRORS as e:
+        _fail(f"{type(e).__name__}: {e}")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)

@@ -1,0 +1,76 @@
+"""Runs the stages of a model family in order, each resumable, each exporting its EMA weights."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import jax
+
+from nuwa_xl_jax.configuration import ConfigError
+from nuwa_xl_jax.train import checkpoint, loop, stages as stages_lib
+
+DONE = "done.json"
+
+
+def _user_errors():
+    from nuwa_xl_jax.data.builders.flintstones_hd import CaptionsError
+    from nuwa_xl_jax.data.sampling import EpisodeTooShortError
+    from nuwa_xl_jax.models.tokenizers import TokenizerError, UnknownWordError
+    from nuwa_xl_jax.weights.common import WeightsError
+
+    return (ConfigError, checkpoint.CheckpointMismatchError, loop.NonFiniteLossError,
+            FileNotFoundError, CaptionsError, EpisodeTooShortError, TokenizerError,
+            UnknownWordError, WeightsError)
+
+
+# Errors a user can fix (bad config, missing data, foreign checkpoint, NaN loss): reported as one
+# clear line by the CLI, never a traceback from deep inside JAX.
+USER_ERRORS = _user_errors()
+
+
+def save_config(config, workdir: str) -> None:
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    text = config.to_json_best_effort(indent=1, sort_keys=True)
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return
+        os.replace(path, path + ".previous")  # keep the older one: nothing is lost
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
+        progress: bool = True) -> dict:
+    """Trains ``only`` (default: ``config.stages``) in order. Returns ``{stage: final step}``;
+    stops early (returning what ran) if a stage was preempted."""
+    names = list(only or config.stages)
+    for name in names:
+        if name not in config.stages and not name.startswith("mtd_"):
+            raise ConfigError(f"--stages: {name!r} is not a stage of this config ({', '.join(config.stages)})")
+    save_config(config, workdir)
+    done = {}
+    for name in names:
+        export = stages_lib.export_dir(workdir, name)
+        marker = os.path.join(export, DONE)
+        if os.path.exists(marker):
+            with open(marker) as f:
+                done[name] = json.load(f)["step"]
+            if progress and jax.process_index() == 0:
+                print(f"[{name}] already trained ({done[name]} steps), exported at {export}")
+            continue
+        stage = stages_lib.build(config, name, workdir)
+        cfg = stages_lib.train_block_for(config, name)
+        result = loop.train(stage, cfg, workdir, mesh, seed=config.seed, progress=progress)
+        done[name] = result.step
+        if result.preempted:
+            break
+        stages_lib.write_export(export, result.state.ema_params, stage.model_config)
+        if jax.process_index() == 0:
+            with open(marker, "w") as f:
+                json.dump({"step": result.step, "final_loss": result.losses[-1] if result.losses else None}, f)
+    return done

@@ -1,0 +1,288 @@
+"""The stages of a NUWA-XL model family, each a :class:`loop.Stage` built from the whole config.
+
+  vae            the Temporal KL-VAE on clips of ``config.vae_frames`` consecutive frames
+  mtd_global     MTD on the global level (L keyframes over the whole window, nothing given)
+  mtd_local<d>   MTD on local depth d (ends given), one model per depth
+  mtd_local      one shared local model for every depth, with a level embedding
+  mtd_ar         the autoregressive baseline (a prefix given; the paper's FDM* row)
+
+MTD stages read the VAE exported by the ``vae`` stage (``WORKDIR/vae/export``) and train the MTD
+UNet together with the text encoder (built-in word tokenizer) on latents encoded on the fly.
+Given frames are shown to the model clean with t = 0 and excluded from the loss; the samplers do
+the same at inference (``given_t=0``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nuwa_xl_jax.train import loop
+
+
+def _to_dict(c: Any) -> dict:
+    return json.loads(c.to_json_best_effort()) if hasattr(c, "to_json_best_effort") else dict(c)
+
+
+def data_config(config, **overrides) -> ml_collections.ConfigDict:
+    """``config.data`` for one stage; the batch size always comes from the stage's train block."""
+    c = ml_collections.ConfigDict(config.data.to_dict())
+    c.update(overrides)
+    return c
+
+
+def _grain_data(dcfg, tokenizer=None):
+    from nuwa_xl_jax.data import pipeline
+
+    def data(pidx, nproc):
+        return pipeline.make_iterator(dcfg, process_index=pidx, process_count=nproc, tokenizer=tokenizer)
+
+    return data
+
+
+def to_video(frames: jax.Array) -> jax.Array:
+    """uint8 ``[..., 3]`` -> float32 in [-1, 1] (the models' pixel range)."""
+    return frames.astype(jnp.float32) / 127.5 - 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Exported EMA weights: what later stages and generation read.
+
+def export_dir(workdir: str, stage: str) -> str:
+    return os.path.join(workdir, stage, "export")
+
+
+def write_export(directory: str, params: Any, model_config: dict) -> None:
+    """Inference weights (the EMA params) + the model config, as an Orbax checkpoint."""
+    import orbax.checkpoint as ocp
+
+    params = jax.device_get(params)
+    if jax.process_index() == 0:
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "model_config.json"), "w") as f:
+            json.dump(model_config, f, indent=1, sort_keys=True)
+    path = os.path.join(os.path.abspath(directory), "params")
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(path, params, force=True)
+    checkpointer.wait_until_finished()
+
+
+def read_export(directory: str) -> tuple[Any, dict]:
+    import orbax.checkpoint as ocp
+
+    path = os.path.join(os.path.abspath(directory), "params")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"no exported weights at {directory}: run the stage that writes them first (the "
+            "pipeline runs stages in order: vae, mtd_global, mtd_local1, ...)")
+    with open(os.path.join(directory, "model_config.json")) as f:
+        model_config = json.load(f)
+    return ocp.StandardCheckpointer().restore(path), model_config
+
+
+# ----------------------------------------------------------------------------------------------
+# The T-KLVAE stage.
+
+def vae_stage(config, workdir: str) -> loop.Stage:
+    from nuwa_xl_jax.models.tklvae import TKLVAE
+    from nuwa_xl_jax.train import vae_loss
+
+    vae = TKLVAE.from_config(config.model.vae)
+    F = config.vae_frames
+    dcfg = data_config(config, mode="ar", frames_per_call=F, ar_stride=1, ar_prefix=0,
+                       batch_size=config.vae_train.batch_size)
+    h, w = tuple(config.data.resolution)
+    losscfg = config.vae_loss
+
+    def init(key):
+        return vae.init(key, jnp.zeros((1, F, h, w, 3)))
+
+    def loss(params, batch, key, step):
+        video = to_video(batch["frames"])
+        mean, logvar = vae.apply(params, video, method="encode")
+        z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+        recon = vae.apply(params, z, method="decode")
+        return vae_loss.autoencoder_loss(video, recon, mean, logvar, losscfg)
+
+    return loop.Stage("vae", init, loss, _grain_data(dcfg),
+                      model_config={"vae": _to_dict(config.model.vae)}, frames_per_example=F)
+
+
+# ----------------------------------------------------------------------------------------------
+# MTD stages.
+
+def stage_data_overrides(config, name: str) -> dict:
+    depth = config.data.depth
+    if name == "mtd_global":
+        return dict(mode="dod", level=0)
+    if name == "mtd_local":
+        return dict(mode="dod", level=-1)
+    if name == "mtd_ar":
+        return dict(mode="ar")
+    d = int(name[len("mtd_local"):])
+    if not 1 <= d < depth:
+        raise ValueError(f"stage {name!r}: local depth {d} is not in 1..{depth - 1} for "
+                         f"data.depth={depth}")
+    return dict(mode="dod", level=d)
+
+
+class MTDModels:
+    """The frozen VAE, the MTD UNet, the text encoder, the tokenizer and the schedule of a config."""
+
+    def __init__(self, config, workdir: str | None, vae_params: Any = None):
+        from nuwa_xl_jax.data import synthetic
+        from nuwa_xl_jax.diffusion import schedules
+        from nuwa_xl_jax.models.mtd import MTDUNet
+        from nuwa_xl_jax.models.text import CLIPTextModel
+        from nuwa_xl_jax.models.tklvae import TKLVAE
+        from nuwa_xl_jax.models.tokenizers import make_tokenizer
+
+        self.config = config
+        self.vae = TKLVAE.from_config(config.model.vae)
+        if vae_params is None:
+            vae_params, _ = read_export(export_dir(workdir, "vae"))
+        self.vae_params = vae_params
+        self.mtd = MTDUNet.from_config(config.model.mtd)
+        self.text = CLIPTextModel.from_config(config.model.text)
+        vocabulary = synthetic.VOCABULARY if config.data.dataset == "synthetic_cartoon" else None
+        self.tokenizer = make_tokenizer(config.model.text, vocabulary)
+        if hasattr(self.tokenizer, "max_length"):
+            self.tokenizer.max_length = config.data.max_length
+        self.null_ids = jnp.asarray(self.tokenizer([""]))[0]  # [T]
+        self.schedule = schedules.from_config(config.diffusion)
+        self.scale = config.model.vae.scaling_factor
+        f = 2 ** (len(config.model.vae.block_out_channels) - 1)
+        h, w = tuple(config.data.resolution)
+        self.latent_shape = (h // f, w // f, config.model.vae.latent_channels)
+
+    def init(self, key, frames: int):
+        k1, k2 = jax.random.split(key)
+        T = self.null_ids.shape[0]
+        ids = jnp.zeros((1, T), jnp.int32)
+        text_vars = self.text.init(k2, ids)
+        D = self.config.model.text.hidden_size
+        x = jnp.zeros((1, frames, *self.latent_shape))
+        kw = {"level": jnp.zeros((1,), jnp.int32)} if self.config.model.mtd.num_levels else {}
+        mtd_vars = self.mtd.init(k1, x, jnp.zeros((1,), jnp.int32), jnp.zeros((1, frames, T, D)),
+                                 x, jnp.zeros((1, frames)), **kw)
+        return {"mtd": mtd_vars, "text": text_vars}
+
+    def encode(self, frames_uint8, key=None):
+        """Scaled latents of uint8 frames (posterior sample with ``key``, else the mean)."""
+        mean, logvar = self.vae.apply(self.vae_params, to_video(frames_uint8), method="encode")
+        z = mean if key is None else mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+        return jax.lax.stop_gradient(z * self.scale)
+
+    def decode(self, latents):
+        return self.vae.apply(self.vae_params, latents / self.scale, method="decode")
+
+    def text_states(self, text_params, ids):
+        """``[..., T]`` ids -> ``[..., T, D]`` states."""
+        lead = ids.shape[:-1]
+        states = self.text.apply(text_params, ids.reshape(-1, ids.shape[-1]))
+        return states.reshape(*lead, *states.shape[-2:])
+
+    def denoise(self, params, x, t, ids, cond, mask, level=None):
+        kw = {"level": level} if self.config.model.mtd.num_levels else {}
+        return self.mtd.apply(params["mtd"], x, t, self.text_states(params["text"], ids), cond,
+                              mask, **kw)
+
+
+def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float):
+    """Epsilon (or v) MSE on the frames to generate; given frames are clean with t = 0."""
+    from nuwa_xl_jax.diffusion import schedules
+
+    kz, kt, kn, kd = jax.random.split(key, 4)
+    z0 = batch["latents"] if "latents" in batch else models.encode(batch["frames"], kz)
+    B, F = z0.shape[:2]
+    mask = batch["mask"].astype(jnp.float32)
+    m = mask[:, :, None, None, None]
+    t = jax.random.randint(kt, (B,), 0, models.schedule.num_train_timesteps)
+    noise = jax.random.normal(kn, z0.shape)
+    x_t = schedules.q_sample(models.schedule, z0, t, noise)
+    x_in = m * z0 + (1 - m) * x_t
+    t_frames = jnp.where(mask > 0, 0, t[:, None]).astype(jnp.int32)
+    drop = jax.random.bernoulli(kd, prompt_dropout, (B, 1, 1))
+    ids = jnp.where(drop, models.null_ids, batch["prompt_ids"])
+    level = batch["level"].astype(jnp.int32) if "level" in batch else None
+    pred = models.denoise(params, x_in, t_frames, ids, z0 * m, mask, level)
+    target = schedules.training_target(models.schedule, z0, noise, t)
+    weight = 1 - m
+    err = jnp.sum(weight * jnp.square(pred.astype(jnp.float32) - target)) / (
+        jnp.maximum(jnp.sum(weight), 1.0) * np.prod(z0.shape[2:]))
+    return err, {"mse": err}
+
+
+def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.Stage:
+    models = MTDModels(config, workdir, vae_params)
+    overrides = stage_data_overrides(config, name)
+    dcfg = data_config(config, batch_size=config.train.batch_size, **overrides)
+    L = config.data.frames_per_call
+    if name == "mtd_local" and not config.model.mtd.num_levels:
+        raise ValueError("stage 'mtd_local' (one shared local model) needs model.mtd.num_levels > 0 "
+                         "for its level embedding; set it to data.depth")
+
+    def init(key):
+        return models.init(key, L)
+
+    def loss(params, batch, key, step):
+        return mtd_loss(models, params, batch, key, config.train.prompt_dropout)
+
+    def sample(params, step, directory):
+        write_samples(models, params, directory, step, dcfg)
+
+    return loop.Stage(name, init, loss, _grain_data(dcfg, models.tokenizer),
+                      model_config={"mtd": _to_dict(config.model.mtd),
+                                    "text": _to_dict(config.model.text)},
+                      frames_per_example=L, sample=sample)
+
+
+def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) -> str:
+    """Samples the first example of the stage's data with its own prompts and given frames and
+    writes ``step_N.png``: the real frames above, the generated ones below."""
+    from PIL import Image
+
+    from nuwa_xl_jax.data import pipeline
+    from nuwa_xl_jax.diffusion import samplers
+
+    c = ml_collections.ConfigDict(dcfg.to_dict())
+    c.batch_size = 1
+    batch = next(pipeline.make_iterator(c, process_index=0, process_count=1,
+                                        tokenizer=models.tokenizer))
+    z0 = models.encode(jnp.asarray(batch["frames"]))
+    mask = jnp.asarray(batch["mask"], jnp.float32)
+    ids = jnp.asarray(batch["prompt_ids"])
+    level = jnp.asarray(batch["level"], jnp.int32)
+
+    def model_fn(x, t, ids, cond, mask):
+        return models.denoise(params, x, t, ids, cond, mask, level)
+
+    d = models.config.diffusion
+    z = samplers.sample(d.sampler, model_fn, models.schedule, jax.random.key(step), z0.shape,
+                        steps=d.sample_steps, cond={"ids": ids, "cond": z0 * mask[..., None, None, None],
+                                                    "mask": mask},
+                        given=z0, mask=mask, given_t=0, eta=d.ddim_eta if d.sampler == "ddim" else 0.0)
+    fake = np.asarray(jnp.clip((models.decode(z)[0] + 1) * 127.5, 0, 255)).astype(np.uint8)
+    real = np.asarray(batch["frames"][0])
+    sheet = np.concatenate([np.concatenate(list(real), 1), np.concatenate(list(fake), 1)], 0)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"step_{step}.png")
+    Image.fromarray(sheet).save(path)
+    return path
+
+
+def build(config, name: str, workdir: str) -> loop.Stage:
+    if name == "vae":
+        return vae_stage(config, workdir)
+    if name.startswith("mtd_"):
+        return mtd_stage(config, name, workdir)
+    raise ValueError(f"unknown stage {name!r}; use vae, mtd_global, mtd_local<d>, mtd_local, mtd_ar")
+
+
+def train_block_for(config, name: str):
+    return config.vae_train if name == "vae" else config.train
