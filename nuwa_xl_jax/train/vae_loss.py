@@ -104,6 +104,19 @@ def last_layer_grads(decode_fn: Callable[[Any], jax.Array], params: Mapping,
     return [vjp(jax.grad(fn)(recon))[0] for fn in loss_fns]
 
 
+def autoencoder_loss(inputs: jax.Array, recon: jax.Array, mean: jax.Array, logvar: jax.Array,
+                     cfg: Any, lpips_distance: Optional[jax.Array] = None) -> tuple[jax.Array, dict]:
+    """Reconstruction + ``cfg.kl_weight`` * KL, without the adversarial term.
+
+    The whole loss before ``cfg.disc_start`` (or when no discriminator is trained); returns
+    ``(loss, scalar metrics)`` like every training stage's loss.
+    """
+    nll = reconstruction_nll(inputs, recon, cfg.l1_weight, lpips_distance, cfg.lpips_weight)
+    kl = kl_loss(mean, logvar)
+    total = nll + cfg.kl_weight * kl
+    return total, {"nll": nll, "kl": kl}
+
+
 def generator_objective(cfg: Any, inputs: jax.Array, recon: jax.Array, mean: jax.Array,
                         logvar: jax.Array, logits_fake: jax.Array, step: jax.Array,
                         d_weight: jax.Array,

@@ -78,6 +78,9 @@ def test_generator_objective_switches_gan_term_on_at_disc_start():
     after, _ = jax.jit(lambda s: vae_loss.generator_objective(cfg, x, x + 0.1, mean, logvar, logits, s, 2.0))(5)
     np.testing.assert_allclose(before, parts["nll"] + 1e-6 * parts["kl"], rtol=1e-6)
     np.testing.assert_allclose(after - before, 2.0 * 1.0, rtol=1e-5)
+    plain, plain_parts = vae_loss.autoencoder_loss(x, x + 0.1, mean, logvar, cfg)
+    np.testing.assert_allclose(plain, before, rtol=1e-6)
+    np.testing.assert_allclose(plain_parts["kl"], 0.5 * 16, rtol=1e-6)  # mean 1: 0.5 per latent
     d_before, _ = vae_loss.discriminator_objective(cfg, logits, logits, 4)
     d_after, _ = vae_loss.discriminator_objective(cfg, logits, logits, 5)
     assert float(d_before) == 0.0 and float(d_after) == 1.0
@@ -145,3 +148,40 @@ def test_lpips_file_errors_are_clear(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(WeightsError, match="cannot read LPIPS weights"):
         load_lpips(str(tmp_path / "junk.safetensors"))
+
+
+@pytest.mark.slow
+def test_gan_generator_step_with_adaptive_weight_jits_on_the_tklvae():
+    from configs.common import vae as vae_config
+    from nuwa_xl_jax.models.tklvae import TKLVAE
+
+    cfg = vae_config("tiny")
+    cfg.block_out_channels, cfg.norm_num_groups = (8, 16), 4
+    vae, disc = TKLVAE.from_config(cfg), NLayerDiscriminator(num_layers=2, channels=8)
+    loss_cfg = vae_loss_config()
+    loss_cfg.disc_start = 0
+    video = jax.random.uniform(jax.random.key(0), (1, 2, 16, 16, 3), minval=-1, maxval=1)
+    from flax.linen import meta
+    params = meta.unbox(jax.jit(vae.init)(jax.random.key(1, impl="rbg"), video)["params"])
+    disc_vars = jax.jit(disc.init)(jax.random.key(2, impl="rbg"), video)
+    judge = lambda r: disc.apply(disc_vars, r, train=False)
+
+    @jax.jit
+    def step(params, key):
+        def loss(params):
+            mean, logvar = vae.apply({"params": params}, video, method="encode")
+            z = DiagonalGaussian(mean, logvar).sample(key)
+            decode = lambda p: vae.apply({"params": p}, z, method="decode")
+            recon = decode(params)
+            g_nll, g_gen = vae_loss.last_layer_grads(
+                decode, params, [lambda r: vae_loss.reconstruction_nll(video, r),
+                                 lambda r: vae_loss.generator_loss(judge(r))])
+            d_weight = vae_loss.adaptive_weight(g_nll, g_gen, loss_cfg.disc_weight)
+            return vae_loss.generator_objective(loss_cfg, video, recon, mean, logvar, judge(recon),
+                                                1, d_weight)
+        return jax.value_and_grad(loss, has_aux=True)(params)
+
+    (total, parts), grads = step(params, jax.random.key(3))
+    assert np.isfinite(float(total)) and float(parts["d_weight"]) > 0
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+    assert float(jnp.abs(grads["encoder"]["conv_in"]["kernel"]).max()) > 0
