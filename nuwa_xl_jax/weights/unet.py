@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from nuwa_xl_jax.configuration import ConfigError, mtd_block, validate_mtd
 from nuwa_xl_jax.models.mtd import MTDUNet
@@ -127,8 +128,7 @@ def load_diffusers_unet(path: str, rng: jax.Array | None = None, **nuwa_options)
     module = MTDUNet.from_config(cfg)
     inputs = _example_inputs(cfg)
     rng = jax.random.key(0) if rng is None else rng
-    init_params = flatten(nn.meta.unbox(jax.jit(module.init)(rng, *inputs))["params"])
-    expected = {k: v.shape for k, v in init_params.items()}
+    expected = {k: v.shape for k, v in flatten(nn.meta.unbox(jax.eval_shape(module.init, rng, *inputs))["params"]).items()}
 
     provided, bad = {}, []
     for key, tensor in read_safetensors(path).items():
@@ -148,6 +148,14 @@ def load_diffusers_unet(path: str, rng: jax.Array | None = None, **nuwa_options)
         provided[f"{module_path}/{leaf}"] = value
     if bad:
         raise WeightsError("cannot convert tensors: " + "; ".join(bad))
-    params = assemble(expected, provided, init={k: np.asarray(v) for k, v in init_params.items()},
-                      new_layer=is_new_layer, source=f"diffusers UNet at {path!r}")
-    return module, {"params": jax.tree.map(jnp.asarray, params)}
+    # Check the file against the model first (placeholders for the new layers cost no memory), so
+    # bad weights fail before the init is compiled.
+    new_paths = [p for p in expected if is_new_layer(p)]
+    placeholders = {p: np.broadcast_to(np.float32(0), expected[p]) for p in new_paths}
+    params = flatten(assemble(expected, provided, init=placeholders, new_layer=is_new_layer,
+                              source=f"diffusers UNet at {path!r}"))
+    if new_paths:  # the identity initialisation of the layers NUWA-XL adds
+        init = flatten(nn.meta.unbox(jax.jit(module.init)(rng, *inputs))["params"])
+        params.update({p: init[p] for p in new_paths})
+    params = traverse_util.unflatten_dict({tuple(k.split("/")): jnp.asarray(v) for k, v in params.items()})
+    return module, {"params": params}
