@@ -215,6 +215,17 @@ class MTDUNet(nn.Module):
         kw["dtype"] = _DTYPES[kw["dtype"]]
         return cls(**kw)
 
+    def to_config(self):
+        """The ``model.mtd`` block that rebuilds this module (inverse of :meth:`from_config`)."""
+        from nuwa_xl_jax.configuration import mtd_block
+
+        c = mtd_block()
+        with c.ignore_type():
+            for k in c.keys():
+                c[k] = getattr(self, k)
+            c.dtype = jnp.dtype(self.dtype).name
+        return c
+
     # ----------------------------------------------------------------------------- helpers
     def injected_levels(self) -> tuple[set, set]:
         """Resolution levels (0 = highest) that get condition injection in down / up blocks."""

@@ -249,3 +249,11 @@ def test_bad_config_is_named(over, match):
         validate_mtd(cfg)
     with pytest.raises(ConfigError, match=match):
         MTDUNet.from_config(cfg)
+
+
+def test_config_round_trip():
+    cfg = small_cfg(dtype="bfloat16", remat=True, condition_injection="highest", num_levels=2)
+    m = MTDUNet.from_config(cfg)
+    assert m.dtype == jnp.bfloat16 and m.remat and m.block_out_channels == (32, 64)
+    assert m.to_config().to_dict() == cfg.to_dict()
+    assert MTDUNet.from_config(m.to_config()).to_config().to_dict() == cfg.to_dict()
