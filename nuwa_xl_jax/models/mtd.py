@@ -203,9 +203,14 @@ class MTDUNet(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> "MTDUNet":
-        """Builds the module from a validated ``model.mtd`` config block (see configuration.py)."""
+        """Builds the module from a ``model.mtd`` config block (see configuration.py), after
+        validating it; a plain dict (e.g. a converted checkpoint's ``config.json``) works too."""
+        import ml_collections
+
         from nuwa_xl_jax.configuration import validate_mtd
 
+        if not isinstance(cfg, ml_collections.ConfigDict):
+            cfg = ml_collections.ConfigDict(dict(cfg))
         validate_mtd(cfg)
         kw = {k: cfg[k] for k in cfg.keys()}
         for k in ("block_out_channels", "down_block_types", "up_block_types"):

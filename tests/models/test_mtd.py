@@ -257,3 +257,5 @@ def test_config_round_trip():
     assert m.dtype == jnp.bfloat16 and m.remat and m.block_out_channels == (32, 64)
     assert m.to_config().to_dict() == cfg.to_dict()
     assert MTDUNet.from_config(m.to_config()).to_config().to_dict() == cfg.to_dict()
+    as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.to_dict().items()}
+    assert MTDUNet.from_config(as_json).to_config().to_dict() == cfg.to_dict()
