@@ -76,8 +76,9 @@ class DiagonalGaussian:
 class MidBlockAttention(nn.Module):
     """diffusers' VAE mid-block attention: GroupNorm, one head over all H*W tokens, residual.
 
-    The attention's projections live directly under this module's scope (``attentions_0/to_q``),
-    as in diffusers' state dict, by sharing the scope of the shared ``Attention`` layer.
+    ``layers.Attention`` shares this module's scope, so its projections sit directly under
+    ``attentions_0`` (``attentions_0/to_q``) as in diffusers' state dict (layers.SpatialSelfAttention
+    would nest them one level deeper).
     """
     channels: int
     norm_groups: int
