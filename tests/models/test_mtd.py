@@ -180,13 +180,25 @@ def test_ablation_variants_run_and_equal_full_model_at_init(model, over):
     np.testing.assert_allclose(np.asarray(y), np.asarray(apply(v, *args)), atol=1e-5, rtol=1e-5)
 
 
-def test_level_embedding_is_added_and_required():
+def test_level_embedding_is_added_per_video_and_required(model):
+    _, v, apply = model
     cfg = small_cfg(num_levels=3)
     paths, boxed = param_paths(cfg)
     assert flat(boxed["params"])["level_embedding/embedding"].value.shape == (3, 128)
     m = MTDUNet.from_config(cfg)
     with pytest.raises(ValueError, match="level"):
         jax.eval_shape(m.init, key(), *inputs())
+    # zero at init: the same function as without levels; once learned, level k shifts video b only
+    table = np.random.RandomState(5).randn(3, 128).astype(np.float32)
+    args = inputs()
+    lv = {"params": dict(v["params"], level_embedding={"embedding": np.zeros_like(table)})}
+    run = jax.jit(m.apply)
+    np.testing.assert_allclose(run(lv, *args, np.array([0, 2])), apply(v, *args), atol=1e-5, rtol=1e-5)
+    lv["params"]["level_embedding"] = {"embedding": table}
+    y = np.asarray(run(lv, *args, np.array([0, 2])))
+    y2 = np.asarray(run(lv, *args, np.array([1, 2])))
+    per_video = np.abs(y - y2).max(axis=(1, 2, 3, 4))
+    assert per_video[0] > 1e-3 and per_video[1] == 0, per_video
 
 
 def test_sharded_equals_unsharded(model):
