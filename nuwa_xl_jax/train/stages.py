@@ -89,6 +89,9 @@ def read_export(directory: str) -> tuple[Any, dict]:
 # The T-KLVAE stage.
 
 def vae_stage(config, workdir: str) -> loop.Stage:
+    """L1 (+ LPIPS if a weights file is given) + KL; with a PatchGAN hinge loss and LDM's adaptive
+    weight from ``vae_loss.disc_start`` on, when that step falls inside the run."""
+    from nuwa_xl_jax.models.discriminator import NLayerDiscriminator
     from nuwa_xl_jax.models.tklvae import TKLVAE
     from nuwa_xl_jax.train import vae_loss
 
@@ -97,20 +100,65 @@ def vae_stage(config, workdir: str) -> loop.Stage:
     dcfg = data_config(config, mode="ar", frames_per_call=F, ar_stride=1, ar_prefix=0,
                        batch_size=config.vae_train.batch_size)
     h, w = tuple(config.data.resolution)
-    losscfg = config.vae_loss
+    cfg = config.vae_loss
+    use_gan = cfg.disc_start < config.vae_train.steps  # static: no discriminator compute otherwise
+    disc = NLayerDiscriminator(cfg.disc_num_layers, cfg.disc_channels)
+    clip = jnp.zeros((1, F, h, w, 3))
+    # The discriminator always normalises with batch statistics (it is never run in eval mode), so
+    # its BatchNorm running averages are neither trained nor kept.
+    disc_stats = disc.init(jax.random.key(0), clip)["batch_stats"] if use_gan else None
+    lpips = vae_loss.make_lpips(cfg)
 
     def init(key):
-        return vae.init(key, jnp.zeros((1, F, h, w, 3)))
+        k_vae, k_disc = jax.random.split(key)
+        params = {"vae": vae.init(k_vae, clip)}
+        if use_gan:
+            params["disc"] = {"params": disc.init(k_disc, clip)["params"]}
+        return params
 
-    def loss(params, batch, key, step):
+    def lpips_distance(video, recon):
+        return None if lpips is None else lpips[0].apply(lpips[1], video, recon)
+
+    def logits(disc_params, x):
+        out, _ = disc.apply({**disc_params, "batch_stats": disc_stats}, x, mutable=["batch_stats"])
+        return out
+
+    def grads(params, batch, key, step):
         video = to_video(batch["frames"])
-        mean, logvar = vae.apply(params, video, method="encode")
-        z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
-        recon = vae.apply(params, z, method="decode")
-        return vae_loss.autoencoder_loss(video, recon, mean, logvar, losscfg)
 
-    return loop.Stage("vae", init, loss, _grain_data(dcfg),
-                      model_config={"vae": _to_dict(config.model.vae)}, frames_per_example=F)
+        def generator(vae_params):
+            mean, logvar = vae.apply(vae_params, video, method="encode")
+            z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+            recon = vae.apply(vae_params, z, method="decode")
+            dist = lpips_distance(video, recon)
+            if not use_gan:
+                loss, metrics = vae_loss.autoencoder_loss(video, recon, mean, logvar, cfg, dist)
+                return loss, (metrics, recon)
+            nll_fn = lambda r: vae_loss.reconstruction_nll(video, r, cfg.l1_weight, dist, cfg.lpips_weight)
+            g_fn = lambda r: vae_loss.generator_loss(logits(params["disc"], r))
+            g_nll, g_gan = vae_loss.last_layer_grads(
+                lambda p: vae.apply(p, z, method="decode"), vae_params, [nll_fn, g_fn],
+                path=("params",) + vae_loss.LAST_LAYER)
+            d_weight = vae_loss.adaptive_weight(g_nll, g_gan, cfg.disc_weight)
+            loss, metrics = vae_loss.generator_objective(
+                cfg, video, recon, mean, logvar, logits(params["disc"], recon), step, d_weight, dist)
+            metrics.pop("loss", None)
+            return loss, (metrics, recon)
+
+        (loss, (metrics, recon)), g_vae = jax.value_and_grad(generator, has_aux=True)(params["vae"])
+        if not use_gan:
+            return loss, metrics, {"vae": g_vae}
+
+        def discriminator(disc_params):
+            return vae_loss.discriminator_objective(
+                cfg, logits(disc_params, video), logits(disc_params, jax.lax.stop_gradient(recon)), step)
+
+        (_, d_metrics), g_disc = jax.value_and_grad(discriminator, has_aux=True)(params["disc"])
+        return loss, {**metrics, **d_metrics}, {"vae": g_vae, "disc": g_disc}
+
+    return loop.Stage("vae", init, None, _grain_data(dcfg),
+                      model_config={"vae": _to_dict(config.model.vae), "gan": use_gan},
+                      grads=grads, frames_per_example=F)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,8 +192,8 @@ class MTDModels:
 
         self.config = config
         self.vae = TKLVAE.from_config(config.model.vae)
-        if vae_params is None:
-            vae_params, _ = read_export(export_dir(workdir, "vae"))
+        if vae_params is None:  # the EMA weights the vae stage exported
+            vae_params = read_export(export_dir(workdir, "vae"))[0]["vae"]
         self.vae_params = vae_params
         self.mtd = MTDUNet.from_config(config.model.mtd)
         self.text = CLIPTextModel.from_config(config.model.text)
