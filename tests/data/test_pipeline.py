@@ -135,9 +135,11 @@ def test_latent_cache_cli_and_missing_cache(tmp_path, capsys):
     cfg = tmp_path / "cfg.py"
     cfg.write_text(
         "import ml_collections\n"
+        "from nuwa_xl_jax.data.config import data_block\n"
         "def get_config():\n"
         "    c = ml_collections.ConfigDict()\n"
-        f"    c.data = ml_collections.ConfigDict(dict(data_dir={str(tmp_path / 'd')!r}, episodes=1,"
+        "    c.data = data_block()\n"
+        f"    c.data.update(dict(data_dir={str(tmp_path / 'd')!r}, episodes=1,"
         " test_episodes=0, episode_length=20, resolution=(16, 16), frames_per_call=3, depth=2))\n"
         "    return c\n")
     assert latent_cache.main([f"--config={cfg}", f"--out={tmp_path / 'lat'}", "--encoder=pool:2"]) == 0
