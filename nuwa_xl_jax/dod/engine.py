@@ -1,0 +1,335 @@
+"""Runs a diffusion-over-diffusion :class:`~nuwa_xl_jax.dod.plan.Plan` on per-level models.
+
+Level 0 (global) is one sampler loop on ``[1, L, h, w, c]`` with nothing given. Level k >= 1
+gathers ALL its segments into one batch ``[S, L, h, w, c]``: the two ends are read from a latent
+buffer indexed by absolute frame (written by the level above), every other position is zero in the
+visual condition and masked. The whole sampler loop for all segments is ONE jitted call whose batch
+axis is sharded over the mesh, so a level costs the time of one call, not S calls (the paper's
+speed-up, as a sharding axis instead of a Python loop).
+
+Randomness [ours]: segment ``i`` of level ``k`` draws everything (starting noise and, for DDPM or
+DDIM with eta > 0, the per-step noise) from ``fold_in(fold_in(key(seed), k), i)``. The sampler is
+``vmap``-ped over segments with those keys, so a segment's noise does not depend on which other
+segments share its batch, on the batch position, on chunking or on the device count: the video is
+the same on 1 or 8 devices and batched or one segment at a time (up to float rounding of batched
+kernels).
+
+Memory: with ``max_segments_per_call`` a level runs in chunks of one fixed size (padded), so every
+chunk reuses one compilation; padded rows are computed and dropped. Given frames are never written
+back (the buffer keeps the level above's values bit-exact); frames >= N that later segments need as
+ends stay in the buffer and are cut from the output.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+
+from nuwa_xl_jax import parallel
+from nuwa_xl_jax.diffusion import samplers
+from nuwa_xl_jax.dod.plan import Level, Plan
+
+Denoise = Callable[..., jax.Array]  # denoise(params, x, t, ids, cond, mask, level) -> prediction
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelModel:
+    """One level's denoiser and weights. ``denoise(params, x, t, ids, cond, mask, level)`` with
+    ``params = {"mtd": ..., "text": ...}`` (stages.MTDModels.denoise); reuse the same callable for
+    every level so levels of equal shape share one compilation (params are an argument)."""
+    denoise: Denoise
+    params: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """Sampler settings; hashable, they are part of the compiled program."""
+    name: str = "ddim"
+    steps: Optional[int] = None
+    guidance_scale: float = 1.0
+    eta: float = 0.0
+    spacing: Optional[str] = None
+
+    def check(self, schedule) -> None:
+        """Fails before any compile on what ``samplers.sample`` would reject inside a trace."""
+        if self.name not in samplers.TABLES:
+            raise ValueError(f"unknown sampler {self.name!r}; choose one of {', '.join(samplers.TABLES)}")
+        if self.eta != 0.0 and self.name != "ddim":
+            raise ValueError(f"eta is a DDIM setting; sampler {self.name!r} does not take it")
+        if not self.eta >= 0:
+            raise ValueError(f"eta must be >= 0, got {self.eta}")
+        steps = self.steps
+        if steps is None:
+            steps = schedule.num_train_timesteps if self.name == "ddpm" else 50
+        samplers.timesteps(schedule, steps, self.spacing or samplers.DEFAULT_SPACING[self.name])
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelStats:
+    """What one level cost: ``segments`` real segments, ``calls`` sequential sampler loops
+    (chunks), ``chunk`` the padded batch of each call, ``traces`` new traces of the level program
+    (0 when an earlier level or run had the same shape), ``wall_s`` seconds incl. gather/scatter."""
+    level: int
+    segments: int
+    calls: int
+    chunk: int
+    traces: int
+    wall_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    latents: jax.Array  # [N, h, w, c]
+    levels: tuple[LevelStats, ...]
+
+    @property
+    def sequential_calls(self) -> int:
+        """Sampler loops that ran one after another (one per chunk of each level)."""
+        return sum(s.calls for s in self.levels)
+
+    @property
+    def wall_s(self) -> float:
+        return sum(s.wall_s for s in self.levels)
+
+
+# ------------------------------------------------------------------------------------------
+# Building blocks.
+
+_TRACES: collections.Counter = collections.Counter()
+
+
+def trace_count() -> int:
+    """How many times any level program has been traced (each trace is one compile)."""
+    return sum(_TRACES.values())
+
+
+def level_models(denoise: Denoise, global_params: Any, local_params: Any, depth: int,
+                 local_models: str = "separate") -> tuple[LevelModel, ...]:
+    """Per-level models for a plan of ``depth``: level 0 the global weights; level k >= 1 the
+    local weights of depth k (``separate``: ``local_params[k - 1]``) or one shared local model
+    (``shared``: ``local_params`` itself, told apart by the ``level`` the engine passes)."""
+    if local_models not in ("separate", "shared"):
+        raise ValueError(f"local_models={local_models!r}; use 'separate' or 'shared'")
+    if local_models == "shared":
+        locals_ = [local_params] * (depth - 1)
+    else:
+        local_params = list(local_params or [])
+        if len(local_params) < depth - 1:
+            raise ValueError(f"depth {depth} needs {depth - 1} local models (one per depth), got "
+                             f"{len(local_params)}")
+        locals_ = local_params[:depth - 1]
+    return tuple(LevelModel(denoise, p) for p in [global_params, *locals_])
+
+
+def segment_keys(seed: int, level: int, segments: Sequence[int]) -> jax.Array:
+    """The keys of the given segments of a level: fold_in(fold_in(key(seed), level), segment)."""
+    base = jax.random.fold_in(jax.random.key(seed), level)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(segments, jnp.uint32))
+
+
+def _shardings(mesh: Mesh, replicate: bool):
+    """(sharding for an array of ndim) -> batch-split, or replicated for single-segment calls."""
+    if replicate:
+        return lambda ndim: parallel.replicated(mesh)
+    return lambda ndim: parallel.batch_sharding(mesh, ndim)
+
+
+def place_params(params: Any, mesh: Mesh) -> Any:
+    """Leaves already laid out on ``mesh`` (e.g. FSDP-sharded) keep their sharding; others are
+    replicated. The level program then takes the params' own shardings."""
+    rep = parallel.replicated(mesh)
+
+    def place(a):
+        s = getattr(a, "sharding", None)
+        if isinstance(s, NamedSharding) and s.mesh == mesh:
+            return a
+        return jax.device_put(a, rep)
+
+    return jax.tree.map(place, params)
+
+
+@functools.lru_cache(maxsize=64)
+def _level_program(denoise: Denoise, schedule, sampling: Sampling, mesh: Mesh, replicate: bool):
+    """The jitted sampler loop for a batch of segments; cached so equal settings share the jit
+    (and its per-shape compile cache) across levels, chunks and runs."""
+    sh = _shardings(mesh, replicate)
+    eta = sampling.eta if sampling.name == "ddim" else 0.0
+
+    def program(params, level_key, seg_index, ids, given, mask, level, null_ids):
+        _TRACES[(sampling, mesh, replicate, given.shape)] += 1
+
+        def model_fn(x, t, ids, cond, mask, level):
+            return denoise(params, x, t, ids, cond, mask, level)
+
+        def one(index, ids, given, mask, level):
+            # One segment as a batch of 1: its own key makes its noise independent of the batch.
+            key = jax.random.fold_in(level_key, index)
+            m = mask[None]
+            g = given[None] * m[..., None, None, None]
+            out = samplers.sample(
+                sampling.name, model_fn, schedule, key, g.shape, steps=sampling.steps,
+                cond={"ids": ids[None], "cond": g, "mask": m, "level": level[None]},
+                null_cond={"ids": null_ids[None, None]}, guidance_scale=sampling.guidance_scale,
+                given=g, mask=m, given_t=0, eta=eta, spacing=sampling.spacing)
+            return out[0]
+
+        return jax.vmap(one)(seg_index, ids, given, mask, level)
+
+    return jax.jit(program,
+                   # params: None = the shardings place_params gave them (replicated or FSDP).
+                   in_shardings=(None, parallel.replicated(mesh), sh(1), sh(3), sh(5), sh(2), sh(1),
+                                 parallel.replicated(mesh)),
+                   out_shardings=sh(5))
+
+
+@functools.lru_cache(maxsize=16)
+def _gather_program(mesh: Mesh, replicate: bool):
+    """Given latents of a chunk: buffer rows at the segment's frames where given, else zeros."""
+    sh = _shardings(mesh, replicate)
+
+    def gather(buffer, frames, mask):
+        return jnp.take(buffer, frames, axis=0, mode="clip") * mask[..., None, None, None]
+
+    return jax.jit(gather, in_shardings=(parallel.replicated(mesh), sh(2), sh(2)),
+                   out_shardings=sh(5))
+
+
+@functools.lru_cache(maxsize=16)
+def _scatter_program(mesh: Mesh, replicate: bool):
+    """Writes a chunk's produced frames into the buffer; index == len(buffer) is dropped (given
+    positions and padded segments), so given frames stay bit-exact. Not donated: the buffer is a
+    few MB of latents and ``on_level`` callers may keep a reference."""
+    sh = _shardings(mesh, replicate)
+
+    def scatter(buffer, index, x):
+        return buffer.at[index].set(x.astype(buffer.dtype), mode="drop")
+
+    return jax.jit(scatter, in_shardings=(parallel.replicated(mesh), sh(2), sh(5)),
+                   out_shardings=parallel.replicated(mesh))
+
+
+def sample_segments(model: LevelModel, schedule, sampling: Sampling, mesh: Mesh, *, level_key,
+                    seg_index, ids, given, mask, level, null_ids, replicate: bool = False):
+    """One sampler loop over a batch of C segments (C a multiple of the batch devices unless
+    ``replicate``). seg_index [C] (segment i's key: fold_in(level_key, i)), ids [C, L, T],
+    given [C, L, h, w, c] (zeros where not given), mask [C, L], level [C]. Returns [C, L, h, w, c]
+    with given positions bit-exact."""
+    program = _level_program(model.denoise, schedule, sampling, mesh, replicate)
+    return program(place_params(model.params, mesh), level_key, jnp.asarray(seg_index, jnp.uint32),
+                   ids, given, jnp.asarray(mask, jnp.float32), jnp.asarray(level, jnp.int32),
+                   jnp.asarray(null_ids))
+
+
+def _chunk_size(segments: int, max_segments: Optional[int], devices: int) -> int:
+    if segments == 1:
+        return 1  # one segment (level 0): no padding, replicated
+    c = segments if max_segments is None else min(segments, max_segments)
+    return -(-c // devices) * devices
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="seg", leave=False)
+
+
+def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.ndarray,
+              null_ids, schedule, sampling: Sampling, *, seed: int, mesh: Mesh,
+              max_segments_per_call: Optional[int] = None, progress: bool = False
+              ) -> tuple[jax.Array, LevelStats]:
+    """Samples every segment of ``lv`` (chunked at most ``max_segments_per_call`` per call) and
+    returns the buffer with its non-given frames written, plus the level's stats."""
+    start_time = time.perf_counter()
+    traces0 = trace_count()
+    S, L = lv.frames.shape
+    span = buffer.shape[0]
+    nd = parallel.batch_devices(mesh)
+    C = _chunk_size(S, max_segments_per_call, nd)
+    replicate = C == 1
+    calls = -(-S // C)
+    pad = calls * C - S
+    # Padded rows reuse segment 0's inputs; their keys (index >= S) and writes (dropped) are unused.
+    rows = np.concatenate([np.arange(S), np.zeros(pad, int)])
+    frames = lv.frames[rows]
+    mask = lv.given[rows].astype(np.float32)
+    write = np.where(lv.given[rows], span, frames)
+    write[S:] = span
+    ids = prompt_ids[lv.prompts[rows]]  # [S + pad, L, T]
+    index = np.arange(S + pad, dtype=np.uint32)
+    level = np.full(S + pad, lv.level, np.int32)
+    level_key = jax.random.fold_in(jax.random.key(seed), lv.level)
+    gather = _gather_program(mesh, replicate)
+    scatter = _scatter_program(mesh, replicate)
+    bar = _progress(S, f"level {lv.level}", progress)
+    for c in range(calls):  # chunks, not segments: one call when S fits the budget
+        sl = slice(c * C, (c + 1) * C)
+        given = gather(buffer, frames[sl], mask[sl])
+        x = sample_segments(model, schedule, sampling, mesh, level_key=level_key,
+                            seg_index=index[sl], ids=ids[sl], given=given, mask=mask[sl],
+                            level=level[sl], null_ids=null_ids, replicate=replicate)
+        buffer = scatter(buffer, write[sl], x)
+        if bar is not None:
+            buffer.block_until_ready()
+            bar.update(min(C, S - c * C))
+    if bar is not None:
+        bar.close()
+    buffer.block_until_ready()
+    stats = LevelStats(lv.level, S, calls, C, trace_count() - traces0,
+                       time.perf_counter() - start_time)
+    return buffer, stats
+
+
+def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule,
+        latent_shape: Sequence[int], *, sampler: str = "ddim", steps: Optional[int] = None,
+        guidance_scale: float = 1.0, eta: float = 0.0, spacing: Optional[str] = None,
+        seed: int = 0, mesh: Optional[Mesh] = None, max_segments_per_call: Optional[int] = None,
+        progress: bool = False,
+        on_level: Optional[Callable[[Level, jax.Array], None]] = None) -> Result:
+    """Generates the plan's N frames of latents, level by level.
+
+    models: one :class:`LevelModel` per level (``level_models`` builds them from a config's
+      global and local weights). prompt_ids: ``[N, T]`` token ids, one row per requested frame
+      (``Level.prompts`` indexes them). null_ids: ``[T]`` ids of the empty prompt (guidance).
+    latent_shape: ``(h, w, c)``. mesh: default all devices on the batch axis.
+    max_segments_per_call: memory budget; larger levels run in fixed-size padded chunks.
+    on_level(level, buffer): called after each level with the ``[span, h, w, c]`` latent buffer
+      (e.g. to keep each level's keyframes for a contact sheet).
+    """
+    sampling = Sampling(sampler, steps, float(guidance_scale), float(eta), spacing)
+    sampling.check(schedule)
+    if len(models) != plan.depth:
+        raise ValueError(f"the plan has {plan.depth} levels but {len(models)} level models were given")
+    prompt_ids = np.asarray(prompt_ids)
+    if prompt_ids.ndim != 2 or prompt_ids.shape[0] != plan.frames:
+        raise ValueError(f"prompt_ids must be [N, T] with one row per requested frame (N="
+                         f"{plan.frames}), got shape {prompt_ids.shape}")
+    null_ids = np.asarray(null_ids)
+    if null_ids.shape != prompt_ids.shape[1:]:
+        raise ValueError(f"null_ids must be [T]={prompt_ids.shape[1:]}, got shape {null_ids.shape}")
+    if max_segments_per_call is not None and (not isinstance(max_segments_per_call, (int, np.integer))
+                                              or max_segments_per_call < 1):
+        raise ValueError(f"max_segments_per_call must be an integer >= 1 or None, got "
+                         f"{max_segments_per_call!r}")
+    latent_shape = tuple(int(d) for d in latent_shape)
+    if len(latent_shape) != 3:
+        raise ValueError(f"latent_shape must be (h, w, c), got {latent_shape}")
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    buffer = jax.device_put(jnp.zeros((plan.span, *latent_shape), jnp.float32),
+                            parallel.replicated(mesh))
+    stats = []
+    for lv, model in zip(plan.levels, models):
+        buffer, st = run_level(lv, model, buffer, prompt_ids, null_ids, schedule, sampling,
+                               seed=seed, mesh=mesh, max_segments_per_call=max_segments_per_call,
+                               progress=progress)
+        stats.append(st)
+        if on_level is not None:
+            on_level(lv, buffer)
+    return Result(buffer[:plan.frames], tuple(stats))
