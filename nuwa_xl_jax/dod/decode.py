@@ -56,11 +56,17 @@ def vae_decode_fn(vae, variables, *, scaled: bool = False, uint8: bool = True) -
     them first. ``uint8=True`` converts [-1, 1] to uint8 on the device, so a quarter of the bytes
     cross to the host.
     """
+    return functools.partial(_jitted_decode(vae, scaled, uint8), variables)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_decode(vae, scaled: bool, uint8: bool):
+    """One jitted decoder per (module, options): variables are an argument, not baked-in
+    constants (SD has 80M of them), so new weights reuse the compiled function."""
     import jax
     import jax.numpy as jnp
 
-    @jax.jit
-    def decode(v, z):  # variables are an argument, not baked-in constants (SD: 80M of them)
+    def decode(v, z):
         if scaled:
             z = z / vae.scaling_factor
         x = vae.apply(v, z, method="decode")
@@ -68,7 +74,7 @@ def vae_decode_fn(vae, variables, *, scaled: bool = False, uint8: bool = True) -
             x = jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
         return x
 
-    return functools.partial(decode, variables)
+    return jax.jit(decode)
 
 
 def decode_windows(decode_fn: Callable, latents: Union[np.ndarray, Iterable[np.ndarray]],
