@@ -2,14 +2,18 @@
 
 Order of operations, and why:
   range(N examples)            N = episodes x samples_per_episode (an example = one random window)
-  [process_index::count]       each host reads a disjoint shard; N is trimmed to a multiple of
-                               the process count so every host runs the same number of steps
-  shuffle(seed) + repeat       seeded; grain reshuffles every epoch
-  random_map(make example)     the window, level pair, etc. drawn from grain's per-index RNG, so
-                               batches depend only on (seed, position), never on timing or workers
-  to_iter_dataset -> batch(drop_remainder) -> mp_prefetch (optional workers)
-The iterator is grain's: ``get_state()`` / ``set_state()`` checkpoint it exactly. ``to_global``
-turns a host batch into global ``jax.Array``s with the mesh's batch sharding.
+  shuffle(seed) + repeat       ONE global order, the same on every host; grain reshuffles each epoch
+  random_map(make example)     the window, level pair, etc. drawn from grain's RNG for the example's
+                               global position (and the seed): never from the host or a worker
+  batch(batch_size / n)        lazy blocks of rows: global batch k = blocks k*n .. k*n + n - 1
+  [p : n * full batches : n]   host p keeps block p of each global batch (rows [p*b/n, (p+1)*b/n))
+                               and builds only those; a trailing partial global batch is dropped
+  to_iter_dataset -> mp_prefetch (optional workers; they split whole host batches)
+So the global batches depend only on (data config, seed): changing the number of hosts (or of
+workers) does not change what the model sees. Batches run across epoch boundaries (none is lost
+to a remainder until the last epoch of a finite run). The iterator is grain's: ``get_state()`` /
+``set_state()`` checkpoint it exactly. ``to_global`` turns a host batch into global
+``jax.Array``s with the mesh's batch sharding.
 
 Each example: frames [L, H, W, 3] uint8 (or latents [L, h, w, c] float32 from a latent cache),
 prompt_ids [L, T] int32, mask [L] float32 (1 = given), level, stride, indices [L] (episode frame
@@ -114,7 +118,8 @@ def default_tokenizer(c: Any):
 
 def make_dataset(c: Any, process_index: int | None = None, process_count: int | None = None,
                  tokenizer: Any = None) -> grain.IterDataset:
-    """This process's batches (``c.batch_size / process_count`` examples each) as a grain dataset.
+    """This process's rows of each global batch (``c.batch_size / process_count`` examples) as a
+    grain dataset; the global batches do not depend on ``process_count``.
 
     ``tokenizer`` maps captions to ids [n, T]; the synthetic world's word tokenizer by default
     (flintstones_hd needs one, e.g. ``models.tokenizers.make_tokenizer(config.model.text)``).
@@ -142,22 +147,24 @@ def make_dataset(c: Any, process_index: int | None = None, process_count: int | 
     per_episode = c.samples_per_episode or max(1, min(reader.length(e) for e in range(len(reader)))
                                                // spec.window)
     total = len(reader) * per_episode
-    total -= total % pc
-    if total < pc:
-        raise ValueError(f"{len(reader)} episodes x {per_episode} samples give fewer examples than "
-                         f"the {pc} processes; raise data.samples_per_episode")
+    if c.num_epochs and total * c.num_epochs < c.batch_size:
+        raise ValueError(f"{len(reader)} episodes x {per_episode} samples x {c.num_epochs} epochs "
+                         f"give fewer examples than one global batch of {c.batch_size}; raise "
+                         "data.samples_per_episode or data.num_epochs")
     maker = ExampleMaker(open_reader, spec, tokenizer, per_episode)
     maker._reader = reader if not c.workers else None
-    ds = grain.MapDataset.range(total)[pi::pc]
-    ds = ds.shuffle(seed=c.shuffle_seed).repeat(c.num_epochs or None)
+    # Global order and per-example RNG first (host-independent), the host's rows last.
+    ds = grain.MapDataset.range(total).shuffle(seed=c.shuffle_seed).repeat(c.num_epochs or None)
     ds = ds.random_map(maker, seed=c.shuffle_seed)
     local_batch = c.batch_size // pc
-    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * local_batch))
-    ds = ds.batch(local_batch, drop_remainder=True)
+    full_batches = len(ds) // c.batch_size
+    ds = ds.batch(local_batch, drop_remainder=True)[pi:full_batches * pc:pc]  # lazy: own rows only
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
     if c.workers:
         from absl import flags
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (library use, no main)
             flags.FLAGS.mark_as_parsed()
+        # Workers slice the host batches (not examples), so batches match any worker count.
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=c.workers))
     return ds
 

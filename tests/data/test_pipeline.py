@@ -60,26 +60,80 @@ def test_restored_iterator_continues_exactly(config):
     restored = pipeline.make_iterator(config)
     restored.set_state(state)
     assert same(expected, take(restored, 5))
+    host = pipeline.make_iterator(config, process_index=1, process_count=2)
+    take(host, 4)
+    state = host.get_state()
+    expected = take(host, 4)  # crosses the epoch boundary
+    restored = pipeline.make_iterator(config, process_index=1, process_count=2)
+    restored.set_state(state)
+    assert same(expected, take(restored, 4))
+    one = pipeline.make_iterator(config)
+    assert all(np.array_equal(e["example"], b["example"][2:]) for e, b in zip(expected, take(one, 8)[4:]))
+    restored = pipeline.make_iterator(config, process_index=1, process_count=2)
+    restored.set_state(state)  # a 2-host state resumes a 1-host run at the same global step
+    one.set_state(state)
+    assert all(np.array_equal(a["frames"], b["frames"][2:]) for a, b in zip(take(restored, 2), take(one, 2)))
 
 
-def test_processes_read_disjoint_shards_covering_the_data(config):
+@pytest.mark.parametrize("per_episode,batch_size", [(6, 4), (5, 8)])  # 24 / 4; 20 % 8 != 0
+def test_global_batches_do_not_depend_on_the_process_count(config, per_episode, batch_size):
+    """Hosts' rows, concatenated, are the 1-process batch bitwise, across epoch boundaries."""
+    c = config.copy_and_resolve_references()
+    c.samples_per_episode, c.batch_size = per_episode, batch_size
+    steps = 7  # 24 / 4 = 6 batches per epoch; 20 / 8 = 2.5 (batches straddle epochs)
+    one = take(pipeline.make_iterator(c, process_index=0, process_count=1), steps)
+    assert len({int(b["episode"].sum()) for b in one}) > 1  # not trivially constant batches
+    for n in (2, 4):
+        hosts = [take(pipeline.make_iterator(c, process_index=p, process_count=n), steps)
+                 for p in range(n)]
+        for step in range(steps):
+            assert all(len(h[step]["example"]) == batch_size // n for h in hosts)
+            joined = {k: np.concatenate([h[step][k] for h in hosts]) for k in one[step]}
+            assert same([joined], [one[step]]), (n, step)
+
+
+def test_processes_read_disjoint_rows_covering_the_data(config):
     c = config.copy_and_resolve_references()
     c.num_epochs = 1
-    seen = []
-    for pi in range(2):
-        ex = np.concatenate([b["example"] for b in pipeline.make_dataset(c, pi, 2)])
-        assert len(ex) == len(set(ex)) == 12  # 24 examples, 2 per batch per process
-        seen.append(set(ex.tolist()))
-    assert not seen[0] & seen[1]
-    assert seen[0] | seen[1] == set(range(24))
+    per_host = [[b["example"] for b in pipeline.make_dataset(c, pi, 2)] for pi in range(2)]
+    assert [len(h) for h in per_host] == [6, 6]  # 24 examples / global batch 4: 6 steps each
+    for step in range(6):
+        assert not set(per_host[0][step]) & set(per_host[1][step])
+    seen = [np.concatenate(h) for h in per_host]
+    assert len(seen[0]) == len(set(seen[0])) == 12 and len(seen[1]) == len(set(seen[1])) == 12
+    assert set(seen[0]) | set(seen[1]) == set(range(24))
+    c.num_epochs, c.samples_per_episode, c.batch_size = 1, 5, 8  # 20 examples: 2 full batches
+    assert [len(list(pipeline.make_dataset(c, pi, 4))) for pi in range(4)] == [2] * 4
     with pytest.raises(ValueError, match="batch_size=4 must be divisible by the 3 processes"):
-        pipeline.make_dataset(c, 0, 3)
+        pipeline.make_dataset(config, 0, 3)
+    c.num_epochs, c.samples_per_episode, c.batch_size = 1, 1, 8
+    with pytest.raises(ValueError, match="fewer examples than one global batch of 8"):
+        pipeline.make_dataset(c, 0, 1)
+
+
+def test_each_process_builds_only_its_own_rows(config, monkeypatch):
+    """The other hosts' examples are never read or decoded here."""
+    built = []
+    make = pipeline.ExampleMaker.__call__
+    monkeypatch.setattr(pipeline.ExampleMaker, "__call__",
+                        lambda self, example, rng: built.append(int(example)) or make(self, example, rng))
+    c = config.copy_and_resolve_references()
+    c.num_epochs = 1
+    mine = np.concatenate([b["example"] for b in pipeline.make_dataset(c, 1, 2)])
+    assert sorted(built) == sorted(mine.tolist()) and len(built) == 12
 
 
 def test_multiprocess_prefetch_gives_the_same_batches(config):
+    """Workers split whole host batches, so any worker count keeps the batches."""
     c = config.copy_and_resolve_references()
-    c.workers = 1
-    assert same(take(pipeline.make_iterator(config), 2), take(pipeline.make_iterator(c), 2))
+    c.workers = 2
+    want = take(pipeline.make_iterator(config, process_index=1, process_count=2), 3)
+    it = pipeline.make_iterator(c, process_index=1, process_count=2)
+    assert same(want[:2], take(it, 2))
+    state = it.get_state()
+    restored = pipeline.make_iterator(c, process_index=1, process_count=2)
+    restored.set_state(state)
+    assert same(want[2:], take(restored, 1))
 
 
 def test_global_batches_are_sharded_over_the_mesh(config):
