@@ -1,0 +1,231 @@
+"""The diffusion-over-diffusion engine on small random-weight denoisers.
+
+Most tests use a toy denoiser with MTDModels.denoise's signature (text embedding per frame, t,
+visual condition, mask, level embedding, mixing across frames) that compiles in a second; one
+test runs the real tiny MTD UNet + text encoder (configs/synthetic.py:tiny, random weights).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nuwa_xl_jax import parallel
+from nuwa_xl_jax.diffusion import schedules, samplers
+from nuwa_xl_jax.dod import baselines, engine, plan as planlib
+
+L = 4
+LATENT = (8, 8, 4)
+T = 5
+VOCAB = 11
+
+
+def toy_params(seed: int):
+    """Random weights of the toy denoiser, as {"mtd": ..., "text": ...} like an export."""
+    r = np.random.default_rng(seed)
+    c = LATENT[-1]
+    w = lambda *s: jnp.asarray(r.normal(0, 0.5, s), jnp.float32)
+    return {"mtd": {"x": w(c, c), "cond": w(c, c), "mask": w(c), "mix": w(c, c), "out": w(c, c),
+                    "freq": w(c), "level": w(4, c)},
+            "text": {"emb": w(VOCAB, c)}}
+
+
+def toy_denoise(params, x, t, ids, cond, mask, level):
+    """x [B, F, h, w, c], t [B, F], ids [B, F, T], cond like x, mask [B, F], level [B]."""
+    p = params["mtd"]
+    per_frame = (params["text"]["emb"][ids].mean(-2) + jnp.sin(t[..., None] * 1e-2 * p["freq"])
+                 + mask[..., None] * p["mask"] + p["level"][level][:, None])  # [B, F, c]
+    h = x @ p["x"] + cond @ p["cond"] + per_frame[:, :, None, None]
+    h = h + jnp.mean(h, axis=1, keepdims=True) @ p["mix"]  # frames see each other (and the ends)
+    return 0.5 * jnp.tanh(h) @ p["out"]
+
+
+SCHEDULE = schedules.make_schedule("scaled_linear", 1000)
+
+
+def prompts(n: int, seed: int = 0):
+    return np.random.default_rng(seed).integers(1, VOCAB, (n, T)).astype(np.int32)
+
+
+NULL = np.zeros(T, np.int32)
+
+
+def models_for(depth: int, shared: bool = False):
+    if shared:
+        return engine.level_models(toy_denoise, toy_params(0), toy_params(1), depth, "shared")
+    return engine.level_models(toy_denoise, toy_params(0), [toy_params(k) for k in range(1, depth)],
+                               depth)
+
+
+def mesh_of(n: int):
+    return parallel.make_mesh(devices=jax.devices()[:n])
+
+
+# One sampler setting for every toy run, so runs of equal shape share one compile across tests.
+# DDPM: the per-step noise makes per-segment keys matter.
+DDPM = dict(sampler="ddpm", steps=3, guidance_scale=2.0)
+
+
+def run(plan, mesh, shared=False, ids=None, seed=7, **kw):
+    ids = prompts(plan.frames) if ids is None else ids
+    return engine.run(plan, models_for(plan.depth, shared), ids, NULL, SCHEDULE, LATENT, seed=seed,
+                      mesh=mesh, **{**DDPM, **kw})
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def test_batched_level_equals_segments_one_at_a_time():
+    """All 9 segments of level 2 in one call == one call per segment, with DDPM: every step's
+    noise comes from the segment's own key, not from its batch position."""
+    plan = planlib.make_plan(L, 3)
+    assert plan.levels[2].num_segments == 9
+    batched = run(plan, mesh_of(1))
+    assert [(s.calls, s.chunk) for s in batched.levels] == [(1, 1), (1, 3), (1, 9)]
+    single = baselines.dod_per_segment(plan, models_for(3), prompts(plan.frames), NULL, SCHEDULE,
+                                       LATENT, seed=7, mesh=parallel.make_mesh(), **DDPM)
+    assert single.sequential_calls == 1 + 3 + 9
+    assert batched.latents.shape == (28, *LATENT)
+    np.testing.assert_allclose(np.asarray(batched.latents), np.asarray(single.latents),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_one_segment_equals_a_plain_sampler_call():
+    """The vmapped engine is the sampler itself: segment 1 of level 1 (shared local model, level 1
+    passed to the model) equals samplers.sample with that segment's key and inputs."""
+    plan = planlib.make_plan(L, 2)
+    seen = {}
+    res = run(plan, mesh_of(1), shared=True,
+              on_level=lambda lv, b: seen.setdefault(lv.level, np.asarray(b)))
+    lv = plan.levels[1]
+    seg = 1
+    frames = lv.frames[seg]
+    mask = lv.given[seg].astype(np.float32)[None]
+    given = (seen[0][frames] * mask[0, :, None, None, None])[None]
+    params = toy_params(1)
+
+    def model_fn(x, t, ids, cond, mask, level):
+        return toy_denoise(params, x, t, ids, cond, mask, level)
+
+    key = engine.segment_keys(7, 1, [seg])[0]
+    ids = prompts(plan.frames)[lv.prompts[seg]][None]
+    want = samplers.sample("ddpm", model_fn, SCHEDULE, key, given.shape, steps=3,
+                           cond={"ids": ids, "cond": given, "mask": mask,
+                                 "level": jnp.array([1], jnp.int32)},
+                           null_cond={"ids": NULL[None, None]}, guidance_scale=2.0,
+                           given=given, mask=mask, given_t=0)[0]
+    got = np.asarray(res.latents)[frames[1:-1]]
+    np.testing.assert_allclose(got, np.asarray(want)[1:-1], rtol=1e-5, atol=1e-5)
+    # The level reaches the model: the same params as level 2 of a shared model differ.
+    other = engine.sample_segments(
+        engine.LevelModel(toy_denoise, params), SCHEDULE, engine.Sampling(**{
+            "name": "ddpm", "steps": 3, "guidance_scale": 2.0}), mesh_of(1),
+        level_key=jax.random.fold_in(jax.random.key(7), 1), seg_index=np.arange(3),
+        ids=prompts(plan.frames)[lv.prompts], given=seen[0][lv.frames] * lv.given[..., None, None, None],
+        mask=lv.given, level=np.full(3, 2, np.int32), null_ids=NULL)
+    assert np.abs(np.asarray(other)[seg, 1:-1] - got).max() > 1e-3
+
+
+def test_same_video_on_one_and_eight_devices_and_chunks_compile_once():
+    plan = planlib.make_plan(L, 3)
+    one = run(plan, mesh_of(1))
+    eight = run(plan, parallel.make_mesh((-1, 2)), max_segments_per_call=8)
+    # 3 segments padded to the 8 devices; 9 segments in 2 chunks of 8 that reuse level 1's compile.
+    assert [(s.calls, s.chunk) for s in eight.levels] == [(1, 1), (1, 8), (2, 8)]
+    assert eight.levels[2].traces == 0
+    np.testing.assert_allclose(np.asarray(one.latents), np.asarray(eight.latents),
+                               rtol=1e-5, atol=1e-5)
+    other_seed = run(plan, mesh_of(1), seed=8)
+    assert np.abs(np.asarray(other_seed.latents) - np.asarray(one.latents)).max() > 1e-2
+
+
+def test_chunks_equal_one_call_and_compile_once_per_shape():
+    plan = planlib.make_plan(L, 3)  # 1, 3, 9 segments
+    whole = run(plan, mesh_of(1))
+    chunked = run(plan, mesh_of(1), max_segments_per_call=2)
+    # Fixed-size padded chunks: 3 -> 2 + 2 (one padded row), 9 -> 5 x 2; one compile at most for
+    # the 2-segment shape (level 1), none for level 2's five chunks or for a second run.
+    assert [(s.calls, s.chunk) for s in chunked.levels] == [(1, 1), (2, 2), (5, 2)]
+    assert chunked.levels[1].traces <= 1 and chunked.levels[2].traces == 0
+    assert chunked.sequential_calls == 8
+    before = engine.trace_count()
+    again = run(plan, mesh_of(1), max_segments_per_call=2)
+    assert engine.trace_count() == before and [s.traces for s in again.levels] == [0, 0, 0]
+    np.testing.assert_allclose(np.asarray(chunked.latents), np.asarray(whole.latents),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_exact_length_cuts_frames_and_skips_segments_past_the_end():
+    # L=4, depth 2: level 0 at 0, 3, 6, 9; N=5 needs only the segments starting at 0 and 3 (the
+    # one at 3 straddles N and uses frame 6 as its end); the one at 6 is never computed.
+    res = run(planlib.make_plan(L, 2, frames=5), mesh_of(1))
+    assert res.latents.shape == (5, *LATENT)
+    assert [s.segments for s in res.levels] == [1, 2]
+    full = run(planlib.make_plan(L, 2), mesh_of(1))
+    assert full.latents.shape == (10, *LATENT) and [s.segments for s in full.levels] == [1, 3]
+    # Depth 3, N=11: level 1 needs the pairs starting at 0 and 9, level 2 the 4 pairs below 11.
+    deep = run(planlib.make_plan(L, 3, frames=11), mesh_of(1), max_segments_per_call=2)
+    assert deep.latents.shape == (11, *LATENT)
+    assert [(s.segments, s.calls) for s in deep.levels] == [(1, 1), (2, 1), (4, 2)]
+    assert np.all(np.isfinite(np.asarray(deep.latents)))
+
+
+def test_given_frames_are_carried_bit_exact():
+    plan = planlib.make_plan(L, 3)
+    after = {}
+    res = run(plan, mesh_of(1), on_level=lambda lv, buf: after.setdefault(lv.level, np.asarray(buf)))
+    out = np.asarray(res.latents)
+    for lv in plan.levels[1:]:
+        ends = lv.frames[lv.given]
+        above = after[lv.level - 1][ends]
+        assert np.array_equal(after[lv.level][ends], above)  # the level did not touch its ends
+        assert np.array_equal(out[ends], above)
+        written = lv.frames[lv.writes]  # ... and wrote every other frame of its segments
+        assert np.all(np.abs(after[lv.level][written]).reshape(len(written), -1).max(1) > 0)
+        assert not np.any(after[lv.level - 1][written])
+    # The level call itself returns given positions exactly (imposed, not denoised).
+    lv = plan.levels[1]
+    mask = lv.given.astype(np.float32)
+    given = after[0][lv.frames] * mask[..., None, None, None]
+    x = np.asarray(engine.sample_segments(
+        models_for(3)[1], SCHEDULE, engine.Sampling("ddpm", 3, 2.0), mesh_of(1),
+        level_key=jax.random.fold_in(jax.random.key(7), 1), seg_index=np.arange(3),
+        ids=prompts(plan.frames)[lv.prompts], given=given, mask=mask, level=np.ones(3, np.int32),
+        null_ids=NULL))
+    assert np.array_equal(x[:, [0, -1]], given[:, [0, -1]])
+    np.testing.assert_allclose(x[:, 1:-1], out[lv.frames[:, 1:-1]], rtol=1e-5, atol=1e-5)
+
+
+def test_prompts_steer_the_frames_they_belong_to():
+    """Changing the prompt of frame 5 only (N=10, depth 2) changes the frames of its segment
+    (4 and 5; 3 and 6 are given) and no other frame."""
+    plan = planlib.make_plan(L, 2)
+    a = run(plan, mesh_of(1))
+    ids = prompts(plan.frames)
+    ids[5] = (ids[5] % (VOCAB - 1)) + 1
+    b = run(plan, mesh_of(1), ids=ids)
+    diff = np.abs(np.asarray(a.latents) - np.asarray(b.latents)).reshape(10, -1).max(1)
+    assert diff[5] > 1e-3 and diff[4] > 1e-3
+    assert np.all(diff[[0, 1, 2, 3, 6, 7, 8, 9]] <= 1e-6)
+
+
+def test_bad_input_is_a_clear_error():
+    plan = planlib.make_plan(L, 2, frames=7)
+    ms = models_for(2)
+    with pytest.raises(ValueError, match=r"one row per requested frame \(N=7\)"):
+        engine.run(plan, ms, prompts(8), NULL, SCHEDULE, LATENT)
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        engine.run(plan, ms, prompts(7), NULL, SCHEDULE, LATENT, sampler="euler")
+    with pytest.raises(ValueError, match="eta is a DDIM setting"):
+        engine.run(plan, ms, prompts(7), NULL, SCHEDULE, LATENT, sampler="ddpm", eta=0.5)
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        engine.run(plan, ms, prompts(7), NULL, SCHEDULE, LATENT, steps=0)
+    with pytest.raises(ValueError, match="2 levels but 1 level models"):
+        engine.run(plan, ms[:1], prompts(7), NULL, SCHEDULE, LATENT)
+    with pytest.raises(ValueError, match="null_ids must be"):
+        engine.run(plan, ms, prompts(7), np.zeros(T + 1, np.int32), SCHEDULE, LATENT)
+    with pytest.raises(ValueError, match="max_segments_per_call"):
+        engine.run(plan, ms, prompts(7), NULL, SCHEDULE, LATENT, max_segments_per_call=0)
+    with pytest.raises(ValueError, match="needs 2 local models"):
+        engine.level_models(toy_denoise, toy_params(0), [toy_params(1)], 3)
+    with pytest.raises(ValueError, match="local_models='joint'"):
+        engine.level_models(toy_denoise, toy_params(0), toy_params(1), 3, "joint")
