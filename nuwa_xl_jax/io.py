@@ -16,8 +16,7 @@ Storyboards (:func:`load_storyboard`) become one prompt per frame:
   are given for every scene or for none (equal spans). When given they are *relative lengths*:
   if they sum to the requested frame count they are used as written, otherwise they are rescaled
   proportionally (largest remainder, ties to the earlier scene, every scene keeps at least one
-  frame), so one storyboard
-  serves ``--frames=226`` and ``--frames=3376`` alike.
+  frame), so one storyboard serves ``--frames=226`` and ``--frames=3376`` alike.
 """
 from __future__ import annotations
 
