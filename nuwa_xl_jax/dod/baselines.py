@@ -101,7 +101,7 @@ def autoregressive(model: engine.LevelModel, prompt_ids, null_ids, schedule, lat
     gather = engine._gather_program(mesh, True)
     scatter = engine._scatter_program(mesh, True)
     level_key = jax.random.fold_in(jax.random.key(seed), 0)
-    bar = engine._progress(calls, "autoregressive", progress)
+    bar = engine._progress(calls, "autoregressive", progress, unit="call")
     t0 = time.perf_counter()
     for i, s in enumerate(starts):  # inherently sequential: call i needs call i - 1's frames
         frames = (s + np.arange(L))[None]

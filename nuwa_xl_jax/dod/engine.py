@@ -234,11 +234,12 @@ def _chunk_size(segments: int, max_segments: Optional[int], devices: int) -> int
     return -(-c // devices) * devices
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, unit: str = "segment"):
+    """A tqdm bar that stays on screen (one line per level), or None."""
     if not enabled:
         return None
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="seg", leave=False)
+    return tqdm(total=total, desc=desc, unit=unit)
 
 
 def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.ndarray,
