@@ -21,6 +21,8 @@ def get_config(arg: str = "128") -> ml_collections.ConfigDict:
     config.model.mtd.dtype = "bfloat16"
     config.model.mtd.remat = True
     config.model.text = common.text("clip-l")
+    # A local CLIP tokenizer folder (vocab.json + merges.txt), e.g. SD v1's tokenizer/ folder.
+    config.model.text.tokenizer = "~/stable-diffusion-v1/tokenizer"
     config.vae_loss = common.vae_loss()
     config.diffusion = common.configuration.diffusion_block()
     config.data = common.data(dataset="flintstones_hd", manual_dir="~/flintstones_hd",

@@ -56,6 +56,19 @@ def main(argv):
         _fail(f"{type(e).__name__}: {e}")
 
 
+def parse_flags(argv):
+    """absl's parser, with config errors (an unknown ``--config.x`` key, a bad variant) reported as
+    one line instead of a traceback."""
+    try:
+        return FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        text = str(e).replace("\\n", "\n").strip().strip("'\"")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        # ml_collections embeds the config file's traceback: its last line is the message
+        message = lines[-1] if "Traceback" in text else " ".join(lines)
+        print(f"error: bad flag or config override: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

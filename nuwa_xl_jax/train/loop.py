@@ -153,14 +153,15 @@ class _Logger:
 
 def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
           rules=parallel.DEFAULT_RULES, progress: bool = True,
-          stop_after: int | None = None) -> Result:
-    """Trains ``stage`` to ``cfg.steps`` (the ``train`` block), resuming from ``workdir`` if it holds
-    a checkpoint of the same stage and architecture. ``stop_after`` ends early after that many
-    steps of this call (tests)."""
-    train_config.validate_train(cfg)
+          stop_after: int | None = None, cfg_path: str = "train") -> Result:
+    """Trains ``stage`` to ``cfg.steps`` (a train block, named ``cfg_path`` in errors), resuming
+    from ``workdir`` if it holds a checkpoint of the same stage and architecture. ``stop_after``
+    ends early after that many steps of this call (tests)."""
+    train_config.validate_train(cfg, cfg_path)
     mesh = mesh if mesh is not None else parallel.make_mesh()
     nproc, pidx = jax.process_count(), jax.process_index()
-    train_config.check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh), nproc)
+    train_config.check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh), nproc,
+                                     f"{cfg_path}.batch_size")
     stage_dir = os.path.join(workdir, stage.name)
     tx = train_state.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.weight_decay,
                                     cfg.clip_norm, cfg.b1, cfg.b2, cfg.accumulate_steps,

@@ -57,20 +57,28 @@ def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
     for name in names:
         export = stages_lib.export_dir(workdir, name)
         marker = os.path.join(export, DONE)
+        stage = stages_lib.build(config, name, workdir)
+        fingerprint = checkpoint.fingerprint(stage.model_config)
         if os.path.exists(marker):
             with open(marker) as f:
-                done[name] = json.load(f)["step"]
+                finished = json.load(f)
+            if finished.get("fingerprint") != fingerprint:
+                raise checkpoint.CheckpointMismatchError(
+                    f"{export} holds a finished {name!r} stage of another architecture. Nothing "
+                    "was overwritten: use a new --workdir, or the config it was trained with.")
+            done[name] = finished["step"]
             if progress and jax.process_index() == 0:
                 print(f"[{name}] already trained ({done[name]} steps), exported at {export}")
             continue
-        stage = stages_lib.build(config, name, workdir)
         cfg = stages_lib.train_block_for(config, name)
-        result = loop.train(stage, cfg, workdir, mesh, seed=config.seed, progress=progress)
+        result = loop.train(stage, cfg, workdir, mesh, seed=config.seed, progress=progress,
+                            cfg_path="vae_train" if name == "vae" else "train")
         done[name] = result.step
         if result.preempted:
             break
         stages_lib.write_export(export, result.state.ema_params, stage.model_config)
         if jax.process_index() == 0:
             with open(marker, "w") as f:
-                json.dump({"step": result.step, "final_loss": result.losses[-1] if result.losses else None}, f)
+                json.dump({"step": result.step, "fingerprint": fingerprint,
+                           "final_loss": result.losses[-1] if result.losses else None}, f)
     return done

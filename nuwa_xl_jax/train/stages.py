@@ -45,6 +45,11 @@ def _grain_data(dcfg, tokenizer=None):
     return data
 
 
+def _no_prompts(prompts) -> np.ndarray:
+    """The VAE stage ignores captions: one placeholder id per prompt, no tokenizer needed."""
+    return np.zeros((len(prompts), 1), np.int32)
+
+
 def to_video(frames: jax.Array) -> jax.Array:
     """uint8 ``[..., 3]`` -> float32 in [-1, 1] (the models' pixel range)."""
     return frames.astype(jnp.float32) / 127.5 - 1.0
@@ -156,7 +161,7 @@ def vae_stage(config, workdir: str) -> loop.Stage:
         (_, d_metrics), g_disc = jax.value_and_grad(discriminator, has_aux=True)(params["disc"])
         return loss, {**metrics, **d_metrics}, {"vae": g_vae, "disc": g_disc}
 
-    return loop.Stage("vae", init, None, _grain_data(dcfg),
+    return loop.Stage("vae", init, None, _grain_data(dcfg, _no_prompts),
                       model_config={"vae": _to_dict(config.model.vae), "gan": use_gan},
                       grads=grads, frames_per_example=F)
 

@@ -200,7 +200,11 @@ class FlintstonesHD(chunks.PlainCodePath, tfds.core.GeneratorBasedBuilder):
 
 def make_builder(data_dir: str, manual_dir: str | None = None, **config) -> FlintstonesHD:
     """The builder for ``config`` (see ``make_config``); ``prepare`` builds it from ``manual_dir``."""
-    return FlintstonesHD(config=make_config(**config), data_dir=data_dir,
+    cfg = make_config(**config)
+    # TFDS refuses a custom config named like a predefined one: pass the predefined one's name.
+    if any(c.name == cfg.name for c in FlintstonesHD.BUILDER_CONFIGS):
+        cfg = cfg.name
+    return FlintstonesHD(config=cfg, data_dir=data_dir,
                          file_format="array_record")
 
 

@@ -105,7 +105,11 @@ class SyntheticCartoon(chunks.PlainCodePath, tfds.core.GeneratorBasedBuilder):
 
 def make_builder(data_dir: str, **config) -> SyntheticCartoon:
     """The builder for these parameters (see ``make_config``); ``download_and_prepare()`` builds it."""
-    return SyntheticCartoon(config=make_config(**config), data_dir=data_dir,
+    cfg = make_config(**config)
+    # TFDS refuses a custom config named like a predefined one: pass the predefined one's name.
+    if any(c.name == cfg.name for c in SyntheticCartoon.BUILDER_CONFIGS):
+        cfg = cfg.name
+    return SyntheticCartoon(config=cfg, data_dir=data_dir,
                             file_format="array_record")
 
 
