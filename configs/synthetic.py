@@ -4,9 +4,13 @@ Variants:
   default  64x64 frames, L=16, depth 2 (226-frame videos): the README's main job
   tiny     32x32 frames, L=4, depth 2 (10-frame videos): the smallest whole family, for tests
 """
+import os
+
 import ml_collections
 
 from configs import common
+
+STORYBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "storyboards", "cartoon.txt")
 
 
 def get_config(arg: str = "default") -> ml_collections.ConfigDict:
@@ -43,4 +47,9 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     config.stages = common.stages(depth)
     config.local_models = "separate"  # 'separate' (one MTD per depth) | 'shared' (level embedding)
     config.mesh = common.mesh()
+    # The main job ends by generating a long video from the built-in storyboard.
+    config.generate = common.configuration.generate_block()
+    config.generate.enabled = True
+    config.generate.storyboard = STORYBOARD
+    config.generate.frames = 10 if tiny else 226
     return config

@@ -103,6 +103,22 @@ def diffusion_block() -> ml_collections.ConfigDict:
     return c
 
 
+def generate_block() -> ml_collections.ConfigDict:
+    """What the training command generates once every stage is trained (the main job's video)."""
+    c = ml_collections.ConfigDict()
+    c.enabled = False
+    c.storyboard = ""  # text / JSON / YAML storyboard file
+    c.frames = 226
+    c.out = "video.mp4"  # relative paths are inside the workdir
+    c.sampler = ""  # "" = diffusion.sampler
+    c.steps = 0  # 0 = diffusion.sample_steps
+    c.guidance_scale = -1.0  # < 0 = diffusion.guidance_scale
+    c.seed = 0
+    c.fps = 8
+    c.max_segments_per_call = 0  # 0 = no limit
+    return c
+
+
 def validate_mtd(c: Any, path: str = "model.mtd") -> None:
     check_fields(c, mtd_block().keys(), path)
     block_types = {"down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -304,6 +320,13 @@ def validate(config: Any) -> None:
         if s not in STAGE_NAMES and not (s.startswith("mtd_local") and s[9:].isdigit()):
             raise ConfigError(f"stages[{i}]={s!r} is not a stage; use {', '.join(STAGE_NAMES)} "
                               "or mtd_local<depth>")
+    if config.get("generate") is not None:
+        g = config.generate
+        check_fields(g, generate_block().keys(), "generate")
+        if g.enabled and not g.storyboard:
+            raise ConfigError("generate.enabled needs generate.storyboard (a storyboard file)")
+        if g.frames < 2:
+            raise ConfigError(f"generate.frames must be >= 2, got {g.frames}")
     if config.get("mesh") is not None:
         check_fields(config.mesh, mesh_block().keys(), "mesh")
         if len(tuple(config.mesh.shape)) != len(tuple(config.mesh.axes)):

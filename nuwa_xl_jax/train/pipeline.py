@@ -17,9 +17,10 @@ def _user_errors():
     from nuwa_xl_jax.data.builders.flintstones_hd import CaptionsError
     from nuwa_xl_jax.data.sampling import EpisodeTooShortError
     from nuwa_xl_jax.models.tokenizers import TokenizerError, UnknownWordError
+    from nuwa_xl_jax.io import StoryboardError
     from nuwa_xl_jax.weights.common import WeightsError
 
-    return (ConfigError, checkpoint.CheckpointMismatchError, loop.NonFiniteLossError,
+    return (ConfigError, StoryboardError, FileExistsError, checkpoint.CheckpointMismatchError, loop.NonFiniteLossError,
             FileNotFoundError, CaptionsError, EpisodeTooShortError, TokenizerError,
             UnknownWordError, WeightsError)
 
@@ -81,4 +82,32 @@ def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
             with open(marker, "w") as f:
                 json.dump({"step": result.step, "fingerprint": fingerprint,
                            "final_loss": result.losses[-1] if result.losses else None}, f)
+    if not only and len(done) == len(names) and all(
+            os.path.exists(os.path.join(stages_lib.export_dir(workdir, n), DONE)) for n in names):
+        g = config.get("generate")
+        if g is not None and g.enabled and jax.process_index() == 0:
+            generate_video(config, workdir, mesh)
     return done
+
+
+def generate_video(config, workdir: str, mesh=None) -> dict | None:
+    """The main job's last step: a long video from the storyboard with the family just trained."""
+    from nuwa_xl_jax import io as nio
+    from nuwa_xl_jax.dod import generate as gen
+
+    g, d = config.generate, config.diffusion
+    out = g.out if os.path.isabs(g.out) else os.path.join(workdir, g.out)
+    sheet = gen.sheet_path(out)
+    if os.path.exists(out):
+        print(f"video: {out} (already generated; delete it to generate again)")
+        print(f"contact sheet: {sheet}")
+        return None
+    prompts = nio.load_storyboard(g.storyboard, g.frames)
+    family = gen.load_family(workdir)
+    sampler = g.sampler or d.sampler
+    result = gen.generate(
+        family, list(prompts), out, sampler=sampler, steps=g.steps or d.sample_steps,
+        guidance_scale=d.guidance_scale if g.guidance_scale < 0 else g.guidance_scale,
+        eta=d.ddim_eta if sampler == "ddim" else 0.0, seed=g.seed, mesh=mesh,
+        max_segments_per_call=g.max_segments_per_call or None, fps=g.fps, sheet=sheet)
+    return gen.report(result)
