@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 flags.DEFINE_string("workdir", None, "a training workdir (config.json + exported stages)")
 flags.DEFINE_string("storyboard", None, "prompts: a text file (one per line) or JSON/YAML scenes")
@@ -49,6 +49,7 @@ def run_from_flags() -> dict:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # progress bars, not Orbax's INFO lines
     from nuwa_xl_jax.io import StoryboardError
     from nuwa_xl_jax.train.pipeline import USER_ERRORS
 

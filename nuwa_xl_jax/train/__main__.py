@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "configs/X.py[:variant]", lock_config=True)
@@ -32,6 +32,7 @@ def _fail(message: str, code: int = 1):
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # progress bars, not Orbax's INFO lines
     if FLAGS.config is None:
         _fail("--config is required, e.g. --config=configs/synthetic.py", 2)
     if not FLAGS.workdir:

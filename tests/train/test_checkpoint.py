@@ -92,4 +92,7 @@ def test_optimizer_warmup_and_ema():
     np.testing.assert_array_equal(np.asarray(st1.params["w"]), 0.0)  # lr is 0 at step 0 of warmup
     st2 = train_state.apply_gradients(st1, {"w": jax.numpy.ones(2)}, tx, ema_decay=0.5)
     assert (np.asarray(st2.params["w"]) < 0).all()
-    np.testing.assert_allclose(np.asarray(st2.ema_params["w"]), 0.5 * np.asarray(st2.params["w"]))
+    # warm-up: at step 1 the decay is min(0.5, 2/11)
+    np.testing.assert_allclose(np.asarray(st2.ema_params["w"]), (9 / 11) * np.asarray(st2.params["w"]),
+                               rtol=1e-6)
+    assert float(train_state.ema_decay_at(10_000, 0.999)) == pytest.approx(0.999)
