@@ -66,7 +66,9 @@ def write_export(directory: str, params: Any, model_config: dict) -> None:
     """Inference weights (the EMA params) + the model config, as an Orbax checkpoint."""
     import orbax.checkpoint as ocp
 
-    params = jax.device_get(params)
+    import flax.linen as nn
+
+    params = jax.device_get(nn.meta.unbox(params))  # plain arrays, whatever the caller passes
     if jax.process_index() == 0:
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, "model_config.json"), "w") as f:

@@ -1,0 +1,78 @@
+"""The generate command on a model family with random weights (timing and plumbing do not depend
+on training): exact lengths, video + contact sheet written, bad storyboards are one clear line."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from nuwa_xl_jax import configuration
+from nuwa_xl_jax.io import read_video
+from nuwa_xl_jax.models.tklvae import TKLVAE
+from nuwa_xl_jax.train import pipeline, stages
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+           PYTHONPATH=ROOT)
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    """A workdir as training leaves it: config.json and every stage exported (random weights)."""
+    workdir = str(tmp_path_factory.mktemp("family"))
+    config = configuration.load("configs/synthetic.py:tiny")
+    pipeline.save_config(config, workdir)
+    vae = TKLVAE.from_config(config.model.vae)
+    vae_params = jax.jit(vae.init)(jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3)))
+    stages.write_export(stages.export_dir(workdir, "vae"), {"vae": vae_params}, {})
+    models = stages.MTDModels(config, workdir)
+    for i, name in enumerate(("mtd_global", "mtd_local1")):
+        params = jax.jit(models.init, static_argnums=1)(jax.random.key(i + 1), 4)
+        stages.write_export(stages.export_dir(workdir, name), params, {})
+    return workdir
+
+
+def generate(family, tmp_path, *args, frames=11, storyboard=None):
+    if storyboard is None:
+        storyboard = os.path.join(ROOT, "configs", "storyboards", "cartoon.txt")
+    cmd = [sys.executable, "-m", "nuwa_xl_jax.generate", f"--workdir={family}",
+           f"--storyboard={storyboard}", f"--frames={frames}", f"--out={tmp_path / 'v.mp4'}",
+           "--steps=2", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def test_exact_length_video_and_contact_sheet(family, tmp_path):
+    r = generate(family, tmp_path, frames=11)  # L=4: depth 3 covers 28 frames, cut to 11
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["frames"] == 11 and summary["sequential_model_calls"] == 3
+    assert read_video(str(tmp_path / "v.mp4")).shape[0] == 11
+    assert os.path.getsize(tmp_path / "v_sheet.png") > 0
+    assert set(summary["storyboard_agreement"]) == {"frames", "scene", "characters", "both"}
+    again = generate(family, tmp_path, frames=11)  # never overwrites without --overwrite
+    assert again.returncode == 1 and "exists" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize("text,match", [
+    ("", "no prompts"),
+    ("# only a comment\n", "no prompts"),
+    ("fred flies in the desert\n", "flies"),
+])
+def test_bad_storyboards_are_one_clear_line(family, tmp_path, text, match):
+    path = tmp_path / "story.txt"
+    path.write_text(text)
+    r = generate(family, tmp_path, storyboard=str(path))
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and match in r.stderr, r.stderr[-2000:]
+
+
+def test_zero_frame_scene_and_missing_workdir(family, tmp_path):
+    path = tmp_path / "story.json"
+    path.write_text(json.dumps([{"prompt": "fred stands in the cave", "frames": 0}]))
+    r = generate(family, tmp_path, storyboard=str(path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "frames" in r.stderr
+    r = generate(str(tmp_path / "nowhere"), tmp_path)
+    assert r.returncode == 1 and "config.json" in r.stderr and "Traceback" not in r.stderr
