@@ -6,6 +6,8 @@ WORKERS ?= 2
 
 .PHONY: install test test-slow demo clean
 
+DEMO_WORKDIR ?= runs/demo
+
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
@@ -21,6 +23,12 @@ test: install
 # The slow tests (longer training / multi-process runs).
 test-slow: install
 	$(PY) -m pytest -n $(WORKERS) -m "slow" -q
+
+# The main job on the embedded default: train the T-KLVAE, the global and the local MTD on the
+# synthetic cartoon world, then generate a 226-frame video from configs/storyboards/cartoon.txt.
+# Running it again resumes (or, once done, only prints where the outputs are).
+demo: install
+	$(PY) -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=$(DEMO_WORKDIR)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
