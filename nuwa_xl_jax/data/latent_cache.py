@@ -119,7 +119,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="where the cache goes (then set data.latent_dir)")
     p.add_argument("--split", default=None)
     p.add_argument("--encoder", default="tklvae", help="'tklvae' or 'pool:FACTOR'")
-    p.add_argument("--vae_params", default="", help="flax msgpack of the T-KLVAE variables")
+    p.add_argument("--vae_workdir", default="", help="a training workdir: use its exported T-KLVAE")
+    p.add_argument("--vae_params", default="", help="or: a flax msgpack of T-KLVAE variables")
     p.add_argument("--window", type=int, default=16)
     p.add_argument("--batch", type=int, default=4)
     a = p.parse_args(argv)
@@ -136,10 +137,15 @@ def main(argv=None) -> int:
         validate_data(c)
         if a.encoder.startswith("pool:"):
             encode = pool_encoder(int(a.encoder.split(":", 1)[1]))
+        elif a.encoder == "tklvae" and a.vae_workdir:
+            from nuwa_xl_jax.train import stages
+            variables = stages.read_export(stages.export_dir(a.vae_workdir, "vae"))[0]["vae"]
+            encode = tklvae_encoder(config.model.vae, variables)
         elif a.encoder == "tklvae":
             if not a.vae_params or not os.path.isfile(a.vae_params):
-                raise FileNotFoundError(f"--vae_params={a.vae_params!r}: give the file of trained "
-                                        "T-KLVAE variables (flax.serialization msgpack)")
+                raise FileNotFoundError(f"--vae_params={a.vae_params!r}: give --vae_workdir (a "
+                                        "training workdir whose vae stage is done) or a file of "
+                                        "trained T-KLVAE variables (flax.serialization msgpack)")
             import flax.serialization
             with open(a.vae_params, "rb") as f:
                 variables = flax.serialization.msgpack_restore(f.read())
