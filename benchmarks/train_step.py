@@ -1,0 +1,297 @@
+"""Times the training step of the T-KLVAE and MTD stages of a config: the real jitted step.
+
+    python benchmarks/train_step.py --config=configs/synthetic.py[:variant] \
+        [--stage=vae,mtd_global] [--steps=10] [--warmup=2] [--data=random|pipeline] \
+        [--config.train.batch_size=16] [--json=results.jsonl] [--peak_flops=...]
+
+For each stage it builds the step exactly as ``nuwa_xl_jax.train`` does (``stages.build`` for the
+stage, ``loop._make_step`` for the update, the state created directly sharded on the config's
+mesh, explicit in/out shardings, donated state) and reports
+
+- compile time (lower + XLA compile of that step),
+- the steady-state step time: the median of ``--steps`` steps after ``--warmup`` steps, each
+  followed by ``block_until_ready`` (data loading and host->device transfer are excluded: the
+  batch already lives on the devices),
+- examples/s and frames/s of the global batch,
+- FLOPs per step from XLA's cost analysis of the compiled step (the per-device program; the
+  whole step: forward, backward, optimizer, EMA, and for MTD the frozen VAE encoder), and on an
+  accelerator MFU = FLOPs per device / step time / the device's peak dense bf16 FLOP/s.
+
+MTD stages read the VAE that the ``vae`` stage exports; the benchmark writes one from randomly
+initialised VAE weights into a temporary workdir (step time does not depend on trained weights).
+Batches are random uint8 frames of the stage's shapes (``--data=random``, the default) or the first
+batch of the stage's real data pipeline (``--data=pipeline``; builds the dataset if needed).
+Prints a table, then one JSON line per stage (prefixed ``JSON ``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "configs/X.py[:variant]", lock_config=True)
+flags.DEFINE_list("stage", ["vae", "mtd_global"],
+                  "stages to time: vae, mtd_global, mtd_local<d>, mtd_local, mtd_ar")
+flags.DEFINE_integer("steps", 10, "timed steps per stage (the median is reported)")
+flags.DEFINE_integer("warmup", 2, "untimed steps after compilation")
+flags.DEFINE_enum("data", "random", ["random", "pipeline"],
+                  "random uint8 batches of the stage's shapes, or the real pipeline's first batch")
+flags.DEFINE_float("peak_flops", None, "peak FLOP/s per device for MFU (default: from the table)")
+flags.DEFINE_string("json", None, "also append the JSON lines to this file")
+FLAGS = flags.FLAGS
+
+# Peak dense bf16 FLOP/s per device (vendor figures, no sparsity), matched as lowercase substrings
+# of ``device.device_kind``, first match wins.
+PEAK_BF16_FLOPS = (
+    ("h200", 989e12),
+    ("h100", 989e12),   # SXM; the PCIe card is ~756e12 (pass --peak_flops)
+    ("a100", 312e12),
+    ("l40s", 362e12),
+    ("l4", 121e12),
+    ("tpu v6 lite", 918e12),  # v6e
+    ("tpu v5 lite", 197e12),  # v5e
+    ("tpu v5e", 197e12),
+    ("tpu v5p", 459e12),
+    ("tpu v5", 459e12),       # v5p reports "TPU v5"
+    ("tpu v4", 275e12),
+    ("tpu v3", 123e12),
+)
+
+
+def peak_flops(device) -> float | None:
+    kind = str(getattr(device, "device_kind", "")).lower()
+    for key, value in PEAK_BF16_FLOPS:
+        if key in kind:
+            return value
+    return None
+
+
+def cost_flops(compiled) -> float | None:
+    """FLOPs from ``compiled.cost_analysis()``: a dict, or (older JAX) a list of dicts; None if the
+    backend gives none."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # some backends do not implement it
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    if not cost:
+        return None
+    flops = cost.get("flops") if hasattr(cost, "get") else None
+    return float(flops) if flops is not None and flops >= 0 else None
+
+
+def memory_bytes(compiled) -> int | None:
+    try:
+        m = compiled.memory_analysis()
+        return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+                   - m.alias_size_in_bytes)
+    except Exception:
+        return None
+
+
+def random_batch(config, name: str, batch_size: int, seed: int = 0) -> dict:
+    """Random inputs with the keys, shapes and dtypes the stage's loss reads."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    h, w = tuple(config.data.resolution)
+    if name == "vae":
+        F = config.vae_frames
+        return {"frames": rng.integers(0, 256, (batch_size, F, h, w, 3), dtype=np.uint8)}
+    L, T = config.data.frames_per_call, config.data.max_length
+    mask = np.zeros((batch_size, L), np.float32)
+    if name == "mtd_ar":
+        mask[:, :min(config.data.ar_prefix, L - 1)] = 1
+    elif name != "mtd_global":  # local levels: both ends given
+        mask[:, 0] = mask[:, -1] = 1
+    level = 0 if name in ("mtd_global", "mtd_ar") else (
+        1 if name == "mtd_local" else int(name[len("mtd_local"):]))
+    return {"frames": rng.integers(0, 256, (batch_size, L, h, w, 3), dtype=np.uint8),
+            "mask": mask,
+            "prompt_ids": rng.integers(0, config.model.text.vocab_size, (batch_size, L, T),
+                                       dtype=np.int32),
+            "level": np.full((batch_size,), level, np.int32)}
+
+
+def write_random_vae_export(config, workdir: str) -> None:
+    """What the vae stage would export, from random weights (timing does not need trained ones)."""
+    import flax.linen as nn
+    import jax
+
+    from nuwa_xl_jax.train import stages
+
+    stage = stages.build(config, "vae", workdir)
+    params = jax.jit(lambda k: nn.meta.unbox(stage.init(k)))(jax.random.key(config.seed))
+    stages.write_export(stages.export_dir(workdir, "vae"), params, stage.model_config)
+
+
+def bench_stage(config, name: str, workdir: str, mesh) -> dict:
+    import flax.linen as nn
+    import jax
+    import numpy as np
+    from jax.sharding import NamedSharding
+
+    from nuwa_xl_jax import parallel
+    from nuwa_xl_jax.train import config as train_config
+    from nuwa_xl_jax.train import loop, stages
+    from nuwa_xl_jax.train import state as train_state
+
+    cfg = stages.train_block_for(config, name)
+    cfg_path = "vae_train" if name == "vae" else "train"
+    train_config.validate_train(cfg, cfg_path)
+    train_config.check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh),
+                                     jax.process_count(), f"{cfg_path}.batch_size")
+    stage = stages.build(config, name, workdir)
+
+    # As loop.train: optimizer, state created directly sharded, the jitted donated step.
+    tx = train_state.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps,
+                                    cfg.weight_decay, cfg.clip_norm, cfg.b1, cfg.b2,
+                                    cfg.accumulate_steps, cfg.end_lr_fraction)
+    init_key, state_key = jax.random.split(jax.random.key(config.seed))
+
+    def init_state(key):
+        return train_state.create(stage.init(key), tx, state_key)
+
+    abstract = jax.eval_shape(init_state, init_key)
+    shardings = parallel.tree_shardings(abstract, mesh)
+    state = jax.jit(lambda k: nn.meta.unbox(init_state(k)), out_shardings=shardings)(init_key)
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+
+    batch_sharding = parallel.batch_sharding(mesh, 1)
+    step_fn = jax.jit(loop._make_step(stage, tx, cfg.ema_decay),
+                      in_shardings=(shardings, NamedSharding(mesh, batch_sharding.spec)),
+                      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+
+    if FLAGS.data == "pipeline":
+        local = next(stage.data(jax.process_index(), jax.process_count()))
+    else:
+        local = random_batch(config, name, cfg.batch_size // jax.process_count(),
+                             seed=config.seed + jax.process_index())
+    batch = loop._global_batch(local, batch_sharding)
+
+    t = time.perf_counter()
+    lowered = step_fn.lower(state, batch)
+    t_lower = time.perf_counter() - t
+    t = time.perf_counter()
+    compiled = lowered.compile()
+    t_compile = time.perf_counter() - t
+    flops = cost_flops(compiled)
+    mem = memory_bytes(compiled)
+
+    times = []
+    for i in range(FLAGS.warmup + FLAGS.steps):
+        t = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+        if i >= FLAGS.warmup:
+            times.append(time.perf_counter() - t)
+    step_time = statistics.median(times)
+    loss = float(jax.device_get(metrics["loss"]))
+
+    device = jax.devices()[0]
+    accelerator = jax.default_backend() != "cpu"
+    peak = FLAGS.peak_flops or (peak_flops(device) if accelerator else None)
+    mfu = flops / step_time / peak if (flops and peak and accelerator) else None
+    frames = cfg.batch_size * stage.frames_per_example
+    return {
+        "stage": name, "backend": jax.default_backend(), "device_kind": device.device_kind,
+        "devices": mesh.devices.size, "mesh": dict(mesh.shape), "batch_size": cfg.batch_size,
+        "frames_per_example": stage.frames_per_example, "params": n_params,
+        "mtd_dtype": config.model.mtd.dtype if name != "vae" else "float32",
+        "remat": bool(config.model.mtd.remat) if name != "vae" else False,
+        "data": FLAGS.data, "lower_s": t_lower, "compile_s": t_compile,
+        "step_s_median": step_time, "step_s_min": min(times), "step_s_max": max(times),
+        "steps_timed": len(times), "examples_per_s": cfg.batch_size / step_time,
+        "frames_per_s": frames / step_time, "flops_per_step_per_device": flops,
+        "flops_per_step": flops * mesh.devices.size if flops else None,
+        "achieved_flops_per_s_per_device": flops / step_time if flops else None,
+        "peak_flops_per_device": peak, "mfu": mfu, "memory_bytes_per_device": mem,
+        "loss": loss,
+    }
+
+
+def _fmt(v, spec):
+    return "n/a" if v is None else format(v, spec)
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = ("stage", "batch", "params", "compile s", "step ms (median)", "examples/s", "frames/s",
+            "GFLOP/step/dev", "TFLOP/s/dev", "MFU")
+    lines = []
+    for r in rows:
+        mfu = ("n/a on CPU" if r["backend"] == "cpu" else
+               _fmt(r["mfu"] * 100 if r["mfu"] is not None else None, ".1f") + ("%" if r["mfu"] else ""))
+        lines.append((r["stage"], f'{r["batch_size"]}x{r["frames_per_example"]}',
+                      f'{r["params"] / 1e6:.2f}M', f'{r["lower_s"] + r["compile_s"]:.1f}',
+                      f'{r["step_s_median"] * 1e3:.1f}', f'{r["examples_per_s"]:.2f}',
+                      f'{r["frames_per_s"]:.1f}',
+                      _fmt(r["flops_per_step_per_device"] and r["flops_per_step_per_device"] / 1e9, ".1f"),
+                      _fmt(r["achieved_flops_per_s_per_device"] and
+                           r["achieved_flops_per_s_per_device"] / 1e12, ".3f"),
+                      mfu))
+    widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(cols)]
+    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for line in lines:
+        print(" | ".join(v.ljust(w) for v, w in zip(line, widths)))
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every export save/restore at INFO
+    if FLAGS.config is None:
+        print("error: --config is required, e.g. --config=configs/synthetic.py:tiny", file=sys.stderr)
+        sys.exit(2)
+    import jax
+
+    from nuwa_xl_jax import configuration, parallel
+
+    config = FLAGS.config
+    configuration.validate(config)
+    mesh = parallel.make_mesh(tuple(config.mesh.shape), tuple(config.mesh.axes))
+    print(f"backend {jax.default_backend()}, {mesh.devices.size} x {jax.devices()[0].device_kind}, "
+          f"mesh {dict(mesh.shape)}, stages {','.join(FLAGS.stage)}, {FLAGS.steps} timed steps "
+          f"after {FLAGS.warmup} warmup, data={FLAGS.data}", flush=True)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            if any(s.startswith("mtd_") for s in FLAGS.stage):
+                write_random_vae_export(config, tmp)
+            for name in FLAGS.stage:
+                rows.append(bench_stage(config, name, tmp, mesh))
+                print(f"[{name}] compile {rows[-1]['lower_s'] + rows[-1]['compile_s']:.1f} s, "
+                      f"step {rows[-1]['step_s_median'] * 1e3:.1f} ms", flush=True)
+    except (configuration.ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
+    print()
+    print_table(rows)
+    for r in rows:
+        print("JSON " + json.dumps(r, sort_keys=True))
+    if FLAGS.json:
+        with open(FLAGS.json, "a") as f:
+            for r in rows:
+                f.write(json.dumps(r, sort_keys=True) + "\n")
+
+
+def parse_flags(argv):
+    try:
+        return FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        lines = [line.strip() for line in str(e).strip().strip("'\"").splitlines() if line.strip()]
+        print(f"error: bad flag or config override: {type(e).__name__}: {lines[-1] if lines else e}",
+              file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)
