@@ -1,8 +1,9 @@
 """The paper's setting on FlintstonesHD: Stable Diffusion v1 layout, L=16, depth 3 (3376 frames).
 
 Variants: ``128`` and ``256`` (frame size in pixels). Set ``data.manual_dir`` to the folder of
-episode videos and captions (docs/data.md), and import SD's weights with
-``python -m nuwa_xl_jax.convert`` to start from them.
+episode videos and captions (docs/data.md). Not wired yet: starting the stages from Stable
+Diffusion's weights (``python -m nuwa_xl_jax.convert`` imports them, but the training stages start
+from random weights), so this config does not yet reproduce the paper's SD initialisation.
 """
 import ml_collections
 

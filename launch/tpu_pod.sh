@@ -11,5 +11,5 @@ gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "
   if [ ! -d nuwa_xl_jax ]; then git clone $REPO nuwa_xl_jax; fi
   cd nuwa_xl_jax && git pull --ff-only || true
   python3 -m pip install -q -e . 'jax[tpu]'
-  python3 -m nuwa_xl_jax.train $ARGS
+  python3 -m nuwa_xl_jax.train --distributed $ARGS
 "

@@ -29,10 +29,17 @@ def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int,
                    weight_decay: float = 0.0, clip_norm: float | None = 1.0,
                    b1: float = 0.9, b2: float = 0.999, accumulate_steps: int = 1,
                    end_lr_fraction: float = 0.0) -> optax.GradientTransformation:
-    """AdamW with linear warmup and cosine decay, gradient clipping, optional accumulation."""
+    """AdamW with linear warmup and cosine decay, gradient clipping, optional accumulation.
+
+    ``warmup_steps`` and ``total_steps`` count training steps (micro-batches); with
+    ``accumulate_steps=k`` the inner optimizer updates once every k of them, so its schedule runs
+    over ``1/k`` as many updates and still ends where the run ends.
+    """
+    k = max(int(accumulate_steps), 1)
+    warmup, total = max(warmup_steps, 0) // k, max(total_steps // k, 1)
     schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=learning_rate, warmup_steps=max(warmup_steps, 0),
-        decay_steps=max(total_steps, warmup_steps + 1), end_value=learning_rate * end_lr_fraction)
+        init_value=0.0, peak_value=learning_rate, warmup_steps=warmup,
+        decay_steps=max(total, warmup + 1), end_value=learning_rate * end_lr_fraction)
     parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
     parts.append(optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
     tx = optax.chain(*parts)

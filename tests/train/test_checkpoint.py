@@ -96,3 +96,20 @@ def test_optimizer_warmup_and_ema():
     np.testing.assert_allclose(np.asarray(st2.ema_params["w"]), (9 / 11) * np.asarray(st2.params["w"]),
                                rtol=1e-6)
     assert float(train_state.ema_decay_at(10_000, 0.999)) == pytest.approx(0.999)
+
+
+def test_accumulation_keeps_the_schedule_length():
+    """With k-step accumulation the learning rate still decays to its end value by the last step."""
+    params = {"w": jax.numpy.zeros(1)}
+    for k in (1, 2, 4):
+        tx = train_state.make_optimizer(1.0, warmup_steps=0, total_steps=8, clip_norm=None,
+                                        accumulate_steps=k, b1=0.0, b2=0.0)
+        st = train_state.create(params, tx, jax.random.key(0))
+        moved = []
+        for _ in range(8):
+            before = float(st.params["w"][0])
+            st = train_state.apply_gradients(st, {"w": jax.numpy.ones(1)}, tx, ema_decay=0.0)
+            moved.append(before - float(st.params["w"][0]))
+        updates = [m for m in moved if m != 0]
+        assert len(updates) == 8 // k
+        assert updates[-1] <= 0.5 * updates[0] + 1e-6, (k, updates)  # the cosine reached its 2nd half
