@@ -8,7 +8,7 @@ PORT=${PORT:-$((20000 + RANDOM % 20000))}
 pids=()
 for ((i = 0; i < N; i++)); do
   XLA_FLAGS="--xla_force_host_platform_device_count=$D" JAX_PLATFORMS=cpu \
-    python -m nuwa_xl_jax.train "$@" --coordinator_address="127.0.0.1:$PORT" \
+    "${PYTHON:-python}" -m nuwa_xl_jax.train "$@" --coordinator_address="127.0.0.1:$PORT" \
       --num_processes="$N" --process_id="$i" &
   pids+=($!)
 done

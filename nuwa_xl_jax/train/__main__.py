@@ -8,8 +8,6 @@ clusters pass ``--coordinator_address``, ``--num_processes`` and ``--process_id`
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 from absl import app, flags, logging
@@ -40,8 +38,9 @@ def main(argv):
     import jax
 
     if FLAGS.coordinator_address or FLAGS.distributed:
-        if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS") == "cpu":
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # CPU processes need gloo for cross-process collectives; the setting only concerns the
+        # CPU backend (asking which backend is in use here would initialise it too early).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
 

@@ -60,3 +60,35 @@ def test_two_processes_match_one(tmp_path):
     assert len(single) == 6
     for losses in multi:
         np.testing.assert_allclose(losses, single, rtol=1e-5)
+
+
+def _stage_losses(workdir):
+    with open(os.path.join(workdir, "vae", "metrics.jsonl")) as f:
+        return [json.loads(line)["loss"] for line in f]
+
+
+def test_launch_script_real_stage_matches_one_process(tmp_path):
+    """launch/local_multiprocess.sh, 2 processes x 2 devices, the real VAE stage and data pipeline
+    (whose global batches do not depend on the process count) = 1 process x 4 devices."""
+    from nuwa_xl_jax import configuration
+    from nuwa_xl_jax.data import pipeline
+
+    config = configuration.load("configs/synthetic.py:tiny")
+    config.data.data_dir = str(tmp_path / "tfds")
+    pipeline.prepare(config.data)  # build once, not concurrently from two processes
+    args = ["--config=configs/synthetic.py:tiny", "--stages=vae",
+            f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.vae_train.steps=4",
+            "--config.vae_train.log_every=1", "--config.vae_train.async_checkpoints=False"]
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
+               PORT=str(portpicker.pick_unused_port()))
+    multi = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", "2", *args,
+                            f"--workdir={tmp_path / 'multi'}"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    single = subprocess.run([sys.executable, "-m", "nuwa_xl_jax.train", *args,
+                             f"--workdir={tmp_path / 'single'}"], cwd=ROOT,
+                            env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+                            capture_output=True, text=True, timeout=900)
+    assert single.returncode == 0, single.stderr[-3000:]
+    np.testing.assert_allclose(_stage_losses(tmp_path / "multi"), _stage_losses(tmp_path / "single"),
+                               rtol=1e-5)
