@@ -37,7 +37,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         episode_length=40 if tiny else 1200, chunk_frames=8 if tiny else 16,
         max_length=config.model.text.max_position_embeddings)
     config.vae_train = common.train(
-        steps=30 if tiny else 400, batch_size=8, learning_rate=2e-3 if tiny else 1e-3,
+        steps=30 if tiny else 600, batch_size=8, learning_rate=2e-3 if tiny else 1e-3,
         warmup_steps=5 if tiny else 50, ema_decay=0.9 if tiny else 0.99,
         log_every=5 if tiny else 20, checkpoint_every=15 if tiny else 200)
     config.vae_frames = 4  # frames per VAE training clip (consecutive)

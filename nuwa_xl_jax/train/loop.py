@@ -48,6 +48,8 @@ class Stage:
     model_config: what decides parameter shapes; its fingerprint guards the workdir.
     frames_per_example: for the frames/s readout.
     sample(params, step, directory): optional, writes sample frames every ``sample_every`` steps.
+    export_meta(ema_params): optional, facts measured on the final weights that later stages read
+        from the export (the VAE's latent scale).
     """
     name: str
     init: Callable[[jax.Array], Any]
@@ -57,6 +59,7 @@ class Stage:
     grads: Callable[..., tuple[jax.Array, dict, Any]] | None = None
     frames_per_example: int = 1
     sample: Callable[[Any, int, str], None] | None = None
+    export_meta: Callable[[Any], dict] | None = None  # extra facts stored with the exported weights
 
 
 @dataclasses.dataclass

@@ -77,7 +77,10 @@ def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
         done[name] = result.step
         if result.preempted:
             break
-        stages_lib.write_export(export, result.state.ema_params, stage.model_config)
+        meta = dict(stage.model_config)
+        if stage.export_meta is not None:
+            meta.update(stage.export_meta(result.state.ema_params))
+        stages_lib.write_export(export, result.state.ema_params, meta)
         if jax.process_index() == 0:
             with open(marker, "w") as f:
                 json.dump({"step": result.step, "fingerprint": fingerprint,

@@ -163,9 +163,18 @@ def vae_stage(config, workdir: str) -> loop.Stage:
         (_, d_metrics), g_disc = jax.value_and_grad(discriminator, has_aux=True)(params["disc"])
         return loss, {**metrics, **d_metrics}, {"vae": g_vae, "disc": g_disc}
 
+    def export_meta(ema_params, batches: int = 4) -> dict:
+        """LDM's latent scale: 1 / std of the posterior means on a few training batches, so the
+        diffusion models see unit-variance latents (SD's 0.18215 is right for SD's VAE only)."""
+        it = _grain_data(dcfg, _no_prompts)(0, 1)
+        encode = jax.jit(lambda p, f: vae.apply(p, to_video(f), method="encode")[0])
+        means = np.concatenate([np.asarray(encode(ema_params["vae"], next(it)["frames"])).ravel()
+                                for _ in range(batches)])
+        return {"latent_scale": float(1.0 / max(means.std(), 1e-6))}
+
     return loop.Stage("vae", init, None, _grain_data(dcfg, _no_prompts),
                       model_config={"vae": _to_dict(config.model.vae), "gan": use_gan},
-                      grads=grads, frames_per_example=F)
+                      grads=grads, frames_per_example=F, export_meta=export_meta)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,9 +207,13 @@ class MTDModels:
         from nuwa_xl_jax.models.tokenizers import make_tokenizer
 
         self.config = config
-        self.vae = TKLVAE.from_config(config.model.vae)
-        if vae_params is None:  # the EMA weights the vae stage exported
-            vae_params = read_export(export_dir(workdir, "vae"))[0]["vae"]
+        vae_cfg = ml_collections.ConfigDict(config.model.vae.to_dict())
+        if vae_params is None:  # the EMA weights the vae stage exported, and its latent scale
+            exported, meta = read_export(export_dir(workdir, "vae"))
+            vae_params = exported["vae"]
+            if "latent_scale" in meta:
+                vae_cfg.scaling_factor = meta["latent_scale"]
+        self.vae = TKLVAE.from_config(vae_cfg)
         self.vae_params = vae_params
         self.mtd = MTDUNet.from_config(config.model.mtd)
         self.text = CLIPTextModel.from_config(config.model.text)
@@ -210,7 +223,7 @@ class MTDModels:
             self.tokenizer.max_length = config.data.max_length
         self.null_ids = jnp.asarray(self.tokenizer([""]))[0]  # [T]
         self.schedule = schedules.from_config(config.diffusion)
-        self.scale = config.model.vae.scaling_factor
+        self.scale = vae_cfg.scaling_factor
         f = 2 ** (len(config.model.vae.block_out_channels) - 1)
         h, w = tuple(config.data.resolution)
         self.latent_shape = (h // f, w // f, config.model.vae.latent_channels)
