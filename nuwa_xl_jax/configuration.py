@@ -316,6 +316,14 @@ def validate(config: Any) -> None:
                               f"model.text.hidden_size={model.text.hidden_size} (the prompt states' width)")
     if config.get("local_models") is not None and config.local_models not in ("separate", "shared"):
         raise ConfigError(f"local_models={config.local_models!r}; use 'separate' or 'shared'")
+    if config.get("local_models") == "shared" and config.get("stages"):
+        if any(s.startswith("mtd_local") and s != "mtd_local" for s in config.stages) or \
+                "mtd_local" not in config.stages:
+            raise ConfigError("local_models='shared' trains one local model: stages must list "
+                              "'mtd_local' (not mtd_local<d>), e.g. ('vae', 'mtd_global', 'mtd_local')")
+        if model is not None and model.get("mtd") is not None and model.mtd.num_levels < 1:
+            raise ConfigError("local_models='shared' needs model.mtd.num_levels > 0 (its level "
+                              "embedding); set it to data.depth")
     for i, s in enumerate(config.get("stages") or ()):
         if s not in STAGE_NAMES and not (s.startswith("mtd_local") and s[9:].isdigit()):
             raise ConfigError(f"stages[{i}]={s!r} is not a stage; use {', '.join(STAGE_NAMES)} "

@@ -43,3 +43,18 @@ def test_unknown_variant_and_missing_file():
         configuration.load("configs/synthetic.py:huge")
     with pytest.raises(configuration.ConfigError, match="not found"):
         configuration.load("configs/nope.py")
+
+
+def test_shared_local_model_needs_its_stage_and_level_embedding():
+    c = _cfg()
+    with c.unlocked():
+        c.local_models = "shared"
+    with pytest.raises(configuration.ConfigError, match="stages must list 'mtd_local'"):
+        configuration.validate(c)
+    with c.unlocked():
+        c.stages = ("vae", "mtd_global", "mtd_local")
+    with pytest.raises(configuration.ConfigError, match="num_levels > 0"):
+        configuration.validate(c)
+    with c.unlocked():
+        c.model.mtd.num_levels = 2
+    configuration.validate(c)

@@ -27,7 +27,7 @@ class EpisodeTooShortError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """How examples are drawn. level: 0 global, d local depth d, -1 a uniformly random level per
+    """How examples are drawn. level: 0 global, d local depth d, -1 a uniformly random local level per
     example (one shared model with a level embedding). ar_stride / ar_prefix: the autoregressive
     baseline's frame stride and given prefix."""
     mode: str = "dod"
@@ -142,7 +142,8 @@ def sample(spec: Spec, episode_length: int, rng: np.random.Generator,
         return ar_indices(L, spec.ar_stride, spec.ar_prefix, start)
     if spec.mode == "artv":
         return artv_indices(start, start + int(rng.integers(1, spec.window)))
-    level = int(rng.integers(0, m)) if spec.level < 0 else spec.level
+    # -1: a random *local* level, for one shared local model (the global level has its own model)
+    level = (int(rng.integers(1, m)) if m > 1 else 0) if spec.level < 0 else spec.level
     if level == 0:
         return global_indices(L, m, start)
     return local_indices(L, m, level, int(rng.integers(0, num_pairs(L, level))), start)

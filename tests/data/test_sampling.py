@@ -53,7 +53,7 @@ def test_sample_is_seeded_and_in_range():
         levels.add(ex.level)
         assert ex.indices.min() >= 0 and ex.indices.max() < 5000
         assert np.all(np.diff(ex.indices) == ex.stride)
-    assert levels == {0, 1, 2}
+    assert levels == {1, 2}  # -1 draws the local levels (one shared local model)
 
 
 def test_autoregressive_and_artv():
