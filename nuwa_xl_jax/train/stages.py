@@ -287,8 +287,8 @@ def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float):
 
 
 def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.Stage:
+    overrides = stage_data_overrides(config, name)  # a bad stage name fails before any loading
     models = MTDModels(config, workdir, vae_params)
-    overrides = stage_data_overrides(config, name)
     dcfg = data_config(config, batch_size=config.train.batch_size, **overrides)
     L = config.data.frames_per_call
     if name == "mtd_local" and not config.model.mtd.num_levels:

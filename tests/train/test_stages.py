@@ -70,8 +70,8 @@ def test_mtd_stage_needs_the_vae_export(config, tmp_path):
         stages.build(config, "mtd_global", str(tmp_path))
 
 
-def test_bad_stage_names(config, workdir):
+def test_bad_stage_names(config, tmp_path):
     with pytest.raises(ValueError, match="local depth 5 is not in 1..1"):
-        stages.build(config, "mtd_local5", workdir)
+        stages.build(config, "mtd_local5", str(tmp_path))
     with pytest.raises(ValueError, match="unknown stage"):
-        stages.build(config, "gan", workdir)
+        stages.build(config, "gan", str(tmp_path))
