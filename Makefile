@@ -25,7 +25,8 @@ test-slow: install
 	$(PY) -m pytest -n $(WORKERS) -m "slow" -q
 
 # The main job on the embedded default: train the T-KLVAE, the global and the local MTD on the
-# synthetic cartoon world, then generate a 226-frame video from configs/storyboards/cartoon.txt.
+# synthetic cartoon world, then generate a 226-frame video from configs/storyboards/cartoon.txt
+# (about 15 minutes on 2 CPU cores).
 # Running it again resumes (or, once done, only prints where the outputs are).
 demo: install
 	$(PY) -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=$(DEMO_WORKDIR)

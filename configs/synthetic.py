@@ -2,7 +2,7 @@
 
 Variants:
   default  32x32 frames, L=16, depth 2 (226-frame videos): the README's main job, sized to
-           train the whole family and generate on a 2-core CPU in about 25 minutes
+           train the whole family and generate on a 2-core CPU in about 15 minutes
   tiny     32x32 frames, L=4, depth 2 (10-frame videos): the smallest whole family, for tests
 """
 import os
