@@ -72,7 +72,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
     assert proc.returncode == 0, err[-3000:]
     assert "SIGTERM: saved a checkpoint at step" in out + err
     steps = sorted(int(d) for d in os.listdir(tmp_path / "vae" / "checkpoints") if d.isdigit())
-    assert steps[-1] > 4 and steps[-1] < 400
+    assert 4 <= steps[-1] < 400  # the signal may land while step 4 is being saved: then 4 is it
     from nuwa_xl_jax.train import checkpoint
     meta = checkpoint.Checkpointer(str(tmp_path / "vae" / "checkpoints")).read_meta(steps[-1])
     assert meta["stage"] == "vae"
