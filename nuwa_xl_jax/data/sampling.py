@@ -6,7 +6,8 @@ For L frames per call and depth m a window spans W = (L-1)^m + 1 frames (L=16, m
   (L-1)^(m-d)) and the L frames at stride (L-1)^(m-1-d) from one to the other (15, then 1),
   the two ends given. Every local example's frames are therefore level d-1 neighbours filled in,
   the same segments the diffusion-over-diffusion plan (dod/plan.py) runs at inference;
-- autoregressive (the FDM* baseline): L consecutive frames at a chosen stride, a prefix of P given;
+- autoregressive (the FDM* baseline): L consecutive frames at a chosen stride, a prefix of P given,
+  or none (the first call of a video, see ``ar_prefix_length``);
 - ART•V style: [anchor, previous, new]: the window's first frame and frame t-1 given, frame t new.
 
 Indices are relative to the episode; a window start is drawn uniformly over the episode so all of
@@ -29,13 +30,15 @@ class EpisodeTooShortError(ValueError):
 class Spec:
     """How examples are drawn. level: 0 global, d local depth d, -1 a uniformly random local level per
     example (one shared model with a level embedding). ar_stride / ar_prefix: the autoregressive
-    baseline's frame stride and given prefix."""
+    baseline's frame stride and given prefix; ar_no_prefix: the share of AR examples with nothing
+    given (see ``ar_prefix_length``)."""
     mode: str = "dod"
     frames_per_call: int = 16
     depth: int = 3
     level: int = 0
     ar_stride: int = 1
     ar_prefix: int = 8
+    ar_no_prefix: float = 0.25
 
     def __post_init__(self):
         L, m = self.frames_per_call, self.depth
@@ -53,6 +56,9 @@ class Spec:
                 raise ValueError(f"data.ar_stride must be >= 1, got {self.ar_stride!r}")
             if not 0 <= self.ar_prefix < L:
                 raise ValueError(f"data.ar_prefix must be in 0..{L - 1}, got {self.ar_prefix!r}")
+            if not 0 <= self.ar_no_prefix <= 1:
+                raise ValueError(f"ar_no_prefix (share of AR examples with nothing given) must be "
+                                 f"in [0, 1], got {self.ar_no_prefix!r}")
 
     @property
     def window(self) -> int:
@@ -111,6 +117,23 @@ def local_indices(L: int, m: int, level: int, pair: int, start: int = 0) -> Indi
     return Indices(start + pair * parent + s * np.arange(L), mask, level, s)
 
 
+def ar_prefix_length(prefix: int, no_prefix: float, rng: np.random.Generator) -> int:
+    """How many frames one AR training example has given: 0 with probability ``no_prefix``, else
+    ``prefix``.
+
+    Why these two: generation (dod/baselines.autoregressive) only ever shows the model these two
+    cases, the first call with nothing given and every later call with the last ``prefix`` frames
+    given, so other lengths would spend training on inputs that never come. The first call is one
+    per video, but it is the hardest (a clip from text alone) and it sets the scene every later
+    call continues, hence a fixed share (default 1/4) rather than its 1-in-28 share of calls.
+    Drawn from the example's own rng, so an example (and a resumed run) stays reproducible; with
+    ``prefix`` 0 nothing is drawn, so the VAE stage's clips (mode 'ar', prefix 0) are unchanged.
+    """
+    if prefix == 0:
+        return 0
+    return 0 if rng.random() < no_prefix else prefix
+
+
 def ar_indices(L: int, stride: int, prefix: int, start: int = 0) -> Indices:
     mask = np.zeros(L, np.float32)
     mask[:prefix] = 1
@@ -139,7 +162,8 @@ def sample(spec: Spec, episode_length: int, rng: np.random.Generator,
     start = int(rng.integers(0, episode_length - spec.window + 1))
     L, m = spec.frames_per_call, spec.depth
     if spec.mode == "ar":
-        return ar_indices(L, spec.ar_stride, spec.ar_prefix, start)
+        prefix = ar_prefix_length(spec.ar_prefix, spec.ar_no_prefix, rng)
+        return ar_indices(L, spec.ar_stride, prefix, start)
     if spec.mode == "artv":
         return artv_indices(start, start + int(rng.integers(1, spec.window)))
     # -1: a random *local* level, for one shared local model (the global level has its own model)

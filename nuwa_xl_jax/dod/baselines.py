@@ -7,7 +7,10 @@
   come from one call with nothing given (or conditioned on a given prefix); each next call
   generates frames [s, s + L) with its first P frames (the previous call's last P) given, so it
   adds L - P new frames; calls run strictly one after another until N frames exist. It uses an AR
-  model (stage ``mtd_ar``: trained with a prefix of P given, stride 1, level -1 in its data).
+  model (stage ``mtd_ar``: stride 1, level -1 in its data, trained with a prefix of P given or, in
+  a share of its examples, nothing given, so the first call is in its training distribution too;
+  data/sampling.ar_prefix_length). Start it with ``first=None``: another model's frames (e.g. the
+  global model's keyframes, L-1 strides apart) are not consecutive frames the AR model can continue.
 
 "Sequential calls" = sampler loops that must run one after another (each is ``steps`` model
 evaluations); both baselines return it next to the latents.
@@ -61,9 +64,10 @@ def autoregressive(model: engine.LevelModel, prompt_ids, null_ids, schedule, lat
                    prefix_latents=None, progress: bool = False) -> BaselineResult:
     """Autoregressive over diffusion for N = len(prompt_ids) frames.
 
-    model: the AR model (P = ``prefix`` frames given). first: the model of the first call (nothing
-    given, run as level 0, e.g. the global model; default ``model``). prefix_latents: ``[P0, h, w, c]`` (1 <= P0 < L) to start from given
-    frames instead; they are the video's first P0 frames. Call i uses the key
+    model: the AR model (P = ``prefix`` frames given; nothing given on the first call, which its
+    training includes). first: another model for the first call (nothing given, run as level 0;
+    default ``model``, the in-distribution start). prefix_latents: ``[P0, h, w, c]``
+    (1 <= P0 < L) to start from given frames instead; they are the video's first P0 frames. Call i uses the key
     fold_in(fold_in(key(seed), 0), i), as DoD's level 0 segment i. Returns the latents
     ``[N, h, w, c]`` and the number of sequential calls.
     """

@@ -59,7 +59,8 @@ def test_sample_is_seeded_and_in_range():
 def test_autoregressive_and_artv():
     ar = sampling.sample(sampling.Spec(mode="ar", frames_per_call=16, ar_stride=3, ar_prefix=4),
                          100, np.random.default_rng(0))
-    assert np.all(np.diff(ar.indices) == 3) and list(ar.mask) == [1] * 4 + [0] * 12
+    assert np.all(np.diff(ar.indices) == 3) and ar.mask.sum() in (0, 4)
+    assert list(ar.mask) in ([1] * 4 + [0] * 12, [0] * 16)
     assert ar.level == -1
     spec = sampling.Spec(mode="artv", frames_per_call=4, depth=2)
     for s in range(20):
@@ -78,3 +79,41 @@ def test_episode_shorter_than_window_is_a_clear_error():
         sampling.Spec(depth=3, level=3)
     with pytest.raises(ValueError, match="data.ar_prefix"):
         sampling.Spec(mode="ar", ar_prefix=16)
+
+
+def test_autoregressive_prefix_includes_nothing_given():
+    """The AR model's first call at generation has nothing given, so its training draws that case
+    too: prefix 0 for about ar_no_prefix of the examples, else ar_prefix; per example from its own
+    rng (the same rng gives the same example, so a resumed run sees the same data)."""
+    spec = sampling.Spec(mode="ar", frames_per_call=16, ar_prefix=8)
+    prefixes = [int(sampling.sample(spec, 100, np.random.default_rng(s)).mask.sum())
+                for s in range(400)]
+    assert set(prefixes) == {0, 8}
+    assert 0.18 < prefixes.count(0) / len(prefixes) < 0.32  # ar_no_prefix = 0.25
+    again = [int(sampling.sample(spec, 100, np.random.default_rng(s)).mask.sum()) for s in range(400)]
+    assert again == prefixes
+    for s in range(20):  # a prefix of 0 is always a leading run of given frames, never a gap
+        m = sampling.sample(spec, 100, np.random.default_rng(s)).mask
+        assert list(m) == sorted(m, reverse=True)
+    always = sampling.Spec(mode="ar", frames_per_call=16, ar_prefix=8, ar_no_prefix=0.0)
+    assert sampling.sample(always, 100, np.random.default_rng(0)).mask.sum() == 8
+    with pytest.raises(ValueError, match="ar_no_prefix"):
+        sampling.Spec(mode="ar", ar_no_prefix=1.5)
+
+
+def test_vae_clips_draw_nothing_for_the_prefix():
+    """mode 'ar' with ar_prefix 0 (the VAE stage's clips) draws no prefix length, so its examples
+    are what they were: the window start is the rng's first and only draw."""
+    spec = sampling.Spec(mode="ar", frames_per_call=4, ar_prefix=0)
+    for s in range(10):
+        rng = np.random.default_rng(s)
+        ex = sampling.sample(spec, 100, rng)
+        assert ex.indices[0] == np.random.default_rng(s).integers(0, 100 - 4 + 1)
+        assert rng.random() == _after_one_integer(s)
+        assert not ex.mask.any()
+
+
+def _after_one_integer(seed):
+    rng = np.random.default_rng(seed)
+    rng.integers(0, 97)
+    return rng.random()
