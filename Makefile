@@ -8,27 +8,33 @@ WORKERS ?= 2
 
 DEMO_WORKDIR ?= runs/demo
 
-$(VENV)/.installed: setup.py
+# The demo needs only the library; the tests add pytest and the parity-test extras (torch CPU,
+# diffusers), which the library itself never imports.
+$(VENV)/.installed-lib: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-lib
 	$(PY) -m pip install -e ".[test,interop]"
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed-test
 
 # The default test run (CI runs exactly this): everything but the tests marked slow.
-test: install
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -n $(WORKERS) -m "not slow" -q
 
 # The slow tests (longer training / multi-process runs).
-test-slow: install
+test-slow: $(VENV)/.installed-test
 	$(PY) -m pytest -n $(WORKERS) -m "slow" -q
 
 # The main job on the embedded default: train the T-KLVAE, the global and the local MTD on the
 # synthetic cartoon world, then generate a 226-frame video from configs/storyboards/cartoon.txt
 # (about 15 minutes on 2 CPU cores).
 # Running it again resumes (or, once done, only prints where the outputs are).
-demo: install
+demo: $(VENV)/.installed-lib
 	$(PY) -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=$(DEMO_WORKDIR)
 
 clean:

@@ -1,18 +1,23 @@
 """Wall time of diffusion over diffusion (batched), DoD one call per segment, and AR over diffusion.
 
 python benchmarks/dod_vs_ar.py [--config=configs/synthetic.py[:variant]] [--workdir=DIR]
-    [--frames=N] [--L=L] [--depth=D] [--prefix=P] [--sampler=ddim] [--steps=S] [--guidance=G]
-    [--max-segments=M] [--repeats=R] [--seed=0] [--json=FILE]
+    [--frames=N] [--L=L] [--depth=D] [--extend] [--prefix=P] [--sampler=ddim] [--steps=S]
+    [--guidance=G] [--max-segments=M] [--repeats=R] [--seed=0] [--json=FILE]
 
 Same models, sampler, steps, prompts and frame count, on the same machine, in one process:
   dod      engine.run: one batched call per level (``depth`` sequential sampler loops)
   per-seg  baselines.dod_per_segment: the same plan, one sampler loop per segment
-  ar       baselines.autoregressive: L frames per call, the last P of the previous call given
+  ar       baselines.autoregressive: L frames per call, the last P of the previous call given,
+           the first call with nothing given (as the generate command starts it)
 
 Without ``--workdir`` every model has random weights (timing does not depend on them): the global
 and local MTDs of the config and, for AR, the local architecture. With ``--workdir`` the trained
 exports are read (``mtd_ar`` if it was trained, else the deepest local model stands in) and the
-config is ``WORKDIR/config.json``. Each method runs once as a warm-up (its time, compile included,
+config is ``WORKDIR/config.json``. DoD runs the plan of the family's depth, as the generate
+command does (dod/generate.plan_for): with ``--workdir`` the trained ``data.depth``, and more
+frames than it covers need ``--extend``; with random weights ``--depth`` (default the config's
+``data.depth``, or the smallest depth covering ``--frames`` if that is deeper) stands in for the
+trained depth. Each method runs once as a warm-up (its time, compile included,
 is reported separately), then ``--repeats`` timed runs interleaved across methods; the table shows
 the fastest. Also printed: sequential calls for the paper's anchor (L=16, 1024 frames).
 """
@@ -33,6 +38,7 @@ import numpy as np  # noqa: E402
 
 from nuwa_xl_jax import configuration  # noqa: E402
 from nuwa_xl_jax.dod import baselines, engine, plan as planlib  # noqa: E402
+from nuwa_xl_jax.dod.generate import level_models_for, plan_for  # noqa: E402
 from nuwa_xl_jax.train import stages  # noqa: E402
 
 METHODS = ("dod", "per-seg", "ar")
@@ -44,7 +50,12 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--workdir", default=None, help="trained exports (default: random weights)")
     p.add_argument("--frames", type=int, default=None, help="N (default: the config's full video)")
     p.add_argument("--L", type=int, default=None, help="frames per call (random weights only)")
-    p.add_argument("--depth", type=int, default=None, help="DoD depth (default: smallest for N)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="the family's depth, random weights only (default: data.depth, or the "
+                        "smallest depth covering N if deeper); with --workdir the trained depth")
+    p.add_argument("--extend", action="store_true",
+                   help="with --workdir: allow N past the trained length (extra levels reuse the "
+                        "deepest local model, outside the training distribution)")
     p.add_argument("--prefix", type=int, default=None,
                    help="AR frames given per call (default: data.ar_prefix if < L, else L // 2)")
     p.add_argument("--sampler", default=None, help="default: the config's diffusion.sampler")
@@ -73,6 +84,15 @@ def load_config(a) -> ml_collections.ConfigDict:
             raise SystemExit(f"--L={a.L} differs from the trained models' L="
                              f"{config.data.frames_per_call}")
         config.data.frames_per_call = a.L
+    L = config.data.frames_per_call
+    if a.workdir:
+        if a.depth is not None and a.depth != config.data.depth:
+            raise SystemExit(f"--depth={a.depth} differs from the trained models' data.depth="
+                             f"{config.data.depth}; leave --depth out (use --extend for more frames)")
+    elif a.depth is not None:  # random weights stand in for a family trained at this depth
+        config.data.depth = a.depth
+    elif a.frames:
+        config.data.depth = max(config.data.depth, planlib.depth_for(L, a.frames))
     return config
 
 
@@ -94,17 +114,14 @@ def build_models(config, a, depth: int):
         models = stages.MTDModels(config, None, vae_params={})  # the VAE is never called here
         L = config.data.frames_per_call
         keys = jax.random.split(jax.random.key(a.seed), depth + 1)
-        n_local = 1 if config.local_models == "shared" else depth - 1
+        n_local = 1 if config.local_models == "shared" else config.data.depth - 1
         glob = models.init(keys[0], L)
         local = [models.init(k, L) for k in keys[1:1 + n_local]]
         ar = local[-1] if local else models.init(keys[-1], L)  # same architecture as a local model
         what = "random (seeded init; timing does not depend on weights)"
-    if config.local_models == "shared":
-        levels = engine.level_models(models.denoise, glob, local[0], depth, "shared")
-    else:
-        while len(local) < depth - 1:  # deeper than trained: reuse the deepest local model
-            local.append(local[-1])
-        levels = engine.level_models(models.denoise, glob, local, depth)
+    # As the generate command: levels past the trained depth (--extend) reuse the deepest local
+    # model, and a shared one is never passed a level past its level embedding.
+    levels = level_models_for(config, models.denoise, glob, local, depth)
     return models, levels, engine.LevelModel(models.denoise, ar), what
 
 
@@ -135,7 +152,10 @@ def run(a) -> dict:
     config = load_config(a)
     L = config.data.frames_per_call
     N = a.frames or planlib.num_frames(L, config.data.depth)
-    plan = planlib.make_plan(L, a.depth, N)
+    try:
+        plan = plan_for(config, N, extend=a.extend)  # the trained depth's plan, cut at N
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     prefix = a.prefix
     if prefix is None:
         prefix = config.data.ar_prefix if 1 <= config.data.ar_prefix < L else L // 2
@@ -159,8 +179,10 @@ def run(a) -> dict:
         return r.latents, r.sequential_calls, segs, segs
 
     def ar():
+        # The first call has nothing given, as in the generate command (and in mtd_ar's training);
+        # not the global model's keyframes, which lie L-1 strides apart, not consecutive.
         r = baselines.autoregressive(ar_model, ids, models.null_ids, models.schedule, shape, L=L,
-                                     prefix=prefix, first=levels[0], **kw)
+                                     prefix=prefix, **kw)
         return r.latents, r.sequential_calls, r.sequential_calls, r.sequential_calls
 
     fns = dict(zip(METHODS, (dod, per_segment, ar)))

@@ -31,7 +31,8 @@ def get_config(arg: str = "128") -> ml_collections.ConfigDict:
                               depth=3, chunk_frames=16, max_length=77)
     config.vae_train = common.train(steps=100_000, batch_size=32, learning_rate=4.5e-6,
                                     warmup_steps=1000, ema_decay=0.9999, checkpoint_every=2000)
-    config.vae_frames = 8
+    config.vae_frames = 8  # the VAE's training clip = every encode / decode call (see synthetic.py)
+    config.vae_context = 2
     config.train = common.train(steps=200_000, batch_size=64, learning_rate=1e-4,
                                 warmup_steps=2000, ema_decay=0.9999, checkpoint_every=2000,
                                 sample_every=5000)

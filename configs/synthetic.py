@@ -40,7 +40,11 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         steps=30 if tiny else 600, batch_size=8, learning_rate=2e-3 if tiny else 1e-3,
         warmup_steps=5 if tiny else 50, ema_decay=0.9 if tiny else 0.99,
         log_every=5 if tiny else 20, checkpoint_every=15 if tiny else 200)
-    config.vae_frames = 4  # frames per VAE training clip (consecutive)
+    # The VAE trains on clips of vae_frames consecutive frames, and every later encode (the latent
+    # cache) and decode (generation) runs calls of exactly that length, keeping the middle with
+    # vae_context frames of context each side: its temporal layers never see other lengths.
+    config.vae_frames = 4 if tiny else 16
+    config.vae_context = 1 if tiny else 4
     config.train = common.train(
         steps=30 if tiny else 400, batch_size=8, learning_rate=2e-3 if tiny else 1e-3,
         warmup_steps=5 if tiny else 50, ema_decay=0.9 if tiny else 0.995,

@@ -3,7 +3,9 @@
 Generates a long video with a model family trained by ``python -m nuwa_xl_jax.train``:
 diffusion over diffusion (``--mode=dod``, every segment of a level in one batched, sharded call)
 or the autoregressive baseline (``--mode=ar``). Writes the video and a contact sheet of the
-hierarchy's keyframes (``--sheet``, default next to the video).
+hierarchy's keyframes (``--sheet``, default next to the video). DoD runs the plan of the depth the
+family was trained at, so ``--frames`` is at most its (L-1)^depth + 1 frames (the default) unless
+``--extend``.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from absl import app, flags, logging
 
 flags.DEFINE_string("workdir", None, "a training workdir (config.json + exported stages)")
 flags.DEFINE_string("storyboard", None, "prompts: a text file (one per line) or JSON/YAML scenes")
-flags.DEFINE_integer("frames", 226, "frames to generate (any N >= 2; exact)")
+flags.DEFINE_integer("frames", None, "frames to generate, exact; at most the family's trained "
+                     "length (L-1)^depth + 1, its default, unless --extend")
 flags.DEFINE_string("out", "video.mp4", "output: .mp4, .gif, or a folder for PNG frames")
 flags.DEFINE_string("sheet", None, "contact sheet PNG (default: the video's name + _sheet.png)")
 flags.DEFINE_enum("mode", "dod", ["dod", "ar"], "diffusion over diffusion, or the AR baseline")
@@ -24,6 +27,8 @@ flags.DEFINE_integer("seed", 0, "the video is a function of the seed, not of the
 flags.DEFINE_integer("max_segments_per_call", None, "memory budget: segments per batched call")
 flags.DEFINE_integer("fps", 8, "frames per second of the written video")
 flags.DEFINE_bool("overwrite", False, "replace existing output files")
+flags.DEFINE_bool("extend", False, "allow --frames past the trained length: extra levels reuse the "
+                  "deepest local model (outside the training distribution)")
 FLAGS = flags.FLAGS
 
 
@@ -31,10 +36,17 @@ def run_from_flags() -> dict:
     from nuwa_xl_jax import io as nio
     from nuwa_xl_jax import parallel
     from nuwa_xl_jax.dod import generate as gen
+    from nuwa_xl_jax.dod.plan import num_frames
 
     if not FLAGS.workdir or not FLAGS.storyboard:
         raise ValueError("--workdir and --storyboard are required")
-    prompts = nio.load_storyboard(FLAGS.storyboard, FLAGS.frames)
+    config = gen.load_config(FLAGS.workdir)
+    frames = FLAGS.frames
+    if frames is None:  # the family's full trained length
+        frames = num_frames(config.data.frames_per_call, config.data.depth)
+    if FLAGS.mode == "dod":
+        gen.plan_for(config, frames, FLAGS.extend)  # a length it cannot run fails before loading
+    prompts = nio.load_storyboard(FLAGS.storyboard, frames)
     family = gen.load_family(FLAGS.workdir, need_ar=FLAGS.mode == "ar")
     d = family.config.diffusion
     out = gen.generate(
@@ -43,7 +55,8 @@ def run_from_flags() -> dict:
         guidance_scale=d.guidance_scale if FLAGS.guidance is None else FLAGS.guidance,
         eta=d.ddim_eta if (FLAGS.sampler or d.sampler) == "ddim" else 0.0, seed=FLAGS.seed,
         mesh=parallel.make_mesh(), max_segments_per_call=FLAGS.max_segments_per_call, fps=FLAGS.fps,
-        sheet=FLAGS.sheet or gen.sheet_path(FLAGS.out), overwrite=FLAGS.overwrite)
+        sheet=FLAGS.sheet or gen.sheet_path(FLAGS.out), overwrite=FLAGS.overwrite,
+        extend=FLAGS.extend)
     return gen.report(out)
 
 

@@ -35,7 +35,7 @@ def family(tmp_path_factory):
     return workdir
 
 
-def generate(family, tmp_path, *args, frames=11, storyboard=None):
+def generate(family, tmp_path, *args, frames=10, storyboard=None):
     if storyboard is None:
         storyboard = os.path.join(ROOT, "configs", "storyboards", "cartoon.txt")
     cmd = [sys.executable, "-m", "nuwa_xl_jax.generate", f"--workdir={family}",
@@ -45,15 +45,29 @@ def generate(family, tmp_path, *args, frames=11, storyboard=None):
 
 
 def test_exact_length_video_and_contact_sheet(family, tmp_path):
-    r = generate(family, tmp_path, frames=11)  # L=4: depth 3 covers 28 frames, cut to 11
+    story = tmp_path / "story.txt"
+    story.write_text("fred walks left in the cave\nwilma jumps in the desert\n")
+    r = generate(family, tmp_path, frames=7, storyboard=str(story))  # trained: 10 frames; cut to 7
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert summary["frames"] == 11 and summary["sequential_model_calls"] == 3
-    assert read_video(str(tmp_path / "v.mp4")).shape[0] == 11
+    assert summary["frames"] == 7 and summary["sequential_model_calls"] == 2
+    assert read_video(str(tmp_path / "v.mp4")).shape[0] == 7
     assert os.path.getsize(tmp_path / "v_sheet.png") > 0
-    assert set(summary["storyboard_agreement"]) == {"frames", "scene", "characters", "both"}
-    again = generate(family, tmp_path, frames=11)  # never overwrites without --overwrite
+    assert {"frames", "scene", "characters", "both"} <= set(summary["storyboard_agreement"])
+    again = generate(family, tmp_path, frames=7, storyboard=str(story))  # never overwrites
     assert again.returncode == 1 and "exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_more_frames_than_trained_is_one_clear_line(family, tmp_path):
+    """The tiny family is trained at depth 2 (10 frames): 11 frames would run a level no model was
+    trained for, so it is refused before any model is loaded, naming the length and the flags."""
+    r = generate(family, tmp_path, frames=11)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "trained for 10" in r.stderr and "--frames=10" in r.stderr and "--extend" in r.stderr
+    assert not os.path.exists(tmp_path / "v.mp4")
+    # --extend lifts the limit (it fails later, on the storyboard, not on the length)
+    r = generate(family, tmp_path, "--extend", frames=11, storyboard=str(tmp_path / "none.txt"))
+    assert r.returncode == 1 and "trained for" not in r.stderr and "none.txt" in r.stderr
 
 
 @pytest.mark.parametrize("text,match", [

@@ -1,19 +1,29 @@
-"""A latent cache: encode every frame of a split once, so MTD training need not run the VAE each step.
+"""A latent cache: every frame of a split encoded once, so MTD training never runs the VAE.
 
-Episodes are encoded in consecutive windows of ``window`` frames (the T-KLVAE is temporal, so each
-window is one call; the last window is padded by repeating its last frame and trimmed). Layout:
+Why it is the only way MTD stages see latents: a diffusion target must be the latent a frame has
+at generation time, and there every frame's latent lives among its stride-1 neighbours (the
+video is decoded in windows of consecutive frames). So each episode is encoded in windows of
+consecutive frames, exactly as generation decodes (``models/windows.py``: calls of
+``config.vae_frames`` frames, the VAE's training clip, keeping the middle and ``config.vae_context``
+frames of context on each side), and a training example then picks its level's frames (stride
+225, 15 or 1) out of those latents. Encoding the L sampled keyframes jointly instead would pass
+frames 225 apart through the temporal layers as if they were neighbours.
 
-  OUT/SPLIT/index.json                  {"episodes": [{"name", "frames"}], "latent_shape", ...}
+Latents are the posterior means times the VAE export's ``latent_scale`` (1 / std, LDM's rule),
+recorded in the index; MTD stages refuse a cache whose scale differs from their VAE's. Layout:
+
+  OUT/SPLIT/index.json                  {"episodes": [{"name", "frames"}], "latent_shape",
+                                         "latent_scale", "vae_frames", "vae_context"}
   OUT/SPLIT/EPISODE.latents.npy         [frames, h, w, c] float32 (memory-mapped when read)
   OUT/SPLIT/EPISODE.prompt_ids.npy      [frames, T] int32
 
-Point ``data.latent_dir`` at OUT and the pipeline reads latents instead of frames. The encoder is
-any callable ``video [B, F, H, W, 3] float32 in [-1, 1] -> latents [B, F, h, w, c]``:
-``tklvae_encoder`` (a trained T-KLVAE, scaled by its scaling_factor), or ``pool_encoder``
-(average pooling, a stand-in for tests and pixel-space runs).
+The training command builds ``WORKDIR/latents`` after the vae stage (:func:`build`); point
+``data.latent_dir`` elsewhere to use a cache built by the CLI. The encoder is any callable
+``video [B, F, H, W, 3] float32 in [-1, 1] -> latents [B, F, h, w, c]``: ``tklvae_encoder`` (a
+trained T-KLVAE), or ``pool_encoder`` (average pooling, a stand-in for tests and pixel-space runs).
 
 CLI: python -m nuwa_xl_jax.data.latent_cache --config=configs/synthetic.py --out=DIR
-     [--split=train] [--encoder=tklvae --vae_params=vae.msgpack | --encoder=pool:4]
+     [--split=train] [--encoder=tklvae --vae_workdir=RUN | --encoder=pool:4]
 """
 from __future__ import annotations
 
@@ -25,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nuwa_xl_jax.models import windows
 
 def pool_encoder(factor: int) -> Callable[[np.ndarray], np.ndarray]:
     """Average pooling by ``factor``: a VAE stand-in with the same shapes contract."""
@@ -36,46 +47,104 @@ def pool_encoder(factor: int) -> Callable[[np.ndarray], np.ndarray]:
     return encode
 
 
-def tklvae_encoder(vae_config: Any, variables: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """The posterior mean of a T-KLVAE times its scaling_factor (the latents MTD diffuses)."""
+def tklvae_encoder(vae_config: Any, variables: Any, latent_scale: float
+                   ) -> Callable[[np.ndarray], np.ndarray]:
+    """The posterior mean of a T-KLVAE times ``latent_scale`` (the latents MTD diffuses)."""
     import jax
     from nuwa_xl_jax.models.tklvae import TKLVAE
     model = TKLVAE.from_config(vae_config)
-    fn = jax.jit(lambda v, x: model.apply(v, x, method="encode")[0] * model.scaling_factor)
+    fn = jax.jit(lambda v, x: model.apply(v, x, method="encode")[0] * latent_scale)
     return lambda video: np.asarray(fn(variables, video))
 
 
+def encode_video(encode: Callable, frames: np.ndarray, vae_frames: int, vae_context: int) -> np.ndarray:
+    """Latents ``[T, h, w, c]`` of uint8 frames ``[T, H, W, 3]``, every frame encoded among its
+    consecutive neighbours in calls of ``vae_frames`` frames (see module doc)."""
+    window, context = windows.vae_windows(vae_frames, vae_context)
+    video = np.asarray(frames).astype(np.float32) / 127.5 - 1.0
+    return np.concatenate(list(windows.apply_in_windows(encode, video[None], window, context)),
+                          axis=1)[0]
+
+
 def encode_split(reader: Any, encode: Callable, tokenizer: Callable, out_dir: str, split: str,
-                 window: int = 16, batch: int = 4) -> str:
-    """Encodes every episode of ``reader`` (chunks.EpisodeReader) into ``out_dir/split``."""
-    if window < 1 or batch < 1:
-        raise ValueError(f"window and batch must be >= 1, got {window}, {batch}")
+                 vae_frames: int, vae_context: int, latent_scale: float = 1.0,
+                 progress: bool = False) -> str:
+    """Encodes every episode of ``reader`` (chunks.EpisodeReader) into ``out_dir/split``; the
+    index is written last, so a cache without one is incomplete and is rebuilt."""
     dest = os.path.join(out_dir, split)
     os.makedirs(dest, exist_ok=True)
     episodes, shape = [], None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=sum(reader.length(e) for e in range(len(reader))), unit="frame",
+                   desc=f"latent cache ({split})", leave=True)
     for e in range(len(reader)):
         n = reader.length(e)
-        starts = list(range(0, n, window))
-        latents, ids = [], []
-        for i in range(0, len(starts), batch):
-            group = starts[i:i + batch]
-            idx = [np.minimum(np.arange(s, s + window), n - 1) for s in group]
-            clips, caps = zip(*(reader.read(e, ix) for ix in idx))
-            video = np.stack(clips).astype(np.float32) / 127.5 - 1.0
-            z = np.asarray(encode(video), np.float32)
-            for s, zi, ci in zip(group, z, caps):
-                keep = min(window, n - s)
-                latents.append(zi[:keep])
-                ids.append(tokenizer(list(ci[:keep])))
-        lat, pid = np.concatenate(latents), np.concatenate(ids).astype(np.int32)
+        frames, captions = reader.read(e, np.arange(n))
+        lat = encode_video(encode, frames, vae_frames, vae_context).astype(np.float32)
+        pid = np.asarray(tokenizer(list(captions)), np.int32)
         name = str(reader.table[e]["name"])
         np.save(os.path.join(dest, f"{name}.latents.npy"), lat)
         np.save(os.path.join(dest, f"{name}.prompt_ids.npy"), pid)
         episodes.append({"name": name, "frames": int(n)})
         shape = list(lat.shape[1:])
+        if bar is not None:
+            bar.update(n)
+    if bar is not None:
+        bar.close()
     with open(os.path.join(dest, "index.json"), "w") as f:
-        json.dump({"episodes": episodes, "latent_shape": shape, "window": window}, f)
+        json.dump({"episodes": episodes, "latent_shape": shape, "latent_scale": float(latent_scale),
+                   "vae_frames": int(vae_frames), "vae_context": int(vae_context)}, f)
     return dest
+
+
+def read_index(latent_dir: str, split: str) -> dict | None:
+    """The index of a complete cache split, or None."""
+    path = os.path.join(os.path.expanduser(latent_dir), split, "index.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def build(config: Any, out_dir: str, vae_variables: Any, latent_scale: float, split: str = "train",
+          progress: bool = True) -> str:
+    """The cache of ``config.data``'s ``split`` encoded by a trained T-KLVAE, unless a complete one
+    made with the same scale and windows is already there (then it is reused)."""
+    from nuwa_xl_jax.data import pipeline
+    from nuwa_xl_jax.data.builders import chunks
+
+    index = read_index(out_dir, split)
+    want = {"latent_scale": float(latent_scale), "vae_frames": int(config.vae_frames),
+            "vae_context": int(config.vae_context)}
+    if index is not None and all(index.get(k) == v for k, v in want.items()):
+        return out_dir
+    c = config.data
+    tokenizer = pipeline.default_tokenizer(c)
+    if tokenizer is None:
+        from nuwa_xl_jax.models.tokenizers import make_tokenizer
+        tokenizer = make_tokenizer(config.model.text)
+        if hasattr(tokenizer, "max_length"):
+            tokenizer.max_length = c.max_length
+    source = pipeline.prepare(c).as_data_source(split)
+    table, chunk_frames = chunks.split_table(source, split)
+    encode = tklvae_encoder(config.model.vae, vae_variables, latent_scale)
+    encode_split(chunks.EpisodeReader(source, table, chunk_frames), encode, tokenizer, out_dir,
+                 split, config.vae_frames, config.vae_context, latent_scale, progress)
+    return out_dir
+
+
+def check_scale(latent_dir: str, split: str, latent_scale: float) -> None:
+    """A cache made with another VAE or scale would train the MTD on the wrong latents."""
+    index = read_index(latent_dir, split)
+    if index is None:
+        return  # LatentReader names the missing cache
+    got = index.get("latent_scale")
+    if got is None or not np.isclose(got, latent_scale, rtol=1e-5):
+        raise ValueError(f"the latent cache {latent_dir} was built with latent_scale={got}, but the "
+                         f"VAE export's latent_scale is {latent_scale}: rebuild it (delete the "
+                         "folder, or use --vae_workdir of this run) or clear data.latent_dir")
 
 
 class LatentReader:
@@ -119,51 +188,34 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="where the cache goes (then set data.latent_dir)")
     p.add_argument("--split", default=None)
     p.add_argument("--encoder", default="tklvae", help="'tklvae' or 'pool:FACTOR'")
-    p.add_argument("--vae_workdir", default="", help="a training workdir: use its exported T-KLVAE")
-    p.add_argument("--vae_params", default="", help="or: a flax msgpack of T-KLVAE variables")
-    p.add_argument("--window", type=int, default=16)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--vae_workdir", default="", help="a training workdir whose vae stage is done")
     a = p.parse_args(argv)
     from nuwa_xl_jax import configuration
-    from nuwa_xl_jax.data import pipeline
-    from nuwa_xl_jax.data.builders import chunks
-    from nuwa_xl_jax.data.config import data_block, validate_data
     try:
         config = configuration.load(a.config)
-        c = data_block()
-        c.update(dict(config.get("data", {})))
-        if a.split:
-            c.split = a.split
-        validate_data(c)
+        split = a.split or config.data.split
         if a.encoder.startswith("pool:"):
-            encode = pool_encoder(int(a.encoder.split(":", 1)[1]))
-        elif a.encoder == "tklvae" and a.vae_workdir:
-            from nuwa_xl_jax.train import stages
-            variables = stages.read_export(stages.export_dir(a.vae_workdir, "vae"))[0]["vae"]
-            encode = tklvae_encoder(config.model.vae, variables)
+            from nuwa_xl_jax.data import pipeline
+            from nuwa_xl_jax.data.builders import chunks
+            source = pipeline.prepare(config.data).as_data_source(split)
+            table, chunk_frames = chunks.split_table(source, split)
+            encode_split(chunks.EpisodeReader(source, table, chunk_frames),
+                         pool_encoder(int(a.encoder.split(":", 1)[1])),
+                         pipeline.default_tokenizer(config.data), a.out, split,
+                         config.get("vae_frames", 16), config.get("vae_context", 0))
         elif a.encoder == "tklvae":
-            if not a.vae_params or not os.path.isfile(a.vae_params):
-                raise FileNotFoundError(f"--vae_params={a.vae_params!r}: give --vae_workdir (a "
-                                        "training workdir whose vae stage is done) or a file of "
-                                        "trained T-KLVAE variables (flax.serialization msgpack)")
-            import flax.serialization
-            with open(a.vae_params, "rb") as f:
-                variables = flax.serialization.msgpack_restore(f.read())
-            encode = tklvae_encoder(config.model.vae, variables)
+            if not a.vae_workdir:
+                raise FileNotFoundError("--encoder=tklvae needs --vae_workdir (a training workdir "
+                                        "whose vae stage is done)")
+            from nuwa_xl_jax.train import stages
+            variables, meta = stages.read_export(stages.export_dir(a.vae_workdir, "vae"))
+            build(config, a.out, variables["vae"], meta["latent_scale"], split)
         else:
             raise ValueError(f"--encoder must be 'tklvae' or 'pool:FACTOR', got {a.encoder!r}")
-        tokenizer = pipeline.default_tokenizer(c)
-        if tokenizer is None:
-            from nuwa_xl_jax.models.tokenizers import make_tokenizer
-            tokenizer = make_tokenizer(config.model.text)
-        source = pipeline.prepare(c).as_data_source(c.split)
-        table, chunk_frames = chunks.split_table(source, c.split)
-        dest = encode_split(chunks.EpisodeReader(source, table, chunk_frames), encode, tokenizer,
-                            a.out, c.split, a.window, a.batch)
     except (ValueError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {dest}; set data.latent_dir={a.out}")
+    print(f"wrote {os.path.join(a.out, split)}; set data.latent_dir={a.out}")
     return 0
 
 

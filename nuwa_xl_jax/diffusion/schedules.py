@@ -124,6 +124,17 @@ def training_target(schedule: Schedule, x0, noise, t):
     return velocity(x0, noise, a, s)
 
 
+def min_snr_weight(schedule: Schedule, t, gamma: float):
+    """Min-SNR-gamma loss weight of timesteps ``t`` (Hang et al. 2023): min(SNR, gamma) / SNR for
+    epsilon targets, min(SNR, gamma) / (SNR + 1) for v; all ones when ``gamma`` is 0."""
+    if not gamma:
+        return jnp.ones(jnp.shape(t), jnp.float32)
+    abar = jnp.asarray(schedule.alphas_cumprod, jnp.float32)[t]
+    snr = abar / (1.0 - abar)
+    denom = snr + 1.0 if schedule.prediction_type == "v" else snr
+    return jnp.minimum(snr, gamma) / denom
+
+
 def split_prediction(prediction_type: str, x_t, model_output, sqrt_abar, sqrt_one_minus_abar):
     """(x0, eps) from a model output, given broadcastable sqrt(abar_t) and sqrt(1 - abar_t)."""
     a, s = sqrt_abar, sqrt_one_minus_abar

@@ -19,6 +19,10 @@ the mid block), so decoding windows independently would leave seams. Each call t
 Every call has the same length ``window + 2*context`` (one compile): windows near the end shift
 their call to end at the last frame instead of padding with fake frames, which would change the
 decoder's edge padding. A video no longer than one call is decoded in one call.
+
+Generation (dod/generate.py) decodes with :func:`config_windows`: calls exactly as long as the
+VAE's training clips, so its temporal attention never sees more positions than it was trained
+on; the latent cache encodes MTD's training targets with the same calls.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ import functools
 from typing import Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
+
+from nuwa_xl_jax.models import windows
 
 
 def receptive_field(vae_config) -> int:
@@ -47,6 +53,13 @@ def receptive_field(vae_config) -> int:
              + (blocks - 1)                                      # upsamplers
              + 1)                                                # conv_out
     return convs * reach
+
+
+def config_windows(config) -> tuple[int, int]:
+    """(window, context) of the decode calls of a family: calls of ``config.vae_frames`` frames
+    (the VAE's training clip) keeping the middle, ``config.vae_context`` frames each side; the
+    latent cache encodes with the same calls (models/windows.py)."""
+    return windows.vae_windows(config.vae_frames, config.get("vae_context", 0))
 
 
 def vae_decode_fn(vae, variables, *, scaled: bool = False, uint8: bool = True) -> Callable:
@@ -79,71 +92,7 @@ def _jitted_decode(vae, scaled: bool, uint8: bool):
 
 def decode_windows(decode_fn: Callable, latents: Union[np.ndarray, Iterable[np.ndarray]],
                    window: int, context: int) -> Iterator[np.ndarray]:
-    """Decodes ``latents`` ``window`` frames at a time with ``context`` frames each side; yields
-    numpy frames in order.
-
-    ``latents``: one video ``[F, h, w, c]`` or a batch ``[B, F, h, w, c]``, or an iterable of such
-    pieces along the frame axis (e.g. as a generator produces them); pieces are buffered only
-    as far as the next call needs (at most ``window + 2*context`` frames plus one piece).
-    ``decode_fn`` maps ``[B, T, h, w, c]`` to ``[B, T, H, W, 3]`` (e.g. :func:`vae_decode_fn`);
-    it is always called with ``T = window + 2*context``, or once with the whole video if that is
-    shorter. Yields ``[n, H, W, 3]`` (or ``[B, n, H, W, 3]`` for batched input), n <= window.
-    """
-    for name, value, low in (("window", window, 1), ("context", context, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"decode_windows: {name} must be an integer >= {low}, got {value!r}")
-    window, context = int(window), int(context)
-    pieces = iter([latents] if hasattr(latents, "shape") else latents)
-    call = window + 2 * context
-    buf: Optional[np.ndarray] = None    # [B, n, h, w, c], frames [start, start + n) of the video
-    start, batched, done, emitted = 0, None, False, 0
-    pending = []  # the previous call's (device output, keep-from, keep-to): overlaps the transfer
-
-    def flush(p):
-        out, a, b = p
-        frames = np.asarray(out[:, a:b])
-        return frames if batched else frames[0]
-
-    while True:
-        lo = max(0, emitted - context)          # where this window's call starts, if not at the end
-        while not done and (buf is None or start + buf.shape[1] < lo + call):
-            try:
-                piece = next(pieces)
-            except StopIteration:
-                done = True
-                break
-            piece = np.asarray(piece)
-            if batched is None:
-                if piece.ndim not in (4, 5):
-                    raise ValueError(f"decode_windows: latents must be [F, h, w, c] or "
-                                     f"[B, F, h, w, c], got shape {piece.shape}")
-                batched = piece.ndim == 5
-            piece = piece if batched else piece[None]
-            if piece.ndim != 5 or (buf is not None and (piece.shape[0] != buf.shape[0]
-                                                         or piece.shape[2:] != buf.shape[2:])):
-                raise ValueError(f"decode_windows: every latent piece must have the shape of the "
-                                 f"first but with any frame count; got {piece.shape} after "
-                                 f"{None if buf is None else buf.shape}")
-            buf = piece if buf is None else np.concatenate([buf, piece], axis=1)
-        end = start + (0 if buf is None else buf.shape[1])
-        if emitted >= end:
-            if done:
-                break
-            continue
-        if done and end <= call:                # the whole video fits in one call
-            lo, hi, stop = 0, end, end
-        else:
-            lo = min(lo, end - call)            # near the end: shift the call, never pad
-            hi, stop = lo + call, min(emitted + window, end)
-        out = decode_fn(buf[:, lo - start:hi - start])
-        for p in pending:
-            yield flush(p)
-        pending = [(out, a - lo, min(a + window, stop) - lo) for a in range(emitted, stop, window)]
-        emitted = stop
-        # Keep what the next call may need: from its start, and a whole call's worth before the
-        # end so a shifted last call still finds its frames.
-        keep = max(0, min(emitted - context, end - call))
-        if keep > start:
-            buf, start = buf[:, keep - start:], keep
-    for p in pending:
-        yield flush(p)
+    """Decodes ``latents`` (``[F, h, w, c]``, ``[B, F, h, w, c]`` or an iterable of pieces along
+    the frame axis) ``window`` frames at a time with ``context`` frames each side; yields numpy
+    frames in order (:func:`nuwa_xl_jax.models.windows.apply_in_windows`)."""
+    return windows.apply_in_windows(decode_fn, latents, window, context)

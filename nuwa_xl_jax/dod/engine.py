@@ -43,9 +43,13 @@ Denoise = Callable[..., jax.Array]  # denoise(params, x, t, ids, cond, mask, lev
 class LevelModel:
     """One level's denoiser and weights. ``denoise(params, x, t, ids, cond, mask, level)`` with
     ``params = {"mtd": ..., "text": ...}`` (stages.MTDModels.denoise); reuse the same callable for
-    every level so levels of equal shape share one compilation (params are an argument)."""
+    every level so levels of equal shape share one compilation (params are an argument).
+    ``level``: the level value the model is passed (default: the plan's level). A shared local
+    model run deeper than it was trained gets its deepest trained level here, so its level
+    embedding is never read past ``num_levels`` (dod/generate.level_models_for)."""
     denoise: Denoise
     params: Any
+    level: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +269,7 @@ def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.nd
     write[S:] = span
     ids = prompt_ids[lv.prompts[rows]]  # [S + pad, L, T]
     index = np.arange(S + pad, dtype=np.uint32)
-    level = np.full(S + pad, lv.level, np.int32)
+    level = np.full(S + pad, lv.level if model.level is None else model.level, np.int32)
     level_key = jax.random.fold_in(jax.random.key(seed), lv.level)
     gather = _gather_program(mesh, replicate)
     scatter = _scatter_program(mesh, replicate)

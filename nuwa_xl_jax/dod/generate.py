@@ -5,8 +5,12 @@ stage's exported EMA weights); ``generate`` runs diffusion over diffusion (or th
 baseline), decodes the latents in bounded windows and streams the frames to the writer, so the
 whole video never sits decoded in memory.
 
-Levels deeper than the trained depth reuse the deepest local model, and a plan shallower than the
-trained depth uses the global model at its own stride [ours: the paper trains one depth].
+The plan is always the one the family was trained for: depth ``data.depth``, so every level runs
+its model at the stride it was trained at, cut at the requested N (segments that write no
+frame < N are never computed). A 16-frame video of a depth-2, L=16 family still draws its
+keyframes at stride 15 and fills them in. N beyond the trained (L-1)^depth + 1 frames is an error unless ``extend=True``
+(``--extend``), which deepens the plan by reusing the deepest local model [ours: outside the
+training distribution; the paper trains one depth].
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import numpy as np
 
 from nuwa_xl_jax import io as nio
 from nuwa_xl_jax.dod import baselines, decode, engine
-from nuwa_xl_jax.dod.plan import make_plan
+from nuwa_xl_jax.dod.plan import Plan, depth_for, make_plan, num_frames
 from nuwa_xl_jax.train import stages
 
 
@@ -67,42 +71,99 @@ class Output:
     agreement: Optional[dict] = None
 
 
-def _level_models(family: Family, depth: int):
-    if family.config.local_models == "shared":
-        return engine.level_models(family.models.denoise, family.global_params,
-                                   family.local_params[0], depth, "shared")
-    local = list(family.local_params)
-    while len(local) < depth - 1:  # deeper than trained: reuse the deepest local model
+def plan_for(config, frames: int, extend: bool = False) -> Plan:
+    """The plan of the family's trained depth, cut at ``frames``; deeper only with ``extend``.
+
+    Why the trained depth: each model learned one stride ((L-1)^(depth-1-k) at level k). Planning
+    from the requested length instead (smallest depth covering N) would run the global model at
+    stride 1 for a 16-frame video of a depth-2 family, and a deeper plan would feed models, or a
+    shared model's level embedding, levels they never saw.
+    """
+    L, depth = config.data.frames_per_call, config.data.depth
+    trained = num_frames(L, depth)
+    if frames > trained:
+        if not extend:
+            raise ValueError(
+                f"{frames} frames requested but this family was trained for {trained} "
+                f"(data.frames_per_call={L}, data.depth={depth}: (L-1)^depth + 1 frames); ask for "
+                f"at most --frames={trained}, train a deeper family (data.depth="
+                f"{depth_for(L, frames)}), or pass --extend (extend=True) to add levels that reuse "
+                "the deepest local model, outside the training distribution")
+        if depth < 2:
+            raise ValueError(f"--extend reuses the deepest local model, but data.depth={depth} "
+                             "trained only the global model; train with data.depth >= 2")
+        depth = depth_for(L, frames)
+    return make_plan(L, depth=depth, frames=frames)
+
+
+def level_models_for(config, denoise, global_params, local_params, depth: int):
+    """One :class:`engine.LevelModel` per level of a plan of ``depth`` for a family trained at
+    ``config.data.depth``. Levels past the trained depth (``extend``) reuse the deepest local
+    model; a shared local model is then passed its deepest trained level (depth - 1), never a
+    level past its level embedding's ``model.mtd.num_levels`` rows."""
+    trained = config.data.depth
+    if depth > trained and trained < 2:
+        raise ValueError(f"a plan of depth {depth} needs a local model, but data.depth={trained} "
+                         "trained only the global model")
+    if config.local_models == "shared":
+        deepest = trained - 1  # the shared model trained on levels 1..depth-1
+        num_levels = config.model.mtd.num_levels
+        if deepest >= num_levels:
+            raise ValueError(f"model.mtd.num_levels={num_levels} has no row for level {deepest} "
+                             f"of data.depth={trained}; set model.mtd.num_levels to data.depth")
+        models = engine.level_models(denoise, global_params, local_params[0], depth, "shared")
+        return tuple(m if k <= deepest else dataclasses.replace(m, level=deepest)
+                     for k, m in enumerate(models))
+    local = list(local_params)[:max(trained - 1, 0)]
+    while len(local) < depth - 1:  # extended past the trained depth: reuse the deepest local model
         local.append(local[-1])
-    return engine.level_models(family.models.denoise, family.global_params, local, depth)
+    return engine.level_models(denoise, global_params, local, depth)
+
+
+def keyframe_mask(plan: Plan) -> np.ndarray:
+    """[N] bool: frames written by a level above the last one (the probe scores them apart)."""
+    mask = np.zeros(plan.frames, bool)
+    for lv in plan.levels[:-1]:
+        mask[lv.frames[lv.writes]] = True
+    return mask
 
 
 def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: str = "ddim",
              steps: Optional[int] = None, guidance_scale: float = 1.0, eta: float = 0.0,
              seed: int = 0, mesh=None, max_segments_per_call: Optional[int] = None,
              fps: int = 8, sheet: Optional[str] = None, overwrite: bool = False,
-             progress: bool = True, score: bool = True) -> Output:
-    """Generates ``len(prompts)`` frames guided by one prompt per frame and writes ``out``."""
+             progress: bool = True, score: bool = True, extend: bool = False) -> Output:
+    """Generates ``len(prompts)`` frames guided by one prompt per frame and writes ``out``.
+
+    DoD runs the plan of the trained depth (:func:`plan_for`); more frames than the family was
+    trained for need ``extend=True``. AR starts with nothing given, as its training includes.
+    """
     N = len(prompts)
+    L = family.config.data.frames_per_call
+    if mode == "dod":
+        plan = plan_for(family.config, N, extend)  # before any output or model work
     nio.check_output(out, overwrite)
     if sheet and os.path.exists(sheet) and not overwrite:
         raise FileExistsError(f"{sheet} exists; pass --overwrite or choose another --sheet")
     models = family.models
     nio.check_vocabulary(prompts, models.tokenizer)
     ids = np.asarray(models.tokenizer(list(prompts)))
-    L = family.config.data.frames_per_call
     t0 = time.perf_counter()
     if mode == "dod":
-        plan = make_plan(L, frames=N)
-        result = engine.run(plan, _level_models(family, plan.depth), ids, models.null_ids,
+        level_models = level_models_for(family.config, models.denoise, family.global_params,
+                                        family.local_params, plan.depth)
+        result = engine.run(plan, level_models, ids, models.null_ids,
                             models.schedule, models.latent_shape, sampler=sampler, steps=steps,
                             guidance_scale=guidance_scale, eta=eta, seed=seed, mesh=mesh,
                             max_segments_per_call=max_segments_per_call, progress=progress)
         latents, calls = result.latents, result.sequential_calls
         level_indices = [np.unique(lv.frames[lv.frames < N]) for lv in plan.levels]
+        keyframes = keyframe_mask(plan)
     elif mode == "ar":
         if family.ar_params is None:
             raise FileNotFoundError("--mode=ar needs the mtd_ar stage: train it with --stages=mtd_ar")
+        # The first call has nothing given (first=None), which the mtd_ar stage trains for
+        # (data/sampling.ar_prefix_length draws prefix 0 too); later calls get ar_prefix frames.
         result = baselines.autoregressive(
             engine.LevelModel(models.denoise, family.ar_params), ids, models.null_ids,
             models.schedule, models.latent_shape, L=L, prefix=family.config.data.ar_prefix,
@@ -110,6 +171,7 @@ def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: s
             mesh=mesh, progress=progress)
         latents, calls = result.latents, result.sequential_calls
         level_indices = [np.arange(0, N, max(1, N // 16))]
+        keyframes = np.zeros(N, bool)  # one level: no frame is a keyframe of a level above
     else:
         raise ValueError(f"--mode={mode!r}; use 'dod' or 'ar'")
 
@@ -133,7 +195,8 @@ def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: s
     if frames_for_score is not None:
         from nuwa_xl_jax.eval import storyboard_probe
 
-        agreement = storyboard_probe.agreement(np.concatenate(frames_for_score), prompts)
+        agreement = storyboard_probe.agreement(np.concatenate(frames_for_score), prompts,
+                                               keyframes=keyframes)
     return Output(out, sheet, N, seconds, calls, agreement)
 
 

@@ -7,9 +7,12 @@ of level k-1 frames as the ends of a segment and fills the L-2 frames between th
 engine run a whole level as one batched call.
 
 A requested length N that is not of the form above uses the smallest depth whose N_m >= N
-[ours; the paper reports 256 and 1024 frames without saying how]. Frames >= N are cut; a segment
-that starts at or past N is never computed. A segment that straddles N is computed whole, because
-its right end is needed as the condition of the segments below it.
+[ours; the paper reports 256 and 1024 frames without saying how]; with both ``depth`` and
+``frames`` the plan keeps ``depth`` and is cut at N (what a family trained at that depth must run:
+dod/generate.plan_for). Frames >= N are cut; a segment that starts at or past N - 1 is never
+computed (it would write no frame < N, and neither would any segment below it). A segment that
+straddles N is computed whole, because its right end is needed as the condition of the segments
+below it.
 """
 from __future__ import annotations
 
@@ -108,7 +111,9 @@ def make_plan(L: int, depth: int | None = None, frames: int | None = None) -> Pl
     starts = np.array([0])  # level 0: one segment starting at frame 0
     for k in range(depth):
         stride = (L - 1) ** (depth - 1 - k)
-        starts = starts[starts < frames]  # segments wholly past the end are never computed
+        # A segment starting at N - 1 or later writes only frames >= N (and so do the segments
+        # below it): never computed.
+        starts = starts[starts < frames - 1]
         seg_frames = starts[:, None] + stride * j[None]
         given = np.zeros_like(seg_frames, bool)
         if k > 0:

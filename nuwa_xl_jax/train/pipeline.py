@@ -58,6 +58,8 @@ def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
     for name in names:
         export = stages_lib.export_dir(workdir, name)
         marker = os.path.join(export, DONE)
+        if name.startswith("mtd_") and not os.path.exists(marker):
+            stages_lib.ensure_latent_cache(config, workdir, progress)
         stage = stages_lib.build(config, name, workdir)
         fingerprint = checkpoint.fingerprint(stage.model_config)
         if os.path.exists(marker):

@@ -6,10 +6,12 @@
   mtd_local      one shared local model for every depth, with a level embedding
   mtd_ar         the autoregressive baseline (a prefix given; the paper's FDM* row)
 
-MTD stages read the VAE exported by the ``vae`` stage (``WORKDIR/vae/export``) and train the MTD
-UNet together with the text encoder (built-in word tokenizer) on latents encoded on the fly.
-Given frames are shown to the model clean with t = 0 and excluded from the loss; the samplers do
-the same at inference (``given_t=0``).
+MTD stages read the VAE exported by the ``vae`` stage (``WORKDIR/vae/export``, with its latent
+scale) and train the MTD UNet together with the text encoder (built-in word tokenizer) on a latent
+cache (``data/latent_cache.py``, built once into ``WORKDIR/latents`` by the pipeline): every
+frame encoded among its consecutive neighbours, as generation decodes it, and the level's frames
+picked out of those latents. No VAE runs in an MTD step. Given frames are shown to the model clean
+with t = 0 and excluded from the loss; the samplers do the same at inference (``given_t=0``).
 """
 from __future__ import annotations
 
@@ -240,12 +242,6 @@ class MTDModels:
                                  x, jnp.zeros((1, frames)), **kw)
         return {"mtd": mtd_vars, "text": text_vars}
 
-    def encode(self, frames_uint8, key=None):
-        """Scaled latents of uint8 frames (posterior sample with ``key``, else the mean)."""
-        mean, logvar = self.vae.apply(self.vae_params, to_video(frames_uint8), method="encode")
-        z = mean if key is None else mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
-        return jax.lax.stop_gradient(z * self.scale)
-
     def decode(self, latents):
         return self.vae.apply(self.vae_params, latents / self.scale, method="decode")
 
@@ -261,12 +257,17 @@ class MTDModels:
                               mask, **kw)
 
 
-def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float):
-    """Epsilon (or v) MSE on the frames to generate; given frames are clean with t = 0."""
+def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float,
+             min_snr_gamma: float = 0.0):
+    """Epsilon (or v) MSE on the frames to generate, Min-SNR-weighted when ``min_snr_gamma`` > 0;
+    given frames are clean with t = 0."""
     from nuwa_xl_jax.diffusion import schedules
 
-    kz, kt, kn, kd = jax.random.split(key, 4)
-    z0 = batch["latents"] if "latents" in batch else models.encode(batch["frames"], kz)
+    _, kt, kn, kd = jax.random.split(key, 4)  # 4 streams: keeps the keys of earlier runs
+    if "latents" not in batch:
+        raise ValueError("MTD stages train on cached latents (data.latent_dir): batches have "
+                         "'latents', not 'frames' (see data/latent_cache.py)")
+    z0 = batch["latents"]
     B, F = z0.shape[:2]
     mask = batch["mask"].astype(jnp.float32)
     m = mask[:, :, None, None, None]
@@ -280,16 +281,48 @@ def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float):
     level = batch["level"].astype(jnp.int32) if "level" in batch else None
     pred = models.denoise(params, x_in, t_frames, ids, z0 * m, mask, level)
     target = schedules.training_target(models.schedule, z0, noise, t)
-    weight = 1 - m
-    err = jnp.sum(weight * jnp.square(pred.astype(jnp.float32) - target)) / (
-        jnp.maximum(jnp.sum(weight), 1.0) * np.prod(z0.shape[2:]))
-    return err, {"mse": err}
+    weight = 1 - m  # given frames are conditions, not targets
+    sq = jnp.square(pred.astype(jnp.float32) - target)
+    norm = jnp.maximum(jnp.sum(weight), 1.0) * np.prod(z0.shape[2:])
+    mse = jnp.sum(weight * sq) / norm
+    snr_w = schedules.min_snr_weight(models.schedule, t, min_snr_gamma)[:, None, None, None, None]
+    loss = jnp.sum(snr_w * weight * sq) / norm
+    return loss, {"mse": mse}
+
+
+def latent_dir(config, workdir: str) -> str:
+    """The latent cache MTD stages read: ``data.latent_dir``, else the one the pipeline builds."""
+    return config.data.latent_dir or os.path.join(workdir, "latents")
+
+
+def ensure_latent_cache(config, workdir: str, progress: bool = True) -> str:
+    """Builds ``WORKDIR/latents`` from the vae stage's export unless ``data.latent_dir`` names a
+    cache or a complete one with the same scale and windows exists. Process 0 writes; every
+    process waits for it (the folder must be shared storage on multi-host runs)."""
+    from jax.experimental import multihost_utils
+
+    from nuwa_xl_jax.data import latent_cache
+
+    if config.data.latent_dir:
+        return config.data.latent_dir
+    out = latent_dir(config, workdir)
+    if jax.process_index() == 0:
+        exported, meta = read_export(export_dir(workdir, "vae"))
+        latent_cache.build(config, out, exported["vae"], meta["latent_scale"], config.data.split,
+                           progress=progress)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("latent_cache")
+    return out
 
 
 def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.Stage:
+    from nuwa_xl_jax.data import latent_cache
+
     overrides = stage_data_overrides(config, name)  # a bad stage name fails before any loading
     models = MTDModels(config, workdir, vae_params)
-    dcfg = data_config(config, batch_size=config.train.batch_size, **overrides)
+    cache = latent_dir(config, workdir)
+    latent_cache.check_scale(cache, config.data.split, models.scale)
+    dcfg = data_config(config, batch_size=config.train.batch_size, latent_dir=cache, **overrides)
     L = config.data.frames_per_call
     if name == "mtd_local" and not config.model.mtd.num_levels:
         raise ValueError("stage 'mtd_local' (one shared local model) needs model.mtd.num_levels > 0 "
@@ -299,7 +332,8 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
         return models.init(key, L)
 
     def loss(params, batch, key, step):
-        return mtd_loss(models, params, batch, key, config.train.prompt_dropout)
+        return mtd_loss(models, params, batch, key, config.train.prompt_dropout,
+                        config.diffusion.get("min_snr_gamma", 0.0))
 
     def sample(params, step, directory):
         write_samples(models, params, directory, step, dcfg)
@@ -312,7 +346,7 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
 
 def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) -> str:
     """Samples the first example of the stage's data with its own prompts and given frames and
-    writes ``step_N.png``: the real frames above, the generated ones below."""
+    writes ``step_N.png``: the real frames (through the VAE) above, the generated ones below."""
     from PIL import Image
 
     from nuwa_xl_jax.data import pipeline
@@ -322,7 +356,7 @@ def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) ->
     c.batch_size = 1
     batch = next(pipeline.make_iterator(c, process_index=0, process_count=1,
                                         tokenizer=models.tokenizer))
-    z0 = models.encode(jnp.asarray(batch["frames"]))
+    z0 = jnp.asarray(batch["latents"])
     mask = jnp.asarray(batch["mask"], jnp.float32)
     ids = jnp.asarray(batch["prompt_ids"])
     level = jnp.asarray(batch["level"], jnp.int32)
@@ -335,8 +369,8 @@ def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) ->
                         steps=d.sample_steps, cond={"ids": ids, "cond": z0 * mask[..., None, None, None],
                                                     "mask": mask},
                         given=z0, mask=mask, given_t=0, eta=d.ddim_eta if d.sampler == "ddim" else 0.0)
-    fake = np.asarray(jnp.clip((models.decode(z)[0] + 1) * 127.5, 0, 255)).astype(np.uint8)
-    real = np.asarray(batch["frames"][0])
+    fake, real = (np.asarray(jnp.clip((models.decode(v)[0] + 1) * 127.5, 0, 255)).astype(np.uint8)
+                  for v in (z, z0))
     sheet = np.concatenate([np.concatenate(list(real), 1), np.concatenate(list(fake), 1)], 0)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"step_{step}.png")

@@ -13,7 +13,8 @@ def test_cache_from_a_training_workdir(tmp_path):
     config = configuration.load("configs/synthetic.py:tiny")
     vae = TKLVAE.from_config(config.model.vae)
     variables = jax.jit(vae.init)(jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3)))
-    stages.write_export(stages.export_dir(str(tmp_path / "run"), "vae"), {"vae": variables}, {})
+    stages.write_export(stages.export_dir(str(tmp_path / "run"), "vae"), {"vae": variables},
+                        {"latent_scale": 2.5})
     cfg = tmp_path / "cfg.py"
     cfg.write_text(
         "from configs import synthetic\n"

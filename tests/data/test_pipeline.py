@@ -174,7 +174,7 @@ def test_latent_cache_round_trip(config, tmp_path):
     reader = chunks.EpisodeReader(source, *chunks.split_table(source, "train"))
     encode = latent_cache.pool_encoder(4)
     latent_cache.encode_split(reader, encode, synthetic.tokenizer(16), str(tmp_path), "train",
-                              window=16, batch=3)
+                              vae_frames=8, vae_context=2)
     c = config.copy_and_resolve_references()
     c.latent_dir = str(tmp_path)
     b = next(pipeline.make_iterator(c))
@@ -199,6 +199,6 @@ def test_latent_cache_cli_and_missing_cache(tmp_path, capsys):
     assert latent_cache.main([f"--config={cfg}", f"--out={tmp_path / 'lat'}", "--encoder=pool:2"]) == 0
     assert latent_cache.LatentReader(str(tmp_path / "lat"), "train").read_latents(0, [19])[0].shape == (1, 8, 8, 3)
     assert latent_cache.main([f"--config={cfg}", f"--out={tmp_path / 'x'}", "--encoder=tklvae"]) == 2
-    assert "--vae_params" in capsys.readouterr().err
+    assert "--vae_workdir" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no latent cache at .*index.json"):
         latent_cache.LatentReader(str(tmp_path / "none"), "train")

@@ -37,3 +37,63 @@ def test_report_formats_a_result():
     text = mod.report(r)
     assert "AR / DoD batched: 1.50x wall time, 2.0x sequential calls" in text
     assert "| DoD batched (depth 3) | 3 | 1.0x |" in text
+
+
+def stubbed_run(monkeypatch, *argv):
+    """run() with every model call stubbed: records the DoD plan and the AR call's arguments."""
+    import numpy as np
+
+    from nuwa_xl_jax.dod import baselines, engine
+    from nuwa_xl_jax.train import stages
+
+    mod = load()
+    seen = {}
+
+    def dod(plan, models, ids, null, schedule, shape, **kw):
+        seen["plan"], seen["models"] = plan, models
+        return engine.Result(np.zeros((plan.frames, *shape), np.float32), ())
+
+    def per_segment(plan, models, ids, null, schedule, shape, **kw):
+        return baselines.BaselineResult(np.zeros((plan.frames, *shape), np.float32), 1, 0.0)
+
+    def ar(model, ids, null, schedule, shape, **kw):
+        seen["ar"] = kw
+        return baselines.BaselineResult(np.zeros((len(ids), *shape), np.float32), 1, 0.0)
+
+    monkeypatch.setattr(engine, "run", dod)
+    monkeypatch.setattr(baselines, "dod_per_segment", per_segment)
+    monkeypatch.setattr(baselines, "autoregressive", ar)
+    monkeypatch.setattr(stages.MTDModels, "init", lambda self, key, frames: "random weights")
+    mod.run(mod.parse(list(argv)))
+    return seen
+
+
+def test_ar_starts_with_nothing_given_like_the_generate_command(monkeypatch):
+    """Not from the global model's keyframes (stride L-1 apart, not consecutive frames)."""
+    seen = stubbed_run(monkeypatch, "--config=configs/synthetic.py:tiny", "--steps=1")
+    assert seen["ar"].get("first") is None and seen["ar"].get("prefix_latents") is None
+    assert seen["ar"]["prefix"] == 2  # L // 2: the tiny config's data.ar_prefix=8 does not fit L=4
+
+
+def test_dod_runs_the_family_depth_cut_at_n(monkeypatch):
+    """The tiny config (L=4, depth 2) asked for 4 frames: its depth-2 plan (strides 3, 1), not a
+    depth-1 plan at stride 1."""
+    seen = stubbed_run(monkeypatch, "--config=configs/synthetic.py:tiny", "--frames=4", "--steps=1")
+    assert [lv.stride for lv in seen["plan"].levels] == [3, 1] and seen["plan"].frames == 4
+    # random weights past the config's length: a family of the depth that covers them
+    seen = stubbed_run(monkeypatch, "--config=configs/synthetic.py:tiny", "--frames=11", "--steps=1")
+    assert [lv.stride for lv in seen["plan"].levels] == [9, 3, 1]
+
+
+def test_trained_family_past_its_length_needs_extend(tmp_path):
+    import pytest
+
+    from nuwa_xl_jax import configuration
+    from nuwa_xl_jax.train import pipeline
+
+    pipeline.save_config(configuration.load("configs/synthetic.py:tiny"), str(tmp_path))
+    mod = load()
+    with pytest.raises(SystemExit, match="trained for 10 .*--extend"):
+        mod.run(mod.parse([f"--workdir={tmp_path}", "--frames=11"]))
+    with pytest.raises(SystemExit, match="--depth=3 differs from the trained"):
+        mod.run(mod.parse([f"--workdir={tmp_path}", "--depth=3"]))

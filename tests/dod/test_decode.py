@@ -188,7 +188,7 @@ def test_argument_errors():
         list(decode_windows(f, z, 0, 1))
     with pytest.raises(ValueError, match="context must be an integer >= 0"):
         list(decode_windows(f, z, 2, -1))
-    with pytest.raises(ValueError, match=r"latents must be \[F, h, w, c\]"):
+    with pytest.raises(ValueError, match=r"video must be rank 4 \[F, \.\.\.\]"):
         list(decode_windows(f, np.zeros((4, 2, 2)), 2, 1))
-    with pytest.raises(ValueError, match="every latent piece must have the shape of the first"):
+    with pytest.raises(ValueError, match="every piece must have the shape of the first"):
         list(decode_windows(f, iter([z, np.zeros((3, 2, 2, 5))]), 2, 1))

@@ -53,6 +53,19 @@ def test_exact_lengths(frames):
         assert lv.prompts.max() <= frames - 1
 
 
+@pytest.mark.parametrize("frames", [2, 16, 17, 31, 100, 226])
+def test_trained_depth_cut_at_n(frames):
+    """A depth-2 family's plan cut at N: strides as trained, every frame < N written once, and no
+    segment that writes nothing (one starting at N - 1 would only write frames >= N)."""
+    p = dod_plan.make_plan(16, depth=2, frames=frames)
+    assert p.depth == 2 and [lv.stride for lv in p.levels] == [15, 1]
+    _check_exact_cover(p)
+    for lv in p.levels:
+        assert lv.writes.any(axis=1).all()
+    if frames == 16:  # frames 0 and 15 from level 0, 1..14 from one level-1 segment
+        assert [lv.num_segments for lv in p.levels] == [1, 1]
+
+
 def test_1024_frames_skips_segments_past_the_end():
     p = dod_plan.make_plan(16, frames=1024)
     assert p.depth == 3
