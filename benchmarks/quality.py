@@ -1,0 +1,234 @@
+"""How well a trained family's videos follow their storyboards, read by the synthetic-world probe.
+
+python benchmarks/quality.py --workdir=DIR [--seeds=0,1,2] [--storyboards=A.txt,B.txt]
+    [--modes=dod,ar] [--lengths=demo,full] [--out=quality.json] [--videos=FOLDER] [--steps=S]
+    [--vae-episodes=2] [--vae-frames=226] [--no-vae]
+
+For every storyboard (default: the demo's cartoon.txt, village.txt, and heldout.txt, which no
+tuning run may look at), mode (dod; ar when the workdir has an ``mtd_ar`` export), length (the
+demo's ``generate.frames`` and the family's full (L-1)^depth + 1, once if equal) and seed, it
+generates a video with ``dod.generate.generate`` exactly as the main job does (the config's
+sampler, steps, guidance) and keeps its probe scores (eval/storyboard_probe.agreement: scene,
+characters, both, unknown, flicker, identity, keyframes / in-between). Prints one row per run and
+the mean over seeds per storyboard / mode / length, writes everything to ``--out`` (JSON) and
+keeps the videos and contact sheets in ``--videos`` (default: next to --out).
+
+The VAE ceiling: the probe on the family's VAE reconstructions of held-out (test split) episodes
+(``data.latent_cache.reconstruct``: the encode / decode paths training and generation use), next
+to the probe on the same real frames. A generator cannot score above it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STORYBOARDS = tuple(os.path.join(ROOT, "configs", "storyboards", f)
+                    for f in ("cartoon.txt", "village.txt", "heldout.txt"))
+SCORES = ("scene", "characters", "both", "unknown", "flicker", "identity")
+
+
+def _list(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workdir", required=True, help="a training workdir (python -m nuwa_xl_jax.train)")
+    p.add_argument("--seeds", default="0,1,2", help="generation seeds, comma separated")
+    p.add_argument("--storyboards", default=",".join(STORYBOARDS), help="storyboard files")
+    p.add_argument("--modes", default="dod,ar", help="dod and/or ar (ar only if mtd_ar was trained)")
+    p.add_argument("--lengths", default="demo,full",
+                   help="demo (config generate.frames), full ((L-1)^depth + 1), or numbers")
+    p.add_argument("--out", default="quality.json", help="results (JSON)")
+    p.add_argument("--videos", default=None, help="videos and contact sheets (default: next to --out)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the config's, "
+                   "as the main job; fewer only for smoke tests)")
+    p.add_argument("--vae-episodes", type=int, default=2, help="held-out episodes for the VAE ceiling")
+    p.add_argument("--vae-frames", type=int, default=226, help="frames of each, from the start")
+    p.add_argument("--no-vae", action="store_true", help="skip the VAE ceiling")
+    a = p.parse_args(argv)
+    try:
+        a.seeds = [int(s) for s in _list(a.seeds)]
+    except ValueError:
+        p.error(f"--seeds must be integers, got {a.seeds!r}")
+    a.storyboards, a.modes, a.lengths = _list(a.storyboards), _list(a.modes), _list(a.lengths)
+    if not a.seeds or not a.storyboards or not a.modes or not a.lengths:
+        p.error("--seeds, --storyboards, --modes and --lengths need at least one value each")
+    if set(a.modes) - {"dod", "ar"}:
+        p.error(f"--modes must be dod and/or ar, got {a.modes}")
+    for path in a.storyboards:
+        if not os.path.isfile(path):
+            p.error(f"storyboard {path} does not exist")
+    if a.videos is None:
+        a.videos = os.path.splitext(a.out)[0] + "_videos"
+    return a
+
+
+def lengths(config, names) -> dict:
+    """{name: frames} for 'demo', 'full' or explicit numbers; one entry per distinct length."""
+    from nuwa_xl_jax.dod.plan import num_frames
+
+    full = num_frames(config.data.frames_per_call, config.data.depth)
+    out = {}
+    for name in names:
+        n = {"demo": config.generate.frames, "full": full}.get(name)
+        if n is None:
+            if not name.isdigit():
+                raise ValueError(f"--lengths: {name!r} is not demo, full or a number")
+            n = int(name)
+        if n not in out.values():
+            out[name] = int(n)
+    return out
+
+
+def run_one(family, prompts, video: str, mode: str, seed: int, mesh, steps=None) -> dict:
+    """One video as the main job makes it (pipeline.generate_video's settings); its scores."""
+    from nuwa_xl_jax.dod import generate as gen
+
+    g, d = family.config.generate, family.config.diffusion
+    sampler = g.sampler or d.sampler
+    out = gen.generate(
+        family, list(prompts), video, mode=mode, sampler=sampler, steps=steps or g.steps or d.sample_steps,
+        guidance_scale=d.guidance_scale if g.guidance_scale < 0 else g.guidance_scale,
+        eta=d.ddim_eta if sampler == "ddim" else 0.0, seed=seed, mesh=mesh,
+        max_segments_per_call=g.max_segments_per_call or None, fps=g.fps,
+        sheet=gen.sheet_path(video), overwrite=True, progress=False)
+    if out.agreement is None:
+        raise ValueError("no probe scores: benchmarks/quality.py needs a synthetic_cartoon family")
+    return {"video": out.video, "contact_sheet": out.contact_sheet, "seconds": round(out.seconds, 1),
+            "sequential_calls": out.sequential_calls, **out.agreement}
+
+
+def held_out_episodes(config, episodes: int, frames: int):
+    """Real frames and captions of the test split's first episodes, rendered as the builder does."""
+    from nuwa_xl_jax.data import synthetic
+    from nuwa_xl_jax.data.builders.synthetic_cartoon import TEST_SEED_OFFSET
+
+    c = config.data
+    n = min(episodes, c.test_episodes)
+    if n < 1:
+        raise ValueError("the VAE ceiling needs held-out episodes (data.test_episodes >= 1); "
+                         "pass --no-vae to skip it")
+    length = min(frames, c.episode_length)
+    return [synthetic.episode(c.world_seed + TEST_SEED_OFFSET, i, length, tuple(c.resolution))[:2]
+            for i in range(n)]
+
+
+def vae_ceiling(workdir: str, config, episodes: int, frames: int) -> dict:
+    """The probe on real held-out frames and on the VAE's reconstructions of them (mean over episodes)."""
+    from nuwa_xl_jax.data import latent_cache
+    from nuwa_xl_jax.eval import storyboard_probe
+
+    real, recon = [], []
+    for video, captions in held_out_episodes(config, episodes, frames):
+        real.append(storyboard_probe.agreement(video, captions))
+        recon.append(storyboard_probe.agreement(latent_cache.reconstruct(workdir, video), captions))
+    return {"episodes": len(real), "frames": real[0]["frames"],
+            "real": mean_scores(real), "reconstructed": mean_scores(recon)}
+
+
+def mean_scores(rows) -> dict:
+    out = {}
+    for k in SCORES:
+        vals = [r[k] for r in rows if r.get(k) is not None]
+        out[k] = float(np.mean(vals)) if vals else None
+    for part in ("keyframes", "inbetween"):
+        parts = [r[part] for r in rows if r.get(part) and r[part]["scene"] is not None]
+        if parts:
+            out[part] = {k: float(np.mean([p[k] for p in parts])) for k in ("scene", "characters", "both")}
+    return out
+
+
+def run(a) -> dict:
+    from nuwa_xl_jax import parallel
+    from nuwa_xl_jax.dod import generate as gen
+    from nuwa_xl_jax.io import load_storyboard
+    from nuwa_xl_jax.train import stages
+
+    config = gen.load_config(a.workdir)
+    has_ar = os.path.isdir(stages.export_dir(a.workdir, "mtd_ar"))
+    modes = [m for m in a.modes if m == "dod" or has_ar]
+    family = gen.load_family(a.workdir, need_ar="ar" in modes)
+    mesh = parallel.make_mesh()
+    sizes = lengths(family.config, a.lengths)
+    os.makedirs(a.videos, exist_ok=True)
+    runs = []
+    for path in a.storyboards:
+        name = os.path.splitext(os.path.basename(path))[0]
+        for length_name, n in sizes.items():
+            prompts = list(load_storyboard(path, n))
+            for mode in modes:
+                for seed in a.seeds:
+                    video = os.path.join(a.videos, f"{name}_{mode}_{n}_seed{seed}.mp4")
+                    row = {"storyboard": name, "mode": mode, "length": length_name, "frames": n,
+                           "seed": seed}
+                    row.update(run_one(family, prompts, video, mode, seed, mesh, a.steps))
+                    runs.append(row)
+                    print(row_line(row), flush=True)
+    means = []
+    for key in dict.fromkeys((r["storyboard"], r["mode"], r["length"]) for r in runs):
+        group = [r for r in runs if (r["storyboard"], r["mode"], r["length"]) == key]
+        means.append({"storyboard": key[0], "mode": key[1], "length": key[2],
+                      "frames": group[0]["frames"], "seeds": [r["seed"] for r in group],
+                      **mean_scores(group)})
+    result = {"workdir": os.path.abspath(a.workdir), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "storyboards": a.storyboards, "modes": modes, "ar_trained": has_ar,
+              "lengths": sizes, "seeds": a.seeds, "steps": a.steps, "runs": runs, "means": means}
+    if not a.no_vae:
+        result["vae_ceiling"] = vae_ceiling(a.workdir, family.config, a.vae_episodes, a.vae_frames)
+    return result
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def row_line(r: dict) -> str:
+    name = f"{r['storyboard']} {r['mode']} {r['frames']}f seed {r['seed'] if 'seed' in r else 'mean'}"
+    return f"{name:34s} " + " ".join(f"{k} {_f(r.get(k))}" for k in SCORES)
+
+
+def report(result: dict) -> str:
+    head = "| storyboard | mode | frames | seeds | scene | characters | both | keyframes both | in-between both | unknown | flicker | identity |"
+    lines = ["Per run:", head.replace("seeds", "seed"), "|" + "---|" * 12]
+    for r in result["runs"] + [None] + result["means"]:
+        if r is None:
+            lines += ["", "Mean over seeds:", head, "|" + "---|" * 12]
+            continue
+        seeds = r.get("seed", ",".join(map(str, r.get("seeds", []))))
+        kf, ib = (r.get(p) or {} for p in ("keyframes", "inbetween"))
+        lines.append(f"| {r['storyboard']} | {r['mode']} | {r['frames']} | {seeds} | "
+                     + " | ".join(_f(r.get(k)) for k in ("scene", "characters", "both"))
+                     + f" | {_f(kf.get('both'))} | {_f(ib.get('both'))} | "
+                     + " | ".join(_f(r.get(k)) for k in ("unknown", "flicker", "identity")) + " |")
+    v = result.get("vae_ceiling")
+    if v:
+        lines += ["", f"VAE ceiling ({v['episodes']} held-out episodes x {v['frames']} frames):",
+                  "| frames | scene | characters | both | unknown | identity |", "|---|---|---|---|---|---|"]
+        for which in ("real", "reconstructed"):
+            s = v[which]
+            lines.append(f"| {which} | " + " | ".join(_f(s[k]) for k in
+                                                    ("scene", "characters", "both", "unknown", "identity")) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    a = parse(argv)
+    result = run(a)
+    print(report(result))
+    with open(a.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"results: {a.out}; videos and contact sheets: {a.videos}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
