@@ -71,6 +71,13 @@ def test_fade_toward_grey_keeps_scene_and_characters():
     assert scores["characters"] >= 0.9 * clean["characters"], (scores, clean)
 
 
+def test_grain_keeps_scene_and_characters():
+    frames, captions, _ = episode(2)
+    grainy = frames + np.random.default_rng(0).normal(0, 20, frames.shape)
+    scores = storyboard_probe.agreement(np.clip(np.round(grainy), 0, 255).astype(np.uint8), captions)
+    assert scores["scene"] >= 0.95 and scores["characters"] >= 0.9, scores
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_box_blur_keeps_characters(seed):
     frames, captions, _ = episode(seed)
