@@ -176,14 +176,14 @@ def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: s
         raise ValueError(f"--mode={mode!r}; use 'dod' or 'ar'")
 
     # Stream: decode bounded windows (with temporal context, so no seams) straight to the writer.
-    vae_cfg = family.config.model.vae
     decode_fn = decode.vae_decode_fn(models.vae, models.vae_params, scaled=True)
     h, w = tuple(family.config.data.resolution)
     collector = nio.KeyframeCollector(level_indices)
     frames_for_score = [] if score and family.config.data.dataset == "synthetic_cartoon" else None
     with nio.VideoWriter(out, fps, (h, w), overwrite=overwrite) as writer:
-        for chunk in decode.decode_windows(decode_fn, np.asarray(latents), window=16,
-                                           context=decode.receptive_field(vae_cfg)):
+        # The VAE's training clip length and context, as the latent cache encoded its targets.
+        window, context = decode.config_windows(family.config)
+        for chunk in decode.decode_windows(decode_fn, np.asarray(latents), window, context):
             writer.write(chunk)
             collector.add(chunk)
             if frames_for_score is not None:

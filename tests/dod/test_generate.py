@@ -114,3 +114,28 @@ def test_shared_local_model_never_receives_a_level_past_num_levels():
                      mesh=mesh_of(1))
     assert np.all(np.isfinite(np.asarray(out.latents)))
     assert levels == {0, 1} and max(levels) < config.model.mtd.num_levels
+
+
+def test_generation_decodes_in_calls_of_the_vae_training_clip(monkeypatch, tmp_path):
+    """Every decoder call is exactly one VAE training clip long (config.vae_frames), keeping the
+    middle with vae_context frames of context, as the latent cache encoded the targets."""
+    lengths = []
+
+    def run(plan, models, ids, *a, **k):
+        return engine.Result(np.zeros((plan.frames, *LATENT), np.float32), ())
+
+    def decode_fn(*a, **k):
+        def fn(z):
+            lengths.append(z.shape[1])
+            return np.zeros((*z.shape[:2], 32, 32, 3), np.uint8)
+        return fn
+
+    monkeypatch.setattr(engine, "run", run)
+    monkeypatch.setattr(decode, "vae_decode_fn", decode_fn)
+    config = tiny_config()
+    family = gen.Family(config, stages.MTDModels(config, None, vae_params={}), "global", ["local"])
+    gen.generate(family, ["fred walks left in the cave"] * 10, str(tmp_path / "v.mp4"),
+                 progress=False, score=False)
+    assert lengths and set(lengths) == {config.vae_frames}
+    window, context = decode.config_windows(config)
+    assert (window, context) == (config.vae_frames - 2 * config.vae_context, config.vae_context)
