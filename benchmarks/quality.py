@@ -212,7 +212,7 @@ def report(result: dict) -> str:
     v = result.get("vae_ceiling")
     if v:
         lines += ["", f"VAE ceiling ({v['episodes']} held-out episodes x {v['frames']} frames):",
-                  "| frames | scene | characters | both | unknown | identity |", "|---|---|---|---|---|---|"]
+                  "| input | scene | characters | both | unknown | identity |", "|---|---|---|---|---|---|"]
         for which in ("real", "reconstructed"):
             s = v[which]
             lines.append(f"| {which} | " + " | ".join(_f(s[k]) for k in
