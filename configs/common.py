@@ -57,6 +57,7 @@ def vae_loss() -> ml_collections.ConfigDict:
     """The T-KLVAE loss (LDM's LPIPSWithDiscriminator, see docs/PAPERS.md)."""
     c = ml_collections.ConfigDict()
     c.l1_weight = 1.0
+    c.l2_weight = 0.0  # [ours] a squared term for few-pixel objects (see train/vae_loss.py)
     c.kl_weight = 1e-6
     c.lpips_weight = 1.0
     c.lpips_path = ""  # a local file of LPIPS weights; "" disables the term (nothing is downloaded)
@@ -64,6 +65,10 @@ def vae_loss() -> ml_collections.ConfigDict:
     c.disc_start = 50001
     c.disc_num_layers = 3
     c.disc_channels = 64
+    # [ours] initial log-variance of the posterior (the bias of quant_conv's logvar half) when
+    # training from scratch: 0 (std 1) buries a fresh encoder's small means in noise; -8 (std
+    # 0.02) lets the decoder see them from the first step. Not used when starting from weights.
+    c.init_logvar = 0.0
     return c
 
 
@@ -83,6 +88,8 @@ def mesh() -> ml_collections.ConfigDict:
     return configuration.mesh_block()
 
 
-def stages(depth: int) -> tuple:
-    """The stages of a whole model family, in order: the VAE, the global MTD, one MTD per depth."""
-    return ("vae", "mtd_global") + tuple(f"mtd_local{d}" for d in range(1, depth))
+def stages(depth: int, image_vae: bool = False) -> tuple:
+    """The stages of a whole model family, in order: the VAE (after an image VAE trained from
+    scratch, when there is no pretrained one), the global MTD, one MTD per depth."""
+    return (("vae_image",) if image_vae else ()) + ("vae", "mtd_global") + tuple(
+        f"mtd_local{d}" for d in range(1, depth))

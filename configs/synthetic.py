@@ -27,6 +27,10 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     config.model.mtd.cross_attention_dim = config.model.text.hidden_size
     config.vae_loss = common.vae_loss()
     config.vae_loss.disc_start = 10 ** 9  # no discriminator phase in the short CPU runs
+    # Characters are a few pixels of 32x32 frames: a squared term keeps them (train/vae_loss.py),
+    # and a small initial posterior std lets a from-scratch encoder be heard at once.
+    config.vae_loss.l2_weight = 1.0
+    config.vae_loss.init_logvar = -8.0
     config.diffusion = common.configuration.diffusion_block()
     config.diffusion.sampler = "ddim"
     config.diffusion.sample_steps = 10 if tiny else 25
@@ -36,10 +40,18 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         episodes=4 if tiny else 16, test_episodes=1 if tiny else 2,
         episode_length=40 if tiny else 1200, chunk_frames=8 if tiny else 16,
         max_length=config.model.text.max_position_embeddings)
-    config.vae_train = common.train(
-        steps=30 if tiny else 600, batch_size=8, learning_rate=2e-3 if tiny else 1e-3,
+    # No pretrained image VAE here: the default trains one on single frames first (every frame of
+    # a batch a different picture, which teaches the spatial layers far faster than clips of
+    # near-identical neighbours), then inflates it into the T-KLVAE and trains that on clips.
+    config.vae_image_train = common.train(
+        steps=30 if tiny else 1000, batch_size=8, learning_rate=2e-3,
         warmup_steps=5 if tiny else 50, ema_decay=0.9 if tiny else 0.99,
-        log_every=5 if tiny else 20, checkpoint_every=15 if tiny else 200)
+        log_every=5 if tiny else 50, checkpoint_every=15 if tiny else 500)
+    config.vae_train = common.train(
+        steps=30 if tiny else 300, batch_size=8 if tiny else 2,
+        learning_rate=2e-3 if tiny else 5e-4,
+        warmup_steps=5 if tiny else 20, ema_decay=0.9 if tiny else 0.99,
+        log_every=5 if tiny else 20, checkpoint_every=15 if tiny else 300)
     # The VAE trains on clips of vae_frames consecutive frames, and every later encode (the latent
     # cache) and decode (generation) runs calls of exactly that length, keeping the middle with
     # vae_context frames of context each side: its temporal layers never see other lengths.
@@ -50,7 +62,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         warmup_steps=5 if tiny else 50, ema_decay=0.9 if tiny else 0.995,
         log_every=5 if tiny else 20, checkpoint_every=15 if tiny else 200,
         sample_every=0 if tiny else 200)
-    config.stages = common.stages(depth)
+    config.stages = common.stages(depth, image_vae=not tiny)
     config.local_models = "separate"  # 'separate' (one MTD per depth) | 'shared' (level embedding)
     config.mesh = common.mesh()
     # The main job ends by generating a long video from the built-in storyboard.

@@ -286,10 +286,10 @@ def load(spec: str) -> ml_collections.ConfigDict:
     return config
 
 
-TOP_LEVEL = ("seed", "model", "vae_loss", "diffusion", "data", "vae_train", "vae_frames",
-             "vae_context", "train",
+TOP_LEVEL = ("seed", "model", "vae_loss", "diffusion", "data", "vae_image_train", "vae_train",
+             "vae_frames", "vae_context", "train",
              "stages", "local_models", "mesh", "generate")
-STAGE_NAMES = ("vae", "mtd_global", "mtd_local", "mtd_ar")  # + mtd_local<d> for each local depth
+STAGE_NAMES = ("vae_image", "vae", "mtd_global", "mtd_local", "mtd_ar")  # + mtd_local<d> for each local depth
 
 
 def validate(config: Any) -> None:
@@ -312,7 +312,7 @@ def validate(config: Any) -> None:
         from nuwa_xl_jax.data.config import validate_data
 
         validate_data(config.data)
-    for block in ("train", "vae_train"):
+    for block in ("train", "vae_train", "vae_image_train"):
         if config.get(block) is not None:
             from nuwa_xl_jax.train.config import validate_train
 
@@ -337,6 +337,8 @@ def validate(config: Any) -> None:
         if model is not None and model.get("mtd") is not None and model.mtd.num_levels < 1:
             raise ConfigError("local_models='shared' needs model.mtd.num_levels > 0 (its level "
                               "embedding); set it to data.depth")
+    if "vae_image" in (config.get("stages") or ()) and config.get("vae_image_train") is None:
+        raise ConfigError("stage 'vae_image' needs a vae_image_train block (steps, batch_size, ...)")
     for i, s in enumerate(config.get("stages") or ()):
         if s not in STAGE_NAMES and not (s.startswith("mtd_local") and s[9:].isdigit()):
             raise ConfigError(f"stages[{i}]={s!r} is not a stage; use {', '.join(STAGE_NAMES)} "

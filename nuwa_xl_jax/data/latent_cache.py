@@ -147,6 +147,32 @@ def check_scale(latent_dir: str, split: str, latent_scale: float) -> None:
                          "folder, or use --vae_workdir of this run) or clear data.latent_dir")
 
 
+def reconstruct(workdir: str, frames: np.ndarray) -> np.ndarray:
+    """uint8 frames ``[T, H, W, 3]`` through a trained family's VAE the way the family sees them:
+    encoded as this cache encodes (:func:`encode_video`), decoded as generation decodes (the same
+    windows, the export's latent scale, rounding to uint8). What a probe reads on the result is
+    the ceiling a generator of this family can reach."""
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+
+    from nuwa_xl_jax.models.tklvae import TKLVAE
+    from nuwa_xl_jax.train.stages import export_dir, read_export  # the export's one reader
+
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    exported, meta = read_export(export_dir(workdir, "vae"))
+    variables, scale = exported["vae"], float(meta.get("latent_scale", config.model.vae.scaling_factor))
+    latents = encode_video(tklvae_encoder(config.model.vae, variables, scale), frames,
+                           config.vae_frames, config.vae_context)
+    vae = TKLVAE.from_config(config.model.vae)
+    decode = jax.jit(lambda z: jnp.clip(jnp.round((vae.apply(variables, z / scale, method="decode")
+                                                   + 1.0) * 127.5), 0, 255).astype(jnp.uint8))
+    window, context = windows.vae_windows(config.vae_frames, config.vae_context)
+    return np.concatenate(list(windows.apply_in_windows(decode, latents[None], window, context)),
+                          axis=1)[0]
+
+
 class LatentReader:
     """Random access to a latent cache split; same table / length interface as EpisodeReader."""
 

@@ -75,7 +75,7 @@ def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
             continue
         cfg = stages_lib.train_block_for(config, name)
         result = loop.train(stage, cfg, workdir, mesh, seed=config.seed, progress=progress,
-                            cfg_path="vae_train" if name == "vae" else "train")
+                            cfg_path={"vae": "vae_train", "vae_image": "vae_image_train"}.get(name, "train"))
         done[name] = result.step
         if result.preempted:
             break

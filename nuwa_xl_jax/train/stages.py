@@ -97,30 +97,61 @@ def read_export(directory: str) -> tuple[Any, dict]:
 # ----------------------------------------------------------------------------------------------
 # The T-KLVAE stage.
 
-def vae_stage(config, workdir: str) -> loop.Stage:
-    """L1 (+ LPIPS if a weights file is given) + KL; with a PatchGAN hinge loss and LDM's adaptive
-    weight from ``vae_loss.disc_start`` on, when that step falls inside the run."""
+IMAGE_STRIDE = 97  # frames between the 3 frames of a vae_image example: 3 unrelated images
+
+
+def image_stride(config) -> int:
+    """IMAGE_STRIDE, shortened to fit the synthetic world's episodes."""
+    return max(1, min(IMAGE_STRIDE, (config.data.episode_length - 1) // 2))
+
+
+def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
+    """L1 (+ L2, + LPIPS if a weights file is given) + KL; with a PatchGAN hinge loss and LDM's
+    adaptive weight from ``vae_loss.disc_start`` on, when that step falls inside the run.
+
+    ``image=True`` is the ``vae_image`` stage: the image KL-VAE (``temporal=False``) on single
+    frames drawn far apart, so every frame of a batch is a different picture. The ``vae`` stage
+    then inflates it (NUWA-XL starts the T-KLVAE from a pretrained image VAE: spatial weights
+    copied, temporal layers at identity) and trains on clips of ``vae_frames`` consecutive frames.
+    [ours: the paper inflates SD's VAE; the embedded default has none, so it trains one first.]
+    """
     from nuwa_xl_jax.models.discriminator import NLayerDiscriminator
     from nuwa_xl_jax.models.tklvae import TKLVAE
     from nuwa_xl_jax.train import vae_loss
 
-    vae = TKLVAE.from_config(config.model.vae)
-    F = config.vae_frames
-    dcfg = data_config(config, mode="ar", frames_per_call=F, ar_stride=1, ar_prefix=0,
-                       batch_size=config.vae_train.batch_size)
+    vae_cfg = ml_collections.ConfigDict(config.model.vae.to_dict())
+    train_cfg = config.vae_image_train if image else config.vae_train
+    if image:
+        vae_cfg.temporal = False
+        F = 3  # frames_per_call >= 3 in the data spec; the image VAE sees each frame alone
+        dcfg = data_config(config, mode="ar", frames_per_call=F, ar_stride=image_stride(config),
+                           ar_prefix=0, batch_size=train_cfg.batch_size)
+    else:
+        F = config.vae_frames
+        dcfg = data_config(config, mode="ar", frames_per_call=F, ar_stride=1, ar_prefix=0,
+                           batch_size=train_cfg.batch_size)
+    vae = TKLVAE.from_config(vae_cfg)
     h, w = tuple(config.data.resolution)
     cfg = config.vae_loss
-    use_gan = cfg.disc_start < config.vae_train.steps  # static: no discriminator compute otherwise
+    use_gan = cfg.disc_start < train_cfg.steps  # static: no discriminator compute otherwise
     disc = NLayerDiscriminator(cfg.disc_num_layers, cfg.disc_channels)
     clip = jnp.zeros((1, F, h, w, 3))
     # The discriminator always normalises with batch statistics (it is never run in eval mode), so
     # its BatchNorm running averages are neither trained nor kept.
     disc_stats = disc.init(jax.random.key(0), clip)["batch_stats"] if use_gan else None
     lpips = vae_loss.make_lpips(cfg)
+    image_weights = None
+    if not image and "vae_image" in config.stages:
+        image_weights = read_export(export_dir(workdir, "vae_image"))[0]["vae"]
 
     def init(key):
         k_vae, k_disc = jax.random.split(key)
-        params = {"vae": vae.init(k_vae, clip)}
+        variables = vae.init(k_vae, clip)
+        if image_weights is not None:
+            variables = overlay(variables, image_weights)
+        elif cfg.get("init_logvar", 0.0):
+            variables = init_logvar(variables, vae_cfg.latent_channels, cfg.init_logvar)
+        params = {"vae": variables}
         if use_gan:
             params["disc"] = {"params": disc.init(k_disc, clip)["params"]}
         return params
@@ -143,7 +174,8 @@ def vae_stage(config, workdir: str) -> loop.Stage:
             if not use_gan:
                 loss, metrics = vae_loss.autoencoder_loss(video, recon, mean, logvar, cfg, dist)
                 return loss, (metrics, recon)
-            nll_fn = lambda r: vae_loss.reconstruction_nll(video, r, cfg.l1_weight, dist, cfg.lpips_weight)
+            nll_fn = lambda r: vae_loss.reconstruction_nll(video, r, cfg.l1_weight, dist, cfg.lpips_weight,
+                                                           cfg.get("l2_weight", 0.0))
             g_fn = lambda r: vae_loss.generator_loss(logits(params["disc"], r))
             g_nll, g_gan = vae_loss.last_layer_grads(
                 lambda p: vae.apply(p, z, method="decode"), vae_params, [nll_fn, g_fn],
@@ -174,9 +206,39 @@ def vae_stage(config, workdir: str) -> loop.Stage:
                                 for _ in range(batches)])
         return {"latent_scale": float(1.0 / max(means.std(), 1e-6))}
 
-    return loop.Stage("vae", init, None, _grain_data(dcfg, _no_prompts),
-                      model_config={"vae": _to_dict(config.model.vae), "gan": use_gan},
+    return loop.Stage("vae_image" if image else "vae", init, None, _grain_data(dcfg, _no_prompts),
+                      model_config={"vae": _to_dict(vae_cfg), "gan": use_gan},
                       grads=grads, frames_per_example=F, export_meta=export_meta)
+
+
+def overlay(variables: Any, weights: Any) -> Any:
+    """``variables`` (boxed or plain) with every leaf that ``weights`` has replaced by it: the image
+    VAE's weights into a T-KLVAE, whose extra temporal layers keep their identity init."""
+    import flax.linen as nn
+
+    if isinstance(variables, dict) or hasattr(variables, "items"):
+        return {k: overlay(v, weights[k]) if k in weights else v for k, v in variables.items()}
+    value = jnp.asarray(weights)
+    target = variables.value if isinstance(variables, nn.meta.AxisMetadata) else variables
+    if value.shape != target.shape:
+        raise ValueError(f"image VAE weight of shape {value.shape} does not fit {target.shape}: "
+                         "vae_image and vae must share model.vae")
+    value = value.astype(target.dtype)
+    return variables.replace_boxed(value) if isinstance(variables, nn.meta.AxisMetadata) else value
+
+
+def init_logvar(variables: Any, latent_channels: int, value: float) -> Any:
+    """Sets the bias of the posterior's log-variance (``quant_conv``'s second half) to ``value``."""
+    import flax.linen as nn
+
+    bias = variables["params"]["quant_conv"]["bias"]
+    raw = bias.value if isinstance(bias, nn.meta.AxisMetadata) else bias
+    raw = raw.at[latent_channels:].set(value)
+    new = bias.replace_boxed(raw) if isinstance(bias, nn.meta.AxisMetadata) else raw
+    out = dict(variables)
+    out["params"] = dict(variables["params"])
+    out["params"]["quant_conv"] = dict(variables["params"]["quant_conv"], bias=new)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,12 +441,13 @@ def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) ->
 
 
 def build(config, name: str, workdir: str) -> loop.Stage:
-    if name == "vae":
-        return vae_stage(config, workdir)
+    if name in ("vae", "vae_image"):
+        return vae_stage(config, workdir, image=name == "vae_image")
     if name.startswith("mtd_"):
         return mtd_stage(config, name, workdir)
-    raise ValueError(f"unknown stage {name!r}; use vae, mtd_global, mtd_local<d>, mtd_local, mtd_ar")
+    raise ValueError(f"unknown stage {name!r}; use vae_image, vae, mtd_global, mtd_local<d>, "
+                     "mtd_local, mtd_ar")
 
 
 def train_block_for(config, name: str):
-    return config.vae_train if name == "vae" else config.train
+    return {"vae": config.vae_train, "vae_image": config.get("vae_image_train")}.get(name, config.train)

@@ -25,13 +25,20 @@ LAST_LAYER: tuple[str, ...] = ("decoder", "conv_out", "kernel")
 
 def reconstruction_nll(inputs: jax.Array, recon: jax.Array, l1_weight: float = 1.0,
                        lpips_distance: Optional[jax.Array] = None,
-                       lpips_weight: float = 1.0) -> jax.Array:
-    """L1 (+ LPIPS) reconstruction loss, summed over each frame's pixels, averaged over frames.
+                       lpips_weight: float = 1.0, l2_weight: float = 0.0) -> jax.Array:
+    """L1 (+ L2, + LPIPS) reconstruction loss, summed over each frame's pixels, averaged over frames.
+
+    ``l2_weight`` [ours; LDM uses L1 only]: L1 is median-seeking, so a few-pixel object on a
+    large flat background is the minority of every patch and its cheapest reconstruction is the
+    background; a squared term makes a missing object cost what its error is.
 
     ``inputs``/``recon``: ``[B, F, H, W, C]``; ``lpips_distance``: ``[B, F]`` or None. As in LDM the
     per-frame LPIPS distance is added to every pixel's L1 error (so it is scaled by H*W*C).
     """
-    per_pixel = l1_weight * jnp.abs(inputs.astype(jnp.float32) - recon.astype(jnp.float32))
+    diff = inputs.astype(jnp.float32) - recon.astype(jnp.float32)
+    per_pixel = l1_weight * jnp.abs(diff)
+    if l2_weight:
+        per_pixel = per_pixel + l2_weight * jnp.square(diff)
     per_frame = jnp.sum(per_pixel, axis=(-3, -2, -1))
     if lpips_distance is not None:
         per_frame = per_frame + lpips_weight * lpips_distance * per_pixel[0, 0].size
@@ -111,7 +118,8 @@ def autoencoder_loss(inputs: jax.Array, recon: jax.Array, mean: jax.Array, logva
     The whole loss before ``cfg.disc_start`` (or when no discriminator is trained); returns
     ``(loss, scalar metrics)`` like every training stage's loss.
     """
-    nll = reconstruction_nll(inputs, recon, cfg.l1_weight, lpips_distance, cfg.lpips_weight)
+    nll = reconstruction_nll(inputs, recon, cfg.l1_weight, lpips_distance, cfg.lpips_weight,
+                             cfg.get("l2_weight", 0.0))
     kl = kl_loss(mean, logvar)
     total = nll + cfg.kl_weight * kl
     return total, {"nll": nll, "kl": kl}
@@ -126,7 +134,8 @@ def generator_objective(cfg: Any, inputs: jax.Array, recon: jax.Array, mean: jax
     ``d_weight`` is :func:`adaptive_weight` (already times ``cfg.disc_weight``); the GAN term is
     off before ``cfg.disc_start``.
     """
-    nll = reconstruction_nll(inputs, recon, cfg.l1_weight, lpips_distance, cfg.lpips_weight)
+    nll = reconstruction_nll(inputs, recon, cfg.l1_weight, lpips_distance, cfg.lpips_weight,
+                             cfg.get("l2_weight", 0.0))
     kl = kl_loss(mean, logvar)
     g = generator_loss(logits_fake)
     factor = discriminator_factor(step, cfg.disc_start)
