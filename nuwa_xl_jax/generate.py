@@ -47,14 +47,15 @@ def run_from_flags() -> dict:
     if FLAGS.mode == "dod":
         gen.plan_for(config, frames, FLAGS.extend)  # a length it cannot run fails before loading
     prompts = nio.load_storyboard(FLAGS.storyboard, frames)
-    family = gen.load_family(FLAGS.workdir, need_ar=FLAGS.mode == "ar")
+    mesh = parallel.make_mesh()
+    family = gen.load_family(FLAGS.workdir, need_ar=FLAGS.mode == "ar", mesh=mesh)  # weights placed once
     d = family.config.diffusion
     out = gen.generate(
         family, list(prompts), FLAGS.out, mode=FLAGS.mode, sampler=FLAGS.sampler or d.sampler,
         steps=FLAGS.steps or d.sample_steps,
         guidance_scale=d.guidance_scale if FLAGS.guidance is None else FLAGS.guidance,
         eta=d.ddim_eta if (FLAGS.sampler or d.sampler) == "ddim" else 0.0, seed=FLAGS.seed,
-        mesh=parallel.make_mesh(), max_segments_per_call=FLAGS.max_segments_per_call, fps=FLAGS.fps,
+        mesh=mesh, max_segments_per_call=FLAGS.max_segments_per_call, fps=FLAGS.fps,
         sheet=FLAGS.sheet or gen.sheet_path(FLAGS.out), overwrite=FLAGS.overwrite,
         extend=FLAGS.extend)
     return gen.report(out)

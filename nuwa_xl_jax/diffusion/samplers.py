@@ -10,6 +10,9 @@ serves them all::
 where (x0, eps) come from the model output at this step and x0_prev from the previous step.
 
 The denoiser is ``model_fn(x_t, t, **cond) -> prediction`` (eps or v, as the schedule says).
+Everything in ``cond`` is fixed for the whole loop: encode prompts and given frames before calling
+``sample`` (e.g. ``cond={"states": ..., "features": ...}``, entries may be pytrees) so the scan body
+runs only the denoiser itself.
 ``x`` may have any leading dims; ``t`` is int32 of shape ``x.shape[:t_ndim]`` (``[B]`` by default,
 per frame ``[B, F]`` when ``given_t`` is set). Call ``sample`` inside your own ``jax.jit`` with the
 model parameters as an argument (the scan is then part of your program), or directly: the loop is
@@ -123,17 +126,24 @@ def _bcast(m, x):
     return m.reshape(m.shape + (1,) * (x.ndim - m.ndim))
 
 
+def _with_null(value, null):
+    """``value`` and ``null`` (broadcast to it) concatenated along the batch, leaf by leaf."""
+    return jax.tree.map(lambda v, n: jnp.concatenate([v, jnp.broadcast_to(n, v.shape).astype(v.dtype)]),
+                        value, null)
+
+
 def _loop(model_fn, prediction_type, stochastic, t_ndim, given_t,
           x, table, ts, keys, cond, null_cond, guidance_scale, given, mask):
     """The scan over all steps (jitted below with the Python-level arguments static)."""
     known = None if mask is None else _bcast(mask.astype(bool), x)
     impose = (lambda y: y) if known is None else (lambda y: jnp.where(known, given.astype(y.dtype), y))
+    # [cond; null] along the batch, built once here: it is the same at every step.
+    both = None if null_cond is None else {k: _with_null(v, null_cond.get(k, v))
+                                           for k, v in cond.items()}
 
     def model(x_in, t):
         if null_cond is None:
             return model_fn(x_in, t, **cond)
-        both = {k: jnp.concatenate([v, jnp.broadcast_to(null_cond.get(k, v), v.shape).astype(v.dtype)])
-                for k, v in cond.items()}
         out = model_fn(jnp.concatenate([x_in, x_in]), jnp.concatenate([t, t]), **both)
         c, u = jnp.split(out, 2)
         # c + (g - 1)(c - u) == u + g (c - u), and is exactly c when g == 1.
@@ -171,20 +181,22 @@ TABLES: dict[str, Callable[..., np.ndarray]] = {
 def _check(shape, cond, null_cond, given, mask, given_t, t_ndim):
     if not shape:
         raise ValueError("shape must have at least a batch dimension")
-    for k, v in cond.items():
-        if jnp.ndim(v) == 0 or jnp.shape(v)[0] != shape[0]:
-            raise ValueError(f"cond[{k!r}] has shape {jnp.shape(v)}; its leading (batch) dim must "
-                             f"equal x's batch {shape[0]} (x shape {tuple(shape)})")
+    for k, value in cond.items():  # an entry may be an array or a pytree of them
+        for v in jax.tree.leaves(value):
+            if jnp.ndim(v) == 0 or jnp.shape(v)[0] != shape[0]:
+                raise ValueError(f"cond[{k!r}] has shape {jnp.shape(v)}; its leading (batch) dim "
+                                 f"must equal x's batch {shape[0]} (x shape {tuple(shape)})")
     if null_cond is not None:
         extra = sorted(set(null_cond) - set(cond))
         if extra:
             raise ValueError(f"null_cond has keys {extra} that cond lacks; cond keys: {sorted(cond)}")
         for k, v in null_cond.items():
             try:
-                np.broadcast_shapes(jnp.shape(v), jnp.shape(cond[k]))
+                jax.tree.map(lambda n, c: np.broadcast_shapes(jnp.shape(n), jnp.shape(c)), v, cond[k])
             except ValueError:
-                raise ValueError(f"null_cond[{k!r}] of shape {jnp.shape(v)} does not broadcast to "
-                                 f"cond[{k!r}] of shape {jnp.shape(cond[k])}") from None
+                raise ValueError(f"null_cond[{k!r}] does not broadcast to cond[{k!r}]: shapes "
+                                 f"{jax.tree.map(jnp.shape, v)} and "
+                                 f"{jax.tree.map(jnp.shape, cond[k])}") from None
     if (given is None) != (mask is None):
         raise ValueError("given frames need both `given` (clean latents) and `mask` (1 = given)")
     if mask is not None:

@@ -95,6 +95,9 @@ def autoregressive(model: engine.LevelModel, prompt_ids, null_ids, schedule, lat
             raise ValueError(f"prefix_latents must be [P0, {', '.join(map(str, latent_shape))}] with "
                              f"1 <= P0 < L={L}, got shape {tuple(prefix_latents.shape)}")
     mesh = parallel.make_mesh(devices=jax.devices()[:1]) if mesh is None else mesh
+    first_level = AR_LEVEL if first is None else 0  # another first model runs as level 0
+    # Weights on the devices once, not once per call (~N / (L - P) calls).
+    model, first = engine.place_models([model, first or model], mesh)
     calls = ar_num_calls(L, N, prefix)
     starts = [0] + [L + i * (L - prefix) - prefix for i in range(calls - 1)]
     span = starts[-1] + L
@@ -112,10 +115,10 @@ def autoregressive(model: engine.LevelModel, prompt_ids, null_ids, schedule, lat
         given = np.zeros((1, L), bool)
         given[0, :prefix if i else P0] = True
         x = engine.sample_segments(
-            (first or model) if i == 0 else model, schedule, sampling, mesh, level_key=level_key,
+            first if i == 0 else model, schedule, sampling, mesh, level_key=level_key,
             seg_index=np.array([i], np.uint32), ids=prompt_ids[np.minimum(frames, N - 1)],
             given=gather(buffer, frames, given.astype(np.float32)), mask=given.astype(np.float32),
-            level=np.array([0 if i == 0 and first is not None else AR_LEVEL], np.int32), null_ids=null_ids, replicate=True)
+            level=np.array([first_level if i == 0 else AR_LEVEL], np.int32), null_ids=null_ids, replicate=True)
         buffer = scatter(buffer, np.where(given, span, frames), x)
         if bar is not None:
             bar.update(1)

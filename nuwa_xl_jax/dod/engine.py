@@ -14,8 +14,12 @@ segments share its batch, on the batch position, on chunking or on the device co
 the same on 1 or 8 devices and batched or one segment at a time (up to float rounding of batched
 kernels).
 
-Memory: with ``max_segments_per_call`` a level runs in chunks of one fixed size (padded), so every
-chunk reuses one compilation; padded rows are computed and dropped. Given frames are never written
+Step-invariant work is done once per call, outside the sampler loop: prompt states (and the null
+prompt's, for guidance) and the condition features of the given frames (:class:`Denoiser`); each
+step runs only the UNet. Weights are placed on the mesh once (:func:`place_models`), not per call.
+
+Memory: with ``max_segments_per_call`` a level runs in balanced chunks of one fixed size (padded),
+so every chunk reuses one compilation; padded rows are computed and dropped. Given frames are never written
 back (the buffer keeps the level above's values bit-exact); frames >= N that later segments need as
 ends stay in the buffer and are cut from the output.
 """
@@ -25,7 +29,7 @@ import collections
 import dataclasses
 import functools
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,15 +43,51 @@ from nuwa_xl_jax.dod.plan import Level, Plan
 Denoise = Callable[..., jax.Array]  # denoise(params, x, t, ids, cond, mask, level) -> prediction
 
 
+class Denoiser(Protocol):
+    """A denoiser split by what changes across sampler steps (stages.MTDModels is one). Prompts
+    and given frames are fixed for a whole sampler call, so the level program encodes them once,
+    outside the loop, and each step runs only ``unet``."""
+
+    def encode_prompts(self, params, ids) -> Any:
+        """``[..., T]`` token ids -> prompt states ``[..., T, D]``."""
+
+    def condition(self, params, cond, mask) -> Any:
+        """Given latents ``[B, F, h, w, c]`` and mask ``[B, F]`` -> features (a batch-first pytree)."""
+
+    def unet(self, params, x, t, states, features, level) -> jax.Array:
+        """One step's prediction from the encoded prompts and condition features."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionDenoiser:
+    """A plain ``denoise(params, x, t, ids, cond, mask, level)`` as a :class:`Denoiser` that
+    encodes nothing ahead: ids, cond and mask pass through and the whole function runs per step."""
+    denoise: Denoise
+
+    def encode_prompts(self, params, ids):
+        return ids
+
+    def condition(self, params, cond, mask):
+        return cond, mask
+
+    def unet(self, params, x, t, states, features, level):
+        return self.denoise(params, x, t, states, *features, level)
+
+
+def as_denoiser(denoise) -> Denoiser:
+    return denoise if hasattr(denoise, "unet") else FunctionDenoiser(denoise)
+
+
 @dataclasses.dataclass(frozen=True)
 class LevelModel:
-    """One level's denoiser and weights. ``denoise(params, x, t, ids, cond, mask, level)`` with
-    ``params = {"mtd": ..., "text": ...}`` (stages.MTDModels.denoise); reuse the same callable for
-    every level so levels of equal shape share one compilation (params are an argument).
-    ``level``: the level value the model is passed (default: the plan's level). A shared local
-    model run deeper than it was trained gets its deepest trained level here, so its level
-    embedding is never read past ``num_levels`` (dod/generate.level_models_for)."""
-    denoise: Denoise
+    """One level's denoiser and weights. ``denoise``: a :class:`Denoiser` (e.g. the family's
+    stages.MTDModels, ``params = {"mtd": ..., "text": ...}``) or a plain
+    ``denoise(params, x, t, ids, cond, mask, level)`` (run whole at every step). Reuse the same
+    denoiser for every level so levels of equal shape share one compilation (params are an
+    argument). ``level``: the level value the model is passed (default: the plan's level). A
+    shared local model run deeper than it was trained gets its deepest trained level here, so its
+    level embedding is never read past ``num_levels`` (dod/generate.level_models_for)."""
+    denoise: Any
     params: Any
     level: Optional[int] = None
 
@@ -146,8 +186,10 @@ def _shardings(mesh: Mesh, replicate: bool):
 
 
 def place_params(params: Any, mesh: Mesh) -> Any:
-    """Leaves already laid out on ``mesh`` (e.g. FSDP-sharded) keep their sharding; others are
-    replicated. The level program then takes the params' own shardings."""
+    """Leaves already laid out on ``mesh`` (e.g. FSDP-sharded, or placed by an earlier call) are
+    returned as they are; others (e.g. numpy weights of an export) are copied to the devices,
+    replicated. Place weights once per loaded family (dod/generate.load_family) or per run
+    (:func:`run`), never per call. The level program then takes the params' own shardings."""
     rep = parallel.replicated(mesh)
 
     def place(a):
@@ -160,31 +202,40 @@ def place_params(params: Any, mesh: Mesh) -> Any:
 
 
 @functools.lru_cache(maxsize=64)
-def _level_program(denoise: Denoise, schedule, sampling: Sampling, mesh: Mesh, replicate: bool):
+def _level_program(denoise, schedule, sampling: Sampling, mesh: Mesh, replicate: bool):
     """The jitted sampler loop for a batch of segments; cached so equal settings share the jit
     (and its per-shape compile cache) across levels, chunks and runs."""
     sh = _shardings(mesh, replicate)
     eta = sampling.eta if sampling.name == "ddim" else 0.0
+    model = as_denoiser(denoise)
+    guided = sampling.guidance_scale != 1.0
 
     def program(params, level_key, seg_index, ids, given, mask, level, null_ids):
         _TRACES[(sampling, mesh, replicate, given.shape)] += 1
+        given = given * mask[..., None, None, None]
+        # Step-invariant work, once per call and outside the sampler loop: prompt states (the
+        # null prompt's too, for guidance) and the condition features of the given frames.
+        states = model.encode_prompts(params, ids)  # [C, L, T, D]
+        null_states = model.encode_prompts(params, null_ids[None])[0] if guided else None
+        features = model.condition(params, given, mask)  # batch-first pytree
 
-        def model_fn(x, t, ids, cond, mask, level):
-            return denoise(params, x, t, ids, cond, mask, level)
+        def model_fn(x, t, states, features, level):
+            return model.unet(params, x, t, states, features, level)
 
-        def one(index, ids, given, mask, level):
+        def one(index, states, features, g, m, level):
             # One segment as a batch of 1: its own key makes its noise independent of the batch.
             key = jax.random.fold_in(level_key, index)
-            m = mask[None]
-            g = given[None] * m[..., None, None, None]
+            g, m = g[None], m[None]
             out = samplers.sample(
                 sampling.name, model_fn, schedule, key, g.shape, steps=sampling.steps,
-                cond={"ids": ids[None], "cond": g, "mask": m, "level": level[None]},
-                null_cond={"ids": null_ids[None, None]}, guidance_scale=sampling.guidance_scale,
+                cond={"states": states[None], "features": jax.tree.map(lambda a: a[None], features),
+                      "level": level[None]},
+                null_cond=None if null_states is None else {"states": null_states[None, None]},
+                guidance_scale=sampling.guidance_scale,
                 given=g, mask=m, given_t=0, eta=eta, spacing=sampling.spacing)
             return out[0]
 
-        return jax.vmap(one)(seg_index, ids, given, mask, level)
+        return jax.vmap(one)(seg_index, states, features, given, mask, level)
 
     return jax.jit(program,
                    # params: None = the shardings place_params gave them (replicated or FSDP).
@@ -226,16 +277,32 @@ def sample_segments(model: LevelModel, schedule, sampling: Sampling, mesh: Mesh,
     given [C, L, h, w, c] (zeros where not given), mask [C, L], level [C]. Returns [C, L, h, w, c]
     with given positions bit-exact."""
     program = _level_program(model.denoise, schedule, sampling, mesh, replicate)
+    # A no-op for weights already on the mesh (place_models); callers place them once.
     return program(place_params(model.params, mesh), level_key, jnp.asarray(seg_index, jnp.uint32),
                    ids, given, jnp.asarray(mask, jnp.float32), jnp.asarray(level, jnp.int32),
                    jnp.asarray(null_ids))
 
 
+def place_models(models: Sequence[LevelModel], mesh: Mesh) -> tuple[LevelModel, ...]:
+    """The models with their weights on ``mesh``, each distinct weight tree placed once (a shared
+    local model serves several levels with one copy)."""
+    placed = {}
+    for m in models:
+        if id(m.params) not in placed:
+            placed[id(m.params)] = place_params(m.params, mesh)
+    return tuple(dataclasses.replace(m, params=placed[id(m.params)]) for m in models)
+
+
 def _chunk_size(segments: int, max_segments: Optional[int], devices: int) -> int:
+    """One chunk size per level, a multiple of the batch devices (max_segments rounded up to
+    one): as few calls as the budget allows, and balanced, so the padding is spread instead of
+    left to the last chunk (69 segments at 16: 5 calls of 14, not 5 of 16)."""
     if segments == 1:
         return 1  # one segment (level 0): no padding, replicated
-    c = segments if max_segments is None else min(segments, max_segments)
-    return -(-c // devices) * devices
+    up = lambda n: -(-n // devices) * devices
+    cap = up(segments if max_segments is None else min(segments, max_segments))
+    calls = -(-segments // cap)
+    return up(-(-segments // calls))
 
 
 def _progress(total: int, desc: str, enabled: bool, unit: str = "segment"):
@@ -329,6 +396,7 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
     mesh = parallel.make_mesh() if mesh is None else mesh
     buffer = jax.device_put(jnp.zeros((plan.span, *latent_shape), jnp.float32),
                             parallel.replicated(mesh))
+    models = place_models(models, mesh)  # once per run, not per chunk
     stats = []
     for lv, model in zip(plan.levels, models):
         buffer, st = run_level(lv, model, buffer, prompt_ids, null_ids, schedule, sampling,

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from nuwa_xl_jax import io as nio
+from nuwa_xl_jax import parallel
 from nuwa_xl_jax.dod import baselines, decode, engine
 from nuwa_xl_jax.dod.plan import Plan, depth_for, make_plan, num_frames
 from nuwa_xl_jax.train import stages
@@ -48,16 +49,21 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def load_family(workdir: str, need_ar: bool = False) -> Family:
+def load_family(workdir: str, need_ar: bool = False, mesh=None) -> Family:
+    """The family's models with every weight (MTDs, text encoder, VAE decoder) placed on ``mesh``
+    (default: all devices) once here: generation calls then copy no weights."""
     config = load_config(workdir)
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    place = lambda params: engine.place_params(params, mesh)
     models = stages.MTDModels(config, workdir)
-    global_params = stages.read_export(stages.export_dir(workdir, "mtd_global"))[0]
+    models.vae_params = place(models.vae_params)
+    read = lambda stage: place(stages.read_export(stages.export_dir(workdir, stage))[0])
+    global_params = read("mtd_global")
     if config.local_models == "shared":
-        local = [stages.read_export(stages.export_dir(workdir, "mtd_local"))[0]]
+        local = [read("mtd_local")]
     else:
-        local = [stages.read_export(stages.export_dir(workdir, f"mtd_local{d}"))[0]
-                 for d in range(1, config.data.depth)]
-    ar = stages.read_export(stages.export_dir(workdir, "mtd_ar"))[0] if need_ar else None
+        local = [read(f"mtd_local{d}") for d in range(1, config.data.depth)]
+    ar = read("mtd_ar") if need_ar else None
     return Family(config, models, global_params, local, ar)
 
 
@@ -150,7 +156,8 @@ def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: s
     ids = np.asarray(models.tokenizer(list(prompts)))
     t0 = time.perf_counter()
     if mode == "dod":
-        level_models = level_models_for(family.config, models.denoise, family.global_params,
+        # models (an engine.Denoiser): prompts and conditions are encoded once per call.
+        level_models = level_models_for(family.config, models, family.global_params,
                                         family.local_params, plan.depth)
         result = engine.run(plan, level_models, ids, models.null_ids,
                             models.schedule, models.latent_shape, sampler=sampler, steps=steps,
@@ -165,7 +172,7 @@ def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: s
         # The first call has nothing given (first=None), which the mtd_ar stage trains for
         # (data/sampling.ar_prefix_length draws prefix 0 too); later calls get ar_prefix frames.
         result = baselines.autoregressive(
-            engine.LevelModel(models.denoise, family.ar_params), ids, models.null_ids,
+            engine.LevelModel(models, family.ar_params), ids, models.null_ids,
             models.schedule, models.latent_shape, L=L, prefix=family.config.data.ar_prefix,
             sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed,
             mesh=mesh, progress=progress)

@@ -182,6 +182,11 @@ class MTDUNet(nn.Module):
     ``[B, F, T, D]`` (frame i cross-attends only to prompt i); cond ``[B, F, h, w, c]`` latents of
     the given frames (zeros elsewhere); mask ``[B, F]`` (1 = given); level ``[B]`` ints when
     ``num_levels > 0``. Returns ``[B, F, h, w, out_channels]`` in float32.
+
+    The condition cascades depend only on (cond, mask), which a sampler keeps fixed over all its
+    steps: ``apply(variables, cond, mask, method="condition")`` computes them once, and
+    ``apply(variables, x_t, t, text, level=level, features=...)`` runs the UNet on them (same
+    result as passing cond and mask).
     """
     in_channels: int = 4
     out_channels: int = 4
@@ -290,10 +295,45 @@ class MTDUNet(nn.Module):
             raise ValueError("level was given but the model has num_levels=0 (no level embedding)")
         return t
 
+    def _cascade_depth(self) -> int:
+        """Resolutions the cascades reach: only as deep as the deepest injected one."""
+        down_levels, up_levels = self.injected_levels()
+        return max(down_levels | up_levels, default=-1) + 1
+
+    def setup(self):
+        # Defined here (not inline in __call__) so `condition` can run them alone.
+        depth = self._cascade_depth()
+        if depth:
+            widths = tuple(self.block_out_channels)
+            self.cond_encoder = ConditionCascade(widths, depth, self.dtype)
+            # The mask is one bit per frame: a narrow cascade (the first block's width) suffices.
+            self.mask_encoder = ConditionCascade((widths[0],) * len(widths), depth, self.dtype)
+
+    def condition(self, cond, mask):
+        """Condition and mask features, ``(cond_feats, mask_feats)``: one ``[B, F, h_k, w_k, c_k]``
+        per injected resolution k, or ``()`` with no injection. Step-invariant: a sampler computes
+        them once per call and passes them as ``features``."""
+        if not self._cascade_depth():
+            return ()
+        if getattr(cond, "ndim", None) != 5 or getattr(mask, "ndim", None) != 2:
+            raise ValueError(f"cond must be [B, F, h, w, c] and mask [B, F], got shapes "
+                             f"{getattr(cond, 'shape', None)} and {getattr(mask, 'shape', None)}")
+        b, f, hgt, wid, _ = cond.shape
+        mask_map = jnp.broadcast_to(mask.reshape(b * f, 1, 1, 1).astype(self.dtype),
+                                    (b * f, hgt, wid, 1))
+        cond_feats = self.cond_encoder(cond.reshape(b * f, hgt, wid, -1).astype(self.dtype))
+        mask_feats = self.mask_encoder(mask_map)
+        unfold = lambda feats: tuple(a.reshape(b, f, *a.shape[1:]) for a in feats)
+        return unfold(cond_feats), unfold(mask_feats)
+
     # ----------------------------------------------------------------------------- forward
     @nn.compact
-    def __call__(self, x_t, t, text, cond, mask, level=None):
+    def __call__(self, x_t, t, text, cond=None, mask=None, level=None, features=None):
+        if features is not None and cond is None:  # x_t stands in for cond in the shape checks
+            cond, mask = x_t, jnp.zeros(jnp.shape(x_t)[:2])
         t = self._check_inputs(x_t, t, text, cond, mask, level)
+        if features is None:
+            features = self.condition(cond, mask)
         b, f, hgt, wid, _ = x_t.shape
         n = len(self.block_out_channels)
         widths = tuple(self.block_out_channels)
@@ -324,19 +364,12 @@ class MTDUNet(nn.Module):
                            name="level_embedding")(jnp.asarray(level, jnp.int32))
             temb = temb + jnp.repeat(lvl, f, axis=0).astype(temb.dtype)
 
-        # Condition cascades, only as deep as the deepest injected resolution.
-        depth = max(down_levels | up_levels, default=-1) + 1
+        # Condition features per resolution (None past the cascades' depth), frames folded.
         cond_feats = mask_feats = [None] * n
-        if depth:
-            mask_map = jnp.broadcast_to(mask.reshape(b * f, 1, 1, 1).astype(self.dtype),
-                                        (b * f, hgt, wid, 1))
-            cond_feats = ConditionCascade(widths, depth, self.dtype, name="cond_encoder")(
-                cond.reshape(b * f, hgt, wid, -1).astype(self.dtype))
-            # The mask is one bit per frame: a narrow cascade (the first block's width) suffices.
-            mask_feats = ConditionCascade((widths[0],) * n, depth, self.dtype, name="mask_encoder")(
-                mask_map)
-            cond_feats = list(cond_feats) + [None] * (n - depth)
-            mask_feats = list(mask_feats) + [None] * (n - depth)
+        if features:
+            fold = lambda feats: [a.reshape(b * f, *a.shape[2:]) for a in feats]
+            cond_feats = fold(features[0]) + [None] * (n - len(features[0]))
+            mask_feats = fold(features[1]) + [None] * (n - len(features[1]))
 
         h = conv2d(widths[0], dtype=self.dtype, name="conv_in")(x.astype(self.dtype))
         skips = [h]

@@ -313,10 +313,24 @@ class MTDModels:
         states = self.text.apply(text_params, ids.reshape(-1, ids.shape[-1]))
         return states.reshape(*lead, *states.shape[-2:])
 
-    def denoise(self, params, x, t, ids, cond, mask, level=None):
+    # A sampler keeps prompts and given frames fixed over all its steps: it encodes them once
+    # (encode_prompts, condition) and runs only `unet` per step (dod/engine.py).
+    def encode_prompts(self, params, ids):
+        """``[..., T]`` ids -> ``[..., T, D]`` prompt states (the text encoder)."""
+        return self.text_states(params["text"], ids)
+
+    def condition(self, params, cond, mask):
+        """Condition / mask features of the given frames (MTDUNet.condition)."""
+        return self.mtd.apply(params["mtd"], cond, mask, method="condition")
+
+    def unet(self, params, x, t, states, features, level=None):
+        """The MTD UNet on prompt states and condition features: all one sampler step runs."""
         kw = {"level": level} if self.config.model.mtd.num_levels else {}
-        return self.mtd.apply(params["mtd"], x, t, self.text_states(params["text"], ids), cond,
-                              mask, **kw)
+        return self.mtd.apply(params["mtd"], x, t, states, features=features, **kw)
+
+    def denoise(self, params, x, t, ids, cond, mask, level=None):
+        return self.unet(params, x, t, self.encode_prompts(params, ids),
+                         self.condition(params, cond, mask), level)
 
 
 def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float,
@@ -423,14 +437,16 @@ def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) ->
     ids = jnp.asarray(batch["prompt_ids"])
     level = jnp.asarray(batch["level"], jnp.int32)
 
-    def model_fn(x, t, ids, cond, mask):
-        return models.denoise(params, x, t, ids, cond, mask, level)
+    def model_fn(x, t, states, features):
+        return models.unet(params, x, t, states, features, level)
 
     d = models.config.diffusion
+    # Prompts and given frames are encoded once, not at every step.
+    cond = {"states": models.encode_prompts(params, ids),
+            "features": models.condition(params, z0 * mask[..., None, None, None], mask)}
     z = samplers.sample(d.sampler, model_fn, models.schedule, jax.random.key(step), z0.shape,
-                        steps=d.sample_steps, cond={"ids": ids, "cond": z0 * mask[..., None, None, None],
-                                                    "mask": mask},
-                        given=z0, mask=mask, given_t=0, eta=d.ddim_eta if d.sampler == "ddim" else 0.0)
+                        steps=d.sample_steps, cond=cond, given=z0, mask=mask, given_t=0,
+                        eta=d.ddim_eta if d.sampler == "ddim" else 0.0)
     fake, real = (np.asarray(jnp.clip((models.decode(v)[0] + 1) * 127.5, 0, 255)).astype(np.uint8)
                   for v in (z, z0))
     sheet = np.concatenate([np.concatenate(list(real), 1), np.concatenate(list(fake), 1)], 0)

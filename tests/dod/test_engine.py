@@ -231,29 +231,41 @@ def test_bad_input_is_a_clear_error():
         engine.level_models(toy_denoise, toy_params(0), toy_params(1), 3, "joint")
 
 
-def test_real_tiny_mtd_batched_equals_per_segment():
-    """The engine on the real tiny MTD UNet + text encoder (MTDModels.denoise, level embedding,
-    random weights: every zero-initialised layer filled too, so conditions and level matter)."""
+def tiny_mtd(num_levels: int = 2):
+    """The real tiny MTD UNet + text encoder (configs/synthetic.py:tiny) as stages.MTDModels, and
+    a function of a seed giving random weights (every zero-initialised layer filled too, so
+    conditions and level matter), numpy like an export."""
     from nuwa_xl_jax import configuration
     from nuwa_xl_jax.train import stages
 
     c = configuration.load("configs/synthetic.py:tiny")
-    c.model.mtd.num_levels = 2
+    c.model.mtd.num_levels = num_levels
     m = stages.MTDModels(c, None, vae_params={})  # latents only: the VAE is never called
     assert m.latent_shape == LATENT
-    rng = np.random.default_rng(0)
     # Random weights without running init (compiling it costs more than the whole test).
     shapes = jax.eval_shape(lambda k: m.init(k, L), jax.random.key(0))
-    fill = lambda s: jnp.asarray(rng.normal(0, 1 / np.sqrt(max(np.prod(s.shape[:-1]), 1)), s.shape),
-                                 s.dtype)
-    params = [jax.tree.map(fill, shapes) for _ in range(2)]
-    models = engine.level_models(m.denoise, params[0], params[1], 2, "shared")
+
+    def weights(seed: int):
+        rng = np.random.default_rng(seed)
+        return jax.tree.map(lambda s: rng.normal(0, 1 / np.sqrt(max(np.prod(s.shape[:-1]), 1)),
+                                                 s.shape).astype(s.dtype), shapes)
+
+    return m, weights
+
+
+def test_real_tiny_mtd_batched_equals_per_segment():
+    """The engine on the real tiny MTD: batched with prompts and conditions encoded once per call
+    (MTDModels as the Denoiser) equals one call per segment running the whole model at every step
+    (MTDModels.denoise, the structure before the split), with guidance and a level embedding."""
+    m, weights = tiny_mtd()
+    params = [weights(0), weights(1)]
     plan = planlib.make_plan(L, 2, frames=8)
     ids = np.asarray(m.tokenizer(["fred walks left in the forest", "wilma jumps in the cave"] * 4))
     kw = dict(sampler="ddim", steps=2, guidance_scale=3.0, eta=0.5, seed=3)
-    batched = engine.run(plan, models, ids, m.null_ids, m.schedule, m.latent_shape, mesh=mesh_of(1),
-                         **kw)
-    single = baselines.dod_per_segment(plan, models, ids, m.null_ids, m.schedule, m.latent_shape,
+    batched = engine.run(plan, engine.level_models(m, params[0], params[1], 2, "shared"), ids,
+                         m.null_ids, m.schedule, m.latent_shape, mesh=mesh_of(1), **kw)
+    whole = engine.level_models(m.denoise, params[0], params[1], 2, "shared")
+    single = baselines.dod_per_segment(plan, whole, ids, m.null_ids, m.schedule, m.latent_shape,
                                        **kw)
     assert [s.segments for s in batched.levels] == [1, 3] and single.sequential_calls == 4
     out = np.asarray(batched.latents)
