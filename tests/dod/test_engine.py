@@ -4,6 +4,8 @@ Most tests use a toy denoiser with MTDModels.denoise's signature (text embedding
 visual condition, mask, level embedding, mixing across frames) that compiles in a second; one
 test runs the real tiny MTD UNet + text encoder (configs/synthetic.py:tiny, random weights).
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,10 +67,11 @@ def mesh_of(n: int):
 DDPM = dict(sampler="ddpm", steps=3, guidance_scale=2.0)
 
 
-def run(plan, mesh, shared=False, ids=None, seed=7, **kw):
+def run(plan, mesh, shared=False, ids=None, seed=7, models=None, **kw):
     ids = prompts(plan.frames) if ids is None else ids
-    return engine.run(plan, models_for(plan.depth, shared), ids, NULL, SCHEDULE, LATENT, seed=seed,
-                      mesh=mesh, **{**DDPM, **kw})
+    models = models_for(plan.depth, shared) if models is None else models
+    return engine.run(plan, models, ids, NULL, SCHEDULE, LATENT, seed=seed, mesh=mesh,
+                      **{**DDPM, **kw})
 
 
 # ------------------------------------------------------------------------------------------
@@ -274,3 +277,90 @@ def test_real_tiny_mtd_batched_equals_per_segment():
     # gap grows with the activations' scale (measured 2.6e-5 at max |out| ~ 35).
     np.testing.assert_allclose(out, np.asarray(single.latents), rtol=1e-5,
                                atol=1e-5 * np.abs(out).max())
+
+
+# ------------------------------------------------------------------------------------------
+# Weights placed once, balanced chunks.
+
+
+def numpy_models(depth: int):
+    """Level models with numpy weights, as an export is restored."""
+    return tuple(dataclasses.replace(m, params=jax.tree.map(np.asarray, m.params))
+                 for m in models_for(depth))
+
+
+@pytest.fixture
+def weight_puts(monkeypatch):
+    """ids of weight leaves (of the given trees) that jax.device_put copied, one per copy."""
+    puts, leaves = [], set()
+    real = jax.device_put
+
+    def spy(x, *a, **k):
+        puts.extend(id(v) for v in jax.tree.leaves(x) if id(v) in leaves)
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(jax, "device_put", spy)
+
+    def watch(*trees):
+        leaves.update(id(v) for t in trees for v in jax.tree.leaves(t))
+        return puts
+
+    return watch
+
+
+def test_weights_are_copied_to_the_devices_once_per_run_not_per_call(weight_puts):
+    plan = planlib.make_plan(L, 3)  # level 2: 9 segments, 5 calls of 2
+    models = numpy_models(3)
+    puts = weight_puts(*[m.params for m in models])
+    res = run(plan, mesh_of(1), models=models, max_segments_per_call=2)
+    assert res.sequential_calls == 8
+    assert sorted(puts) == sorted(id(v) for m in models for v in jax.tree.leaves(m.params))
+    # Placed weights (as load_family keeps them) are never copied again, and placing them again
+    # returns the very same arrays.
+    placed = engine.place_models(models, mesh_of(1))
+    puts.clear()
+    run(plan, mesh_of(1), models=placed, max_segments_per_call=2)
+    assert puts == []
+    again = engine.place_models(placed, mesh_of(1))
+    assert all(a is b for p, q in zip(placed, again)
+               for a, b in zip(jax.tree.leaves(p.params), jax.tree.leaves(q.params)))
+
+
+def test_autoregressive_copies_weights_once(weight_puts):
+    model = numpy_models(1)[0]
+    puts = weight_puts(model.params)
+    res = baselines.autoregressive(model, prompts(9), NULL, SCHEDULE, LATENT, L=L, prefix=1,
+                                   mesh=mesh_of(1), sampler="ddim", steps=1)
+    assert res.sequential_calls == 3
+    assert sorted(puts) == sorted(id(v) for v in jax.tree.leaves(model.params))
+
+
+@pytest.mark.parametrize("segments,max_segments,devices,chunk", [
+    (69, 16, 1, 14),  # 5 calls of 14 (70 computed), not 5 of 16 (80)
+    (69, 16, 2, 14),
+    (69, 16, 8, 16),  # a multiple of the devices: 5 x 16
+    (9, 2, 1, 2), (9, 4, 1, 3), (10, 4, 1, 4), (3, 5, 2, 4), (8, None, 8, 8), (1, 4, 8, 1),
+])
+def test_balanced_chunk_sizes(segments, max_segments, devices, chunk):
+    assert engine._chunk_size(segments, max_segments, devices) == chunk
+
+
+def test_chunks_are_balanced_and_as_few_as_the_budget_allows():
+    for devices in (1, 2, 4, 8):
+        for max_segments in (1, 2, 3, 5, 8, 16):
+            cap = -(-max_segments // devices) * devices  # the budget, rounded up to the devices
+            for segments in range(2, 80):
+                c = engine._chunk_size(segments, max_segments, devices)
+                calls = -(-segments // c)
+                assert c % devices == 0 and c <= cap
+                assert calls == -(-segments // min(cap, -(-segments // devices) * devices))
+                assert calls * c - segments < calls * devices  # padding spread over the calls
+
+
+def test_balanced_chunks_in_a_run_equal_one_call():
+    plan = planlib.make_plan(L, 3)  # 9 segments at level 2
+    chunked = run(plan, mesh_of(1), max_segments_per_call=4)
+    assert [(s.calls, s.chunk) for s in chunked.levels] == [(1, 1), (1, 3), (3, 3)]
+    whole = run(plan, mesh_of(1))
+    np.testing.assert_allclose(np.asarray(chunked.latents), np.asarray(whole.latents),
+                               rtol=1e-5, atol=1e-5)
