@@ -27,6 +27,8 @@ flags.DEFINE_integer("seed", 0, "the video is a function of the seed, not of the
 flags.DEFINE_integer("max_segments_per_call", None, "memory budget: segments per batched call")
 flags.DEFINE_integer("fps", 8, "frames per second of the written video")
 flags.DEFINE_bool("overwrite", False, "replace existing output files")
+flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off' "
+                    "(default: $NUWA_XL_JAX_COMPILATION_CACHE, else ~/.cache/nuwa_xl_jax/jax)")
 flags.DEFINE_bool("extend", False, "allow --frames past the trained length: extra levels reuse the "
                   "deepest local model (outside the training distribution)")
 FLAGS = flags.FLAGS
@@ -64,9 +66,15 @@ def run_from_flags() -> dict:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # progress bars, not Orbax's INFO lines
+    from nuwa_xl_jax import compile_cache
     from nuwa_xl_jax.io import StoryboardError
     from nuwa_xl_jax.train.pipeline import USER_ERRORS
 
+    try:  # before anything compiles
+        compile_cache.configure(FLAGS.compilation_cache)
+    except OSError as e:
+        print(f"error: --compilation_cache: {e}", file=sys.stderr)
+        sys.exit(1)
     try:
         run_from_flags()
     except (StoryboardError, FileExistsError, ValueError) + USER_ERRORS as e:

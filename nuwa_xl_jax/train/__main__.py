@@ -20,6 +20,8 @@ flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() from 
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs)")
 flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)")
 flags.DEFINE_integer("process_id", None, "this process's index (multi-process runs)")
+flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off' "
+                    "(default: $NUWA_XL_JAX_COMPILATION_CACHE, else ~/.cache/nuwa_xl_jax/jax)")
 FLAGS = flags.FLAGS
 
 
@@ -37,6 +39,12 @@ def main(argv):
         _fail("--workdir is required: the folder for checkpoints, logs and exported weights", 2)
     import jax
 
+    from nuwa_xl_jax import compile_cache
+
+    try:  # before anything compiles: stages, resumes and generate reuse compiled programs
+        compile_cache.configure(FLAGS.compilation_cache)
+    except OSError as e:
+        _fail(f"--compilation_cache: {e}")
     if FLAGS.coordinator_address or FLAGS.distributed:
         # CPU processes need gloo for cross-process collectives; the setting only concerns the
         # CPU backend (asking which backend is in use here would initialise it too early).
