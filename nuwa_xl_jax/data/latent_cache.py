@@ -58,41 +58,51 @@ def tklvae_encoder(vae_config: Any, variables: Any, latent_scale: float
 
 
 def encode_video(encode: Callable, frames: np.ndarray, vae_frames: int, vae_context: int) -> np.ndarray:
-    """Latents ``[T, h, w, c]`` of uint8 frames ``[T, H, W, 3]``, every frame encoded among its
-    consecutive neighbours in calls of ``vae_frames`` frames (see module doc)."""
+    """Latents ``[T, h, w, c]`` of uint8 frames ``[T, H, W, 3]`` (or ``[B, T, ...]`` for several
+    videos of one length), every frame encoded among its consecutive neighbours in calls of
+    ``vae_frames`` frames (see module doc)."""
     window, context = windows.vae_windows(vae_frames, vae_context)
-    video = np.asarray(frames).astype(np.float32) / 127.5 - 1.0
-    return np.concatenate(list(windows.apply_in_windows(encode, video[None], window, context)),
-                          axis=1)[0]
+    frames = np.asarray(frames)
+    batched = frames.ndim == 5
+    video = (frames if batched else frames[None]).astype(np.float32) / 127.5 - 1.0
+    out = np.concatenate(list(windows.apply_in_windows(encode, video, window, context)), axis=1)
+    return out if batched else out[0]
 
 
 def encode_split(reader: Any, encode: Callable, tokenizer: Callable, out_dir: str, split: str,
                  vae_frames: int, vae_context: int, latent_scale: float = 1.0,
-                 progress: bool = False) -> str:
-    """Encodes every episode of ``reader`` (chunks.EpisodeReader) into ``out_dir/split``; the
-    index is written last, so a cache without one is incomplete and is rebuilt."""
+                 progress: bool = False, batch: int = 8) -> str:
+    """Encodes every episode of ``reader`` (chunks.EpisodeReader) into ``out_dir/split``, up to
+    ``batch`` episodes of equal length per encoder call (the same calls, batched: the batch does
+    not change any latent). The index is written last, so a cache without one is incomplete."""
     dest = os.path.join(out_dir, split)
     os.makedirs(dest, exist_ok=True)
-    episodes, shape = [], None
+    shape = None
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=sum(reader.length(e) for e in range(len(reader))), unit="frame",
                    desc=f"latent cache ({split})", leave=True)
+    by_length: dict = {}
     for e in range(len(reader)):
-        n = reader.length(e)
-        frames, captions = reader.read(e, np.arange(n))
-        lat = encode_video(encode, frames, vae_frames, vae_context).astype(np.float32)
-        pid = np.asarray(tokenizer(list(captions)), np.int32)
-        name = str(reader.table[e]["name"])
-        np.save(os.path.join(dest, f"{name}.latents.npy"), lat)
-        np.save(os.path.join(dest, f"{name}.prompt_ids.npy"), pid)
-        episodes.append({"name": name, "frames": int(n)})
-        shape = list(lat.shape[1:])
-        if bar is not None:
-            bar.update(n)
+        by_length.setdefault(reader.length(e), []).append(e)
+    for n, group in by_length.items():
+        for i in range(0, len(group), batch):
+            episodes = group[i:i + batch]
+            read = [reader.read(e, np.arange(n)) for e in episodes]
+            lat = encode_video(encode, np.stack([f for f, _ in read]), vae_frames, vae_context)
+            for e, (_, captions), z in zip(episodes, read, lat):
+                name = str(reader.table[e]["name"])
+                np.save(os.path.join(dest, f"{name}.latents.npy"), z.astype(np.float32))
+                np.save(os.path.join(dest, f"{name}.prompt_ids.npy"),
+                        np.asarray(tokenizer(list(captions)), np.int32))
+                shape = list(z.shape[1:])
+            if bar is not None:
+                bar.update(n * len(episodes))
     if bar is not None:
         bar.close()
+    episodes = [{"name": str(reader.table[e]["name"]), "frames": int(reader.length(e))}
+                for e in range(len(reader))]
     with open(os.path.join(dest, "index.json"), "w") as f:
         json.dump({"episodes": episodes, "latent_shape": shape, "latent_scale": float(latent_scale),
                    "vae_frames": int(vae_frames), "vae_context": int(vae_context)}, f)

@@ -69,6 +69,11 @@ def test_cache_encodes_every_frame_among_its_neighbours_in_training_length_calls
         assert min(np.abs(got - c).max() for c in candidates) < 1e-4, t
     # What the old on-the-fly path did: the level's frames (stride 5 here) encoded jointly, as if
     # neighbours. With temporal layers that mix frames these are other latents.
+    # several episodes per call (the cache batches equal lengths): the same latents
+    two = latent_cache.encode_video(recording, np.stack([reader.frames, reader.frames[::-1]]), F, C)
+    np.testing.assert_allclose(two[0], cache.read_latents(0, np.arange(len(video)))[0], atol=1e-5)
+    np.testing.assert_allclose(two[1], latent_cache.encode_video(recording, reader.frames[::-1], F, C),
+                               atol=1e-5)
     strided = [5, 10, 15, 20]
     joint = np.asarray(encode(video[strided][None]))[0] * 2.0
     cached = cache.read_latents(0, strided)[0]
