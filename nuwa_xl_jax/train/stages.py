@@ -416,7 +416,12 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
 
     return loop.Stage(name, init, loss, _grain_data(dcfg, models.tokenizer),
                       model_config={"mtd": _to_dict(config.model.mtd),
-                                    "text": _to_dict(config.model.text)},
+                                    "text": _to_dict(config.model.text),
+                                    # what the weights predict: resuming or reusing them under
+                                    # another schedule / target would silently mislead
+                                    "diffusion": {k: config.diffusion[k] for k in (
+                                        "schedule", "num_train_timesteps", "beta_start",
+                                        "beta_end", "prediction_type")}},
                       frames_per_example=L, sample=sample)
 
 

@@ -64,3 +64,19 @@ def test_image_vae_of_another_shape_is_refused(config, tmp_path):
     variables = {"params": {"quant_conv": {"bias": jnp.zeros(8)}}}
     with pytest.raises(ValueError, match="does not fit"):
         stages.overlay(variables, bad["params"] and bad)
+
+
+def test_mtd_fingerprint_covers_what_the_weights_predict(config, tmp_path):
+    """Resuming an epsilon checkpoint as a v model (or another schedule) is refused, not silently
+    continued: the stage fingerprint includes the diffusion target and schedule."""
+    from nuwa_xl_jax.train import checkpoint
+
+    def fp(**diffusion):
+        c = config.copy_and_resolve_references()
+        c.diffusion.update(diffusion)
+        st = stages.mtd_stage(c, "mtd_global", str(tmp_path), vae_params={})
+        return checkpoint.fingerprint(st.model_config)
+
+    assert fp() == fp(sample_steps=3, guidance_scale=2.0)  # sampling settings do not matter
+    assert fp() != fp(prediction_type="v")
+    assert fp() != fp(schedule="cosine")
