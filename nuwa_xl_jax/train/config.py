@@ -27,6 +27,9 @@ def train_block() -> ml_collections.ConfigDict:
     c.async_checkpoints = True
     c.sample_every = 0  # MTD stages: write sample frames every N steps (0 = never)
     c.prompt_dropout = 0.1  # MTD: share of prompts replaced by the null prompt (guidance)
+    # MTD [ours]: extra loss weight (up to 1 + this) on latent positions far from their frame's
+    # median latent, i.e. on small objects over flat backgrounds; 0 = the paper's plain mean
+    c.saliency_weight = 0.0
     return c
 
 
@@ -43,6 +46,8 @@ def validate_train(c: Any, path: str = "train") -> None:
         raise ConfigError(f"{path}.learning_rate must be > 0, got {c.learning_rate}")
     if not 0.0 <= c.ema_decay < 1.0:
         raise ConfigError(f"{path}.ema_decay must be in [0, 1), got {c.ema_decay}")
+    if not c.saliency_weight >= 0:
+        raise ConfigError(f"{path}.saliency_weight must be >= 0 (0 = off), got {c.saliency_weight}")
     if not 0.0 <= c.prompt_dropout <= 1.0:
         raise ConfigError(f"{path}.prompt_dropout must be in [0, 1], got {c.prompt_dropout}")
 

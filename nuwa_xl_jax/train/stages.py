@@ -334,7 +334,7 @@ class MTDModels:
 
 
 def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float,
-             min_snr_gamma: float = 0.0):
+             min_snr_gamma: float = 0.0, saliency_weight: float = 0.0):
     """Epsilon (or v) MSE on the frames to generate, Min-SNR-weighted when ``min_snr_gamma`` > 0;
     given frames are clean with t = 0."""
     from nuwa_xl_jax.diffusion import schedules
@@ -358,9 +358,18 @@ def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float,
     pred = models.denoise(params, x_in, t_frames, ids, z0 * m, mask, level)
     target = schedules.training_target(models.schedule, z0, noise, t)
     weight = 1 - m  # given frames are conditions, not targets
+    if saliency_weight:
+        # [ours] small objects on flat backgrounds are a few latent pixels of each frame, so a
+        # plain mean over positions barely sees them: weight each position by how far its latent
+        # is from the frame's typical (median) latent, 1 on background up to 1 + saliency_weight.
+        median = jnp.median(z0, axis=(2, 3), keepdims=True)
+        deviation = jnp.mean(jnp.abs(z0 - median), axis=-1, keepdims=True)
+        salience = 1.0 + saliency_weight * jnp.tanh(deviation)
+        # per frame the weights average 1: the loss keeps its scale, only its spread moves
+        weight = weight * salience / jnp.mean(salience, axis=(2, 3, 4), keepdims=True)
     sq = jnp.square(pred.astype(jnp.float32) - target)
-    norm = jnp.maximum(jnp.sum(weight), 1.0) * np.prod(z0.shape[2:])
-    mse = jnp.sum(weight * sq) / norm
+    norm = jnp.maximum(jnp.sum(1 - m), 1.0) * np.prod(z0.shape[2:])
+    mse = jnp.sum((1 - m) * sq) / norm
     snr_w = schedules.min_snr_weight(models.schedule, t, min_snr_gamma)[:, None, None, None, None]
     loss = jnp.sum(snr_w * weight * sq) / norm
     return loss, {"mse": mse}
@@ -409,7 +418,8 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
 
     def loss(params, batch, key, step):
         return mtd_loss(models, params, batch, key, config.train.prompt_dropout,
-                        config.diffusion.get("min_snr_gamma", 0.0))
+                        config.diffusion.get("min_snr_gamma", 0.0),
+                        config.train.get("saliency_weight", 0.0))
 
     def sample(params, step, directory):
         write_samples(models, params, directory, step, dcfg)

@@ -80,3 +80,34 @@ def test_mtd_fingerprint_covers_what_the_weights_predict(config, tmp_path):
     assert fp() == fp(sample_steps=3, guidance_scale=2.0)  # sampling settings do not matter
     assert fp() != fp(prediction_type="v")
     assert fp() != fp(schedule="cosine")
+
+
+def test_saliency_weight_puts_the_loss_on_small_objects():
+    """With a flat frame and one odd latent position (a character), an error there costs more with
+    saliency weighting, an error on the background less; errors everywhere cost the same (the
+    weights average 1 per frame); given frames never count."""
+    import types
+
+    from nuwa_xl_jax.diffusion import schedules
+
+    z0 = np.zeros((1, 2, 8, 8, 4), np.float32)
+    z0[:, :, 3, 3] = 2.0  # the object
+    sched = schedules.make_schedule("scaled_linear", 1000, prediction_type="v")
+
+    def loss(where, saliency, mask=(0.0, 0.0)):
+        def denoise(params, x, t, ids, cond, m, level):
+            # the exact target plus a unit error at ``where`` (None: everywhere)
+            _, kt, kn, _ = jax.random.split(jax.random.key(0), 4)
+            tt = jax.random.randint(kt, (1,), 0, 1000)
+            target = schedules.training_target(sched, jnp.asarray(z0), jax.random.normal(kn, z0.shape), tt)
+            err = jnp.ones_like(target) if where is None else jnp.zeros_like(target).at[:, :, where[0], where[1]].set(1.0)
+            return target + err
+
+        models = types.SimpleNamespace(schedule=sched, null_ids=jnp.zeros((3,), jnp.int32), denoise=denoise)
+        batch = {"latents": jnp.asarray(z0), "mask": jnp.asarray([mask]), "prompt_ids": jnp.zeros((1, 2, 3), jnp.int32)}
+        return float(stages.mtd_loss(models, None, batch, jax.random.key(0), 0.0, 0.0, saliency)[0])
+
+    assert loss((3, 3), 4.0) > 2 * loss((3, 3), 0.0)
+    assert loss((0, 0), 4.0) < loss((0, 0), 0.0)
+    assert loss(None, 4.0) == pytest.approx(loss(None, 0.0), rel=1e-5)
+    assert loss((3, 3), 4.0, mask=(1.0, 0.0)) == pytest.approx(loss((3, 3), 4.0), rel=1e-5)
