@@ -317,6 +317,12 @@ def validate(config: Any) -> None:
             from nuwa_xl_jax.train.config import validate_train
 
             validate_train(config[block], block)
+    if model is not None and model.get("mtd") is not None and model.get("vae") is not None:
+        lat = model.vae.latent_channels
+        if (model.mtd.in_channels, model.mtd.out_channels) != (lat, lat):
+            raise ConfigError(f"model.mtd.in_channels={model.mtd.in_channels} and out_channels="
+                              f"{model.mtd.out_channels} must equal model.vae.latent_channels={lat} "
+                              "(the MTD diffuses the VAE's latents)")
     if model is not None and model.get("mtd") is not None and model.get("text") is not None:
         if model.mtd.cross_attention_dim != model.text.hidden_size:
             raise ConfigError(f"model.mtd.cross_attention_dim={model.mtd.cross_attention_dim} must equal "

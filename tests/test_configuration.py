@@ -8,7 +8,15 @@ from nuwa_xl_jax import configuration
                                   "configs/flintstones.py:128", "configs/flintstones.py:256"])
 def test_configs_load(spec):
     config = configuration.load(spec)
-    assert config.model.vae.latent_channels == 4
+    c = config.model.vae.latent_channels
+    assert c in (4, 8) and config.model.mtd.in_channels == config.model.mtd.out_channels == c
+
+
+def test_mtd_channels_must_match_the_latents():
+    config = configuration.load("configs/synthetic.py")
+    config.model.mtd.in_channels = 4
+    with pytest.raises(configuration.ConfigError, match="model.mtd.in_channels=4.*latent_channels=8"):
+        configuration.validate(config)
 
 
 def _cfg():
