@@ -30,9 +30,9 @@ test: $(VENV)/.installed-test
 test-slow: $(VENV)/.installed-test
 	$(PY) -m pytest -n $(WORKERS) -m "slow" -q
 
-# The main job on the embedded default: train the T-KLVAE, the global and the local MTD on the
+# The main job on the embedded default: train the image VAE, the T-KLVAE, the global and the local MTD on the
 # synthetic cartoon world, then generate a 226-frame video from configs/storyboards/cartoon.txt
-# (about 15 minutes on 2 CPU cores).
+# (about 24 minutes on 2 CPU cores, install included).
 # Running it again resumes (or, once done, only prints where the outputs are).
 demo: $(VENV)/.installed-lib
 	$(PY) -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=$(DEMO_WORKDIR)
