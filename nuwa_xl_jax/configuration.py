@@ -287,9 +287,19 @@ def load(spec: str) -> ml_collections.ConfigDict:
 
 
 TOP_LEVEL = ("seed", "model", "vae_loss", "diffusion", "data", "vae_image_train", "vae_train",
-             "vae_frames", "vae_context", "train",
+             "vae_frames", "vae_context", "train", "local_train",
              "stages", "local_models", "mesh", "generate")
 STAGE_NAMES = ("vae_image", "vae", "mtd_global", "mtd_local", "mtd_ar")  # + mtd_local<d> for each local depth
+
+
+def train_block_name(config: Any, stage: str) -> str:
+    """The config block that trains ``stage``: vae_image_train, vae_train, local_train (local MTD
+    stages, when the config has that block) or train."""
+    if stage in ("vae", "vae_image"):
+        return f"{stage}_train"
+    if stage.startswith("mtd_local") and config.get("local_train") is not None:
+        return "local_train"
+    return "train"
 
 
 def validate(config: Any) -> None:
@@ -312,7 +322,7 @@ def validate(config: Any) -> None:
         from nuwa_xl_jax.data.config import validate_data
 
         validate_data(config.data)
-    for block in ("train", "vae_train", "vae_image_train"):
+    for block in ("train", "local_train", "vae_train", "vae_image_train"):
         if config.get(block) is not None:
             from nuwa_xl_jax.train.config import validate_train
 
@@ -345,10 +355,16 @@ def validate(config: Any) -> None:
                               "embedding); set it to data.depth")
     if "vae_image" in (config.get("stages") or ()) and config.get("vae_image_train") is None:
         raise ConfigError("stage 'vae_image' needs a vae_image_train block (steps, batch_size, ...)")
-    for i, s in enumerate(config.get("stages") or ()):
+    stage_list = list(config.get("stages") or ())
+    for i, s in enumerate(stage_list):
         if s not in STAGE_NAMES and not (s.startswith("mtd_local") and s[9:].isdigit()):
             raise ConfigError(f"stages[{i}]={s!r} is not a stage; use {', '.join(STAGE_NAMES)} "
                               "or mtd_local<depth>")
+        block = config.get(train_block_name(config, s)) or {}
+        start = block.get("init_from", "") if s.startswith("mtd_") else ""
+        if start and start not in stage_list[:i]:
+            raise ConfigError(f"{train_block_name(config, s)}.init_from={start!r} must name a stage "
+                              f"trained before {s!r} in stages {tuple(stage_list)}")
     if config.get("generate") is not None:
         g = config.generate
         check_fields(g, generate_block().keys(), "generate")

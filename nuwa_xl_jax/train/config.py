@@ -30,6 +30,10 @@ def train_block() -> ml_collections.ConfigDict:
     # MTD [ours]: extra loss weight (up to 1 + this) on latent positions far from their frame's
     # median latent, i.e. on small objects over flat backgrounds; 0 = the paper's plain mean
     c.saliency_weight = 0.0
+    # MTD [ours]: "" (random init) or an earlier stage whose exported weights start this one, e.g.
+    # "mtd_global" for local stages: the paper starts every MTD from one pretrained text-to-image
+    # UNet; without one, the trained global model is the nearest thing (same architecture)
+    c.init_from = ""
     return c
 
 
@@ -48,6 +52,9 @@ def validate_train(c: Any, path: str = "train") -> None:
         raise ConfigError(f"{path}.ema_decay must be in [0, 1), got {c.ema_decay}")
     if not c.saliency_weight >= 0:
         raise ConfigError(f"{path}.saliency_weight must be >= 0 (0 = off), got {c.saliency_weight}")
+    if not isinstance(c.init_from, str) or (c.init_from and not c.init_from.startswith("mtd_")):
+        raise ConfigError(f"{path}.init_from must be '' or an MTD stage (e.g. 'mtd_global'), "
+                          f"got {c.init_from!r}")
     if not 0.0 <= c.prompt_dropout <= 1.0:
         raise ConfigError(f"{path}.prompt_dropout must be in [0, 1], got {c.prompt_dropout}")
 

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import jax
 
-from nuwa_xl_jax.configuration import ConfigError
+from nuwa_xl_jax.configuration import ConfigError, train_block_name
 from nuwa_xl_jax.train import checkpoint, loop, stages as stages_lib
 
 DONE = "done.json"
@@ -75,7 +75,7 @@ def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
             continue
         cfg = stages_lib.train_block_for(config, name)
         result = loop.train(stage, cfg, workdir, mesh, seed=config.seed, progress=progress,
-                            cfg_path={"vae": "vae_train", "vae_image": "vae_image_train"}.get(name, "train"))
+                            cfg_path=train_block_name(config, name))
         done[name] = result.step
         if result.preempted:
             break

@@ -213,7 +213,8 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
 
 def overlay(variables: Any, weights: Any) -> Any:
     """``variables`` (boxed or plain) with every leaf that ``weights`` has replaced by it: the image
-    VAE's weights into a T-KLVAE, whose extra temporal layers keep their identity init."""
+    VAE's weights into a T-KLVAE, whose extra temporal layers keep their identity init; the global
+    MTD's into a local one (``init_from``)."""
     import flax.linen as nn
 
     if isinstance(variables, dict) or hasattr(variables, "items"):
@@ -221,8 +222,8 @@ def overlay(variables: Any, weights: Any) -> Any:
     value = jnp.asarray(weights)
     target = variables.value if isinstance(variables, nn.meta.AxisMetadata) else variables
     if value.shape != target.shape:
-        raise ValueError(f"image VAE weight of shape {value.shape} does not fit {target.shape}: "
-                         "vae_image and vae must share model.vae")
+        raise ValueError(f"a starting weight of shape {value.shape} does not fit {target.shape}: "
+                         "the stage it comes from must share this stage's model config")
     value = value.astype(target.dtype)
     return variables.replace_boxed(value) if isinstance(variables, nn.meta.AxisMetadata) else value
 
@@ -407,19 +408,26 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
     models = MTDModels(config, workdir, vae_params)
     cache = latent_dir(config, workdir)
     latent_cache.check_scale(cache, config.data.split, models.scale)
-    dcfg = data_config(config, batch_size=config.train.batch_size, latent_dir=cache, **overrides)
+    train_cfg = train_block_for(config, name)
+    dcfg = data_config(config, batch_size=train_cfg.batch_size, latent_dir=cache, **overrides)
     L = config.data.frames_per_call
     if name == "mtd_local" and not config.model.mtd.num_levels:
         raise ValueError("stage 'mtd_local' (one shared local model) needs model.mtd.num_levels > 0 "
                          "for its level embedding; set it to data.depth")
+    start = None
+    if train_cfg.get("init_from"):
+        # Read now, not in init: a missing export fails before any compile. overlay keeps the
+        # fresh init of what the source lacks (a shared local model's level embedding).
+        start = read_export(export_dir(workdir, train_cfg.init_from))[0]
 
     def init(key):
-        return models.init(key, L)
+        params = models.init(key, L)
+        return params if start is None else overlay(params, start)
 
     def loss(params, batch, key, step):
-        return mtd_loss(models, params, batch, key, config.train.prompt_dropout,
+        return mtd_loss(models, params, batch, key, train_cfg.prompt_dropout,
                         config.diffusion.get("min_snr_gamma", 0.0),
-                        config.train.get("saliency_weight", 0.0))
+                        train_cfg.get("saliency_weight", 0.0))
 
     def sample(params, step, directory):
         write_samples(models, params, directory, step, dcfg)
@@ -431,7 +439,8 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
                                     # another schedule / target would silently mislead
                                     "diffusion": {k: config.diffusion[k] for k in (
                                         "schedule", "num_train_timesteps", "beta_start",
-                                        "beta_end", "prediction_type")}},
+                                        "beta_end", "prediction_type")},
+                                    "init_from": train_cfg.get("init_from", "")},
                       frames_per_example=L, sample=sample)
 
 
@@ -481,4 +490,7 @@ def build(config, name: str, workdir: str) -> loop.Stage:
 
 
 def train_block_for(config, name: str):
-    return {"vae": config.vae_train, "vae_image": config.get("vae_image_train")}.get(name, config.train)
+    """The train block of stage ``name`` (configuration.train_block_name)."""
+    from nuwa_xl_jax.configuration import train_block_name
+
+    return config[train_block_name(config, name)]

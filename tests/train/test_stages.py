@@ -3,6 +3,7 @@ and the global MTD lower their loss clearly; the pipeline exports and skips fini
 import json
 import os
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -47,6 +48,44 @@ def test_vae_and_global_mtd_learn(config, mesh, workdir):
     assert models.scale == meta["latent_scale"] > 0 and models.vae.scaling_factor == models.scale
     again = pipeline.run(config, workdir, mesh, ["vae"], progress=False)  # finished: skipped
     assert again == {"vae": 30}
+
+
+def test_local_stage_starts_from_the_global_export(config, mesh, workdir):
+    """local_train.init_from='mtd_global': the local stage's init is the global model's exported
+    weights (every leaf), not a fresh draw; without it, a fresh draw."""
+    pipeline.run(config, workdir, mesh, ["vae", "mtd_global"], progress=False)  # skips if done
+    start, _ = stages.read_export(stages.export_dir(workdir, "mtd_global"))
+    c = configuration.load("configs/synthetic.py:tiny")
+    c.data.data_dir = config.data.data_dir
+    c.local_train = c.train.copy_and_resolve_references()
+    c.local_train.init_from = "mtd_global"
+    configuration.validate(c)
+    key = jax.random.key(1)
+    warm = stages.build(c, "mtd_local1", workdir).init(key)
+    cold = stages.build(config, "mtd_local1", workdir).init(key)
+    flat = lambda t: jax.tree_util.tree_leaves(jax.device_get(nn.meta.unbox(t)))
+    assert len(flat(warm)) == len(flat(start))
+    for a, b in zip(flat(warm), flat(start)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(flat(cold), flat(start)))
+    # the global stage itself keeps its block (train): no init_from there
+    assert stages.train_block_for(c, "mtd_global") is c.train
+    assert stages.train_block_for(c, "mtd_local1").init_from == "mtd_global"
+
+
+def test_init_from_must_name_an_earlier_mtd_stage(config):
+    c = configuration.load("configs/synthetic.py:tiny")
+    c.local_train = c.train.copy_and_resolve_references()
+    c.local_train.init_from = "mtd_local1"
+    with pytest.raises(configuration.ConfigError, match="local_train.init_from='mtd_local1' must name a stage trained before"):
+        configuration.validate(c)
+    c.local_train.init_from = "vae"
+    with pytest.raises(configuration.ConfigError, match="local_train.init_from must be '' or an MTD stage"):
+        configuration.validate(c)
+    c.local_train.init_from = ""
+    c.train.init_from = "mtd_global"  # the global stage cannot start from itself
+    with pytest.raises(configuration.ConfigError, match="train.init_from='mtd_global' must name a stage trained before 'mtd_global'"):
+        configuration.validate(c)
 
 
 def test_vae_gan_phase_runs_and_trains_the_discriminator(config, mesh, tmp_path):
