@@ -25,7 +25,8 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
     # Only for parity tests against the public PyTorch models; never imported by the library.
-    "interop": ["torch==2.13.0", "diffusers>=0.30,<1"],
+    # pytorch-fid (+ torchvision, which it builds on) is the public FID Inception definition.
+    "interop": ["torch==2.13.0", "diffusers>=0.30,<1", "pytorch-fid==0.3.0", "torchvision==0.28.0"],
 }
 
 setup(

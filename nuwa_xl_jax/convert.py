@@ -30,6 +30,9 @@ KINDS: dict[str, tuple[str, str]] = {
     "vae": ("nuwa_xl_jax.weights.vae", "load_diffusers_vae"),
     "unet": ("nuwa_xl_jax.weights.unet", "load_diffusers_unet"),
     "clip": ("nuwa_xl_jax.weights.clip", "load_hf_clip_text"),
+    # Metric networks: --src is a PyTorch state-dict file (reading it needs torch; docs/evaluation.md)
+    "inception": ("nuwa_xl_jax.weights.inception", "load_fid_inception"),
+    "i3d": ("nuwa_xl_jax.weights.i3d", "load_i3d"),
 }
 PARAMS_DIR = "params"
 CONFIG_FILE = "config.json"
