@@ -29,8 +29,9 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from nuwa_xl_jax.eval.inception import FrozenBatchNorm, resize_bilinear
+from nuwa_xl_jax.eval.inception import FrozenBatchNorm, random_params, resize_bilinear
 
 RESOLUTION = 224
 FEATURE_DIM = 1024
@@ -148,5 +149,30 @@ class InceptionI3D(nn.Module):
 
 def init_params(module: InceptionI3D, seed: int = 0, frames: int = 16) -> dict[str, Any]:
     """Random ``{"params": ...}`` of ``module`` (tests; real use loads the converted weights)."""
-    dummy = jnp.zeros((1, frames, module.resolution, module.resolution, 3), jnp.float32)
-    return jax.jit(module.init)(jax.random.key(seed), dummy)
+    example = jax.ShapeDtypeStruct((1, frames, module.resolution, module.resolution, 3), jnp.float32)
+    return random_params(module, example, seed)
+
+
+def videos_from_uint8(videos) -> jax.Array:
+    """uint8 pixels in [0, 255] -> float32 in [-1, 1], I3D's input."""
+    return jnp.asarray(videos, jnp.float32) * (2.0 / 255.0) - 1.0
+
+
+def feature_fn(module: InceptionI3D, variables: dict, output: str = "logits"):
+    """A jitted ``uint8 clips [n, T, H, W, 3] -> numpy [n, d]`` for
+    :func:`nuwa_xl_jax.eval.frechet.block_statistics`. ``output="logits"`` (400-d, the original
+    FVD's and StyleGAN-V's choice, the default) or ``"features"`` (1024-d pre-logit pool)."""
+    if output not in ("logits", "features") or (output == "logits" and not module.num_classes):
+        raise ValueError(f"feature_fn: output={output!r}; expected 'logits' or 'features'")
+
+    @jax.jit
+    def apply(clips):
+        return module.apply(variables, videos_from_uint8(clips))[output]
+
+    def fn(clips):
+        clips = np.asarray(clips)
+        if clips.dtype != np.uint8:
+            raise ValueError(f"FVD feature_fn expects uint8 clips in [0, 255]; got {clips.dtype}")
+        return np.asarray(apply(clips))
+
+    return fn

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
@@ -217,7 +218,52 @@ class FIDInceptionV3(nn.Module):
         return out
 
 
+def random_params(module: nn.Module, example: jax.ShapeDtypeStruct, seed: int = 0) -> dict[str, Any]:
+    """Random ``{"params": ...}`` for ``module`` without compiling its init (tests and random-weight
+    metrics): He-scaled kernels, batch norms near identity with random statistics."""
+    from flax import traverse_util
+
+    abstract = jax.eval_shape(module.init, jax.random.key(0), example)
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for path, leaf in traverse_util.flatten_dict(abstract["params"]).items():
+        shape, name = leaf.shape, path[-1]
+        if name == "kernel":
+            fan_in = int(np.prod(shape[:-1]))
+            value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        elif name == "scale":
+            value = 1.0 + 0.1 * rng.standard_normal(shape)
+        elif name in ("bias", "mean"):
+            value = 0.1 * rng.standard_normal(shape)
+        elif name == "var":
+            value = 0.5 + rng.uniform(size=shape)
+        else:
+            raise ValueError(f"random_params: no rule for parameter {'/'.join(path)}")
+        flat[path] = value.astype(np.float32)
+    return {"params": traverse_util.unflatten_dict(flat)}
+
+
 def init_params(module: FIDInceptionV3, seed: int = 0) -> dict[str, Any]:
     """Random ``{"params": ...}`` of ``module`` (tests; real use loads the converted weights)."""
-    dummy = jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
-    return jax.jit(module.init)(jax.random.key(seed), dummy)
+    return random_params(module, jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32),
+                         seed)
+
+
+def feature_fn(module: FIDInceptionV3, variables: dict, output: str = "pool"):
+    """A jitted ``uint8 frames [n, H, W, 3] -> numpy [n, 2048]`` for
+    :func:`nuwa_xl_jax.eval.frechet.frame_statistics` (``output="logits"`` for the classifier)."""
+    if output not in ("pool", "logits") or (output == "logits" and not module.num_classes):
+        raise ValueError(f"feature_fn: output={output!r}; expected 'pool'"
+                         + (" or 'logits'" if module.num_classes else " (this network has no fc)"))
+
+    @jax.jit
+    def apply(frames):
+        return module.apply(variables, images_from_uint8(frames))[output]
+
+    def fn(frames):
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8:
+            raise ValueError(f"FID feature_fn expects uint8 frames in [0, 255]; got {frames.dtype}")
+        return np.asarray(apply(frames))
+
+    return fn
