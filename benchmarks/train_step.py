@@ -104,8 +104,8 @@ def random_batch(config, name: str, batch_size: int, seed: int = 0) -> dict:
 
     rng = np.random.default_rng(seed)
     h, w = tuple(config.data.resolution)
-    if name == "vae":
-        F = config.vae_frames
+    if name in ("vae", "vae_image"):
+        F = config.vae_frames if name == "vae" else 3  # the image VAE's examples: 3 lone frames
         return {"frames": rng.integers(0, 256, (batch_size, F, h, w, 3), dtype=np.uint8)}
     L, T = config.data.frames_per_call, config.data.max_length
     mask = np.zeros((batch_size, L), np.float32)
@@ -115,23 +115,31 @@ def random_batch(config, name: str, batch_size: int, seed: int = 0) -> dict:
         mask[:, 0] = mask[:, -1] = 1
     level = 0 if name in ("mtd_global", "mtd_ar") else (
         1 if name == "mtd_local" else int(name[len("mtd_local"):]))
-    return {"frames": rng.integers(0, 256, (batch_size, L, h, w, 3), dtype=np.uint8),
+    # MTD stages train on the latent cache: unit-scale latents, as the VAE export's scale makes them
+    f = 2 ** (len(config.model.vae.block_out_channels) - 1)
+    latents = rng.standard_normal((batch_size, L, h // f, w // f, config.model.vae.latent_channels))
+    return {"latents": latents.astype(np.float32),
             "mask": mask,
             "prompt_ids": rng.integers(0, config.model.text.vocab_size, (batch_size, L, T),
                                        dtype=np.int32),
             "level": np.full((batch_size,), level, np.int32)}
 
 
-def write_random_vae_export(config, workdir: str) -> None:
-    """What the vae stage would export, from random weights (timing does not need trained ones)."""
+def write_random_vae_export(config, workdir: str, name: str = "vae") -> None:
+    """What the ``name`` stage (vae or vae_image) would export, from random weights (timing does not
+    need trained ones)."""
     import flax.linen as nn
     import jax
 
     from nuwa_xl_jax.train import stages
 
-    stage = stages.build(config, "vae", workdir)
+    if "vae_image" in config.stages:  # the vae stage would start from its export: skip that
+        config = config.copy_and_resolve_references()
+        with config.unlocked():
+            config.stages = tuple(s for s in config.stages if s != "vae_image")
+    stage = stages.build(config, name, workdir)
     params = jax.jit(lambda k: nn.meta.unbox(stage.init(k)))(jax.random.key(config.seed))
-    stages.write_export(stages.export_dir(workdir, "vae"), params, stage.model_config)
+    stages.write_export(stages.export_dir(workdir, name), params, stage.model_config)
 
 
 def bench_stage(config, name: str, workdir: str, mesh) -> dict:
@@ -145,8 +153,10 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
     from nuwa_xl_jax.train import loop, stages
     from nuwa_xl_jax.train import state as train_state
 
+    from nuwa_xl_jax.configuration import train_block_name
+
     cfg = stages.train_block_for(config, name)
-    cfg_path = "vae_train" if name == "vae" else "train"
+    cfg_path = train_block_name(config, name)
     train_config.validate_train(cfg, cfg_path)
     train_config.check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh),
                                      jax.process_count(), f"{cfg_path}.batch_size")
@@ -206,8 +216,8 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
         "stage": name, "backend": jax.default_backend(), "device_kind": device.device_kind,
         "devices": mesh.devices.size, "mesh": dict(mesh.shape), "batch_size": cfg.batch_size,
         "frames_per_example": stage.frames_per_example, "params": n_params,
-        "mtd_dtype": config.model.mtd.dtype if name != "vae" else "float32",
-        "remat": bool(config.model.mtd.remat) if name != "vae" else False,
+        "mtd_dtype": config.model.mtd.dtype if name.startswith("mtd_") else "float32",
+        "remat": bool(config.model.mtd.remat) if name.startswith("mtd_") else False,
         "data": FLAGS.data, "lower_s": t_lower, "compile_s": t_compile,
         "step_s_median": step_time, "step_s_min": min(times), "step_s_max": max(times),
         "steps_timed": len(times), "examples_per_s": cfg.batch_size / step_time,
@@ -266,6 +276,8 @@ def main(argv):
         with tempfile.TemporaryDirectory() as tmp:
             if any(s.startswith("mtd_") for s in FLAGS.stage):
                 write_random_vae_export(config, tmp)
+            if "vae" in FLAGS.stage and "vae_image" in config.stages:
+                write_random_vae_export(config, tmp, "vae_image")
             for name in FLAGS.stage:
                 rows.append(bench_stage(config, name, tmp, mesh))
                 print(f"[{name}] compile {rows[-1]['lower_s'] + rows[-1]['compile_s']:.1f} s, "

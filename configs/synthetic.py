@@ -77,6 +77,10 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         warmup_steps=5 if tiny else 50, ema_decay=0.9 if tiny else 0.99,
         log_every=5 if tiny else 20, checkpoint_every=15 if tiny else 400,
         sample_every=0 if tiny else 400)
+    # Local stages: the same settings, started from the global model's weights [ours: the paper
+    # starts every MTD from a pretrained text-to-image UNet; here the global model is the nearest]
+    config.local_train = config.train.copy_and_resolve_references()
+    config.local_train.init_from = "" if tiny else "mtd_global"
     config.stages = common.stages(depth, image_vae=not tiny)
     config.local_models = "separate"  # 'separate' (one MTD per depth) | 'shared' (level embedding)
     config.mesh = common.mesh()
