@@ -11,7 +11,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nuwa_xl_jax.data import pipeline, synthetic  # noqa: E402
-from nuwa_xl_jax.data.config import data_block  # noqa: E402
+from nuwa_xl_jax.configuration.data import data_block  # noqa: E402
 
 
 def main():

@@ -149,7 +149,7 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
     from jax.sharding import NamedSharding
 
     from nuwa_xl_jax import parallel
-    from nuwa_xl_jax.train import config as train_config
+    from nuwa_xl_jax.configuration import train as train_config
     from nuwa_xl_jax.train import loop, stages
     from nuwa_xl_jax.train import state as train_state
 

@@ -1,11 +1,11 @@
 """Shared config blocks and their variants. The blocks of record (every allowed field, with the
-paper's defaults) live in the library (nuwa_xl_jax/configuration.py, data/config.py,
-train/config.py); this file picks variants of them and assembles whole configs."""
+paper's defaults) live in the library (nuwa_xl_jax/configuration/: __init__.py, data.py,
+train.py); this file picks variants of them and assembles whole configs."""
 import ml_collections
 
 from nuwa_xl_jax import configuration
-from nuwa_xl_jax.data.config import data_block
-from nuwa_xl_jax.train.config import train_block
+from nuwa_xl_jax.configuration.data import data_block
+from nuwa_xl_jax.configuration.train import train_block
 
 
 def vae(variant: str = "sd") -> ml_collections.ConfigDict:

@@ -30,7 +30,7 @@ import numpy as np
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.data import sampling
-from nuwa_xl_jax.data.config import validate_data
+from nuwa_xl_jax.configuration.data import validate_data
 
 
 def spec_from_config(c: Any) -> sampling.Spec:

@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.train import checkpoint as ckpt_lib
-from nuwa_xl_jax.train import config as train_config
+from nuwa_xl_jax.configuration import train as train_config
 from nuwa_xl_jax.train import state as train_state
 
 Batch = dict[str, np.ndarray]

@@ -157,5 +157,5 @@ def make_lpips(cfg: Any):
     (empty path or zero weight). A path that does not exist is an error, never a download."""
     if not cfg.lpips_path or not cfg.lpips_weight:
         return None
-    from nuwa_xl_jax.models.lpips import load_lpips
+    from nuwa_xl_jax.weights.lpips import load_lpips
     return load_lpips(cfg.lpips_path)

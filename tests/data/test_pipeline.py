@@ -7,7 +7,7 @@ import pytest
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.configuration import ConfigError
 from nuwa_xl_jax.data import latent_cache, pipeline, synthetic
-from nuwa_xl_jax.data.config import data_block, validate_data
+from nuwa_xl_jax.configuration.data import data_block, validate_data
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_latent_cache_cli_and_missing_cache(tmp_path, capsys):
     cfg = tmp_path / "cfg.py"
     cfg.write_text(
         "import ml_collections\n"
-        "from nuwa_xl_jax.data.config import data_block\n"
+        "from nuwa_xl_jax.configuration.data import data_block\n"
         "def get_config():\n"
         "    c = ml_collections.ConfigDict()\n"
         "    c.data = data_block()\n"

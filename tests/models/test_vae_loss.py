@@ -6,7 +6,8 @@ import pytest
 
 from configs.common import vae_loss as vae_loss_config
 from nuwa_xl_jax.models.discriminator import NLayerDiscriminator
-from nuwa_xl_jax.models.lpips import VGG_STAGES, load_lpips
+from nuwa_xl_jax.models.lpips import VGG_STAGES
+from nuwa_xl_jax.weights.lpips import load_lpips
 from nuwa_xl_jax.models.tklvae import DiagonalGaussian
 from nuwa_xl_jax.train import vae_loss
 from nuwa_xl_jax.weights.common import WeightsError

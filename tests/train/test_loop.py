@@ -8,7 +8,7 @@ import pytest
 
 from nuwa_xl_jax import configuration, parallel
 from nuwa_xl_jax.train import checkpoint as ckpt_lib
-from nuwa_xl_jax.train import config as train_config
+from nuwa_xl_jax.configuration import train as train_config
 from nuwa_xl_jax.train import loop
 
 from toy_stage import make_stage  # tests/train/conftest.py puts it on sys.path

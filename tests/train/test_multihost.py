@@ -24,7 +24,8 @@ WORKER = textwrap.dedent("""
     sys.path.insert(0, sys.argv[5])
     from toy_stage import make_stage
     from nuwa_xl_jax import parallel
-    from nuwa_xl_jax.train import config as train_config, loop
+    from nuwa_xl_jax.configuration import train as train_config
+    from nuwa_xl_jax.train import loop
     assert jax.device_count() == 4, jax.device_count()
     c = train_config.train_block()
     c.update(steps=6, batch_size=8, learning_rate=0.05, warmup_steps=0, log_every=1,

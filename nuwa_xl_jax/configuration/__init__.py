@@ -11,13 +11,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from typing import Any, Iterable
+from typing import Any
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work. The message names the field and the fix."""
+from nuwa_xl_jax.configuration.checks import ConfigError, check_fields
+from nuwa_xl_jax.configuration.data import validate_data
+from nuwa_xl_jax.configuration.train import validate_train
 
 
 def vae_block() -> ml_collections.ConfigDict:
@@ -217,16 +217,6 @@ def validate_diffusion(c: Any, path: str = "diffusion") -> None:
         raise ConfigError(f"{path}.min_snr_gamma must be >= 0 (0 = plain MSE), got {c.min_snr_gamma}")
 
 
-def check_fields(section: Any, allowed: Iterable[str], path: str) -> None:
-    """Raises ConfigError for any field of ``section`` not in ``allowed``."""
-    allowed = set(allowed)
-    unknown = sorted(set(section.keys()) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"unknown config field(s) {', '.join(f'{path}.{k}' for k in unknown)}; "
-            f"known fields of {path}: {', '.join(sorted(allowed))}")
-
-
 def _positive_int(value, field: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{field} must be a positive integer, got {value!r}")
@@ -319,13 +309,9 @@ def validate(config: Any) -> None:
     if config.get("diffusion") is not None:
         validate_diffusion(config.diffusion)
     if config.get("data") is not None:
-        from nuwa_xl_jax.data.config import validate_data
-
         validate_data(config.data)
     for block in ("train", "local_train", "vae_train", "vae_image_train"):
         if config.get(block) is not None:
-            from nuwa_xl_jax.train.config import validate_train
-
             validate_train(config[block], block)
     if model is not None and model.get("mtd") is not None and model.get("vae") is not None:
         lat = model.vae.latent_channels

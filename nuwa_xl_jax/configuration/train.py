@@ -5,7 +5,7 @@ from typing import Any
 
 import ml_collections
 
-from nuwa_xl_jax.configuration import ConfigError, check_fields
+from nuwa_xl_jax.configuration.checks import ConfigError, check_fields
 
 
 def train_block() -> ml_collections.ConfigDict:
