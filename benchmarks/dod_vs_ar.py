@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from nuwa_xl_jax import configuration  # noqa: E402
 from nuwa_xl_jax.dod import baselines, engine, plan as planlib  # noqa: E402
 from nuwa_xl_jax.dod.generate import level_models_for, plan_for  # noqa: E402
-from nuwa_xl_jax.train import stages  # noqa: E402
+from nuwa_xl_jax import family  # noqa: E402
 
 METHODS = ("dod", "per-seg", "ar")
 
@@ -99,8 +99,8 @@ def load_config(a) -> ml_collections.ConfigDict:
 def build_models(config, a, depth: int):
     """(MTDModels, per-level LevelModels for ``depth``, AR LevelModel, weights description)."""
     if a.workdir:
-        models = stages.MTDModels(config, a.workdir)
-        read = lambda name: stages.read_export(stages.export_dir(a.workdir, name))[0]  # noqa: E731
+        models = family.MTDModels(config, a.workdir)
+        read = lambda name: family.read_export(family.export_dir(a.workdir, name))[0]  # noqa: E731
         glob = read("mtd_global")
         if config.local_models == "shared":
             local = [read("mtd_local")]
@@ -111,7 +111,7 @@ def build_models(config, a, depth: int):
         except FileNotFoundError:
             ar, what = local[-1], f"trained ({a.workdir}; no mtd_ar: AR uses the local model)"
     else:
-        models = stages.MTDModels(config, None, vae_params={})  # the VAE is never called here
+        models = family.MTDModels(config, None, vae_params={})  # the VAE is never called here
         L = config.data.frames_per_call
         keys = jax.random.split(jax.random.key(a.seed), depth + 1)
         n_local = 1 if config.local_models == "shared" else config.data.depth - 1

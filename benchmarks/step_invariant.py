@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from nuwa_xl_jax import configuration, parallel  # noqa: E402
 from nuwa_xl_jax.dod import engine  # noqa: E402
-from nuwa_xl_jax.train import stages  # noqa: E402
+from nuwa_xl_jax.family import MTDModels  # noqa: E402
 
 
 def main():
@@ -36,7 +36,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
     config = configuration.load(a.config)
-    m = stages.MTDModels(config, None, vae_params={})
+    m = MTDModels(config, None, vae_params={})
     L = config.data.frames_per_call
     shapes = jax.eval_shape(lambda k: m.init(k, L), jax.random.key(0))
     rng = np.random.default_rng(0)

@@ -22,6 +22,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from nuwa_xl_jax.configuration import ConfigError
+from nuwa_xl_jax.weights.common import WeightsError
 from nuwa_xl_jax.weights.vae import load_diffusers_vae  # noqa: F401  (re-exported)
 
 # kind -> (module holding the loader, loader name). Each loader is ``fn(src, **options) ->
@@ -132,8 +134,6 @@ def main(argv) -> None:
     if not FLAGS.src or not FLAGS.dst:
         sys.exit("error: --src (the model folder to import) and --dst (a new folder) are required")
     options = {"temporal": FLAGS.temporal} if FLAGS.kind == "vae" else {}
-    from nuwa_xl_jax.weights.common import WeightsError
-    from nuwa_xl_jax.configuration import ConfigError
 
     try:
         convert(FLAGS.kind, FLAGS.src, FLAGS.dst, **options)

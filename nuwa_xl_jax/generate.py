@@ -1,6 +1,7 @@
 """``python -m nuwa_xl_jax.generate --workdir=DIR --storyboard=FILE --frames=N --out=v.mp4``
 
-Generates a long video with a model family trained by ``python -m nuwa_xl_jax.train``:
+Generates a long video with a model family trained by ``python -m nuwa_xl_jax.train``, through
+:class:`nuwa_xl_jax.pipeline.NuwaXLPipeline` (this file only reads flags and prints the report):
 diffusion over diffusion (``--mode=dod``, every segment of a level in one batched, sharded call)
 or the autoregressive baseline (``--mode=ar``). Writes the video and a contact sheet of the
 hierarchy's keyframes (``--sheet``, default next to the video). DoD runs the plan of the depth the
@@ -12,6 +13,13 @@ from __future__ import annotations
 import sys
 
 from absl import app, flags, logging
+
+from nuwa_xl_jax import compile_cache
+from nuwa_xl_jax import io as nio
+from nuwa_xl_jax.dod import generate as gen
+from nuwa_xl_jax.dod.plan import num_frames
+from nuwa_xl_jax.family.store import load_config
+from nuwa_xl_jax.pipeline import NuwaXLPipeline
 
 flags.DEFINE_string("workdir", None, "a training workdir (config.json + exported stages)")
 flags.DEFINE_string("storyboard", None, "prompts: a text file (one per line) or JSON/YAML scenes")
@@ -35,41 +43,26 @@ FLAGS = flags.FLAGS
 
 
 def run_from_flags() -> dict:
-    from nuwa_xl_jax import io as nio
-    from nuwa_xl_jax import parallel
-    from nuwa_xl_jax.dod import generate as gen
-    from nuwa_xl_jax.dod.plan import num_frames
-
     if not FLAGS.workdir or not FLAGS.storyboard:
         raise ValueError("--workdir and --storyboard are required")
-    config = gen.load_config(FLAGS.workdir)
+    config = load_config(FLAGS.workdir)
     frames = FLAGS.frames
     if frames is None:  # the family's full trained length
         frames = num_frames(config.data.frames_per_call, config.data.depth)
     if FLAGS.mode == "dod":
         gen.plan_for(config, frames, FLAGS.extend)  # a length it cannot run fails before loading
-    prompts = nio.load_storyboard(FLAGS.storyboard, frames)
-    mesh = parallel.make_mesh()
-    family = gen.load_family(FLAGS.workdir, need_ar=FLAGS.mode == "ar", mesh=mesh)  # weights placed once
-    d = family.config.diffusion
-    out = gen.generate(
-        family, list(prompts), FLAGS.out, mode=FLAGS.mode, sampler=FLAGS.sampler or d.sampler,
-        steps=FLAGS.steps or d.sample_steps,
-        guidance_scale=d.guidance_scale if FLAGS.guidance is None else FLAGS.guidance,
-        eta=d.ddim_eta if (FLAGS.sampler or d.sampler) == "ddim" else 0.0, seed=FLAGS.seed,
-        mesh=mesh, max_segments_per_call=FLAGS.max_segments_per_call, fps=FLAGS.fps,
-        sheet=FLAGS.sheet or gen.sheet_path(FLAGS.out), overwrite=FLAGS.overwrite,
-        extend=FLAGS.extend)
+    prompts = nio.load_storyboard(FLAGS.storyboard, frames)  # a bad storyboard too
+    pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir, load_ar=FLAGS.mode == "ar")
+    out = pipe.write(FLAGS.out, list(prompts), sheet=FLAGS.sheet or True, fps=FLAGS.fps,
+                     overwrite=FLAGS.overwrite, mode=FLAGS.mode, sampler=FLAGS.sampler,
+                     steps=FLAGS.steps, guidance=FLAGS.guidance, seed=FLAGS.seed,
+                     max_segments_per_call=FLAGS.max_segments_per_call, extend=FLAGS.extend)
     return gen.report(out)
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # progress bars, not Orbax's INFO lines
-    from nuwa_xl_jax import compile_cache
-    from nuwa_xl_jax.io import StoryboardError
-    from nuwa_xl_jax.train.pipeline import USER_ERRORS
-
     try:  # before anything compiles
         compile_cache.configure(FLAGS.compilation_cache)
     except OSError as e:
@@ -77,7 +70,9 @@ def main(argv):
         sys.exit(1)
     try:
         run_from_flags()
-    except (StoryboardError, FileExistsError, ValueError) + USER_ERRORS as e:
+    # What a user can fix: a bad storyboard or flag (ValueError and its kind: StoryboardError,
+    # ConfigError, UnknownWordError, ...), an existing output, a missing workdir or stage.
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
 

@@ -29,6 +29,8 @@ from typing import Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from nuwa_xl_jax.models.tokenizers import UnknownWordError
+
 TEXT_SUFFIXES = ("", ".txt", ".text", ".story")
 JSON_SUFFIXES = (".json",)
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -231,8 +233,6 @@ def check_vocabulary(prompts: Sequence[str], tokenizer) -> None:
     Why: the built-in word tokenizer rejects unknown words, and finding that out after the model
     is loaded, or from a bare UnknownWordError, wastes the user's time.
     """
-    from nuwa_xl_jax.models.tokenizers import UnknownWordError
-
     scenes = getattr(prompts, "scenes", None) or _scenes_of(prompts)
     path = getattr(prompts, "path", "") or "storyboard"
     bad = []

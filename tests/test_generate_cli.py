@@ -5,14 +5,11 @@ import os
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import pytest
 
-from nuwa_xl_jax import configuration
 from nuwa_xl_jax.io import read_video
-from nuwa_xl_jax.models.tklvae import TKLVAE
-from nuwa_xl_jax.train import pipeline, stages
+
+from tiny_family import write_random_family
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
@@ -22,17 +19,7 @@ ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
     """A workdir as training leaves it: config.json and every stage exported (random weights)."""
-    workdir = str(tmp_path_factory.mktemp("family"))
-    config = configuration.load("configs/synthetic.py:tiny")
-    pipeline.save_config(config, workdir)
-    vae = TKLVAE.from_config(config.model.vae)
-    vae_params = jax.jit(vae.init)(jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3)))
-    stages.write_export(stages.export_dir(workdir, "vae"), {"vae": vae_params}, {})
-    models = stages.MTDModels(config, workdir)
-    for i, name in enumerate(("mtd_global", "mtd_local1")):
-        params = jax.jit(models.init, static_argnums=1)(jax.random.key(i + 1), 4)
-        stages.write_export(stages.export_dir(workdir, name), params, {})
-    return workdir
+    return write_random_family(str(tmp_path_factory.mktemp("family")))
 
 
 def generate(family, tmp_path, *args, frames=10, storyboard=None):

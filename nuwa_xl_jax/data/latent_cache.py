@@ -36,7 +36,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nuwa_xl_jax import configuration
+from nuwa_xl_jax.family import store
 from nuwa_xl_jax.models import windows
+from nuwa_xl_jax.models.tklvae import TKLVAE
+from nuwa_xl_jax.models.tokenizers import make_tokenizer
+
 
 def pool_encoder(factor: int) -> Callable[[np.ndarray], np.ndarray]:
     """Average pooling by ``factor``: a VAE stand-in with the same shapes contract."""
@@ -51,7 +56,6 @@ def pool_encoder(factor: int) -> Callable[[np.ndarray], np.ndarray]:
 def tklvae_encoder(vae_config: Any, variables: Any, latent_scale: float
                    ) -> Callable[[np.ndarray], np.ndarray]:
     """The posterior mean of a T-KLVAE times ``latent_scale`` (the latents MTD diffuses)."""
-    from nuwa_xl_jax.models.tklvae import TKLVAE
     fn = _jitted(TKLVAE.from_config(vae_config), "encode")
     scale = np.float32(latent_scale)
     return lambda video: np.asarray(fn(variables, video, scale))
@@ -150,7 +154,6 @@ def build(config: Any, out_dir: str, vae_variables: Any, latent_scale: float, sp
     c = config.data
     tokenizer = pipeline.default_tokenizer(c)
     if tokenizer is None:
-        from nuwa_xl_jax.models.tokenizers import make_tokenizer
         tokenizer = make_tokenizer(config.model.text)
         if hasattr(tokenizer, "max_length"):
             tokenizer.max_length = c.max_length
@@ -179,17 +182,8 @@ def reconstruct(workdir: str, frames: np.ndarray) -> np.ndarray:
     encoded as this cache encodes (:func:`encode_video`), decoded as generation decodes (the same
     windows, the export's latent scale, rounding to uint8). What a probe reads on the result is
     the ceiling a generator of this family can reach."""
-    import ml_collections
-
-    from nuwa_xl_jax.models.tklvae import TKLVAE
-    # The export's one reader lives in train/ until the model-family layer (issue 11) owns the
-    # on-disk format; this upward import is that debt, as in main() below.
-    from nuwa_xl_jax.train.stages import export_dir, read_export
-
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    exported, meta = read_export(export_dir(workdir, "vae"))
-    variables, scale = exported["vae"], float(meta.get("latent_scale", config.model.vae.scaling_factor))
+    config = store.load_config(workdir)
+    variables, scale = store.read_vae(workdir, config)
     latents = encode_video(tklvae_encoder(config.model.vae, variables, scale), frames,
                            config.vae_frames, config.vae_context)
     fn = _jitted(TKLVAE.from_config(config.model.vae), "decode")
@@ -242,7 +236,6 @@ def main(argv=None) -> int:
     p.add_argument("--encoder", default="tklvae", help="'tklvae' or 'pool:FACTOR'")
     p.add_argument("--vae_workdir", default="", help="a training workdir whose vae stage is done")
     a = p.parse_args(argv)
-    from nuwa_xl_jax import configuration
     try:
         config = configuration.load(a.config)
         split = a.split or config.data.split
@@ -259,9 +252,8 @@ def main(argv=None) -> int:
             if not a.vae_workdir:
                 raise FileNotFoundError("--encoder=tklvae needs --vae_workdir (a training workdir "
                                         "whose vae stage is done)")
-            from nuwa_xl_jax.train import stages
-            variables, meta = stages.read_export(stages.export_dir(a.vae_workdir, "vae"))
-            build(config, a.out, variables["vae"], meta["latent_scale"], split)
+            variables, scale = store.read_vae(a.vae_workdir, config)
+            build(config, a.out, variables, scale, split)
         else:
             raise ValueError(f"--encoder must be 'tklvae' or 'pool:FACTOR', got {a.encoder!r}")
     except (ValueError, FileNotFoundError, KeyError) as err:

@@ -26,7 +26,10 @@ from typing import Sequence
 
 import numpy as np
 
-SCENES = ("desert", "cave", "forest", "beach", "city", "snow")
+from nuwa_xl_jax.models.tokenizers import WordTokenizer
+from nuwa_xl_jax.vocabulary import ACTIONS, CHARACTERS, SCENES, VOCABULARY
+
+# SCENES, CHARACTERS, ACTIONS (nuwa_xl_jax/vocabulary.py): the rows below follow their order.
 # (sky, ground, scenery block) colours: no character colour is near any of them.
 SCENE_COLOURS = np.array([
     [(250, 220, 160), (200, 150, 90), (150, 110, 60)],   # desert
@@ -38,24 +41,17 @@ SCENE_COLOURS = np.array([
 ], np.uint8)
 SCENE_HORIZON = np.array([0.55, 0.45, 0.6, 0.5, 0.65, 0.5], np.float32)  # ground starts here
 
-CHARACTERS = ("fred", "wilma", "barney", "betty", "dino", "pebbles")
 SHAPES = ("square", "circle", "triangle", "diamond", "cross", "tall")
 CHARACTER_COLOURS = np.array([
     (255, 110, 0), (230, 0, 40), (20, 40, 255), (0, 200, 220), (170, 0, 230), (255, 0, 200),
 ], np.uint8)
 
-ACTIONS = ("stands", "walks left", "walks right", "jumps", "grows", "shrinks", "enters", "leaves")
 STAND, WALK_LEFT, WALK_RIGHT, JUMP, GROW, SHRINK, ENTER, LEAVE = range(len(ACTIONS))
 
 CAST_SIZE = 3
 MIN_SIZE, MAX_SIZE = 0.14, 0.34   # character height, fraction of frame height
 WALK_SPEED = 0.012                # of the width per frame
 JUMP_PERIOD, JUMP_HEIGHT = 16, 0.22
-
-VOCABULARY = tuple(dict.fromkeys(
-    list(CHARACTERS) + [w for a in ACTIONS for w in a.split()]
-    + ["with", "and", "in", "the"] + list(SCENES)))
-
 
 @dataclasses.dataclass(frozen=True)
 class Truth:
@@ -88,7 +84,6 @@ class Truth:
 
 def tokenizer(max_length: int = 16):
     """A WordTokenizer over the grammar's VOCABULARY (every caption fits in 12 tokens)."""
-    from nuwa_xl_jax.models.tokenizers import WordTokenizer
     return WordTokenizer(VOCABULARY, max_length=max_length)
 
 

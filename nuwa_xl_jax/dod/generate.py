@@ -1,9 +1,10 @@
 """A long video from a trained model family: storyboard in, mp4 + contact sheet out.
 
-``load_family`` reads what ``python -m nuwa_xl_jax.train`` left in a workdir (the config and each
-stage's exported EMA weights); ``generate`` runs diffusion over diffusion (or the autoregressive
-baseline), decodes the latents in bounded windows and streams the frames to the writer, so the
-whole video never sits decoded in memory.
+``load_family`` reads what ``python -m nuwa_xl_jax.train`` left in a workdir (through the family
+layer, ``nuwa_xl_jax/family/``) and places every weight on the devices once; ``sample`` runs
+diffusion over diffusion (or the autoregressive baseline) to latents; ``decode_frames`` decodes
+them in bounded windows; ``generate`` streams those frames to the writer, so the whole video never
+sits decoded in memory. ``nuwa_xl_jax.pipeline.NuwaXLPipeline`` is the object users hold over these.
 
 The plan is always the one the family was trained for: depth ``data.depth``, so every level runs
 its model at the stride it was trained at, cut at the requested N (segments that write no
@@ -18,7 +19,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import jax
 import ml_collections
@@ -28,25 +29,19 @@ from nuwa_xl_jax import io as nio
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.dod import baselines, decode, engine
 from nuwa_xl_jax.dod.plan import Plan, depth_for, make_plan, num_frames
-from nuwa_xl_jax.train import stages
+from nuwa_xl_jax.eval import storyboard_probe
+from nuwa_xl_jax.family import store
+from nuwa_xl_jax.family.runtime import MTDModels
+from nuwa_xl_jax.family.store import load_config
 
 
 @dataclasses.dataclass
 class Family:
     config: ml_collections.ConfigDict
-    models: stages.MTDModels
+    models: MTDModels
     global_params: Any
     local_params: list  # one per trained local depth (or [shared])
     ar_params: Any = None
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: --workdir must be a folder written by "
-                                "python -m nuwa_xl_jax.train")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
 
 
 def load_family(workdir: str, need_ar: bool = False, mesh=None) -> Family:
@@ -55,9 +50,9 @@ def load_family(workdir: str, need_ar: bool = False, mesh=None) -> Family:
     config = load_config(workdir)
     mesh = parallel.make_mesh() if mesh is None else mesh
     place = lambda params: engine.place_params(params, mesh)
-    models = stages.MTDModels(config, workdir)
+    models = MTDModels(config, workdir)
     models.vae_params = place(models.vae_params)
-    read = lambda stage: place(stages.read_export(stages.export_dir(workdir, stage))[0])
+    read = lambda stage: place(store.read_export(store.export_dir(workdir, stage))[0])
     global_params = read("mtd_global")
     if config.local_models == "shared":
         local = [read("mtd_local")]
@@ -134,27 +129,28 @@ def keyframe_mask(plan: Plan) -> np.ndarray:
     return mask
 
 
-def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: str = "ddim",
-             steps: Optional[int] = None, guidance_scale: float = 1.0, eta: float = 0.0,
-             seed: int = 0, mesh=None, max_segments_per_call: Optional[int] = None,
-             fps: int = 8, sheet: Optional[str] = None, overwrite: bool = False,
-             progress: bool = True, score: bool = True, extend: bool = False) -> Output:
-    """Generates ``len(prompts)`` frames guided by one prompt per frame and writes ``out``.
+@dataclasses.dataclass
+class Sampled:
+    """The latents of a video, before decoding, and what its contact sheet and probe need."""
+    latents: np.ndarray  # [N, h, w, c], scaled as the MTD diffuses them
+    sequential_calls: int
+    level_indices: list  # per level (level 0 first), the frame indices it generated, < N
+    keyframes: np.ndarray  # [N] bool: frames written by a level above the last one
 
-    DoD runs the plan of the trained depth (:func:`plan_for`); more frames than the family was
-    trained for need ``extend=True``. AR starts with nothing given, as its training includes.
-    """
+
+def sample(family: Family, prompts, *, mode: str = "dod", sampler: str = "ddim",
+           steps: Optional[int] = None, guidance_scale: float = 1.0, eta: float = 0.0,
+           seed: int = 0, mesh=None, max_segments_per_call: Optional[int] = None,
+           progress: bool = True, extend: bool = False) -> Sampled:
+    """The latents of ``len(prompts)`` frames guided by one prompt per frame: DoD on the plan of
+    the trained depth (:func:`plan_for`; more frames need ``extend=True``), or the AR baseline."""
     N = len(prompts)
     L = family.config.data.frames_per_call
     if mode == "dod":
-        plan = plan_for(family.config, N, extend)  # before any output or model work
-    nio.check_output(out, overwrite)
-    if sheet and os.path.exists(sheet) and not overwrite:
-        raise FileExistsError(f"{sheet} exists; pass --overwrite or choose another --sheet")
+        plan = plan_for(family.config, N, extend)
     models = family.models
     nio.check_vocabulary(prompts, models.tokenizer)
     ids = np.asarray(models.tokenizer(list(prompts)))
-    t0 = time.perf_counter()
     if mode == "dod":
         # models (an engine.Denoiser): prompts and conditions are encoded once per call.
         level_models = level_models_for(family.config, models, family.global_params,
@@ -163,7 +159,6 @@ def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: s
                             models.schedule, models.latent_shape, sampler=sampler, steps=steps,
                             guidance_scale=guidance_scale, eta=eta, seed=seed, mesh=mesh,
                             max_segments_per_call=max_segments_per_call, progress=progress)
-        latents, calls = result.latents, result.sequential_calls
         level_indices = [np.unique(lv.frames[lv.frames < N]) for lv in plan.levels]
         keyframes = keyframe_mask(plan)
     elif mode == "ar":
@@ -176,21 +171,55 @@ def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: s
             models.schedule, models.latent_shape, L=L, prefix=family.config.data.ar_prefix,
             sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed,
             mesh=mesh, progress=progress)
-        latents, calls = result.latents, result.sequential_calls
         level_indices = [np.arange(0, N, max(1, N // 16))]
         keyframes = np.zeros(N, bool)  # one level: no frame is a keyframe of a level above
     else:
         raise ValueError(f"--mode={mode!r}; use 'dod' or 'ar'")
+    return Sampled(np.asarray(result.latents), result.sequential_calls, level_indices, keyframes)
 
-    # Stream: decode bounded windows (with temporal context, so no seams) straight to the writer.
-    decode_fn = decode.vae_decode_fn(models.vae, models.vae_params, scaled=True)
+
+def decode_frames(family: Family, latents) -> Iterator[np.ndarray]:
+    """uint8 frames ``[n, H, W, 3]`` of ``latents`` in order, decoded in bounded windows with
+    temporal context (no seams), the VAE's training clip length and context, as the latent cache
+    encoded its targets: a long video never sits decoded in device memory."""
+    decode_fn = decode.vae_decode_fn(family.models.vae, family.models.vae_params, scaled=True)
+    window, context = decode.config_windows(family.config)
+    return decode.decode_windows(decode_fn, np.asarray(latents), window, context)
+
+
+def agreement(config, frames: np.ndarray, prompts, keyframes) -> Optional[dict]:
+    """The storyboard probe's scores of ``frames`` (synthetic world only; None otherwise)."""
+    if config.data.dataset != "synthetic_cartoon":
+        return None
+    return storyboard_probe.agreement(frames, prompts, keyframes=keyframes)
+
+
+def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: str = "ddim",
+             steps: Optional[int] = None, guidance_scale: float = 1.0, eta: float = 0.0,
+             seed: int = 0, mesh=None, max_segments_per_call: Optional[int] = None,
+             fps: int = 8, sheet: Optional[str] = None, overwrite: bool = False,
+             progress: bool = True, score: bool = True, extend: bool = False) -> Output:
+    """Generates ``len(prompts)`` frames guided by one prompt per frame and streams them to
+    ``out`` (and the keyframes to the contact sheet ``sheet``) as they are decoded.
+
+    DoD runs the plan of the trained depth (:func:`plan_for`); more frames than the family was
+    trained for need ``extend=True``. AR starts with nothing given, as its training includes.
+    """
+    N = len(prompts)
+    if mode == "dod":
+        plan_for(family.config, N, extend)  # before any output or model work
+    nio.check_output(out, overwrite)
+    if sheet and os.path.exists(sheet) and not overwrite:
+        raise FileExistsError(f"{sheet} exists; pass --overwrite or choose another --sheet")
+    t0 = time.perf_counter()
+    s = sample(family, prompts, mode=mode, sampler=sampler, steps=steps,
+               guidance_scale=guidance_scale, eta=eta, seed=seed, mesh=mesh,
+               max_segments_per_call=max_segments_per_call, progress=progress, extend=extend)
     h, w = tuple(family.config.data.resolution)
-    collector = nio.KeyframeCollector(level_indices)
+    collector = nio.KeyframeCollector(s.level_indices)
     frames_for_score = [] if score and family.config.data.dataset == "synthetic_cartoon" else None
     with nio.VideoWriter(out, fps, (h, w), overwrite=overwrite) as writer:
-        # The VAE's training clip length and context, as the latent cache encoded its targets.
-        window, context = decode.config_windows(family.config)
-        for chunk in decode.decode_windows(decode_fn, np.asarray(latents), window, context):
+        for chunk in decode_frames(family, s.latents):
             writer.write(chunk)
             collector.add(chunk)
             if frames_for_score is not None:
@@ -198,13 +227,10 @@ def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: s
     seconds = time.perf_counter() - t0
     if sheet:
         nio.contact_sheet(collector.levels, sheet, prompts, overwrite=overwrite)
-    agreement = None
+    scores = None
     if frames_for_score is not None:
-        from nuwa_xl_jax.eval import storyboard_probe
-
-        agreement = storyboard_probe.agreement(np.concatenate(frames_for_score), prompts,
-                                               keyframes=keyframes)
-    return Output(out, sheet, N, seconds, calls, agreement)
+        scores = agreement(family.config, np.concatenate(frames_for_score), prompts, s.keyframes)
+    return Output(out, sheet, N, seconds, s.sequential_calls, scores)
 
 
 def sheet_path(out: str) -> str:

@@ -25,7 +25,9 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
+from nuwa_xl_jax.configuration import mtd_block, validate_mtd
 from nuwa_xl_jax.models.layers import (Downsample, Dtype, ResnetBlock, TemporalAttention, Upsample,
                                        conv2d, dense, group_norm, sinusoidal_embedding)
 from nuwa_xl_jax.models.transformer import Transformer2D
@@ -213,10 +215,6 @@ class MTDUNet(nn.Module):
     def from_config(cls, cfg) -> "MTDUNet":
         """Builds the module from a ``model.mtd`` config block (see configuration.py), after
         validating it; a plain dict (e.g. a converted checkpoint's ``config.json``) works too."""
-        import ml_collections
-
-        from nuwa_xl_jax.configuration import validate_mtd
-
         if not isinstance(cfg, ml_collections.ConfigDict):
             cfg = ml_collections.ConfigDict(dict(cfg))
         validate_mtd(cfg)
@@ -230,8 +228,6 @@ class MTDUNet(nn.Module):
 
     def to_config(self):
         """The ``model.mtd`` block that rebuilds this module (inverse of :meth:`from_config`)."""
-        from nuwa_xl_jax.configuration import mtd_block
-
         c = mtd_block()
         with c.ignore_type():
             for k in c.keys():

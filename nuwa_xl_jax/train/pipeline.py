@@ -7,27 +7,24 @@ from typing import Sequence
 
 import jax
 
+from nuwa_xl_jax import io as nio
 from nuwa_xl_jax.configuration import ConfigError, train_block_name
+from nuwa_xl_jax.data.builders.flintstones_hd import CaptionsError
+from nuwa_xl_jax.data.sampling import EpisodeTooShortError
+from nuwa_xl_jax.dod import generate as gen
+from nuwa_xl_jax.family.store import export_dir, write_export
+from nuwa_xl_jax.models.tokenizers import TokenizerError, UnknownWordError
 from nuwa_xl_jax.train import checkpoint, loop, stages as stages_lib
+from nuwa_xl_jax.weights.common import WeightsError
 
 DONE = "done.json"
 
 
-def _user_errors():
-    from nuwa_xl_jax.data.builders.flintstones_hd import CaptionsError
-    from nuwa_xl_jax.data.sampling import EpisodeTooShortError
-    from nuwa_xl_jax.models.tokenizers import TokenizerError, UnknownWordError
-    from nuwa_xl_jax.io import StoryboardError
-    from nuwa_xl_jax.weights.common import WeightsError
-
-    return (ConfigError, StoryboardError, FileExistsError, checkpoint.CheckpointMismatchError, loop.NonFiniteLossError,
-            FileNotFoundError, CaptionsError, EpisodeTooShortError, TokenizerError,
-            UnknownWordError, WeightsError)
-
-
 # Errors a user can fix (bad config, missing data, foreign checkpoint, NaN loss): reported as one
 # clear line by the CLI, never a traceback from deep inside JAX.
-USER_ERRORS = _user_errors()
+USER_ERRORS = (ConfigError, nio.StoryboardError, FileExistsError, checkpoint.CheckpointMismatchError,
+               loop.NonFiniteLossError, FileNotFoundError, CaptionsError, EpisodeTooShortError,
+               TokenizerError, UnknownWordError, WeightsError)
 
 
 def save_config(config, workdir: str) -> None:
@@ -56,7 +53,7 @@ def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
     save_config(config, workdir)
     done = {}
     for name in names:
-        export = stages_lib.export_dir(workdir, name)
+        export = export_dir(workdir, name)
         marker = os.path.join(export, DONE)
         if name.startswith("mtd_") and not os.path.exists(marker):
             stages_lib.ensure_latent_cache(config, workdir, progress)
@@ -82,13 +79,13 @@ def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
         meta = dict(stage.model_config)
         if stage.export_meta is not None:
             meta.update(stage.export_meta(result.state.ema_params))
-        stages_lib.write_export(export, result.state.ema_params, meta)
+        write_export(export, result.state.ema_params, meta)
         if jax.process_index() == 0:
             with open(marker, "w") as f:
                 json.dump({"step": result.step, "fingerprint": fingerprint,
                            "final_loss": result.losses[-1] if result.losses else None}, f)
     if not only and len(done) == len(names) and all(
-            os.path.exists(os.path.join(stages_lib.export_dir(workdir, n), DONE)) for n in names):
+            os.path.exists(os.path.join(export_dir(workdir, n), DONE)) for n in names):
         g = config.get("generate")
         if g is not None and g.enabled and jax.process_index() == 0:
             generate_video(config, workdir, mesh)
@@ -97,9 +94,6 @@ def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
 
 def generate_video(config, workdir: str, mesh=None) -> dict | None:
     """The main job's last step: a long video from the storyboard with the family just trained."""
-    from nuwa_xl_jax import io as nio
-    from nuwa_xl_jax.dod import generate as gen
-
     g, d = config.generate, config.diffusion
     out = g.out if os.path.isabs(g.out) else os.path.join(workdir, g.out)
     sheet = gen.sheet_path(out)

@@ -19,12 +19,23 @@ import json
 import os
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
+from PIL import Image
 
-from nuwa_xl_jax.train import loop
+from nuwa_xl_jax.configuration import train_block_name
+from nuwa_xl_jax.data import latent_cache, pipeline
+from nuwa_xl_jax.diffusion import samplers, schedules
+# The on-disk format and runtime live in the family layer; these names stay importable from here.
+from nuwa_xl_jax.family.runtime import MTDModels
+from nuwa_xl_jax.family.store import export_dir, read_export, read_vae, write_export  # noqa: F401
+from nuwa_xl_jax.models.discriminator import NLayerDiscriminator
+from nuwa_xl_jax.models.tklvae import TKLVAE
+from nuwa_xl_jax.train import loop, vae_loss
 
 
 def _to_dict(c: Any) -> dict:
@@ -39,8 +50,6 @@ def data_config(config, **overrides) -> ml_collections.ConfigDict:
 
 
 def _grain_data(dcfg, tokenizer=None):
-    from nuwa_xl_jax.data import pipeline
-
     def data(pidx, nproc):
         return pipeline.make_iterator(dcfg, process_index=pidx, process_count=nproc, tokenizer=tokenizer)
 
@@ -55,43 +64,6 @@ def _no_prompts(prompts) -> np.ndarray:
 def to_video(frames: jax.Array) -> jax.Array:
     """uint8 ``[..., 3]`` -> float32 in [-1, 1] (the models' pixel range)."""
     return frames.astype(jnp.float32) / 127.5 - 1.0
-
-
-# ----------------------------------------------------------------------------------------------
-# Exported EMA weights: what later stages and generation read.
-
-def export_dir(workdir: str, stage: str) -> str:
-    return os.path.join(workdir, stage, "export")
-
-
-def write_export(directory: str, params: Any, model_config: dict) -> None:
-    """Inference weights (the EMA params) + the model config, as an Orbax checkpoint."""
-    import orbax.checkpoint as ocp
-
-    import flax.linen as nn
-
-    params = jax.device_get(nn.meta.unbox(params))  # plain arrays, whatever the caller passes
-    if jax.process_index() == 0:
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, "model_config.json"), "w") as f:
-            json.dump(model_config, f, indent=1, sort_keys=True)
-    path = os.path.join(os.path.abspath(directory), "params")
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(path, params, force=True)
-    checkpointer.wait_until_finished()
-
-
-def read_export(directory: str) -> tuple[Any, dict]:
-    import orbax.checkpoint as ocp
-
-    path = os.path.join(os.path.abspath(directory), "params")
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"no exported weights at {directory}: run the stage that writes them first (the "
-            "pipeline runs stages in order: vae, mtd_global, mtd_local1, ...)")
-    with open(os.path.join(directory, "model_config.json")) as f:
-        model_config = json.load(f)
-    return ocp.StandardCheckpointer().restore(path), model_config
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,10 +87,6 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
     copied, temporal layers at identity) and trains on clips of ``vae_frames`` consecutive frames.
     [ours: the paper inflates SD's VAE; the embedded default has none, so it trains one first.]
     """
-    from nuwa_xl_jax.models.discriminator import NLayerDiscriminator
-    from nuwa_xl_jax.models.tklvae import TKLVAE
-    from nuwa_xl_jax.train import vae_loss
-
     vae_cfg = ml_collections.ConfigDict(config.model.vae.to_dict())
     train_cfg = config.vae_image_train if image else config.vae_train
     if image:
@@ -215,8 +183,6 @@ def overlay(variables: Any, weights: Any) -> Any:
     """``variables`` (boxed or plain) with every leaf that ``weights`` has replaced by it: the image
     VAE's weights into a T-KLVAE, whose extra temporal layers keep their identity init; the global
     MTD's into a local one (``init_from``)."""
-    import flax.linen as nn
-
     if isinstance(variables, dict) or hasattr(variables, "items"):
         return {k: overlay(v, weights[k]) if k in weights else v for k, v in variables.items()}
     value = jnp.asarray(weights)
@@ -230,8 +196,6 @@ def overlay(variables: Any, weights: Any) -> Any:
 
 def init_logvar(variables: Any, latent_channels: int, value: float) -> Any:
     """Sets the bias of the posterior's log-variance (``quant_conv``'s second half) to ``value``."""
-    import flax.linen as nn
-
     bias = variables["params"]["quant_conv"]["bias"]
     raw = bias.value if isinstance(bias, nn.meta.AxisMetadata) else bias
     raw = raw.at[latent_channels:].set(value)
@@ -260,86 +224,10 @@ def stage_data_overrides(config, name: str) -> dict:
     return dict(mode="dod", level=d)
 
 
-class MTDModels:
-    """The frozen VAE, the MTD UNet, the text encoder, the tokenizer and the schedule of a config."""
-
-    def __init__(self, config, workdir: str | None, vae_params: Any = None):
-        from nuwa_xl_jax.data import synthetic
-        from nuwa_xl_jax.diffusion import schedules
-        from nuwa_xl_jax.models.mtd import MTDUNet
-        from nuwa_xl_jax.models.text import CLIPTextModel
-        from nuwa_xl_jax.models.tklvae import TKLVAE
-        from nuwa_xl_jax.models.tokenizers import make_tokenizer
-
-        self.config = config
-        vae_cfg = ml_collections.ConfigDict(config.model.vae.to_dict())
-        if vae_params is None:  # the EMA weights the vae stage exported, and its latent scale
-            exported, meta = read_export(export_dir(workdir, "vae"))
-            vae_params = exported["vae"]
-            if "latent_scale" in meta:
-                vae_cfg.scaling_factor = meta["latent_scale"]
-        self.vae = TKLVAE.from_config(vae_cfg)
-        self.vae_params = vae_params
-        self.mtd = MTDUNet.from_config(config.model.mtd)
-        self.text = CLIPTextModel.from_config(config.model.text)
-        vocabulary = synthetic.VOCABULARY if config.data.dataset == "synthetic_cartoon" else None
-        self.tokenizer = make_tokenizer(config.model.text, vocabulary)
-        if hasattr(self.tokenizer, "max_length"):
-            self.tokenizer.max_length = config.data.max_length
-        self.null_ids = jnp.asarray(self.tokenizer([""]))[0]  # [T]
-        self.schedule = schedules.from_config(config.diffusion)
-        self.scale = vae_cfg.scaling_factor
-        f = 2 ** (len(config.model.vae.block_out_channels) - 1)
-        h, w = tuple(config.data.resolution)
-        self.latent_shape = (h // f, w // f, config.model.vae.latent_channels)
-
-    def init(self, key, frames: int):
-        k1, k2 = jax.random.split(key)
-        T = self.null_ids.shape[0]
-        ids = jnp.zeros((1, T), jnp.int32)
-        text_vars = self.text.init(k2, ids)
-        D = self.config.model.text.hidden_size
-        x = jnp.zeros((1, frames, *self.latent_shape))
-        kw = {"level": jnp.zeros((1,), jnp.int32)} if self.config.model.mtd.num_levels else {}
-        mtd_vars = self.mtd.init(k1, x, jnp.zeros((1,), jnp.int32), jnp.zeros((1, frames, T, D)),
-                                 x, jnp.zeros((1, frames)), **kw)
-        return {"mtd": mtd_vars, "text": text_vars}
-
-    def decode(self, latents):
-        return self.vae.apply(self.vae_params, latents / self.scale, method="decode")
-
-    def text_states(self, text_params, ids):
-        """``[..., T]`` ids -> ``[..., T, D]`` states."""
-        lead = ids.shape[:-1]
-        states = self.text.apply(text_params, ids.reshape(-1, ids.shape[-1]))
-        return states.reshape(*lead, *states.shape[-2:])
-
-    # A sampler keeps prompts and given frames fixed over all its steps: it encodes them once
-    # (encode_prompts, condition) and runs only `unet` per step (dod/engine.py).
-    def encode_prompts(self, params, ids):
-        """``[..., T]`` ids -> ``[..., T, D]`` prompt states (the text encoder)."""
-        return self.text_states(params["text"], ids)
-
-    def condition(self, params, cond, mask):
-        """Condition / mask features of the given frames (MTDUNet.condition)."""
-        return self.mtd.apply(params["mtd"], cond, mask, method="condition")
-
-    def unet(self, params, x, t, states, features, level=None):
-        """The MTD UNet on prompt states and condition features: all one sampler step runs."""
-        kw = {"level": level} if self.config.model.mtd.num_levels else {}
-        return self.mtd.apply(params["mtd"], x, t, states, features=features, **kw)
-
-    def denoise(self, params, x, t, ids, cond, mask, level=None):
-        return self.unet(params, x, t, self.encode_prompts(params, ids),
-                         self.condition(params, cond, mask), level)
-
-
 def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float,
              min_snr_gamma: float = 0.0, saliency_weight: float = 0.0):
     """Epsilon (or v) MSE on the frames to generate, Min-SNR-weighted when ``min_snr_gamma`` > 0;
     given frames are clean with t = 0."""
-    from nuwa_xl_jax.diffusion import schedules
-
     _, kt, kn, kd = jax.random.split(key, 4)  # 4 streams: keeps the keys of earlier runs
     if "latents" not in batch:
         raise ValueError("MTD stages train on cached latents (data.latent_dir): batches have "
@@ -385,16 +273,12 @@ def ensure_latent_cache(config, workdir: str, progress: bool = True) -> str:
     """Builds ``WORKDIR/latents`` from the vae stage's export unless ``data.latent_dir`` names a
     cache or a complete one with the same scale and windows exists. Process 0 writes; every
     process waits for it (the folder must be shared storage on multi-host runs)."""
-    from jax.experimental import multihost_utils
-
-    from nuwa_xl_jax.data import latent_cache
-
     if config.data.latent_dir:
         return config.data.latent_dir
     out = latent_dir(config, workdir)
     if jax.process_index() == 0:
-        exported, meta = read_export(export_dir(workdir, "vae"))
-        latent_cache.build(config, out, exported["vae"], meta["latent_scale"], config.data.split,
+        variables, scale = read_vae(workdir, config)
+        latent_cache.build(config, out, variables, scale, config.data.split,
                            progress=progress)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("latent_cache")
@@ -402,8 +286,6 @@ def ensure_latent_cache(config, workdir: str, progress: bool = True) -> str:
 
 
 def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.Stage:
-    from nuwa_xl_jax.data import latent_cache
-
     overrides = stage_data_overrides(config, name)  # a bad stage name fails before any loading
     models = MTDModels(config, workdir, vae_params)
     cache = latent_dir(config, workdir)
@@ -447,11 +329,6 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
 def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) -> str:
     """Samples the first example of the stage's data with its own prompts and given frames and
     writes ``step_N.png``: the real frames (through the VAE) above, the generated ones below."""
-    from PIL import Image
-
-    from nuwa_xl_jax.data import pipeline
-    from nuwa_xl_jax.diffusion import samplers
-
     c = ml_collections.ConfigDict(dcfg.to_dict())
     c.batch_size = 1
     batch = next(pipeline.make_iterator(c, process_index=0, process_count=1,
@@ -491,6 +368,4 @@ def build(config, name: str, workdir: str) -> loop.Stage:
 
 def train_block_for(config, name: str):
     """The train block of stage ``name`` (configuration.train_block_name)."""
-    from nuwa_xl_jax.configuration import train_block_name
-
     return config[train_block_name(config, name)]

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from nuwa_xl_jax.models.tklvae import DiagonalGaussian
+from nuwa_xl_jax.weights.lpips import load_lpips
 
 # The decoder's last spatial layer (LDM: ``decoder.conv_out.weight``); present with or without the
 # temporal layers, so the adaptive weight means the same for the image VAE and the T-KLVAE.
@@ -157,5 +158,4 @@ def make_lpips(cfg: Any):
     (empty path or zero weight). A path that does not exist is an error, never a download."""
     if not cfg.lpips_path or not cfg.lpips_weight:
         return None
-    from nuwa_xl_jax.weights.lpips import load_lpips
     return load_lpips(cfg.lpips_path)

@@ -44,7 +44,7 @@ def stubbed_run(monkeypatch, *argv):
     import numpy as np
 
     from nuwa_xl_jax.dod import baselines, engine
-    from nuwa_xl_jax.train import stages
+    from nuwa_xl_jax.family import MTDModels
 
     mod = load()
     seen = {}
@@ -63,7 +63,7 @@ def stubbed_run(monkeypatch, *argv):
     monkeypatch.setattr(engine, "run", dod)
     monkeypatch.setattr(baselines, "dod_per_segment", per_segment)
     monkeypatch.setattr(baselines, "autoregressive", ar)
-    monkeypatch.setattr(stages.MTDModels, "init", lambda self, key, frames: "random weights")
+    monkeypatch.setattr(MTDModels, "init", lambda self, key, frames: "random weights")
     mod.run(mod.parse(list(argv)))
     return seen
 

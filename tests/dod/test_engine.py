@@ -235,15 +235,15 @@ def test_bad_input_is_a_clear_error():
 
 
 def tiny_mtd(num_levels: int = 2):
-    """The real tiny MTD UNet + text encoder (configs/synthetic.py:tiny) as stages.MTDModels, and
+    """The real tiny MTD UNet + text encoder (configs/synthetic.py:tiny) as MTDModels, and
     a function of a seed giving random weights (every zero-initialised layer filled too, so
     conditions and level matter), numpy like an export."""
     from nuwa_xl_jax import configuration
-    from nuwa_xl_jax.train import stages
+    from nuwa_xl_jax.family import MTDModels
 
     c = configuration.load("configs/synthetic.py:tiny")
     c.model.mtd.num_levels = num_levels
-    m = stages.MTDModels(c, None, vae_params={})  # latents only: the VAE is never called
+    m = MTDModels(c, None, vae_params={})  # latents only: the VAE is never called
     assert m.latent_shape == LATENT
     # Random weights without running init (compiling it costs more than the whole test).
     shapes = jax.eval_shape(lambda k: m.init(k, L), jax.random.key(0))

@@ -9,7 +9,7 @@ from nuwa_xl_jax import configuration
 from nuwa_xl_jax.dod import decode, engine
 from nuwa_xl_jax.dod import generate as gen
 from nuwa_xl_jax.eval import storyboard_probe
-from nuwa_xl_jax.train import stages
+from nuwa_xl_jax.family import MTDModels
 
 from test_engine import LATENT, NULL, SCHEDULE, mesh_of, prompts, toy_denoise, toy_params
 
@@ -43,7 +43,7 @@ def captured(monkeypatch, tmp_path):
 
     def generate(frames, shared=False, **kw):
         config = tiny_config(shared)
-        family = gen.Family(config, stages.MTDModels(config, None, vae_params={}), "global",
+        family = gen.Family(config, MTDModels(config, None, vae_params={}), "global",
                             ["local"])
         out = tmp_path / f"v{len(list(tmp_path.iterdir()))}/"
         gen.generate(family, ["fred walks left in the cave"] * frames, str(out), progress=False,
@@ -133,7 +133,7 @@ def test_generation_decodes_in_calls_of_the_vae_training_clip(monkeypatch, tmp_p
     monkeypatch.setattr(engine, "run", run)
     monkeypatch.setattr(decode, "vae_decode_fn", decode_fn)
     config = tiny_config()
-    family = gen.Family(config, stages.MTDModels(config, None, vae_params={}), "global", ["local"])
+    family = gen.Family(config, MTDModels(config, None, vae_params={}), "global", ["local"])
     gen.generate(family, ["fred walks left in the cave"] * 10, str(tmp_path / "v.mp4"),
                  progress=False, score=False)
     assert lengths and set(lengths) == {config.vae_frames}
