@@ -12,7 +12,7 @@ from nuwa_xl_jax.configuration import ConfigError, train_block_name
 from nuwa_xl_jax.data.builders.flintstones_hd import CaptionsError
 from nuwa_xl_jax.data.sampling import EpisodeTooShortError
 from nuwa_xl_jax.dod import generate as gen
-from nuwa_xl_jax.family.store import export_dir, write_export
+from nuwa_xl_jax.family.store import ExportError, export_dir, write_export
 from nuwa_xl_jax.models.tokenizers import TokenizerError, UnknownWordError
 from nuwa_xl_jax.train import checkpoint, loop, stages as stages_lib
 from nuwa_xl_jax.weights.common import WeightsError
@@ -24,7 +24,7 @@ DONE = "done.json"
 # clear line by the CLI, never a traceback from deep inside JAX.
 USER_ERRORS = (ConfigError, nio.StoryboardError, FileExistsError, checkpoint.CheckpointMismatchError,
                loop.NonFiniteLossError, FileNotFoundError, CaptionsError, EpisodeTooShortError,
-               TokenizerError, UnknownWordError, WeightsError)
+               TokenizerError, UnknownWordError, WeightsError, ExportError)
 
 
 def save_config(config, workdir: str) -> None:
