@@ -150,11 +150,11 @@ def mean_scores(rows) -> dict:
 def run(a) -> dict:
     from nuwa_xl_jax import parallel
     from nuwa_xl_jax.dod import generate as gen
+    from nuwa_xl_jax.family.store import export_dir
     from nuwa_xl_jax.io import load_storyboard
-    from nuwa_xl_jax.train import stages
 
     config = gen.load_config(a.workdir)
-    has_ar = os.path.isdir(stages.export_dir(a.workdir, "mtd_ar"))
+    has_ar = os.path.isdir(export_dir(a.workdir, "mtd_ar"))
     modes = [m for m in a.modes if m == "dod" or has_ar]
     family = gen.load_family(a.workdir, need_ar="ar" in modes)
     mesh = parallel.make_mesh()
