@@ -25,8 +25,9 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
     # Only for parity tests against the public PyTorch models; never imported by the library.
-    # pytorch-fid (+ torchvision, which it builds on) is the public FID Inception definition.
-    "interop": ["torch==2.13.0", "diffusers>=0.30,<1", "pytorch-fid==0.3.0", "torchvision==0.28.0"],
+    # Not pytorch-fid: it needs torchvision, whose PyPI wheel is built against CUDA torch and, beside
+    # this CPU torch, breaks `import torchvision` and with it transformers' and diffusers' imports.
+    "interop": ["torch==2.13.0", "diffusers>=0.30,<1"],
 }
 
 setup(

@@ -10,6 +10,7 @@ family was trained at, so ``--frames`` is at most its (L-1)^depth + 1 frames (th
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -74,7 +75,12 @@ def main(argv):
     # ConfigError, UnknownWordError, ...), an existing output, a missing workdir or stage.
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
+        # A failed Orbax restore leaves its asyncio threads behind; at interpreter teardown they
+        # print "Event loop is closed" tracebacks under the one-line error. Nothing is left to
+        # write (outputs are checked before any work), so leave without the teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 if __name__ == "__main__":
