@@ -2,7 +2,7 @@
 
 Variants:
   default  32x32 frames, L=16, depth 2 (226-frame videos): the README's main job, sized to
-           train the whole family and generate on a 2-core CPU in about 26-28 minutes:
+           train the whole family and generate on a 2-core CPU in about 25-28 minutes:
            python -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=runs/demo
            -> runs/demo/video.mp4, runs/demo/video_sheet.png, the probe's scores
   tiny     32x32 frames, L=4, depth 2 (10-frame videos): the smallest whole family, for tests
