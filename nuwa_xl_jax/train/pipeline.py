@@ -15,6 +15,7 @@ from nuwa_xl_jax.dod import generate as gen
 from nuwa_xl_jax.family.store import ExportError, export_dir, write_export
 from nuwa_xl_jax.models.tokenizers import TokenizerError, UnknownWordError
 from nuwa_xl_jax.train import checkpoint, loop, stages as stages_lib
+from nuwa_xl_jax.train.workdir_lock import WorkdirLock, WorkdirLockedError
 from nuwa_xl_jax.weights.common import WeightsError
 
 DONE = "done.json"
@@ -24,7 +25,7 @@ DONE = "done.json"
 # clear line by the CLI, never a traceback from deep inside JAX.
 USER_ERRORS = (ConfigError, nio.StoryboardError, FileExistsError, checkpoint.CheckpointMismatchError,
                loop.NonFiniteLossError, FileNotFoundError, CaptionsError, EpisodeTooShortError,
-               TokenizerError, UnknownWordError, WeightsError, ExportError)
+               TokenizerError, UnknownWordError, WeightsError, ExportError, WorkdirLockedError)
 
 
 def save_config(config, workdir: str) -> None:
@@ -44,12 +45,18 @@ def save_config(config, workdir: str) -> None:
 
 def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
         progress: bool = True) -> dict:
-    """Trains ``only`` (default: ``config.stages``) in order. Returns ``{stage: final step}``;
-    stops early (returning what ran) if a stage was preempted."""
+    """Trains ``only`` (default: ``config.stages``) in order, holding the workdir's lock (a second
+    run on the same workdir is refused). Returns ``{stage: final step}``; stops early (returning
+    what ran) if a stage was preempted."""
     names = list(only or config.stages)
     for name in names:
         if name not in config.stages and not name.startswith("mtd_"):
             raise ConfigError(f"--stages: {name!r} is not a stage of this config ({', '.join(config.stages)})")
+    with WorkdirLock(workdir):
+        return _run_locked(config, workdir, mesh, names, only, progress)
+
+
+def _run_locked(config, workdir: str, mesh, names: list, only, progress: bool) -> dict:
     save_config(config, workdir)
     done = {}
     for name in names:

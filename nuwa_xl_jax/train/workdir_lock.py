@@ -1,0 +1,103 @@
+"""One training run per workdir: ``WORKDIR/train.lock``, an exclusive ``flock`` held for the run.
+
+The lock file names its holder (host, pid, start time). A second run on the same workdir is
+refused with that name; a lock left by a process that died (killed, crashed, machine rebooted)
+is free by construction (the kernel drops a dead process's flock) and is taken over with a note.
+On a multi-host run process 0 holds the lock for all processes and every process learns the
+outcome, so none of them trains when it is refused.
+"""
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+import socket
+from typing import Optional
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+LOCK_FILE = "train.lock"
+
+
+class WorkdirLockedError(RuntimeError):
+    """Another live process trains in this workdir."""
+
+
+def _holder_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            h = json.load(f)
+        return f"process {h['pid']} on host {h['host']} (since {h.get('since', '?')})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "an unknown process"
+
+
+class WorkdirLock:
+    """``with WorkdirLock(workdir): ...`` holds the workdir's lock; :meth:`acquire` / :meth:`release`
+    for explicit use. ``stale`` is the holder text of a dead process's lock taken over, else None."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(os.path.abspath(workdir), LOCK_FILE)
+        self._fd: Optional[int] = None
+        self.stale: Optional[str] = None
+
+    def _try_acquire(self) -> Optional[str]:
+        """None when acquired, else the holder's description."""
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return _holder_text(self.path)
+            try:  # the file we locked may have been unlinked by a releasing holder: retry
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        if os.fstat(fd).st_size:  # a holder that died without releasing
+            self.stale = _holder_text(self.path)
+        info = {"host": socket.gethostname(), "pid": os.getpid(),
+                "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(info).encode())
+        os.fsync(fd)
+        self._fd = fd
+        return None
+
+    def acquire(self) -> "WorkdirLock":
+        holder = self._try_acquire() if jax.process_index() == 0 else None
+        refused = holder is not None
+        if jax.process_count() > 1:  # every process of the run learns process 0's outcome
+            refused = bool(multihost_utils.broadcast_one_to_all(np.int32(refused)))
+        if refused:
+            raise WorkdirLockedError(
+                f"workdir {os.path.dirname(self.path)} is in use by {holder or 'another run'}: "
+                "two runs would write the same checkpoints. Wait for it to finish, stop it, or use "
+                f"another --workdir (if that process is gone on another host, delete {self.path})")
+        if self.stale and jax.process_index() == 0:
+            print(f"note: took over the stale lock of {self.stale} in {self.path}")
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)  # before unlocking: a waiter re-checks the inode it locked
+        except FileNotFoundError:
+            pass
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "WorkdirLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
