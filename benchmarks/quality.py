@@ -151,7 +151,7 @@ def run(a) -> dict:
     from nuwa_xl_jax import parallel
     from nuwa_xl_jax.dod import generate as gen
     from nuwa_xl_jax.family.store import export_dir
-    from nuwa_xl_jax.io import load_storyboard
+    from nuwa_xl_jax.io.storyboards import load_storyboard
 
     config = gen.load_config(a.workdir)
     has_ar = os.path.isdir(export_dir(a.workdir, "mtd_ar"))

@@ -16,10 +16,10 @@ import sys
 from absl import app, flags, logging
 
 from nuwa_xl_jax import compile_cache
-from nuwa_xl_jax import io as nio
 from nuwa_xl_jax.dod import generate as gen
 from nuwa_xl_jax.dod.plan import num_frames
 from nuwa_xl_jax.family.store import load_config
+from nuwa_xl_jax.io import storyboards
 from nuwa_xl_jax.pipeline import NuwaXLPipeline
 
 flags.DEFINE_string("workdir", None, "a training workdir (config.json + exported stages)")
@@ -52,7 +52,7 @@ def run_from_flags() -> dict:
         frames = num_frames(config.data.frames_per_call, config.data.depth)
     if FLAGS.mode == "dod":
         gen.plan_for(config, frames, FLAGS.extend)  # a length it cannot run fails before loading
-    prompts = nio.load_storyboard(FLAGS.storyboard, frames)  # a bad storyboard too
+    prompts = storyboards.load_storyboard(FLAGS.storyboard, frames)  # a bad storyboard too
     pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir, load_ar=FLAGS.mode == "ar")
     out = pipe.write(FLAGS.out, list(prompts), sheet=FLAGS.sheet or True, fps=FLAGS.fps,
                      overwrite=FLAGS.overwrite, mode=FLAGS.mode, sampler=FLAGS.sampler,

@@ -21,12 +21,12 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from nuwa_xl_jax import io as nio
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.dod import engine
 from nuwa_xl_jax.dod import generate as gen
 from nuwa_xl_jax.dod.plan import num_frames
 from nuwa_xl_jax.family import store
+from nuwa_xl_jax.io import contact_sheets, storyboards, videos
 
 
 @dataclasses.dataclass
@@ -58,15 +58,15 @@ class Video:
         Returns ``(video path, sheet path or None)``; existing files are kept unless
         ``overwrite=True``."""
         sheet_path = gen.sheet_path(path) if sheet is True else (sheet or None)
-        nio.check_output(path, overwrite)  # both checked before either is written
+        videos.check_output(path, overwrite)  # both checked before either is written
         if sheet_path and not overwrite and os.path.exists(sheet_path):
             raise FileExistsError(f"{sheet_path!r} already exists; pass overwrite=True or choose "
                                   "another sheet path")
         h, w = self.frames.shape[1:3]
-        with nio.VideoWriter(path, fps, (h, w), overwrite=overwrite) as writer:
+        with videos.VideoWriter(path, fps, (h, w), overwrite=overwrite) as writer:
             writer.write(self.frames)
         if sheet_path:
-            nio.contact_sheet(self.keyframes, sheet_path, self.prompts, overwrite=overwrite)
+            contact_sheets.contact_sheet(self.keyframes, sheet_path, self.prompts, overwrite=overwrite)
         return path, sheet_path
 
 
@@ -100,7 +100,7 @@ class NuwaXLPipeline:
         """One prompt per frame: ``prompts`` as given (a list, one per frame), or a storyboard
         file's scenes stretched to ``frames`` (default: the trained length)."""
         if isinstance(prompts, str):
-            return list(nio.load_storyboard(prompts, frames or self.trained_frames))
+            return list(storyboards.load_storyboard(prompts, frames or self.trained_frames))
         prompts = list(prompts)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings (one per frame) or a "
@@ -147,7 +147,8 @@ class NuwaXLPipeline:
                        extend=extend, **self._settings(sampler, steps, guidance, eta))
         frames_out = np.concatenate(list(gen.decode_frames(self.family, s.latents)))
         seconds = time.perf_counter() - t0
-        keyframes = [nio.LevelKeyframes(np.asarray(ix, int), frames_out[np.asarray(ix, int)], len(ix))
+        keyframes = [contact_sheets.LevelKeyframes(np.asarray(ix, int), frames_out[np.asarray(ix, int)],
+                                                   len(ix))
                      for ix in s.level_indices]
         scores = gen.agreement(self.config, frames_out, prompts, s.keyframes) if score else None
         return Video(frames_out, s.latents, keyframes, prompts, mode, s.sequential_calls, seconds,

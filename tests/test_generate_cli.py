@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from nuwa_xl_jax.io import read_video
+from nuwa_xl_jax.io.videos import read_video
 
 from tiny_family import write_random_family
 

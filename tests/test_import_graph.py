@@ -2,7 +2,7 @@
 ones too, since they hide cycles as well as top-level ones do), folded to packages.
 
 Nodes are the subpackages of nuwa_xl_jax (``train``, ``dod``, ``family``, ...); a top-level module
-(``generate.py``, ``io.py``) is a node of its own. A cycle between nodes fails, and so does any
+(``generate.py``, ``pipeline.py``) is a node of its own. A cycle between nodes fails, and so does any
 import of ``nuwa_xl_jax.train`` from what generation uses (inference never imports training).
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ def import_graph() -> tuple[dict[str, set[str]], dict[tuple[str, str], list[str]
                     continue
                 if not os.path.exists(os.path.join(ROOT, dst)) and \
                         not os.path.exists(os.path.join(ROOT, dst + ".py")):
-                    continue  # ``from nuwa_xl_jax import io as nio`` resolves to a module; others are names
+                    continue  # ``from nuwa_xl_jax import parallel`` resolves to a module; others are names
                 edges[src].add(dst)
                 why[(src, dst)].append(module)
     return edges, why

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from nuwa_xl_jax.io import read_video
+from nuwa_xl_jax.io.videos import read_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from nuwa_xl_jax.io import read_video
+from nuwa_xl_jax.io.videos import read_video
 from nuwa_xl_jax.pipeline import NuwaXLPipeline, Video
 
 from tiny_family import write_random_family

@@ -25,7 +25,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from nuwa_xl_jax import io as nio
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.dod import baselines, decode, engine
 from nuwa_xl_jax.dod.plan import Plan, depth_for, make_plan, num_frames
@@ -33,6 +32,7 @@ from nuwa_xl_jax.eval import storyboard_probe
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.family.runtime import MTDModels
 from nuwa_xl_jax.family.store import load_config
+from nuwa_xl_jax.io import contact_sheets, storyboards, videos
 
 
 @dataclasses.dataclass
@@ -149,7 +149,7 @@ def sample(family: Family, prompts, *, mode: str = "dod", sampler: str = "ddim",
     if mode == "dod":
         plan = plan_for(family.config, N, extend)
     models = family.models
-    nio.check_vocabulary(prompts, models.tokenizer)
+    storyboards.check_vocabulary(prompts, models.tokenizer)
     ids = np.asarray(models.tokenizer(list(prompts)))
     if mode == "dod":
         # models (an engine.Denoiser): prompts and conditions are encoded once per call.
@@ -208,7 +208,7 @@ def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: s
     N = len(prompts)
     if mode == "dod":
         plan_for(family.config, N, extend)  # before any output or model work
-    nio.check_output(out, overwrite)
+    videos.check_output(out, overwrite)
     if sheet and os.path.exists(sheet) and not overwrite:
         raise FileExistsError(f"{sheet} exists; pass --overwrite or choose another --sheet")
     t0 = time.perf_counter()
@@ -216,9 +216,9 @@ def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: s
                guidance_scale=guidance_scale, eta=eta, seed=seed, mesh=mesh,
                max_segments_per_call=max_segments_per_call, progress=progress, extend=extend)
     h, w = tuple(family.config.data.resolution)
-    collector = nio.KeyframeCollector(s.level_indices)
+    collector = contact_sheets.KeyframeCollector(s.level_indices)
     frames_for_score = [] if score and family.config.data.dataset == "synthetic_cartoon" else None
-    with nio.VideoWriter(out, fps, (h, w), overwrite=overwrite) as writer:
+    with videos.VideoWriter(out, fps, (h, w), overwrite=overwrite) as writer:
         for chunk in decode_frames(family, s.latents):
             writer.write(chunk)
             collector.add(chunk)
@@ -226,7 +226,7 @@ def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: s
                 frames_for_score.append(chunk)
     seconds = time.perf_counter() - t0
     if sheet:
-        nio.contact_sheet(collector.levels, sheet, prompts, overwrite=overwrite)
+        contact_sheets.contact_sheet(collector.levels, sheet, prompts, overwrite=overwrite)
     scores = None
     if frames_for_score is not None:
         scores = agreement(family.config, np.concatenate(frames_for_score), prompts, s.keyframes)

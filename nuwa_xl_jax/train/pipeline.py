@@ -7,12 +7,12 @@ from typing import Sequence
 
 import jax
 
-from nuwa_xl_jax import io as nio
 from nuwa_xl_jax.configuration import ConfigError, train_block_name
 from nuwa_xl_jax.data.builders.flintstones_hd import CaptionsError
 from nuwa_xl_jax.data.sampling import EpisodeTooShortError
 from nuwa_xl_jax.dod import generate as gen
 from nuwa_xl_jax.family.store import ExportError, export_dir, write_export
+from nuwa_xl_jax.io import storyboards
 from nuwa_xl_jax.models.tokenizers import TokenizerError, UnknownWordError
 from nuwa_xl_jax.train import checkpoint, loop, stages as stages_lib
 from nuwa_xl_jax.train.workdir_lock import WorkdirLock, WorkdirLockedError
@@ -23,9 +23,10 @@ DONE = "done.json"
 
 # Errors a user can fix (bad config, missing data, foreign checkpoint, NaN loss): reported as one
 # clear line by the CLI, never a traceback from deep inside JAX.
-USER_ERRORS = (ConfigError, nio.StoryboardError, FileExistsError, checkpoint.CheckpointMismatchError,
-               loop.NonFiniteLossError, FileNotFoundError, CaptionsError, EpisodeTooShortError,
-               TokenizerError, UnknownWordError, WeightsError, ExportError, WorkdirLockedError)
+USER_ERRORS = (ConfigError, storyboards.StoryboardError, FileExistsError,
+               checkpoint.CheckpointMismatchError, loop.NonFiniteLossError, FileNotFoundError,
+               CaptionsError, EpisodeTooShortError, TokenizerError, UnknownWordError, WeightsError,
+               ExportError, WorkdirLockedError)
 
 
 def save_config(config, workdir: str) -> None:
@@ -108,7 +109,7 @@ def generate_video(config, workdir: str, mesh=None) -> dict | None:
         print(f"video: {out} (already generated; delete it to generate again)")
         print(f"contact sheet: {sheet}")
         return None
-    prompts = nio.load_storyboard(g.storyboard, g.frames)
+    prompts = storyboards.load_storyboard(g.storyboard, g.frames)
     family = gen.load_family(workdir)
     sampler = g.sampler or d.sampler
     result = gen.generate(

@@ -11,7 +11,7 @@ import pytest
 from flax import traverse_util
 
 from configs.common import vae as vae_config
-from nuwa_xl_jax import io
+from nuwa_xl_jax.io import videos
 from nuwa_xl_jax.dod.decode import decode_windows, receptive_field, vae_decode_fn
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
 from nuwa_xl_jax.weights.vae import identity_temporal_params
@@ -135,7 +135,7 @@ def test_uint8_and_scaled_latents(vae):
         vae_decode_fn(module, variables, scaled=True), z * module.scaling_factor, 2, 1)))
     reference = vae_decode_fn(module, variables, uint8=False)(z[None])[0]
     assert frames.dtype == np.uint8 and frames.shape == (4, 16, 16, 3)
-    assert np.abs(frames.astype(int) - io.to_uint8(reference).astype(int)).max() <= 1
+    assert np.abs(frames.astype(int) - videos.to_uint8(reference).astype(int)).max() <= 1
 
 
 def _moving_average(z, passes=3):

@@ -1,0 +1,257 @@
+"""Storyboards: a text, JSON or YAML file in, exactly one prompt per frame out.
+
+Why checked here, before any model runs: generation of a long video can take a long time, so
+everything that can be wrong with a storyboard (no prompts, a malformed scene, a word the built-in
+tokenizer lacks) is an error naming the file, the line or scene and the fix.
+
+Formats (:func:`load_storyboard`):
+
+- plain text (``.txt``, ``.text``, ``.story`` or no extension): one prompt per line; blank lines
+  and lines starting with ``#`` are ignored; the scenes share the frames in equal spans, earlier
+  scenes taking one extra frame each until the remainder is used up;
+- JSON (``.json``) or YAML (``.yaml``, ``.yml``): a list of scenes ``{"prompt": str, "frames":
+  int}`` (or a bare string, a scene without a frame count), or ``{"scenes": [...]}``. Frame counts
+  are given for every scene or for none (equal spans). When given they are *relative lengths*:
+  if they sum to the requested frame count they are used as written, otherwise they are rescaled
+  proportionally (largest remainder, ties to the earlier scene, every scene keeps at least one
+  frame), so one storyboard serves ``--frames=226`` and ``--frames=3376`` alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from nuwa_xl_jax.models.tokenizers import UnknownWordError
+
+TEXT_SUFFIXES = ("", ".txt", ".text", ".story")
+JSON_SUFFIXES = (".json",)
+YAML_SUFFIXES = (".yaml", ".yml")
+SCENE_KEYS = ("prompt", "frames")
+
+
+class StoryboardError(ValueError):
+    """A storyboard that cannot be turned into per-frame prompts; the message says where and how
+    to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    """One prompt held for ``frames`` consecutive frames from ``start``; ``where`` locates it in
+    the source ("line 3", "scene 2 (line 5)") for error messages."""
+    prompt: str
+    frames: int
+    start: int
+    where: str
+
+
+class Storyboard(list):
+    """The per-frame prompts (a ``list[str]``) plus the scenes they came from (``.scenes``) and
+    the file (``.path``), so later checks can point at the storyboard line at fault."""
+
+    def __init__(self, prompts: Iterable[str], scenes: Sequence[Scene] = (), path: str = ""):
+        super().__init__(prompts)
+        self.scenes = list(scenes)
+        self.path = path
+
+
+def load_storyboard(path: str, frames: int) -> Storyboard:
+    """Exactly ``frames`` per-frame prompts from a text, JSON or YAML storyboard (see module doc)."""
+    path = os.fspath(path)
+    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
+        raise StoryboardError(f"frames must be a positive integer, got {frames!r}")
+    frames = int(frames)
+    if not os.path.exists(path):
+        raise StoryboardError(f"storyboard {path!r} does not exist; give the path of a .txt file "
+                              "with one prompt per line, or a .json / .yaml list of scenes")
+    if os.path.isdir(path):
+        raise StoryboardError(f"storyboard {path!r} is a folder; give a .txt, .json or .yaml file")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in TEXT_SUFFIXES + JSON_SUFFIXES + YAML_SUFFIXES:
+        raise StoryboardError(f"{path}: unknown storyboard format {suffix!r}; use .txt (one prompt "
+                              "per line), .json or .yaml (a list of {prompt, frames} scenes)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise StoryboardError(f"{path}: not UTF-8 text ({e}); save the storyboard as UTF-8") from e
+    if suffix in JSON_SUFFIXES:
+        raw = _parse_json(path, text)
+    elif suffix in YAML_SUFFIXES:
+        raw = _parse_yaml(path, text)
+    else:
+        raw = _parse_text(text)
+    if not raw:
+        raise StoryboardError(f"{path}: the storyboard has no prompts; write at least one prompt "
+                              "(text: one per line; JSON/YAML: a list of {prompt, frames} scenes)")
+    return _assign_frames(path, raw, frames)
+
+
+def _parse_text(text: str) -> list[tuple[str, Optional[int], str]]:
+    out = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        prompt = line.strip()
+        if prompt and not prompt.startswith("#"):
+            out.append((prompt, None, f"line {number}"))
+    return out
+
+
+def _parse_json(path: str, text: str):
+    try:
+        data = json.loads(text) if text.strip() else None
+    except json.JSONDecodeError as e:
+        raise StoryboardError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}; "
+                              'expected a list like [{"prompt": "fred jumps in the desert", '
+                              '"frames": 16}, ...]') from e
+    return _parse_scenes(path, data, lines=None)
+
+
+def _parse_yaml(path: str, text: str):
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise StoryboardError(f"{path}: invalid YAML{at}: {getattr(e, 'problem', None) or e}; "
+                              "expected a list of scenes like '- {prompt: fred jumps in the desert, "
+                              "frames: 16}'") from e
+    # Line numbers of the scenes, for error messages (the composed node tree keeps them).
+    lines = None
+    if isinstance(node, yaml.MappingNode):
+        node = next((v for k, v in node.value if getattr(k, "value", None) == "scenes"), None)
+    if isinstance(node, yaml.SequenceNode):
+        lines = [item.start_mark.line + 1 for item in node.value]
+    return _parse_scenes(path, data, lines)
+
+
+def _parse_scenes(path: str, data, lines: Optional[list[int]]):
+    """[(prompt, frames or None, where)] from the loaded JSON / YAML value, validating each scene."""
+    if data is None:
+        return []
+    if isinstance(data, dict):
+        if "scenes" not in data:
+            raise StoryboardError(f"{path}: expected a list of scenes or a mapping with a 'scenes' "
+                                  f"list, got a mapping with keys {sorted(map(str, data))}")
+        extra = sorted(str(k) for k in data if k != "scenes")
+        if extra:
+            raise StoryboardError(f"{path}: unknown top-level keys {extra}; only 'scenes' is read")
+        data = data["scenes"]
+        if data is None:
+            return []
+    if not isinstance(data, list):
+        raise StoryboardError(f"{path}: the scenes must be a list, got {type(data).__name__}; "
+                              "write a list of {prompt, frames} scenes")
+    out = []
+    for i, scene in enumerate(data):
+        where = f"scene {i + 1}" + (f" (line {lines[i]})" if lines and i < len(lines) else "")
+        if isinstance(scene, str):
+            scene = {"prompt": scene}
+        if not isinstance(scene, dict):
+            raise StoryboardError(f"{path}: {where} must be a mapping with 'prompt' (and optionally "
+                                  f"'frames') or a prompt string, got {type(scene).__name__}")
+        unknown = sorted(str(k) for k in scene if k not in SCENE_KEYS)
+        if unknown:
+            raise StoryboardError(f"{path}: {where} has unknown keys {unknown}; a scene has only "
+                                  "'prompt' and 'frames'")
+        if "prompt" not in scene:
+            raise StoryboardError(f"{path}: {where} has no 'prompt'; add prompt: <text>")
+        prompt = scene["prompt"]
+        if not isinstance(prompt, str):
+            raise StoryboardError(f"{path}: {where}: 'prompt' must be a string, got "
+                                  f"{type(prompt).__name__} {prompt!r}; quote it")
+        if not prompt.strip():
+            raise StoryboardError(f"{path}: {where}: 'prompt' is empty; write what the scene shows "
+                                  "or delete the scene")
+        count = scene.get("frames")
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise StoryboardError(f"{path}: {where}: 'frames' must be a positive integer, got "
+                                      f"{count!r}")
+            if count <= 0:
+                raise StoryboardError(f"{path}: {where}: 'frames' is {count}; a scene needs at "
+                                      "least one frame: give a positive count or delete the scene")
+        out.append((prompt.strip(), count, where))
+    return out
+
+
+def _assign_frames(path: str, raw, frames: int) -> Storyboard:
+    n = len(raw)
+    if n > frames:
+        raise StoryboardError(f"{path}: {n} scenes but only {frames} frames; every scene needs at "
+                              f"least one frame: ask for at least {n} frames or merge scenes")
+    given = [c is not None for _, c, _ in raw]
+    if any(given) and not all(given):
+        missing = raw[given.index(False)][2]
+        raise StoryboardError(f"{path}: {missing} has no 'frames' while other scenes do; give "
+                              "frames for every scene (relative lengths) or for none (equal spans)")
+    if all(given):
+        counts = _rescale([c for _, c, _ in raw], frames)
+    else:
+        base, extra = divmod(frames, n)
+        counts = [base + (i < extra) for i in range(n)]
+    scenes, prompts, start = [], [], 0
+    for (prompt, _, where), count in zip(raw, counts):
+        scenes.append(Scene(prompt, count, start, where))
+        prompts += [prompt] * count
+        start += count
+    assert len(prompts) == frames
+    return Storyboard(prompts, scenes, path)
+
+
+def _rescale(counts: list[int], frames: int) -> list[int]:
+    """Counts proportional to ``counts`` summing to ``frames`` (largest remainder), each >= 1."""
+    total = sum(counts)
+    if total == frames:
+        return list(counts)
+    exact = np.array(counts, np.float64) * frames / total
+    out = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - out), kind="stable")
+    out[order[: frames - out.sum()]] += 1
+    while (out == 0).any():  # a tiny scene keeps one frame, taken from the longest
+        out[np.argmax(out)] -= 1
+        out[np.argmin(out)] += 1
+    return out.tolist()
+
+
+def check_vocabulary(prompts: Sequence[str], tokenizer) -> None:
+    """Raises StoryboardError naming every scene (line) that uses words ``tokenizer`` lacks.
+
+    Why: the built-in word tokenizer rejects unknown words, and finding that out after the model
+    is loaded, or from a bare UnknownWordError, wastes the user's time.
+    """
+    scenes = getattr(prompts, "scenes", None) or scenes_of(prompts)
+    path = getattr(prompts, "path", "") or "storyboard"
+    bad = []
+    for scene in scenes:
+        try:
+            tokenizer([scene.prompt])
+        except UnknownWordError as e:
+            if hasattr(tokenizer, "unknown_words"):
+                words = ", ".join(tokenizer.unknown_words([scene.prompt]))
+            else:
+                words = str(e)
+            bad.append(f"  {scene.where} ({scene.prompt!r}): {words}")
+    if bad:
+        known = ""
+        vocab = getattr(tokenizer, "vocab", None)
+        if isinstance(vocab, dict):
+            known = " Known words: " + " ".join(w for w in vocab if not w.startswith("<")) + "."
+        raise StoryboardError(f"{path}: words not in the built-in tokenizer's vocabulary:\n"
+                              + "\n".join(bad) + "\nRephrase these prompts with known words, or "
+                              "use a model with a CLIP tokenizer." + known)
+
+
+def scenes_of(prompts: Sequence[str]) -> list[Scene]:
+    """Runs of equal prompts of a plain per-frame list, located by frame range."""
+    scenes, start = [], 0
+    for i in range(1, len(prompts) + 1):
+        if i == len(prompts) or prompts[i] != prompts[start]:
+            scenes.append(Scene(prompts[start], i - start, start, f"frames {start}-{i - 1}"))
+            start = i
+    return scenes
