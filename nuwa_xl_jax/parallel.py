@@ -32,6 +32,17 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+    """``jax.distributed.initialize`` (arguments from the environment on TPU / Slurm when None),
+    with gloo for cross-process collectives between CPU processes. Call before any JAX work."""
+    # The setting only concerns the CPU backend (asking which backend is in use here would
+    # initialise it too early).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+
+
 def make_mesh(shape: Sequence[int] = (-1, 1), axes: Sequence[str] = ("data", "fsdp"),
               devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A mesh over ``devices`` (all by default). One ``-1`` in ``shape`` takes the remaining devices."""
@@ -124,6 +135,19 @@ def batch_devices(mesh: Mesh, batch_axes: Any = ("data", "fsdp")) -> int:
     axes = tuple(a for a in ((batch_axes,) if isinstance(batch_axes, str) else batch_axes)
                  if a in mesh.shape)
     return _mesh_axes_size(mesh, axes)
+
+
+def fsdp_sharding(shape: Sequence[int], mesh: Mesh, axis: str = "fsdp") -> NamedSharding:
+    """A weight laid out as FSDP holds it, whatever its logical names: split over ``axis`` along its
+    largest dimension that the axis size divides; replicated when none does (or no such axis)."""
+    n = mesh.shape.get(axis, 1)
+    dims = sorted(range(len(shape)), key=lambda d: -shape[d])
+    for d in dims:
+        if n > 1 and shape[d] % n == 0:
+            spec = [None] * len(shape)
+            spec[d] = axis
+            return NamedSharding(mesh, P(*spec))
+    return NamedSharding(mesh, P())
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -22,18 +22,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from nuwa_xl_jax import parallel
 
 CONFIG = "config.json"
 MODEL_CONFIG = "model_config.json"
 PARAMS = "params"
 PARTIAL = ".partial"  # suffix of an export being written
+FAMILY_FILE = "family.json"  # the manifest of an exported artifact (family/artifact.py)
+FORMAT = "nuwa_xl_jax.family"
+VERSION = 1
 
 
 class ExportError(ValueError):
@@ -54,9 +60,13 @@ def has_export(workdir: str, stage: str) -> bool:
 
 
 def write_export(directory: str, params: Any, model_config: dict) -> None:
-    """Inference weights (the EMA params) + the model config, as an Orbax checkpoint, written to
-    ``directory + ".partial"`` and renamed to ``directory`` once complete (replacing an older one)."""
-    params = jax.device_get(nn.meta.unbox(params))  # plain arrays, whatever the caller passes
+    """Inference weights (the EMA params: numpy arrays, or jax.Arrays sharded however, across
+    processes too; every process calls this) + the model config, as an Orbax checkpoint, written
+    to ``directory + ".partial"`` and renamed to ``directory`` once complete (replacing an older
+    one)."""
+    # Orbax writes each process's own shards of sharded jax.Arrays (FSDP across hosts): never
+    # gather them to one host (jax.device_get fails on arrays other processes hold).
+    params = nn.meta.unbox(params)
     final = os.path.abspath(directory).rstrip(os.sep)
     partial = final + PARTIAL
     if jax.process_index() == 0:
@@ -81,18 +91,35 @@ def write_export(directory: str, params: Any, model_config: dict) -> None:
     _sync("export_renamed")
 
 
-def _unreadable(directory: str, what: str, err: Exception) -> ExportError:
+STAGE_FIX = ("delete that folder and run its stage again (python -m nuwa_xl_jax.train "
+             "--config=... --workdir=... --stages=STAGE), or use a workdir whose export is complete")
+FAMILY_FIX = ("give a training workdir or a complete folder written by python -m "
+              "nuwa_xl_jax.export (export it again if it was damaged)")
+
+
+def _unreadable(directory: str, what: str, err: Exception, fix: str = STAGE_FIX) -> ExportError:
     reason = " ".join(str(err).split())
     reason = reason[:300] + ("..." if len(reason) > 300 else "")
     return ExportError(
-        f"{what} of the export {directory} cannot be read ({type(err).__name__}: {reason}). The "
-        "export is truncated or corrupt, or was not written by nuwa_xl_jax: delete that folder "
-        "and run its stage again (python -m nuwa_xl_jax.train --config=... --workdir=... "
-        "--stages=STAGE), or use a workdir whose export is complete")
+        f"{what} of {directory} cannot be read ({type(err).__name__}: {reason}). It is truncated "
+        f"or corrupt, or was not written by nuwa_xl_jax: {fix}")
 
 
-def read_export(directory: str) -> tuple[Any, dict]:
-    """``(params, model_config)`` of one stage's export folder."""
+def _restore(path: str, mesh=None) -> Any:
+    """The weights as numpy arrays, or laid out FSDP-style on ``mesh``: never on the layout they
+    were saved from, so any device count reads any export."""
+    tree = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
+    if mesh is None:
+        args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(
+        m.shape, m.dtype, sharding=parallel.fsdp_sharding(m.shape, mesh)), tree)
+    return ocp.StandardCheckpointer().restore(path, target)
+
+
+def read_export(directory: str, mesh=None) -> tuple[Any, dict]:
+    """``(params, model_config)`` of one stage's export folder: numpy arrays, or with ``mesh``
+    jax.Arrays read straight into FSDP shards on it (each process reads only its own shards)."""
     path = os.path.join(os.path.abspath(directory), PARAMS)
     if not os.path.isdir(path):
         partial = os.path.abspath(directory).rstrip(os.sep) + PARTIAL
@@ -103,6 +130,9 @@ def read_export(directory: str) -> tuple[Any, dict]:
         raise FileNotFoundError(
             f"no exported weights at {directory}: run the stage that writes them first (the "
             "pipeline runs stages in order: vae, mtd_global, mtd_local1, ...)")
+    # a stage of an exported artifact is fixed by exporting again, one of a workdir by training
+    in_artifact = os.path.exists(os.path.join(directory, os.pardir, os.pardir, FAMILY_FILE))
+    fix = FAMILY_FIX if in_artifact else STAGE_FIX
     config_path = os.path.join(directory, MODEL_CONFIG)
     try:
         with open(config_path) as f:
@@ -110,22 +140,57 @@ def read_export(directory: str) -> tuple[Any, dict]:
         if not isinstance(model_config, dict):
             raise ValueError(f"a JSON object was expected, not {type(model_config).__name__}")
     except (OSError, ValueError) as e:
-        raise _unreadable(directory, config_path, e) from None
+        raise _unreadable(directory, config_path, e, fix) from None
     try:
-        params = ocp.StandardCheckpointer().restore(path)
+        params = _restore(path, mesh)
     except Exception as e:  # tensorstore / orbax errors of a truncated or foreign checkpoint
-        raise _unreadable(directory, path, e) from None
+        raise _unreadable(directory, path, e, fix) from None
     return params, model_config
 
 
+def check_family(path: str) -> Optional[dict]:
+    """The manifest of an exported artifact (None for a training workdir, which has none); a
+    foreign or damaged manifest is one ExportError."""
+    manifest = os.path.join(path, FAMILY_FILE)
+    if not os.path.exists(manifest):
+        return None
+    try:
+        with open(manifest) as f:
+            info = json.load(f)
+        ok = isinstance(info, dict) and info.get("format") == FORMAT
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise ExportError(f"{manifest} is not a {FORMAT} manifest: {FAMILY_FIX}")
+    if info.get("version", 0) > VERSION:
+        raise ExportError(f"{path} is a version {info['version']} artifact; this nuwa_xl_jax "
+                          f"reads up to version {VERSION}: upgrade the package")
+    return info
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a family was trained with (``WORKDIR/config.json``)."""
+    """The config a family was trained with (``WORKDIR/config.json``; a workdir or an export)."""
+    check_family(workdir)
     path = os.path.join(workdir, CONFIG)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: --workdir must be a folder written by "
                                 "python -m nuwa_xl_jax.train")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    try:
+        with open(path) as f:
+            config = json.load(f)
+        if not isinstance(config, dict):
+            raise ValueError(f"a JSON object was expected, not {type(config).__name__}")
+    except (OSError, ValueError) as e:
+        raise _unreadable(workdir, path, e, FAMILY_FIX) from None
+    missing = [k for k in ("model", "data", "diffusion") if k not in config]
+    if missing:  # e.g. a diffusers / Hugging Face folder's config.json
+        raise ExportError(f"{path} is not a nuwa_xl_jax family config (it has no {missing}): give "
+                          "a training workdir or a folder written by python -m nuwa_xl_jax.export")
+    text = config["model"].get("text", {})
+    tok = text.get("tokenizer", "word")
+    if tok != "word" and not os.path.isabs(tok) and os.path.isdir(os.path.join(workdir, tok)):
+        text["tokenizer"] = os.path.join(os.path.abspath(workdir), tok)  # an export's own copy
+    return ml_collections.ConfigDict(config)
 
 
 def read_vae(workdir: str, config=None) -> tuple[Any, float]:

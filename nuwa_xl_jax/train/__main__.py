@@ -37,22 +37,18 @@ def main(argv):
         _fail("--config is required, e.g. --config=configs/synthetic.py", 2)
     if not FLAGS.workdir:
         _fail("--workdir is required: the folder for checkpoints, logs and exported weights", 2)
-    import jax
-
     from nuwa_xl_jax import compile_cache
 
     try:  # before anything compiles: stages, resumes and generate reuse compiled programs
         compile_cache.configure(FLAGS.compilation_cache)
     except OSError as e:
         _fail(f"--compilation_cache: {e}")
-    if FLAGS.coordinator_address or FLAGS.distributed:
-        # CPU processes need gloo for cross-process collectives; the setting only concerns the
-        # CPU backend (asking which backend is in use here would initialise it too early).
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+    from nuwa_xl_jax import parallel
 
-    from nuwa_xl_jax import configuration, parallel
+    if FLAGS.coordinator_address or FLAGS.distributed:
+        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                        FLAGS.process_id)
+    from nuwa_xl_jax import configuration
     from nuwa_xl_jax.train import pipeline
 
     config = FLAGS.config

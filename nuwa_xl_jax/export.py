@@ -1,0 +1,66 @@
+"""``python -m nuwa_xl_jax.export --workdir=DIR --out=DIR [--format=family|diffusers]``
+
+``--format=family`` (default): one self-contained inference artifact of the family a training
+workdir holds (every stage's EMA weights, the config with its schedule and sampler defaults, the
+VAE's latent scale, the tokenizer), loadable by ``NuwaXLPipeline.from_pretrained(OUT)`` and
+``python -m nuwa_xl_jax.generate --workdir=OUT`` on another machine and device count
+(nuwa_xl_jax/family/artifact.py). Weights pass through FSDP shards on ``--mesh_shape``; on a
+multi-process run every process runs this command (same flags as ``train``'s).
+
+``--format=diffusers``: the spatial VAE and the spatial UNet of ``--stage`` as diffusers folders
+(``OUT/vae``, ``OUT/unet``: config.json + diffusion_pytorch_model.safetensors), the inverse of
+``python -m nuwa_xl_jax.convert`` (nuwa_xl_jax/weights/diffusers_export.py).
+
+The output folder must be new (or empty); it appears only when complete.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+flags.DEFINE_string("workdir", None, "a training workdir (or an artifact written by this command)")
+flags.DEFINE_string("out", None, "a new folder for the artifact")
+flags.DEFINE_enum("format", "family", ["family", "diffusers"],
+                  "family: the whole model family; diffusers: the spatial VAE and UNet")
+flags.DEFINE_string("stage", "mtd_global", "--format=diffusers: the MTD stage whose UNet to write")
+flags.DEFINE_list("mesh_shape", ["1", "-1"], "(data, fsdp) mesh the weights pass through")
+flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() from the environment")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs)")
+flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)")
+flags.DEFINE_integer("process_id", None, "this process's index (multi-process runs)")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; use --workdir and --out")
+    logging.set_verbosity(logging.WARNING)
+    if not FLAGS.workdir or not FLAGS.out:
+        sys.exit("error: --workdir (a trained family) and --out (a new folder) are required")
+    from nuwa_xl_jax import parallel
+
+    if FLAGS.coordinator_address or FLAGS.distributed:
+        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                        FLAGS.process_id)
+    from nuwa_xl_jax.family import ExportError, artifact
+    from nuwa_xl_jax.weights.common import WeightsError
+
+    try:
+        if FLAGS.format == "family":
+            mesh = parallel.make_mesh(tuple(int(s) for s in FLAGS.mesh_shape))
+            out = artifact.write_family(FLAGS.workdir, FLAGS.out, mesh)
+        else:
+            from nuwa_xl_jax.weights import diffusers_export
+
+            out = diffusers_export.export_diffusers(FLAGS.workdir, FLAGS.out, FLAGS.stage)
+    except (ExportError, WeightsError, ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)  # without Orbax's teardown tracebacks after a failed read (see generate.py)
+    print(f"wrote {FLAGS.format} export of {FLAGS.workdir} to {out}")
+
+
+if __name__ == "__main__":
+    app.run(main)
