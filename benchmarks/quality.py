@@ -99,7 +99,7 @@ def run_one(family, prompts, video: str, mode: str, seed: int, mesh, steps=None)
         family, list(prompts), video, mode=mode, sampler=sampler, steps=steps or g.steps or d.sample_steps,
         guidance_scale=d.guidance_scale if g.guidance_scale < 0 else g.guidance_scale,
         eta=d.ddim_eta if sampler == "ddim" else 0.0, seed=seed, mesh=mesh,
-        max_segments_per_call=g.max_segments_per_call or None, fps=g.fps,
+        max_segments_per_call=g.max_segments_per_call, fps=g.fps,
         sheet=gen.sheet_path(video), overwrite=True, progress=False)
     if out.agreement is None:
         raise ValueError("no probe scores: benchmarks/quality.py needs a synthetic_cartoon family")

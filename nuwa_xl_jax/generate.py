@@ -16,6 +16,7 @@ import sys
 from absl import app, flags, logging
 
 from nuwa_xl_jax import compile_cache
+from nuwa_xl_jax.dod import engine
 from nuwa_xl_jax.dod import generate as gen
 from nuwa_xl_jax.dod.plan import num_frames
 from nuwa_xl_jax.family.store import load_config
@@ -33,7 +34,11 @@ flags.DEFINE_string("sampler", None, "ddpm | ddim | dpm++2m (default: the config
 flags.DEFINE_integer("steps", None, "sampler steps (default: the config's)")
 flags.DEFINE_float("guidance", None, "classifier-free guidance scale (default: the config's)")
 flags.DEFINE_integer("seed", 0, "the video is a function of the seed, not of the device count")
-flags.DEFINE_integer("max_segments_per_call", None, "memory budget: segments per batched call")
+flags.DEFINE_string("max_segments_per_call", "auto", "segments per batched sampler call: 'auto' "
+                    "(the most that fit --memory_fraction of one device's memory), a number, or "
+                    "'none' (no limit)")
+flags.DEFINE_float("memory_fraction", 0.8, "the share of one device's memory a sampler call may "
+                   "use, for --max_segments_per_call=auto")
 flags.DEFINE_integer("fps", 8, "frames per second of the written video")
 flags.DEFINE_bool("overwrite", False, "replace existing output files")
 flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off' "
@@ -46,6 +51,9 @@ FLAGS = flags.FLAGS
 def run_from_flags() -> dict:
     if not FLAGS.workdir or not FLAGS.storyboard:
         raise ValueError("--workdir and --storyboard are required")
+    max_segments = engine.check_max_segments(FLAGS.max_segments_per_call)
+    if not 0.0 < FLAGS.memory_fraction <= 1.0:
+        raise ValueError(f"--memory_fraction must be in (0, 1], got {FLAGS.memory_fraction}")
     config = load_config(FLAGS.workdir)
     frames = FLAGS.frames
     if frames is None:  # the family's full trained length
@@ -57,7 +65,8 @@ def run_from_flags() -> dict:
     out = pipe.write(FLAGS.out, list(prompts), sheet=FLAGS.sheet or True, fps=FLAGS.fps,
                      overwrite=FLAGS.overwrite, mode=FLAGS.mode, sampler=FLAGS.sampler,
                      steps=FLAGS.steps, guidance=FLAGS.guidance, seed=FLAGS.seed,
-                     max_segments_per_call=FLAGS.max_segments_per_call, extend=FLAGS.extend)
+                     max_segments_per_call=max_segments,
+                     memory_fraction=FLAGS.memory_fraction, extend=FLAGS.extend)
     return gen.report(out)
 
 
@@ -72,8 +81,9 @@ def main(argv):
     try:
         run_from_flags()
     # What a user can fix: a bad storyboard or flag (ValueError and its kind: StoryboardError,
-    # ConfigError, UnknownWordError, ...), an existing output, a missing workdir or stage.
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
+    # ConfigError, UnknownWordError, ...), an existing output, a missing workdir or stage, a
+    # level that does not fit the device's memory.
+    except (ValueError, FileExistsError, FileNotFoundError, MemoryError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         # A failed Orbax restore leaves its asyncio threads behind; at interpreter teardown they
         # print "Event loop is closed" tracebacks under the one-line error. Nothing is left to

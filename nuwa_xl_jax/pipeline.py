@@ -128,14 +128,17 @@ class NuwaXLPipeline:
     def __call__(self, prompts: Union[str, Sequence[str]], frames: Optional[int] = None, *,
                  mode: str = "dod", sampler: Optional[str] = None, steps: Optional[int] = None,
                  guidance: Optional[float] = None, eta: Optional[float] = None, seed: int = 0,
-                 mesh=None, max_segments_per_call: Optional[int] = None, extend: bool = False,
+                 mesh=None, max_segments_per_call: engine.MaxSegments = "auto",
+                 memory_fraction: float = engine.DEFAULT_MEMORY_FRACTION, extend: bool = False,
                  score: bool = False, progress: bool = True) -> Video:
         """A video of ``frames`` frames (default: one per prompt, or the trained length for a
         storyboard file). ``sampler`` ('ddpm' | 'ddim' | 'dpm++2m'), ``steps``, ``guidance``
         (classifier-free guidance scale) and ``eta`` default to the config's; the video is a
         function of ``seed``, not of the device count. ``mesh`` defaults to the one the weights
         were placed on. ``extend`` allows more frames than trained (extra levels reuse the
-        deepest local model). ``score`` runs the synthetic world's storyboard probe."""
+        deepest local model). ``max_segments_per_call``: segments per batched call, ``"auto"``
+        (the largest that fits ``memory_fraction`` of one device's memory), an int, or None (no
+        limit). ``score`` runs the synthetic world's storyboard probe."""
         prompts = self.prompts_for(prompts, frames)
         if mode == "dod":
             gen.plan_for(self.config, len(prompts), extend)  # a length it cannot run: before work
@@ -143,7 +146,8 @@ class NuwaXLPipeline:
         t0 = time.perf_counter()
         s = gen.sample(self.family, prompts, mode=mode, seed=seed,
                        mesh=self.mesh if mesh is None else mesh,
-                       max_segments_per_call=max_segments_per_call, progress=progress,
+                       max_segments_per_call=max_segments_per_call,
+                       memory_fraction=memory_fraction, progress=progress,
                        extend=extend, **self._settings(sampler, steps, guidance, eta))
         frames_out = np.concatenate(list(gen.decode_frames(self.family, s.latents)))
         seconds = time.perf_counter() - t0
@@ -158,7 +162,8 @@ class NuwaXLPipeline:
               sheet: Union[str, bool] = True, fps: int = 8, overwrite: bool = False,
               mode: str = "dod", sampler: Optional[str] = None, steps: Optional[int] = None,
               guidance: Optional[float] = None, eta: Optional[float] = None, seed: int = 0,
-              mesh=None, max_segments_per_call: Optional[int] = None, extend: bool = False,
+              mesh=None, max_segments_per_call: engine.MaxSegments = "auto",
+                 memory_fraction: float = engine.DEFAULT_MEMORY_FRACTION, extend: bool = False,
               score: bool = True, progress: bool = True) -> gen.Output:
         """Like calling the pipeline, but the frames stream to ``out`` (and the contact sheet,
         default ``out``'s name + ``_sheet.png``) as they are decoded, so no length is too long to
@@ -168,6 +173,7 @@ class NuwaXLPipeline:
         return gen.generate(
             self.family, prompts, out, mode=mode, seed=seed,
             mesh=self.mesh if mesh is None else mesh, max_segments_per_call=max_segments_per_call,
+            memory_fraction=memory_fraction,
             fps=fps, sheet=gen.sheet_path(out) if sheet is True else (sheet or None),
             overwrite=overwrite, progress=progress, score=score, extend=extend,
             **self._settings(sampler, steps, guidance, eta))

@@ -29,6 +29,8 @@ def _cfg():
     (lambda c: c.model.vae.__setattr__("temporal_kernel_size", 2), "temporal_kernel_size must be odd"),
     (lambda c: c.data.__setattr__("resolution", (64, 62)), "width 62 is not divisible .* factor 4"),
     (lambda c: c.mesh.__setattr__("shape", (1, 2, 3)), "same length"),
+    (lambda c: c.generate.__setattr__("max_segments_per_call", "lots"), "generate.max_segments_per_call"),
+    (lambda c: c.generate.__setattr__("memory_fraction", 1.5), "generate.memory_fraction"),
 ])
 def test_bad_values_name_the_field(mutate, match):
     c = _cfg()

@@ -119,7 +119,10 @@ def generate_block() -> ml_collections.ConfigDict:
     c.guidance_scale = -1.0  # < 0 = diffusion.guidance_scale
     c.seed = 0
     c.fps = 8
-    c.max_segments_per_call = 0  # 0 = no limit
+    # Segments per batched sampler call: "auto" = the largest that fits memory_fraction of one
+    # device's memory (dod/engine.py), a number as text ("16"), or "none" = no limit.
+    c.max_segments_per_call = "auto"
+    c.memory_fraction = 0.8
     return c
 
 
@@ -358,6 +361,12 @@ def validate(config: Any) -> None:
             raise ConfigError("generate.enabled needs generate.storyboard (a storyboard file)")
         if g.frames < 2:
             raise ConfigError(f"generate.frames must be >= 2, got {g.frames}")
+        m = str(g.get("max_segments_per_call", "auto")).strip().lower()
+        if not (m in ("auto", "none", "") or m.isdigit()):
+            raise ConfigError(f"generate.max_segments_per_call={m!r}: use 'auto' (sized to memory), "
+                              f"a number of segments such as '16', or 'none' (no limit)")
+        if not 0.0 < g.get("memory_fraction", 0.8) <= 1.0:
+            raise ConfigError(f"generate.memory_fraction must be in (0, 1], got {g.memory_fraction}")
     if config.get("mesh") is not None:
         check_fields(config.mesh, mesh_block().keys(), "mesh")
         if len(tuple(config.mesh.shape)) != len(tuple(config.mesh.axes)):

@@ -19,9 +19,14 @@ prompt's, for guidance) and the condition features of the given frames (:class:`
 step runs only the UNet. Weights are placed on the mesh once (:func:`place_models`), not per call.
 
 Memory: with ``max_segments_per_call`` a level runs in balanced chunks of one fixed size (padded),
-so every chunk reuses one compilation; padded rows are computed and dropped. Given frames are never written
-back (the buffer keeps the level above's values bit-exact); frames >= N that later segments need as
-ends stay in the buffer and are cut from the output.
+so every chunk reuses one compilation; padded rows are computed and dropped. ``"auto"`` sizes the
+chunks from the compiled program's own memory analysis against a budget (a fraction of one
+device's memory, :func:`memory_budget`): the whole level in one call when it fits, else the
+largest balanced chunk that does (:func:`auto_chunk_size`). Level programs are compiled ahead of
+time once per shape (:func:`_compiled`), so sizing a chunk and running it share one compile. The
+latent buffer is donated to each write. Given frames are never written back (the buffer keeps the
+level above's values bit-exact); frames >= N that later segments need as ends stay in the buffer
+and are cut from the output.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ import collections
 import dataclasses
 import functools
 import time
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +46,8 @@ from nuwa_xl_jax.diffusion import samplers
 from nuwa_xl_jax.dod.plan import Level, Plan
 
 Denoise = Callable[..., jax.Array]  # denoise(params, x, t, ids, cond, mask, level) -> prediction
+MaxSegments = Union[int, str, None]  # segments per call: an int >= 1, "auto" (memory-sized) or None
+DEFAULT_MEMORY_FRACTION = 0.8  # of one device's memory, for max_segments_per_call="auto"
 
 
 class Denoiser(Protocol):
@@ -119,13 +126,16 @@ class Sampling:
 class LevelStats:
     """What one level cost: ``segments`` real segments, ``calls`` sequential sampler loops
     (chunks), ``chunk`` the padded batch of each call, ``traces`` new traces of the level program
-    (0 when an earlier level or run had the same shape), ``wall_s`` seconds incl. gather/scatter."""
+    (0 when an earlier level or run had the same shape), ``wall_s`` seconds incl. gather/scatter,
+    ``program_bytes`` the compiled level program's peak memory on one device (XLA's estimate:
+    arguments + outputs + temporaries - aliased)."""
     level: int
     segments: int
     calls: int
     chunk: int
     traces: int
     wall_s: float
+    program_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,15 +269,109 @@ def _gather_program(mesh: Mesh, replicate: bool):
 @functools.lru_cache(maxsize=16)
 def _scatter_program(mesh: Mesh, replicate: bool):
     """Writes a chunk's produced frames into the buffer; index == len(buffer) is dropped (given
-    positions and padded segments), so given frames stay bit-exact. Not donated: the buffer is a
-    few MB of latents and ``on_level`` callers may keep a reference."""
+    positions and padded segments), so given frames stay bit-exact. The buffer is donated: written
+    in place, never copied (3376 frames at 256 px are ~220 MB of latents)."""
     sh = _shardings(mesh, replicate)
 
     def scatter(buffer, index, x):
         return buffer.at[index].set(x.astype(buffer.dtype), mode="drop")
 
     return jax.jit(scatter, in_shardings=(parallel.replicated(mesh), sh(2), sh(5)),
-                   out_shardings=parallel.replicated(mesh))
+                   out_shardings=parallel.replicated(mesh), donate_argnums=(0,))
+
+
+_COMPILED: "collections.OrderedDict[Any, Any]" = collections.OrderedDict()
+_COMPILED_MAX = 64
+
+
+def _abstract(a):
+    return jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
+
+
+def _compiled(program, params, args):
+    """The level program compiled ahead of time for these shapes (cached): ``args`` may be
+    arrays or ``jax.ShapeDtypeStruct``s, so a chunk size can be sized before any data exists and
+    the same executable then runs it. Keyed on the params' shardings too (replicated or FSDP)."""
+    p_leaves, p_tree = jax.tree.flatten(params)
+    key = (program, p_tree,
+           tuple((np.shape(a), jnp.result_type(a), getattr(a, "sharding", None)) for a in p_leaves),
+           tuple((tuple(np.shape(a)), jnp.result_type(a)) for a in jax.tree.leaves(args)))
+    hit = _COMPILED.get(key)
+    if hit is None:
+        hit = program.lower(params, *jax.tree.map(_abstract, args)).compile()
+        _COMPILED[key] = hit
+        while len(_COMPILED) > _COMPILED_MAX:
+            _COMPILED.popitem(last=False)
+    else:
+        _COMPILED.move_to_end(key)
+    return hit
+
+
+def program_bytes(compiled) -> int:
+    """Peak bytes of a compiled program on one device, from XLA's memory analysis (0 where the
+    backend gives none)."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return 0
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+               - m.alias_size_in_bytes)
+
+
+def memory_budget(mesh: Mesh, fraction: float = DEFAULT_MEMORY_FRACTION) -> int:
+    """Bytes one level call may use on one device: ``fraction`` of the device's memory limit
+    (``memory_stats()["bytes_limit"]``: on GPU that is the pool JAX preallocated). CPU devices
+    report none; there the host's physical memory is shared by its local devices."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"memory_fraction must be in (0, 1], got {fraction!r}")
+    device = mesh.devices.flat[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        limit = int(stats["bytes_limit"])
+    else:
+        import os
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        limit = host // max(1, len([d for d in mesh.devices.flat
+                                    if d.process_index == jax.process_index()]))
+    return int(limit * fraction)
+
+
+def auto_chunk_size(segments: int, devices: int, peak: Callable[[int], int], budget: int) -> int:
+    """The chunk size for ``max_segments_per_call="auto"``: the whole level (balanced over the
+    devices) when ``peak(chunk)`` fits ``budget``, else the largest balanced chunk that does.
+    Memory grows about linearly with the chunk (every row is one more segment's activations), so
+    two small probes predict the size, a compile confirms it and the next larger balanced size is
+    tried; ``peak`` compiles (cached, and the chosen size's executable is the one that runs)."""
+    whole = _chunk_size(segments, None, devices)
+    if peak(whole) <= budget:
+        return whole
+    c1 = devices
+    p1 = peak(c1)
+    if p1 > budget:
+        raise MemoryError(
+            f"one chunk of {c1} segment(s) needs {p1 / 2**30:.2f} GiB per device, over the "
+            f"{budget / 2**30:.2f} GiB budget: raise memory_fraction, add devices, or use a "
+            f"smaller model or resolution")
+    c2 = 2 * devices
+    if c2 >= whole:
+        return c1
+    per_row = max(1, peak(c2) - p1) / (c2 - c1)
+    cap = c1 + int((budget - p1) // (per_row * devices)) * devices
+    chunk = _chunk_size(segments, max(c1, min(cap, whole - devices)), devices)
+    while chunk > c1 and peak(chunk) > budget:  # the estimate was optimistic: step down
+        chunk = _chunk_size(segments, chunk - devices, devices)
+    while True:  # XLA reuses buffers, so memory can grow slower than linearly: step up
+        bigger = _next_chunk(segments, chunk, devices)
+        if bigger >= whole or peak(bigger) > budget:
+            return chunk
+        chunk = bigger
+
+
+def _next_chunk(segments: int, chunk: int, devices: int) -> int:
+    """The smallest balanced chunk size above ``chunk``."""
+    cap = chunk + devices
+    while _chunk_size(segments, cap, devices) <= chunk:
+        cap += devices
+    return _chunk_size(segments, cap, devices)
 
 
 def sample_segments(model: LevelModel, schedule, sampling: Sampling, mesh: Mesh, *, level_key,
@@ -278,9 +382,22 @@ def sample_segments(model: LevelModel, schedule, sampling: Sampling, mesh: Mesh,
     with given positions bit-exact."""
     program = _level_program(model.denoise, schedule, sampling, mesh, replicate)
     # A no-op for weights already on the mesh (place_models); callers place them once.
-    return program(place_params(model.params, mesh), level_key, jnp.asarray(seg_index, jnp.uint32),
-                   ids, given, jnp.asarray(mask, jnp.float32), jnp.asarray(level, jnp.int32),
-                   jnp.asarray(null_ids))
+    params = place_params(model.params, mesh)
+    args = (level_key, jnp.asarray(seg_index, jnp.uint32), jnp.asarray(ids, jnp.int32), given,
+            jnp.asarray(mask, jnp.float32), jnp.asarray(level, jnp.int32),
+            jnp.asarray(null_ids, jnp.int32))
+    return _compiled(program, params, args)(params, *args)
+
+
+def _program_peak(model: LevelModel, schedule, sampling: Sampling, mesh: Mesh, *, level_key,
+                  chunk: int, frames: int, tokens: int, latent_shape, replicate: bool) -> int:
+    """Peak bytes of the level program for ``chunk`` segments, compiled (and cached) for it."""
+    program = _level_program(model.denoise, schedule, sampling, mesh, replicate)
+    s = jax.ShapeDtypeStruct
+    args = (level_key, s((chunk,), jnp.uint32), s((chunk, frames, tokens), jnp.int32),
+            s((chunk, frames, *latent_shape), jnp.float32), s((chunk, frames), jnp.float32),
+            s((chunk,), jnp.int32), s((tokens,), jnp.int32))
+    return program_bytes(_compiled(program, place_params(model.params, mesh), args))
 
 
 def place_models(models: Sequence[LevelModel], mesh: Mesh) -> tuple[LevelModel, ...]:
@@ -305,6 +422,24 @@ def _chunk_size(segments: int, max_segments: Optional[int], devices: int) -> int
     return up(-(-segments // calls))
 
 
+def check_max_segments(max_segments_per_call) -> MaxSegments:
+    """``max_segments_per_call`` as the engine takes it: an int >= 1, ``"auto"`` or None (no
+    limit). Also read from configs and flags: ``0``, ``"none"`` and ``""`` mean no limit, and a
+    string of digits is its number."""
+    value = max_segments_per_call
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("none", ""):
+            return None
+        value = int(text) if text.isdigit() else text
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0:
+        return int(value) or None
+    raise ValueError(f"max_segments_per_call must be an integer >= 1, 'auto' (sized to memory) or "
+                     f"None/0 (no limit), got {max_segments_per_call!r}")
+
+
 def _progress(total: int, desc: str, enabled: bool, unit: str = "segment"):
     """A tqdm bar that stays on screen (one line per level), or None."""
     if not enabled:
@@ -315,16 +450,25 @@ def _progress(total: int, desc: str, enabled: bool, unit: str = "segment"):
 
 def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.ndarray,
               null_ids, schedule, sampling: Sampling, *, seed: int, mesh: Mesh,
-              max_segments_per_call: Optional[int] = None, progress: bool = False
+              max_segments_per_call: MaxSegments = None,
+              memory_fraction: float = DEFAULT_MEMORY_FRACTION, progress: bool = False
               ) -> tuple[jax.Array, LevelStats]:
-    """Samples every segment of ``lv`` (chunked at most ``max_segments_per_call`` per call) and
-    returns the buffer with its non-given frames written, plus the level's stats."""
+    """Samples every segment of ``lv`` (chunked at most ``max_segments_per_call`` per call, or
+    sized to memory with ``"auto"``) and returns the buffer (donated: the one passed in is
+    consumed) with its non-given frames written, plus the level's stats."""
     start_time = time.perf_counter()
     traces0 = trace_count()
     S, L = lv.frames.shape
     span = buffer.shape[0]
     nd = parallel.batch_devices(mesh)
-    C = _chunk_size(S, max_segments_per_call, nd)
+    level_key = jax.random.fold_in(jax.random.key(seed), lv.level)
+    if max_segments_per_call == "auto" and S > 1:
+        peak = functools.partial(_program_peak, model, schedule, sampling, mesh,
+                                 level_key=level_key, frames=L, tokens=prompt_ids.shape[-1],
+                                 latent_shape=buffer.shape[1:], replicate=False)
+        C = auto_chunk_size(S, nd, lambda c: peak(chunk=c), memory_budget(mesh, memory_fraction))
+    else:
+        C = _chunk_size(S, None if max_segments_per_call == "auto" else max_segments_per_call, nd)
     replicate = C == 1
     calls = -(-S // C)
     pad = calls * C - S
@@ -334,10 +478,9 @@ def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.nd
     mask = lv.given[rows].astype(np.float32)
     write = np.where(lv.given[rows], span, frames)
     write[S:] = span
-    ids = prompt_ids[lv.prompts[rows]]  # [S + pad, L, T]
+    ids = prompt_ids[lv.prompts[rows]].astype(np.int32)  # [S + pad, L, T]
     index = np.arange(S + pad, dtype=np.uint32)
     level = np.full(S + pad, lv.level if model.level is None else model.level, np.int32)
-    level_key = jax.random.fold_in(jax.random.key(seed), lv.level)
     gather = _gather_program(mesh, replicate)
     scatter = _scatter_program(mesh, replicate)
     bar = _progress(S, f"level {lv.level}", progress)
@@ -354,16 +497,19 @@ def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.nd
     if bar is not None:
         bar.close()
     buffer.block_until_ready()
+    used = _program_peak(model, schedule, sampling, mesh, level_key=level_key, chunk=C, frames=L,
+                         tokens=prompt_ids.shape[-1], latent_shape=buffer.shape[1:],
+                         replicate=replicate)  # cached: the executable that just ran
     stats = LevelStats(lv.level, S, calls, C, trace_count() - traces0,
-                       time.perf_counter() - start_time)
+                       time.perf_counter() - start_time, used)
     return buffer, stats
 
 
 def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule,
         latent_shape: Sequence[int], *, sampler: str = "ddim", steps: Optional[int] = None,
         guidance_scale: float = 1.0, eta: float = 0.0, spacing: Optional[str] = None,
-        seed: int = 0, mesh: Optional[Mesh] = None, max_segments_per_call: Optional[int] = None,
-        progress: bool = False,
+        seed: int = 0, mesh: Optional[Mesh] = None, max_segments_per_call: MaxSegments = None,
+        memory_fraction: float = DEFAULT_MEMORY_FRACTION, progress: bool = False,
         on_level: Optional[Callable[[Level, jax.Array], None]] = None) -> Result:
     """Generates the plan's N frames of latents, level by level.
 
@@ -371,9 +517,12 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
       global and local weights). prompt_ids: ``[N, T]`` token ids, one row per requested frame
       (``Level.prompts`` indexes them). null_ids: ``[T]`` ids of the empty prompt (guidance).
     latent_shape: ``(h, w, c)``. mesh: default all devices on the batch axis.
-    max_segments_per_call: memory budget; larger levels run in fixed-size padded chunks.
+    max_segments_per_call: segments per call; larger levels run in fixed-size balanced chunks.
+      ``"auto"``: the largest chunk whose compiled program fits ``memory_fraction`` of one
+      device's memory (the whole level when it fits). None: no limit.
     on_level(level, buffer): called after each level with the ``[span, h, w, c]`` latent buffer
-      (e.g. to keep each level's keyframes for a contact sheet).
+      (e.g. to keep each level's keyframes for a contact sheet). The buffer is donated to the next
+      level's writes: copy what you keep (``np.asarray``) inside the callback.
     """
     sampling = Sampling(sampler, steps, float(guidance_scale), float(eta), spacing)
     sampling.check(schedule)
@@ -386,10 +535,9 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
     null_ids = np.asarray(null_ids)
     if null_ids.shape != prompt_ids.shape[1:]:
         raise ValueError(f"null_ids must be [T]={prompt_ids.shape[1:]}, got shape {null_ids.shape}")
-    if max_segments_per_call is not None and (not isinstance(max_segments_per_call, (int, np.integer))
-                                              or max_segments_per_call < 1):
-        raise ValueError(f"max_segments_per_call must be an integer >= 1 or None, got "
-                         f"{max_segments_per_call!r}")
+    max_segments_per_call = check_max_segments(max_segments_per_call)
+    if not 0.0 < memory_fraction <= 1.0:
+        raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction!r}")
     latent_shape = tuple(int(d) for d in latent_shape)
     if len(latent_shape) != 3:
         raise ValueError(f"latent_shape must be (h, w, c), got {latent_shape}")
@@ -401,7 +549,7 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
     for lv, model in zip(plan.levels, models):
         buffer, st = run_level(lv, model, buffer, prompt_ids, null_ids, schedule, sampling,
                                seed=seed, mesh=mesh, max_segments_per_call=max_segments_per_call,
-                               progress=progress)
+                               memory_fraction=memory_fraction, progress=progress)
         stats.append(st)
         if on_level is not None:
             on_level(lv, buffer)

@@ -140,7 +140,8 @@ class Sampled:
 
 def sample(family: Family, prompts, *, mode: str = "dod", sampler: str = "ddim",
            steps: Optional[int] = None, guidance_scale: float = 1.0, eta: float = 0.0,
-           seed: int = 0, mesh=None, max_segments_per_call: Optional[int] = None,
+           seed: int = 0, mesh=None, max_segments_per_call: engine.MaxSegments = "auto",
+           memory_fraction: float = engine.DEFAULT_MEMORY_FRACTION,
            progress: bool = True, extend: bool = False) -> Sampled:
     """The latents of ``len(prompts)`` frames guided by one prompt per frame: DoD on the plan of
     the trained depth (:func:`plan_for`; more frames need ``extend=True``), or the AR baseline."""
@@ -158,7 +159,8 @@ def sample(family: Family, prompts, *, mode: str = "dod", sampler: str = "ddim",
         result = engine.run(plan, level_models, ids, models.null_ids,
                             models.schedule, models.latent_shape, sampler=sampler, steps=steps,
                             guidance_scale=guidance_scale, eta=eta, seed=seed, mesh=mesh,
-                            max_segments_per_call=max_segments_per_call, progress=progress)
+                            max_segments_per_call=max_segments_per_call,
+                            memory_fraction=memory_fraction, progress=progress)
         level_indices = [np.unique(lv.frames[lv.frames < N]) for lv in plan.levels]
         keyframes = keyframe_mask(plan)
     elif mode == "ar":
@@ -196,7 +198,8 @@ def agreement(config, frames: np.ndarray, prompts, keyframes) -> Optional[dict]:
 
 def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: str = "ddim",
              steps: Optional[int] = None, guidance_scale: float = 1.0, eta: float = 0.0,
-             seed: int = 0, mesh=None, max_segments_per_call: Optional[int] = None,
+             seed: int = 0, mesh=None, max_segments_per_call: engine.MaxSegments = "auto",
+           memory_fraction: float = engine.DEFAULT_MEMORY_FRACTION,
              fps: int = 8, sheet: Optional[str] = None, overwrite: bool = False,
              progress: bool = True, score: bool = True, extend: bool = False) -> Output:
     """Generates ``len(prompts)`` frames guided by one prompt per frame and streams them to
@@ -214,7 +217,8 @@ def generate(family: Family, prompts, out: str, *, mode: str = "dod", sampler: s
     t0 = time.perf_counter()
     s = sample(family, prompts, mode=mode, sampler=sampler, steps=steps,
                guidance_scale=guidance_scale, eta=eta, seed=seed, mesh=mesh,
-               max_segments_per_call=max_segments_per_call, progress=progress, extend=extend)
+               max_segments_per_call=max_segments_per_call, memory_fraction=memory_fraction,
+               progress=progress, extend=extend)
     h, w = tuple(family.config.data.resolution)
     collector = contact_sheets.KeyframeCollector(s.level_indices)
     frames_for_score = [] if score and family.config.data.dataset == "synthetic_cartoon" else None

@@ -116,5 +116,6 @@ def generate_video(config, workdir: str, mesh=None) -> dict | None:
         family, list(prompts), out, sampler=sampler, steps=g.steps or d.sample_steps,
         guidance_scale=d.guidance_scale if g.guidance_scale < 0 else g.guidance_scale,
         eta=d.ddim_eta if sampler == "ddim" else 0.0, seed=g.seed, mesh=mesh,
-        max_segments_per_call=g.max_segments_per_call or None, fps=g.fps, sheet=sheet)
+        max_segments_per_call=g.max_segments_per_call, memory_fraction=g.get("memory_fraction", 0.8),
+        fps=g.fps, sheet=sheet)
     return gen.report(result)

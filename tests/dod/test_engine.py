@@ -227,7 +227,7 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="null_ids must be"):
         engine.run(plan, ms, prompts(7), np.zeros(T + 1, np.int32), SCHEDULE, LATENT)
     with pytest.raises(ValueError, match="max_segments_per_call"):
-        engine.run(plan, ms, prompts(7), NULL, SCHEDULE, LATENT, max_segments_per_call=0)
+        engine.run(plan, ms, prompts(7), NULL, SCHEDULE, LATENT, max_segments_per_call=-2)
     with pytest.raises(ValueError, match="needs 2 local models"):
         engine.level_models(toy_denoise, toy_params(0), [toy_params(1)], 3)
     with pytest.raises(ValueError, match="local_models='joint'"):
@@ -364,3 +364,101 @@ def test_balanced_chunks_in_a_run_equal_one_call():
     whole = run(plan, mesh_of(1))
     np.testing.assert_allclose(np.asarray(chunked.latents), np.asarray(whole.latents),
                                rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# Memory-sized chunks ("auto") and the donated latent buffer.
+
+
+def linear_peak(base: int, per_row: int, calls: list):
+    def peak(chunk):
+        calls.append(chunk)
+        return base + per_row * chunk
+    return peak
+
+
+@pytest.mark.parametrize("segments,devices,budget,chunk", [
+    (69, 1, 10_000, 69),        # everything fits: one call, no probes
+    (69, 1, 1000 + 100 * 16, 14),  # room for 16 rows: balanced to 5 x 14, not 5 x 16
+    (69, 8, 1000 + 100 * 20, 16),  # room for 20 rows, a multiple of 8 devices: 16
+    (9, 1, 1000 + 100 * 1, 1),  # one row at a time
+    (9, 2, 1000 + 100 * 3, 2),  # 2 < 2 devices' rows * 2 = 4 == whole - devices: the probe size
+])
+def test_auto_chunk_size_is_the_largest_balanced_chunk_that_fits(segments, devices, budget, chunk):
+    calls = []
+    got = engine.auto_chunk_size(segments, devices, linear_peak(1000, 100, calls), budget)
+    assert got == chunk
+    assert 1000 + 100 * got <= budget
+    # Largest: the balanced chunk of one more device row would not fit (or there is none).
+    bigger = engine._chunk_size(segments, got + devices, devices)
+    assert bigger == got or 1000 + 100 * bigger > budget
+    assert len(calls) <= 5  # the whole level, two probes, confirm, one size up
+
+
+def test_auto_chunk_size_steps_down_when_the_linear_estimate_is_optimistic():
+    # Memory that grows faster than linearly past 4 rows: the estimate from 1 and 2 rows says 9
+    # fit, compiling 9 says no, and the sizer steps down until a compiled size fits.
+    peak = lambda c: 100 * c + (0 if c <= 4 else 1000 * (c - 4))
+    got = engine.auto_chunk_size(40, 1, peak, 900)
+    assert peak(got) <= 900 and got == 4
+
+
+def test_auto_chunk_size_names_the_budget_when_nothing_fits():
+    with pytest.raises(MemoryError, match="memory_fraction"):
+        engine.auto_chunk_size(9, 2, lambda c: 10**9 * c, 10**9)
+
+
+def test_auto_sizes_chunks_from_the_compiled_programs_memory(monkeypatch):
+    plan = planlib.make_plan(L, 3)  # level 1: 3 segments, level 2: 9
+    mesh = mesh_of(1)
+    whole = run(plan, mesh)
+    # XLA's own estimate for 3-segment calls, as the budget: level 2 must then run in 3 x 3.
+    three = engine._program_peak(
+        models_for(3)[2], SCHEDULE, engine.Sampling("ddpm", 3, 2.0), mesh,
+        level_key=jax.random.key(0), chunk=3, frames=L, tokens=T, latent_shape=LATENT,
+        replicate=False)
+    monkeypatch.setattr(engine, "memory_budget", lambda mesh, fraction: three)
+    auto = run(plan, mesh, max_segments_per_call="auto")
+    assert [(s.calls, s.chunk) for s in auto.levels] == [(1, 1), (1, 3), (3, 3)]
+    assert all(0 < s.program_bytes <= three for s in auto.levels[1:])
+    np.testing.assert_allclose(np.asarray(auto.latents), np.asarray(whole.latents),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_auto_runs_a_level_in_one_call_when_it_fits():
+    plan = planlib.make_plan(L, 3)
+    auto = run(plan, mesh_of(1), max_segments_per_call="auto")  # host memory: everything fits
+    assert [(s.calls, s.chunk) for s in auto.levels] == [(1, 1), (1, 3), (1, 9)]
+    assert all(s.program_bytes > 0 for s in auto.levels)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "half", "-3", True])
+def test_bad_max_segments_per_call_is_named(bad):
+    with pytest.raises(ValueError, match="max_segments_per_call.*'auto'"):
+        engine.check_max_segments(bad)
+
+
+@pytest.mark.parametrize("given,taken", [
+    (None, None), (0, None), ("none", None), ("", None), ("auto", "auto"), (" AUTO", "auto"),
+    (16, 16), ("16", 16), (np.int64(3), 3)])
+def test_max_segments_per_call_spellings(given, taken):
+    assert engine.check_max_segments(given) == taken
+
+
+def test_memory_budget_is_a_fraction_of_the_device_memory():
+    mesh = mesh_of(1)
+    assert 0 < engine.memory_budget(mesh, 0.5) <= engine.memory_budget(mesh, 1.0)
+    with pytest.raises(ValueError, match="memory_fraction"):
+        engine.memory_budget(mesh, 1.5)
+
+
+def test_the_latent_buffer_is_donated_to_each_write():
+    plan = planlib.make_plan(L, 2)
+    lv = plan.levels[1]
+    mesh = mesh_of(1)
+    buffer = jax.device_put(jnp.ones((plan.span, *LATENT), jnp.float32), parallel.replicated(mesh))
+    out, stats = engine.run_level(lv, models_for(2)[1], buffer, prompts(plan.frames), NULL, SCHEDULE,
+                                  engine.Sampling("ddpm", 3, 2.0), seed=0, mesh=mesh)
+    assert buffer.is_deleted() and not out.is_deleted()
+    given = np.unique(lv.frames[lv.given])
+    np.testing.assert_array_equal(np.asarray(out)[given], 1.0)  # given frames kept bit-exact
