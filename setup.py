@@ -34,7 +34,11 @@ setup(
     name="nuwa_xl_jax",
     version="0.1.0",
     description="NUWA-XL diffusion over diffusion for extremely long video generation, in JAX/Flax",
-    packages=find_packages(include=["nuwa_xl_jax", "nuwa_xl_jax.*"]),
+    # The repository's configs/ ships inside the package as nuwa_xl_jax/configs/, where
+    # nuwa_xl_jax.configuration.files finds ``configs/NAME.py`` when no such file is at hand.
+    packages=find_packages(include=["nuwa_xl_jax", "nuwa_xl_jax.*"]) + ["nuwa_xl_jax.configs"],
+    package_dir={"nuwa_xl_jax.configs": "configs"},
+    package_data={"nuwa_xl_jax.configs": ["storyboards/*"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -1,28 +1,28 @@
 """Prints synthetic episode generation speed (episodes/s) and pipeline throughput (batches/s).
 
-python benchmarks/data_pipeline.py [--length 3376] [--resolution 64] [--batch 8] [--workers 0]
+python benchmarks/data_pipeline.py [--length=3376] [--resolution=64] [--batch=8] [--workers=0]
 """
-import argparse
-import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from nuwa_xl_jax.data import pipeline, synthetic  # noqa: E402
-from nuwa_xl_jax.configuration.data import data_block  # noqa: E402
+from nuwa_xl_jax import cli
+from nuwa_xl_jax.configuration.data import data_block
+from nuwa_xl_jax.data import pipeline, sources, synthetic
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--length", type=int, default=3376)
-    p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--episodes", type=int, default=4)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--batches", type=int, default=50)
-    p.add_argument("--workers", type=int, default=0)
-    a = p.parse_args()
+def define_flags(fv, argv):
+    del argv
+    flags.DEFINE_integer("length", 3376, "frames per episode", flag_values=fv)
+    flags.DEFINE_integer("resolution", 64, "frame height and width", flag_values=fv)
+    flags.DEFINE_integer("episodes", 4, "episodes generated", flag_values=fv)
+    flags.DEFINE_integer("batch", 8, "batch size", flag_values=fv)
+    flags.DEFINE_integer("batches", 50, "batches timed per level", flag_values=fv)
+    flags.DEFINE_integer("workers", 0, "grain worker processes", flag_values=fv)
+
+
+def run(a):
     res = (a.resolution, a.resolution)
 
     t = time.perf_counter()
@@ -37,7 +37,7 @@ def main():
         c.data_dir, c.episodes, c.test_episodes = tmp, a.episodes, 0
         c.episode_length, c.resolution, c.batch_size, c.workers = a.length, res, a.batch, a.workers
         t = time.perf_counter()
-        pipeline.prepare(c)
+        sources.prepare(c)
         print(f"tfds build (render + PNG + ArrayRecord): "
               f"{a.episodes / (time.perf_counter() - t):.2f} episodes/s")
         for level in range(c.depth):
@@ -54,4 +54,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(define_flags, run)

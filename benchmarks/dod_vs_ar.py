@@ -2,7 +2,7 @@
 
 python benchmarks/dod_vs_ar.py [--config=configs/synthetic.py[:variant]] [--workdir=DIR]
     [--frames=N] [--L=L] [--depth=D] [--extend] [--prefix=P] [--sampler=ddim] [--steps=S]
-    [--guidance=G] [--max-segments=M] [--repeats=R] [--seed=0] [--json=FILE]
+    [--guidance=G] [--max_segments=M] [--repeats=R] [--seed=0] [--json=FILE]
 
 Same models, sampler, steps, prompts and frame count, on the same machine, in one process:
   dod      engine.run: one batched call per level (``depth`` sequential sampler loops)
@@ -23,53 +23,51 @@ the fastest. Also printed: sequential calls for the paper's anchor (L=16, 1024 f
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import sys
 import time
+from typing import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import ml_collections
+import numpy as np
+from absl import flags
 
-import jax  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from nuwa_xl_jax import configuration  # noqa: E402
-from nuwa_xl_jax.dod import baselines, engine, plan as planlib  # noqa: E402
-from nuwa_xl_jax.dod.generate import level_models_for, plan_for  # noqa: E402
-from nuwa_xl_jax import family  # noqa: E402
+from nuwa_xl_jax import cli, configuration, family
+from nuwa_xl_jax.dod import baselines, engine, plan as planlib
+from nuwa_xl_jax.dod.generate import level_models_for, plan_for
 
 METHODS = ("dod", "per-seg", "ar")
 
 
-def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="configs/synthetic.py", help="configs/X.py[:variant]")
-    p.add_argument("--workdir", default=None, help="trained exports (default: random weights)")
-    p.add_argument("--frames", type=int, default=None, help="N (default: the config's full video)")
-    p.add_argument("--L", type=int, default=None, help="frames per call (random weights only)")
-    p.add_argument("--depth", type=int, default=None,
-                   help="the family's depth, random weights only (default: data.depth, or the "
-                        "smallest depth covering N if deeper); with --workdir the trained depth")
-    p.add_argument("--extend", action="store_true",
-                   help="with --workdir: allow N past the trained length (extra levels reuse the "
-                        "deepest local model, outside the training distribution)")
-    p.add_argument("--prefix", type=int, default=None,
-                   help="AR frames given per call (default: data.ar_prefix if < L, else L // 2)")
-    p.add_argument("--sampler", default=None, help="default: the config's diffusion.sampler")
-    p.add_argument("--steps", type=int, default=None, help="default: diffusion.sample_steps")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
-    p.add_argument("--max-segments", type=int, default=None,
-                   help="DoD batched: at most this many segments per call (engine memory budget)")
-    p.add_argument("--repeats", type=int, default=1, help="timed runs per method after warm-up")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="also write the results to this file")
-    a = p.parse_args(argv)
-    if a.repeats < 1:
-        p.error("--repeats must be >= 1")
-    return a
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+    del argv
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("config", "configs/synthetic.py", "configs/NAME.py[:variant]", **d)
+    flags.DEFINE_string("workdir", None, "trained exports (default: random weights)", **d)
+    flags.DEFINE_integer("frames", None, "N (default: the config's full video)", **d)
+    flags.DEFINE_integer("L", None, "frames per call (random weights only)", **d)
+    flags.DEFINE_integer("depth", None, "the family's depth, random weights only (default: "
+                         "data.depth, or the smallest depth covering N if deeper); with --workdir "
+                         "the trained depth", **d)
+    flags.DEFINE_bool("extend", False, "with --workdir: allow N past the trained length (extra "
+                      "levels reuse the deepest local model, outside the training distribution)", **d)
+    flags.DEFINE_integer("prefix", None, "AR frames given per call (default: data.ar_prefix if < "
+                         "L, else L // 2)", **d)
+    flags.DEFINE_string("sampler", None, "default: the config's diffusion.sampler", **d)
+    flags.DEFINE_integer("steps", None, "default: diffusion.sample_steps", **d)
+    flags.DEFINE_float("guidance", 1.0, "classifier-free guidance scale", **d)
+    flags.DEFINE_integer("max_segments", None, "DoD batched: at most this many segments per call "
+                         "(engine memory budget)", **d)
+    flags.DEFINE_integer("repeats", 1, "timed runs per method after warm-up", lower_bound=1, **d)
+    flags.DEFINE_integer("seed", 0, "the random weights' and the sampler's seed", **d)
+    flags.DEFINE_string("json", None, "also write the results to this file", **d)
+
+
+def parse(argv: Sequence[str] = ()) -> flags.FlagValues:
+    """The benchmark's flags from ``argv`` (flags only), for calling it in-process."""
+    return cli.parse(define_flags, argv, "dod_vs_ar")
 
 
 def load_config(a) -> ml_collections.ConfigDict:
@@ -266,8 +264,12 @@ def report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    a = parse(argv)
+def main(argv: Sequence[str]) -> dict:
+    """The benchmark with ``argv`` (flags only), in-process."""
+    return measure(parse(argv))
+
+
+def measure(a) -> dict:
     r = run(a)
     print(report(r), flush=True)
     if a.json:
@@ -277,4 +279,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(define_flags, measure)

@@ -2,7 +2,7 @@
 
 python benchmarks/quality.py --workdir=DIR [--seeds=0,1,2] [--storyboards=A.txt,B.txt]
     [--modes=dod,ar] [--lengths=demo,full] [--out=quality.json] [--videos=FOLDER] [--steps=S]
-    [--vae-episodes=2] [--vae-frames=226] [--no-vae]
+    [--vae_episodes=2] [--vae_frames=226] [--novae]
 
 For every storyboard (default: the demo's cartoon.txt, village.txt, and heldout.txt, which no
 tuning run may look at), mode (dod; ar when the workdir has an ``mtd_ar`` export), length (the
@@ -19,15 +19,16 @@ to the probe on the same real frames. A generator cannot score above it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
+import types
+from typing import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+from absl import flags
 
-import numpy as np  # noqa: E402
+from nuwa_xl_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STORYBOARDS = tuple(os.path.join(ROOT, "configs", "storyboards", f)
@@ -35,41 +36,49 @@ STORYBOARDS = tuple(os.path.join(ROOT, "configs", "storyboards", f)
 SCORES = ("scene", "characters", "both", "unknown", "flicker", "identity")
 
 
-def _list(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+    del argv
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("workdir", None, "a training workdir (python -m nuwa_xl_jax.train)", **d)
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "generation seeds", **d)
+    flags.DEFINE_list("storyboards", list(STORYBOARDS), "storyboard files", **d)
+    flags.DEFINE_list("modes", ["dod", "ar"], "dod and/or ar (ar only if mtd_ar was trained)", **d)
+    flags.DEFINE_list("lengths", ["demo", "full"],
+                      "demo (config generate.frames), full ((L-1)^depth + 1), or numbers", **d)
+    flags.DEFINE_string("out", "quality.json", "results (JSON)", **d)
+    flags.DEFINE_string("videos", None, "videos and contact sheets (default: next to --out)", **d)
+    flags.DEFINE_integer("steps", None, "sampler steps (default: the config's, as the main job; "
+                         "fewer only for smoke tests)", **d)
+    flags.DEFINE_integer("vae_episodes", 2, "held-out episodes for the VAE ceiling", **d)
+    flags.DEFINE_integer("vae_frames", 226, "frames of each, from the start", **d)
+    flags.DEFINE_bool("vae", True, "measure the VAE ceiling (--novae skips it)", **d)
+    flags.mark_flag_as_required("workdir", flag_values=fv)
 
 
-def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workdir", required=True, help="a training workdir (python -m nuwa_xl_jax.train)")
-    p.add_argument("--seeds", default="0,1,2", help="generation seeds, comma separated")
-    p.add_argument("--storyboards", default=",".join(STORYBOARDS), help="storyboard files")
-    p.add_argument("--modes", default="dod,ar", help="dod and/or ar (ar only if mtd_ar was trained)")
-    p.add_argument("--lengths", default="demo,full",
-                   help="demo (config generate.frames), full ((L-1)^depth + 1), or numbers")
-    p.add_argument("--out", default="quality.json", help="results (JSON)")
-    p.add_argument("--videos", default=None, help="videos and contact sheets (default: next to --out)")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the config's, "
-                   "as the main job; fewer only for smoke tests)")
-    p.add_argument("--vae-episodes", type=int, default=2, help="held-out episodes for the VAE ceiling")
-    p.add_argument("--vae-frames", type=int, default=226, help="frames of each, from the start")
-    p.add_argument("--no-vae", action="store_true", help="skip the VAE ceiling")
-    a = p.parse_args(argv)
+def options(fv: flags.FlagValues) -> types.SimpleNamespace:
+    """The parsed flags, checked, with seeds as ints and --videos filled in."""
+    a = types.SimpleNamespace(**{name: fv[name].value for name in (
+        "workdir", "seeds", "storyboards", "modes", "lengths", "out", "videos", "steps",
+        "vae_episodes", "vae_frames", "vae")})
     try:
-        a.seeds = [int(s) for s in _list(a.seeds)]
+        a.seeds = [int(s) for s in a.seeds]
     except ValueError:
-        p.error(f"--seeds must be integers, got {a.seeds!r}")
-    a.storyboards, a.modes, a.lengths = _list(a.storyboards), _list(a.modes), _list(a.lengths)
+        cli.fail(f"--seeds must be integers, got {a.seeds!r}", 2)
     if not a.seeds or not a.storyboards or not a.modes or not a.lengths:
-        p.error("--seeds, --storyboards, --modes and --lengths need at least one value each")
+        cli.fail("--seeds, --storyboards, --modes and --lengths need at least one value each", 2)
     if set(a.modes) - {"dod", "ar"}:
-        p.error(f"--modes must be dod and/or ar, got {a.modes}")
+        cli.fail(f"--modes must be dod and/or ar, got {a.modes}", 2)
     for path in a.storyboards:
         if not os.path.isfile(path):
-            p.error(f"storyboard {path} does not exist")
+            cli.fail(f"storyboard {path} does not exist", 2)
     if a.videos is None:
         a.videos = os.path.splitext(a.out)[0] + "_videos"
     return a
+
+
+def parse(argv: Sequence[str]) -> types.SimpleNamespace:
+    """The benchmark's options from ``argv`` (flags only), for calling it in-process."""
+    return options(cli.parse(define_flags, argv, "quality"))
 
 
 def lengths(config, names) -> dict:
@@ -116,7 +125,7 @@ def held_out_episodes(config, episodes: int, frames: int):
     n = min(episodes, c.test_episodes)
     if n < 1:
         raise ValueError("the VAE ceiling needs held-out episodes (data.test_episodes >= 1); "
-                         "pass --no-vae to skip it")
+                         "pass --novae to skip it")
     length = min(frames, c.episode_length)
     return [synthetic.episode(c.world_seed + TEST_SEED_OFFSET, i, length, tuple(c.resolution))[:2]
             for i in range(n)]
@@ -182,7 +191,7 @@ def run(a) -> dict:
     result = {"workdir": os.path.abspath(a.workdir), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
               "storyboards": a.storyboards, "modes": modes, "ar_trained": has_ar,
               "lengths": sizes, "seeds": a.seeds, "steps": a.steps, "runs": runs, "means": means}
-    if not a.no_vae:
+    if a.vae:
         result["vae_ceiling"] = vae_ceiling(a.workdir, family.config, a.vae_episodes, a.vae_frames)
     return result
 
@@ -220,8 +229,12 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    a = parse(argv)
+def main(argv: Sequence[str]) -> dict:
+    """The benchmark with ``argv`` (flags only), in-process."""
+    return measure(parse(argv))
+
+
+def measure(a) -> dict:
     result = run(a)
     print(report(result))
     with open(a.out, "w") as f:
@@ -231,4 +244,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(define_flags, lambda fv: measure(options(fv)))

@@ -11,30 +11,29 @@ Random weights (speed does not depend on training).
 """
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from nuwa_xl_jax import configuration, parallel  # noqa: E402
-from nuwa_xl_jax.dod import engine  # noqa: E402
-from nuwa_xl_jax.family import MTDModels  # noqa: E402
+from nuwa_xl_jax import cli, configuration, parallel
+from nuwa_xl_jax.dod import engine
+from nuwa_xl_jax.family import MTDModels
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="configs/synthetic.py:tiny")
-    ap.add_argument("--segments", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--guidance", type=float, default=3.0)
-    ap.add_argument("--repeats", type=int, default=5)
-    a = ap.parse_args()
+def define_flags(fv, argv):
+    del argv
+    flags.DEFINE_string("config", "configs/synthetic.py:tiny", "configs/NAME.py[:variant]",
+                        flag_values=fv)
+    flags.DEFINE_integer("segments", 4, "segments in the level call", flag_values=fv)
+    flags.DEFINE_integer("steps", 10, "DDIM steps", flag_values=fv)
+    flags.DEFINE_float("guidance", 3.0, "classifier-free guidance scale", flag_values=fv)
+    flags.DEFINE_integer("repeats", 5, "timed calls per mode", flag_values=fv)
+
+
+def run(a):
     config = configuration.load(a.config)
     m = MTDModels(config, None, vae_params={})
     L = config.data.frames_per_call
@@ -77,4 +76,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(define_flags, run)

@@ -26,27 +26,31 @@ Prints a table, then one JSON line per stage (prefixed ``JSON ``).
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags, logging
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from nuwa_xl_jax import cli
+from nuwa_xl_jax.configuration.files import define_config_flag
 
-config_flags.DEFINE_config_file("config", None, "configs/X.py[:variant]", lock_config=True)
-flags.DEFINE_list("stage", ["vae", "mtd_global"],
-                  "stages to time: vae, mtd_global, mtd_local<d>, mtd_local, mtd_ar")
-flags.DEFINE_integer("steps", 10, "timed steps per stage (the median is reported)")
-flags.DEFINE_integer("warmup", 2, "untimed steps after compilation")
-flags.DEFINE_enum("data", "random", ["random", "pipeline"],
-                  "random uint8 batches of the stage's shapes, or the real pipeline's first batch")
-flags.DEFINE_float("peak_flops", None, "peak FLOP/s per device for MFU (default: from the table)")
-flags.DEFINE_string("json", None, "also append the JSON lines to this file")
-FLAGS = flags.FLAGS
+
+def define_flags(fv, argv):
+    d = dict(flag_values=fv)
+    define_config_flag("config", "configs/NAME.py[:variant]", sys_argv=argv, **d)
+    flags.DEFINE_list("stage", ["vae", "mtd_global"],
+                      "stages to time: vae, mtd_global, mtd_local<d>, mtd_local, mtd_ar", **d)
+    flags.DEFINE_integer("steps", 10, "timed steps per stage (the median is reported)", **d)
+    flags.DEFINE_integer("warmup", 2, "untimed steps after compilation", **d)
+    flags.DEFINE_enum("data", "random", ["random", "pipeline"], "random uint8 batches of the "
+                      "stage's shapes, or the real pipeline's first batch", **d)
+    flags.DEFINE_float("peak_flops", None, "peak FLOP/s per device for MFU (default: from the "
+                       "table)", **d)
+    flags.DEFINE_string("json", None, "also append the JSON lines to this file", **d)
+
+
+FLAGS = flags.FLAGS  # the script defines its flags there (cli.run)
 
 # Peak dense bf16 FLOP/s per device (vendor figures, no sparsity), matched as lowercase substrings
 # of ``device.device_kind``, first match wins.
@@ -255,12 +259,11 @@ def print_table(rows: list[dict]) -> None:
         print(" | ".join(v.ljust(w) for v, w in zip(line, widths)))
 
 
-def main(argv):
-    del argv
+def main(flag_values):
+    del flag_values  # the same object as the module's FLAGS
     logging.set_verbosity(logging.WARNING)  # Orbax logs every export save/restore at INFO
     if FLAGS.config is None:
-        print("error: --config is required, e.g. --config=configs/synthetic.py:tiny", file=sys.stderr)
-        sys.exit(2)
+        cli.fail("--config is required, e.g. --config=configs/synthetic.py:tiny", 2)
     import jax
 
     from nuwa_xl_jax import configuration, parallel
@@ -283,8 +286,7 @@ def main(argv):
                 print(f"[{name}] compile {rows[-1]['lower_s'] + rows[-1]['compile_s']:.1f} s, "
                       f"step {rows[-1]['step_s_median'] * 1e3:.1f} ms", flush=True)
     except (configuration.ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
+        cli.fail(f"{type(e).__name__}: {e}")
     print()
     print_table(rows)
     for r in rows:
@@ -295,15 +297,5 @@ def main(argv):
                 f.write(json.dumps(r, sort_keys=True) + "\n")
 
 
-def parse_flags(argv):
-    try:
-        return FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-        lines = [line.strip() for line in str(e).strip().strip("'\"").splitlines() if line.strip()]
-        print(f"error: bad flag or config override: {type(e).__name__}: {lines[-1] if lines else e}",
-              file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(define_flags, main)

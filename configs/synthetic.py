@@ -3,17 +3,23 @@
 Variants:
   default  32x32 frames, L=16, depth 2 (226-frame videos): the README's main job, sized to
            train the whole family and generate on a 2-core CPU in about 25-28 minutes:
-           python -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=runs/demo
-           -> runs/demo/video.mp4, runs/demo/video_sheet.png, the probe's scores
-  tiny     32x32 frames, L=4, depth 2 (10-frame videos): the smallest whole family, for tests
-"""
-import os
+             python -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=runs/demo
+           -> runs/demo/: the data (tfds/), each stage's checkpoints and export (vae_image, vae,
+           mtd_global, mtd_local1), then runs/demo/video.mp4 (226 frames from
+           configs/storyboards/cartoon.txt), runs/demo/video_sheet.png and the probe's scores
+  tiny     32x32 frames, L=4, depth 2 (10-frame videos): the smallest whole family, for tests:
+             python -m nuwa_xl_jax.train --config=configs/synthetic.py:tiny --workdir=runs/tiny
+           -> the same files for a 10-frame video (30 steps a stage: plumbing, not pictures)
 
+Imports only the library (shared blocks: nuwa_xl_jax.configuration.presets), so a copy of this file
+loads from anywhere; configs/... paths also name the copies shipped with nuwa_xl_jax.
+"""
 import ml_collections
 
-from configs import common
+from nuwa_xl_jax import configuration
+from nuwa_xl_jax.configuration import files, presets
 
-STORYBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "storyboards", "cartoon.txt")
+STORYBOARD = files.find("configs/storyboards/cartoon.txt")
 
 
 def get_config(arg: str = "default") -> ml_collections.ConfigDict:
@@ -23,23 +29,23 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.model = ml_collections.ConfigDict()
-    config.model.vae = common.vae("tiny")
-    config.model.mtd = common.mtd("tiny")
+    config.model.vae = presets.vae("tiny")
+    config.model.mtd = presets.mtd("tiny")
     if not tiny:
         # 8 latent channels at x4 (8x8x8 latents of 32x32 frames): with 4, the VAE loses a third
         # of the few-pixel characters it keeps with 8 (measured: probe on reconstructions after
         # 250 image-VAE steps, characters 0.62 with 4 vs 0.88 with 8); the MTD cost hardly moves.
         config.model.vae.latent_channels = 8
         config.model.mtd.in_channels = config.model.mtd.out_channels = 8
-    config.model.text = common.text("tiny" if tiny else "small")
+    config.model.text = presets.text("tiny" if tiny else "small")
     config.model.mtd.cross_attention_dim = config.model.text.hidden_size
-    config.vae_loss = common.vae_loss()
+    config.vae_loss = presets.vae_loss()
     config.vae_loss.disc_start = 10 ** 9  # no discriminator phase in the short CPU runs
     # Characters are a few pixels of 32x32 frames: a squared term keeps them (train/vae_loss.py),
     # and a small initial posterior std lets a from-scratch encoder be heard at once.
     config.vae_loss.l2_weight = 1.0
     config.vae_loss.init_logvar = -8.0
-    config.diffusion = common.configuration.diffusion_block()
+    config.diffusion = configuration.diffusion_block()
     config.diffusion.sampler = "ddim"
     config.diffusion.sample_steps = 10 if tiny else 25
     # [ours] v-prediction: an epsilon model's early errors are amplified 1/sqrt(abar) in x0 at high
@@ -52,7 +58,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     config.diffusion.min_snr_gamma = 5.0
     config.diffusion.guidance_scale = 1.0 if tiny else 8.0
     L, depth = (4, 2) if tiny else (16, 2)
-    config.data = common.data(
+    config.data = presets.data(
         resolution=(32, 32), frames_per_call=L, depth=depth,
         episodes=4 if tiny else 16, test_episodes=1 if tiny else 2,
         episode_length=40 if tiny else 1200, chunk_frames=8 if tiny else 16,
@@ -60,11 +66,11 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     # No pretrained image VAE here: the default trains one on single frames first (every frame of
     # a batch a different picture, which teaches the spatial layers far faster than clips of
     # near-identical neighbours), then inflates it into the T-KLVAE and trains that on clips.
-    config.vae_image_train = common.train(
+    config.vae_image_train = presets.train(
         steps=30 if tiny else 1500, batch_size=8, learning_rate=2e-3,
         warmup_steps=5 if tiny else 50, ema_decay=0.9 if tiny else 0.99,
         log_every=5 if tiny else 50, checkpoint_every=15 if tiny else 500)
-    config.vae_train = common.train(
+    config.vae_train = presets.train(
         steps=30 if tiny else 200, batch_size=8 if tiny else 2,
         learning_rate=2e-3 if tiny else 5e-4,
         warmup_steps=5 if tiny else 20, ema_decay=0.9 if tiny else 0.99,
@@ -76,7 +82,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     config.vae_context = 1 if tiny else 4
     # The global model gets the larger share of the MTD budget: its keyframes' characters grow
     # with its steps (docs/quality.md), and the local model starts from it (below).
-    config.train = common.train(
+    config.train = presets.train(
         steps=30 if tiny else 1000, batch_size=8, learning_rate=2e-3,
         warmup_steps=5 if tiny else 50, ema_decay=0.9 if tiny else 0.99,
         log_every=5 if tiny else 20, checkpoint_every=15 if tiny else 500,
@@ -90,11 +96,11 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         config.local_train = config.train.copy_and_resolve_references()
         config.local_train.update(steps=800, checkpoint_every=400, sample_every=400,
                                   init_from="mtd_global")
-    config.stages = common.stages(depth, image_vae=not tiny)
+    config.stages = presets.stages(depth, image_vae=not tiny)
     config.local_models = "separate"  # 'separate' (one MTD per depth) | 'shared' (level embedding)
-    config.mesh = common.mesh()
+    config.mesh = presets.mesh()
     # The main job ends by generating a long video from the built-in storyboard.
-    config.generate = common.configuration.generate_block()
+    config.generate = configuration.generate_block()
     config.generate.enabled = True
     config.generate.storyboard = STORYBOARD
     config.generate.frames = 10 if tiny else 226

@@ -51,7 +51,7 @@ def test_quality_benchmark_runs_every_mode_and_writes_results(family, tmp_path, 
     story = tmp_path / "two.txt"  # two prompts over 10 frames: consecutive frames share prompts
     story.write_text("fred walks left in the cave\nwilma jumps with fred in the desert\n")
     result = load().main([f"--workdir={family}", "--seeds=0,1", f"--out={out}", "--steps=2",
-                          f"--storyboards={story}", "--vae-episodes=1", "--vae-frames=12"])
+                          f"--storyboards={story}", "--vae_episodes=1", "--vae_frames=12"])
     printed = capsys.readouterr().out
     # tiny: demo length == full length == 10 frames, so one length; dod and ar; 2 seeds each.
     assert result["lengths"] == {"demo": 10} and result["modes"] == ["dod", "ar"]

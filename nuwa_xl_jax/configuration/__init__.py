@@ -4,17 +4,17 @@ Validation runs when a config is loaded, so a bad value is reported by its dotte
 before any model is built. Each model section is checked against its block of record below (the
 complete set of fields, with the paper's defaults): an unknown field is an error, not silently
 ignored. Field names of model blocks follow diffusers / transformers configs, so the
-``config.json`` of a public model maps onto them one to one. configs/ composes these blocks.
+``config.json`` of a public model maps onto them one to one. configs/ composes these blocks
+(through :mod:`~nuwa_xl_jax.configuration.presets`); :mod:`~nuwa_xl_jax.configuration.files` finds and
+reads config files.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 from typing import Any
 
 import ml_collections
 
+from nuwa_xl_jax.configuration import files
 from nuwa_xl_jax.configuration.checks import ConfigError, check_fields
 from nuwa_xl_jax.configuration.data import validate_data
 from nuwa_xl_jax.configuration.train import validate_train
@@ -262,19 +262,9 @@ def check_resolution(resolution, factor: int, path: str) -> None:
 
 
 def load(spec: str) -> ml_collections.ConfigDict:
-    """Loads ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``, then validates it."""
-    path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} not found")
-    # Config files import their shared blocks as ``configs.common``: make the folder holding
-    # ``configs/`` importable wherever the command runs from.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    mod_spec = importlib.util.spec_from_file_location("_nuwa_config", path)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    config = module.get_config(arg) if arg else module.get_config()
+    """Reads ``path/to/config.py[:arg]`` (or a shipped ``configs/NAME.py``: see
+    :mod:`~nuwa_xl_jax.configuration.files`) by calling its ``get_config(arg)``, and validates it."""
+    config = files.read(spec)
     validate(config)
     return config
 

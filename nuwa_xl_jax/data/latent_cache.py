@@ -22,25 +22,23 @@ The training command builds ``WORKDIR/latents`` after the vae stage (:func:`buil
 ``video [B, F, H, W, 3] float32 in [-1, 1] -> latents [B, F, h, w, c]``: ``tklvae_encoder`` (a
 trained T-KLVAE), or ``pool_encoder`` (average pooling, a stand-in for tests and pixel-space runs).
 
-CLI: python -m nuwa_xl_jax.data.latent_cache --config=configs/synthetic.py --out=DIR
-     [--split=train] [--encoder=tklvae --vae_workdir=RUN | --encoder=pool:4]
+CLI (``nuwa_xl_jax/cache_latents.py``): python -m nuwa_xl_jax.cache_latents
+     --config=configs/synthetic.py --out=DIR [--split=train] [--encoder=tklvae --vae_workdir=RUN |
+     --encoder=pool:4]
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
-import sys
 from typing import Any, Callable
 
 import numpy as np
 
-from nuwa_xl_jax import configuration
+from nuwa_xl_jax.data import sources
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.models import windows
 from nuwa_xl_jax.models.tklvae import TKLVAE
-from nuwa_xl_jax.models.tokenizers import make_tokenizer
 
 
 def pool_encoder(factor: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -143,26 +141,26 @@ def build(config: Any, out_dir: str, vae_variables: Any, latent_scale: float, sp
           progress: bool = True) -> str:
     """The cache of ``config.data``'s ``split`` encoded by a trained T-KLVAE, unless a complete one
     made with the same scale and windows is already there (then it is reused)."""
-    from nuwa_xl_jax.data import pipeline
-    from nuwa_xl_jax.data.builders import chunks
-
     index = read_index(out_dir, split)
     want = {"latent_scale": float(latent_scale), "vae_frames": int(config.vae_frames),
             "vae_context": int(config.vae_context)}
     if index is not None and all(index.get(k) == v for k, v in want.items()):
         return out_dir
-    c = config.data
-    tokenizer = pipeline.default_tokenizer(c)
-    if tokenizer is None:
-        tokenizer = make_tokenizer(config.model.text)
-        if hasattr(tokenizer, "max_length"):
-            tokenizer.max_length = c.max_length
-    source = pipeline.prepare(c).as_data_source(split)
-    table, chunk_frames = chunks.split_table(source, split)
     encode = tklvae_encoder(config.model.vae, vae_variables, latent_scale)
-    encode_split(chunks.EpisodeReader(source, table, chunk_frames), encode, tokenizer, out_dir,
-                 split, config.vae_frames, config.vae_context, latent_scale, progress)
+    encode_split(sources.episode_reader(config.data, split), encode,
+                 sources.caption_tokenizer(config), out_dir, split, config.vae_frames,
+                 config.vae_context, latent_scale, progress)
     return out_dir
+
+
+def build_pooled(config: Any, out_dir: str, factor: int, split: str = "train",
+                 progress: bool = True) -> str:
+    """The cache of ``split`` with average pooling by ``factor`` as the encoder (pixel-space runs
+    and tests; see :func:`pool_encoder`)."""
+    return encode_split(sources.episode_reader(config.data, split), pool_encoder(factor),
+                        sources.caption_tokenizer(config), out_dir, split,
+                        config.get("vae_frames", 16), config.get("vae_context", 0),
+                        progress=progress)
 
 
 def check_scale(latent_dir: str, split: str, latent_scale: float) -> None:
@@ -201,8 +199,8 @@ class LatentReader:
         path = os.path.join(self.dir, "index.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                f"no latent cache at {path}; build one with `python -m nuwa_xl_jax.data.latent_cache"
-                f" --out={latent_dir} --split={split}` or clear data.latent_dir")
+                f"no latent cache at {path}; build one with `python -m nuwa_xl_jax.cache_latents"
+                f" --config=... --out={latent_dir} --split={split}` or clear data.latent_dir")
         with open(path) as f:
             index = json.load(f)
         self.table = index["episodes"]
@@ -226,42 +224,3 @@ class LatentReader:
         lat, ids = self._arrays[episode]
         indices = np.asarray(indices)
         return np.asarray(lat[indices], np.float32), np.asarray(ids[indices], np.int32)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="a config file (its data block is used)")
-    p.add_argument("--out", required=True, help="where the cache goes (then set data.latent_dir)")
-    p.add_argument("--split", default=None)
-    p.add_argument("--encoder", default="tklvae", help="'tklvae' or 'pool:FACTOR'")
-    p.add_argument("--vae_workdir", default="", help="a training workdir whose vae stage is done")
-    a = p.parse_args(argv)
-    try:
-        config = configuration.load(a.config)
-        split = a.split or config.data.split
-        if a.encoder.startswith("pool:"):
-            from nuwa_xl_jax.data import pipeline
-            from nuwa_xl_jax.data.builders import chunks
-            source = pipeline.prepare(config.data).as_data_source(split)
-            table, chunk_frames = chunks.split_table(source, split)
-            encode_split(chunks.EpisodeReader(source, table, chunk_frames),
-                         pool_encoder(int(a.encoder.split(":", 1)[1])),
-                         pipeline.default_tokenizer(config.data), a.out, split,
-                         config.get("vae_frames", 16), config.get("vae_context", 0))
-        elif a.encoder == "tklvae":
-            if not a.vae_workdir:
-                raise FileNotFoundError("--encoder=tklvae needs --vae_workdir (a training workdir "
-                                        "whose vae stage is done)")
-            variables, scale = store.read_vae(a.vae_workdir, config)
-            build(config, a.out, variables, scale, split)
-        else:
-            raise ValueError(f"--encoder must be 'tklvae' or 'pool:FACTOR', got {a.encoder!r}")
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {os.path.join(a.out, split)}; set data.latent_dir={a.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,7 +21,6 @@ numbers), episode, example (the virtual example number, for shard checks).
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import grain
@@ -29,28 +28,13 @@ import jax
 import numpy as np
 
 from nuwa_xl_jax import parallel
-from nuwa_xl_jax.data import sampling
+from nuwa_xl_jax.data import latent_cache, sampling, sources
 from nuwa_xl_jax.configuration.data import validate_data
 
 
 def spec_from_config(c: Any) -> sampling.Spec:
     return sampling.Spec(mode=c.mode, frames_per_call=c.frames_per_call, depth=c.depth,
                          level=c.level, ar_stride=c.ar_stride, ar_prefix=c.ar_prefix)
-
-
-def prepare(c: Any):
-    """The TFDS builder of ``c.dataset``, built first if needed (synthetic: generated here;
-    flintstones_hd: from ``c.manual_dir``)."""
-    data_dir = os.path.expanduser(c.data_dir) if c.data_dir else None
-    if c.dataset == "synthetic_cartoon":
-        from nuwa_xl_jax.data.builders import synthetic_cartoon
-        return synthetic_cartoon.prepare(
-            data_dir, episodes=c.episodes, test_episodes=c.test_episodes,
-            episode_length=c.episode_length, resolution=tuple(c.resolution),
-            chunk_frames=c.chunk_frames, seed=c.world_seed)
-    from nuwa_xl_jax.data.builders import flintstones_hd
-    return flintstones_hd.prepare(data_dir, c.manual_dir or None, resolution=tuple(c.resolution),
-                                  chunk_frames=c.chunk_frames)
 
 
 class ExampleMaker:
@@ -94,10 +78,7 @@ class _TfdsReader:
         self.c = c
 
     def __call__(self):
-        from nuwa_xl_jax.data.builders import chunks
-        source = prepare(self.c).as_data_source(self.c.split)
-        table, chunk_frames = chunks.split_table(source, self.c.split)
-        return chunks.EpisodeReader(source, table, chunk_frames)
+        return sources.episode_reader(self.c)
 
 
 class _LatentReader:
@@ -105,15 +86,7 @@ class _LatentReader:
         self.c = c
 
     def __call__(self):
-        from nuwa_xl_jax.data import latent_cache
         return latent_cache.LatentReader(self.c.latent_dir, self.c.split)
-
-
-def default_tokenizer(c: Any):
-    if c.dataset == "synthetic_cartoon":
-        from nuwa_xl_jax.data import synthetic
-        return synthetic.tokenizer(c.max_length)
-    return None
 
 
 def make_dataset(c: Any, process_index: int | None = None, process_count: int | None = None,
@@ -137,7 +110,7 @@ def make_dataset(c: Any, process_index: int | None = None, process_count: int | 
         open_reader: Callable[[], Any] = _LatentReader(c)
     else:
         open_reader = _TfdsReader(c)
-        tokenizer = tokenizer or default_tokenizer(c)
+        tokenizer = tokenizer or sources.default_tokenizer(c)
         if tokenizer is None:
             raise ValueError(f"data.dataset={c.dataset!r} has free-text captions: pass a tokenizer "
                              "(e.g. a CLIP folder through model.text.tokenizer)")

@@ -8,12 +8,13 @@ clusters pass ``--coordinator_address``, ``--num_processes`` and ``--process_id`
 """
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "configs/X.py[:variant]", lock_config=True)
+from nuwa_xl_jax import cli
+from nuwa_xl_jax.configuration.files import define_config_flag
+
+define_config_flag("config", "configs/NAME.py[:variant]: a config file, or one shipped with "
+                   "nuwa_xl_jax (configuration/files.py)")
 flags.DEFINE_string("workdir", None, "where checkpoints, logs, samples and exports go")
 flags.DEFINE_list("stages", None, "stages to run (default: config.stages)")
 flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() from the environment")
@@ -25,24 +26,19 @@ flags.DEFINE_string("compilation_cache", None, "persistent compilation cache fol
 FLAGS = flags.FLAGS
 
 
-def _fail(message: str, code: int = 1):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # progress bars, not Orbax's INFO lines
     if FLAGS.config is None:
-        _fail("--config is required, e.g. --config=configs/synthetic.py", 2)
+        cli.fail("--config is required, e.g. --config=configs/synthetic.py", 2)
     if not FLAGS.workdir:
-        _fail("--workdir is required: the folder for checkpoints, logs and exported weights", 2)
+        cli.fail("--workdir is required: the folder for checkpoints, logs and exported weights", 2)
     from nuwa_xl_jax import compile_cache
 
     try:  # before anything compiles: stages, resumes and generate reuse compiled programs
         compile_cache.configure(FLAGS.compilation_cache)
     except OSError as e:
-        _fail(f"--compilation_cache: {e}")
+        cli.fail(f"--compilation_cache: {e}")
     from nuwa_xl_jax import parallel
 
     if FLAGS.coordinator_address or FLAGS.distributed:
@@ -57,21 +53,12 @@ def main(argv):
         mesh = parallel.make_mesh(tuple(config.mesh.shape), tuple(config.mesh.axes))
         pipeline.run(config, FLAGS.workdir, mesh, FLAGS.stages)
     except pipeline.USER_ERRORS as e:
-        _fail(f"{type(e).__name__}: {e}")
+        cli.fail(f"{type(e).__name__}: {e}")
 
 
 def parse_flags(argv):
-    """absl's parser, with config errors (an unknown ``--config.x`` key, a bad variant) reported as
-    one line instead of a traceback."""
-    try:
-        return FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-        text = str(e).replace("\\n", "\n").strip().strip("'\"")
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        # ml_collections embeds the config file's traceback: its last line is the message
-        message = lines[-1] if "Traceback" in text else " ".join(lines)
-        print(f"error: bad flag or config override: {message}", file=sys.stderr)
-        sys.exit(2)
+    """absl's parser, with flag and config errors as one line (nuwa_xl_jax/cli.py)."""
+    return cli.parse_or_exit(FLAGS, argv)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nuwa_xl_jax import configuration
-from nuwa_xl_jax.data import latent_cache, pipeline
+from nuwa_xl_jax import cache_latents, configuration
+from nuwa_xl_jax.data import pipeline
 from nuwa_xl_jax.models.tklvae import TKLVAE
 from nuwa_xl_jax.train import stages
 
@@ -17,13 +17,13 @@ def test_cache_from_a_training_workdir(tmp_path):
                         {"latent_scale": 2.5})
     cfg = tmp_path / "cfg.py"
     cfg.write_text(
-        "from configs import synthetic\n"
+        "from nuwa_xl_jax import configuration\n"
         "def get_config():\n"
-        "    c = synthetic.get_config('tiny')\n"
+        "    c = configuration.load('configs/synthetic.py:tiny')  # a shipped config, extended\n"
         f"    c.data.data_dir = {str(tmp_path / 'tfds')!r}\n"
         "    c.data.episodes = 2\n"
         "    return c\n")
-    code = latent_cache.main([f"--config={cfg}",
+    code = cache_latents.main([f"--config={cfg}",
                               f"--out={tmp_path / 'lat'}", f"--vae_workdir={tmp_path / 'run'}"])
     assert code == 0
     c = configuration.load(str(cfg))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nuwa_xl_jax import configuration
-from nuwa_xl_jax.data import latent_cache, synthetic
+from nuwa_xl_jax.data import latent_cache, sources, synthetic
 from nuwa_xl_jax.models.tklvae import TKLVAE
 from nuwa_xl_jax.train import pipeline, stages
 
@@ -93,10 +93,7 @@ def test_one_latent_scale_from_the_vae_export(temporal_vae, tmp_path):
     index = latent_cache.read_index(out, "train")
     assert index["latent_scale"] == scale and (index["vae_frames"], index["vae_context"]) == (F, C)
     frames = synthetic.episode(0, 0, F, (32, 32))[0]  # episodes of the tiny config start alike
-    from nuwa_xl_jax.data import pipeline as data_pipeline
-    from nuwa_xl_jax.data.builders import chunks
-    source = data_pipeline.prepare(config.data).as_data_source("train")
-    reader = chunks.EpisodeReader(source, *chunks.split_table(source, "train"))
+    reader = sources.episode_reader(config.data, "train")
     frames = reader.read(0, np.arange(F))[0]
     mean = np.asarray(encode(frames[None].astype(np.float32) / 127.5 - 1))[0]
     cached = latent_cache.LatentReader(out, "train").read_latents(0, [0])[0][0]

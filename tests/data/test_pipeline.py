@@ -4,9 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from nuwa_xl_jax import parallel
+from nuwa_xl_jax import cache_latents, parallel
 from nuwa_xl_jax.configuration import ConfigError
-from nuwa_xl_jax.data import latent_cache, pipeline, synthetic
+from nuwa_xl_jax.data import latent_cache, pipeline, sources, synthetic
 from nuwa_xl_jax.configuration.data import data_block, validate_data
 
 
@@ -169,9 +169,7 @@ def test_data_config_errors_name_the_field(config):
 
 
 def test_latent_cache_round_trip(config, tmp_path):
-    from nuwa_xl_jax.data.builders import chunks
-    source = pipeline.prepare(config).as_data_source("train")
-    reader = chunks.EpisodeReader(source, *chunks.split_table(source, "train"))
+    reader = sources.episode_reader(config, "train")
     encode = latent_cache.pool_encoder(4)
     latent_cache.encode_split(reader, encode, synthetic.tokenizer(16), str(tmp_path), "train",
                               vae_frames=8, vae_context=2)
@@ -193,12 +191,19 @@ def test_latent_cache_cli_and_missing_cache(tmp_path, capsys):
         "def get_config():\n"
         "    c = ml_collections.ConfigDict()\n"
         "    c.data = data_block()\n"
-        f"    c.data.update(dict(data_dir={str(tmp_path / 'd')!r}, episodes=1,"
+        f"    c.data.update(dict(data_dir={str(tmp_path / 'd')!r}, episodes=2,"
         " test_episodes=0, episode_length=20, resolution=(16, 16), frames_per_call=3, depth=2))\n"
         "    return c\n")
-    assert latent_cache.main([f"--config={cfg}", f"--out={tmp_path / 'lat'}", "--encoder=pool:2"]) == 0
-    assert latent_cache.LatentReader(str(tmp_path / "lat"), "train").read_latents(0, [19])[0].shape == (1, 8, 8, 3)
-    assert latent_cache.main([f"--config={cfg}", f"--out={tmp_path / 'x'}", "--encoder=tklvae"]) == 2
-    assert "--vae_workdir" in capsys.readouterr().err
+    # --config.* overrides reach the config in-process too: one episode, not the file's two
+    assert cache_latents.main([f"--config={cfg}", "--config.data.episodes=1",
+                               f"--out={tmp_path / 'lat'}", "--encoder=pool:2"]) == 0
+    reader = latent_cache.LatentReader(str(tmp_path / "lat"), "train")
+    assert len(reader) == 1 and reader.read_latents(0, [19])[0].shape == (1, 8, 8, 3)
+    with pytest.raises(SystemExit) as exit_:
+        cache_latents.main([f"--config={cfg}", f"--out={tmp_path / 'x'}", "--encoder=tklvae"])
+    assert exit_.value.code == 2 and "--vae_workdir" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cache_latents.main([f"--config={cfg}", "--encoder=pool:2"])
+    assert exit_.value.code == 2 and "--out" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no latent cache at .*index.json"):
         latent_cache.LatentReader(str(tmp_path / "none"), "train")

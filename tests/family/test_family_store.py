@@ -91,8 +91,7 @@ def test_unreadable_export_is_one_clear_error(tmp_path, damage):
 
 def test_generate_on_a_truncated_export_is_one_line(tmp_path):
     """What a user saw: a raw tensorstore message, then "Event loop is closed" tracebacks."""
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from tiny_family import write_random_family
+    from tiny_family import write_random_family  # tests/ is on sys.path (tests/conftest.py)
 
     workdir = write_random_family(str(tmp_path / "family"), stages=("mtd_global", "mtd_local1"))
     _truncate_weights(store.export_dir(workdir, "mtd_global"))

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from configs.common import vae as vae_config
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.configuration import ConfigError
+from nuwa_xl_jax.configuration.presets import vae as vae_config
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
 from nuwa_xl_jax.weights.vae import identity_temporal_params
 

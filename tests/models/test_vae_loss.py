@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.common import vae_loss as vae_loss_config
+from nuwa_xl_jax.configuration.presets import vae_loss as vae_loss_config
 from nuwa_xl_jax.models.discriminator import NLayerDiscriminator
 from nuwa_xl_jax.models.lpips import VGG_STAGES
 from nuwa_xl_jax.weights.lpips import load_lpips
@@ -153,7 +153,7 @@ def test_lpips_file_errors_are_clear(tmp_path):
 
 @pytest.mark.slow
 def test_gan_generator_step_with_adaptive_weight_jits_on_the_tklvae():
-    from configs.common import vae as vae_config
+    from nuwa_xl_jax.configuration.presets import vae as vae_config
     from nuwa_xl_jax.models.tklvae import TKLVAE
 
     cfg = vae_config("tiny")

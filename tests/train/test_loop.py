@@ -11,7 +11,7 @@ from nuwa_xl_jax.train import checkpoint as ckpt_lib
 from nuwa_xl_jax.configuration import train as train_config
 from nuwa_xl_jax.train import loop
 
-from toy_stage import make_stage  # tests/train/conftest.py puts it on sys.path
+from toy_stage import make_stage  # pytest puts this test's folder on sys.path
 
 
 def cfg(**kw):

@@ -21,7 +21,6 @@ WORKER = textwrap.dedent("""
     if nproc > 1:
         jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc,
                                    process_id=pid)
-    sys.path.insert(0, sys.argv[5])
     from toy_stage import make_stage
     from nuwa_xl_jax import parallel
     from nuwa_xl_jax.configuration import train as train_config
@@ -38,9 +37,9 @@ WORKER = textwrap.dedent("""
 def _launch(nproc, devices_per_process, workdir):
     port = portpicker.pick_unused_port()
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
-               JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+               JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([ROOT, HERE]))  # HERE: toy_stage
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(p), str(nproc), str(port),
-                               str(workdir), HERE], env=env, stdout=subprocess.PIPE,
+                               str(workdir)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for p in range(nproc)]
     outs = []
     for p in procs:
@@ -72,11 +71,11 @@ def test_launch_script_real_stage_matches_one_process(tmp_path):
     """launch/local_multiprocess.sh, 2 processes x 2 devices, the real VAE stage and data pipeline
     (whose global batches do not depend on the process count) = 1 process x 4 devices."""
     from nuwa_xl_jax import configuration
-    from nuwa_xl_jax.data import pipeline
+    from nuwa_xl_jax.data import sources
 
     config = configuration.load("configs/synthetic.py:tiny")
     config.data.data_dir = str(tmp_path / "tfds")
-    pipeline.prepare(config.data)  # build once, not concurrently from two processes
+    sources.prepare(config.data)  # build once, not concurrently from two processes
     args = ["--config=configs/synthetic.py:tiny", "--stages=vae",
             f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.vae_train.steps=4",
             "--config.vae_train.log_every=1", "--config.vae_train.async_checkpoints=False"]

@@ -1,6 +1,10 @@
-"""Shared config blocks and their variants. The blocks of record (every allowed field, with the
-paper's defaults) live in the library (nuwa_xl_jax/configuration/: __init__.py, data.py,
-train.py); this file picks variants of them and assembles whole configs."""
+"""Sized variants of the config blocks, and the pieces every config file assembles.
+
+The blocks of record (every allowed field, with the paper's defaults) are in
+``nuwa_xl_jax.configuration`` (``__init__.py``, ``data.py``, ``train.py``); this module picks
+variants of them (``vae("tiny")``, ``mtd("small")``, ...). Config files import it from the library,
+never from each other, so a config file copied anywhere still loads.
+"""
 import ml_collections
 
 from nuwa_xl_jax import configuration
@@ -73,18 +77,21 @@ def vae_loss() -> ml_collections.ConfigDict:
 
 
 def data(**overrides) -> ml_collections.ConfigDict:
+    """The data block of record with ``overrides`` applied."""
     c = data_block()
     c.update(overrides)
     return c
 
 
 def train(**overrides) -> ml_collections.ConfigDict:
+    """A training block of record with ``overrides`` applied."""
     c = train_block()
     c.update(overrides)
     return c
 
 
 def mesh() -> ml_collections.ConfigDict:
+    """The mesh block of record (data parallel over all devices)."""
     return configuration.mesh_block()
 
 
