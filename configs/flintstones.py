@@ -33,7 +33,7 @@ def get_config(arg: str = "128") -> ml_collections.ConfigDict:
     config.model.vae = presets.vae("sd")
     config.model.mtd = presets.mtd("sd")
     config.model.mtd.dtype = "bfloat16"
-    config.model.mtd.remat = True
+    config.model.mtd.remat = "full"
     config.model.text = presets.text("clip-l")
     # A local CLIP tokenizer folder (vocab.json + merges.txt), e.g. SD v1's tokenizer/ folder.
     config.model.text.tokenizer = "~/stable-diffusion-v1/tokenizer"

@@ -69,7 +69,9 @@ def mtd_block() -> ml_collections.ConfigDict:
     c.condition_symmetric = True  # inject in down and up blocks (False: up blocks only)
     c.num_levels = 0  # > 0: a learned level embedding (one shared local model for all depths)
     c.dtype = "float32"  # compute dtype ('float32' | 'bfloat16'); parameters stay float32
-    c.remat = False  # rematerialise each UNet block (less activation memory, more compute)
+    # Rematerialise each UNet block in training: 'none', 'full' (least memory) or
+    # 'dots_saveable' (keeps matmul outputs; models/mtd.py REMAT_POLICIES).
+    c.remat = "none"
     return c
 
 
@@ -167,7 +169,10 @@ def validate_mtd(c: Any, path: str = "model.mtd") -> None:
     if c.condition_injection not in ("multiscale", "highest", "none"):
         raise ConfigError(f"{path}.condition_injection={c.condition_injection!r}; use "
                           "'multiscale', 'highest' or 'none'")
-    for f in ("use_linear_projection", "flip_sin_to_cos", "temporal", "condition_symmetric", "remat"):
+    if not isinstance(c.remat, bool) and c.remat not in ("none", "full", "dots_saveable"):
+        raise ConfigError(f"{path}.remat={c.remat!r}; use 'none', 'full' (recompute each UNet block) "
+                          "or 'dots_saveable' (keep matmul outputs, recompute the rest)")
+    for f in ("use_linear_projection", "flip_sin_to_cos", "temporal", "condition_symmetric"):
         if not isinstance(c[f], bool):
             raise ConfigError(f"{path}.{f} must be True or False, got {c[f]!r}")
     if not isinstance(c.num_levels, int) or isinstance(c.num_levels, bool) or c.num_levels < 0:

@@ -21,9 +21,10 @@ mid block, which the paper's "every down and up block" does not name); a tempora
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -177,6 +178,33 @@ def _per_block(value, n: int) -> tuple:
     return (value,) * n if isinstance(value, int) else tuple(value)
 
 
+# What each block keeps for the backward pass. "full" recomputes the whole block (least memory);
+# "dots_saveable" keeps the outputs of matmuls without batch dimensions (the projections and MLPs,
+# MaxText's usual choice) and recomputes the rest, including the attention scores; "none" keeps
+# everything (fastest, most memory).
+REMAT_POLICIES = ("none", "full", "dots_saveable")
+
+
+def remat_policy_name(remat: Union[str, bool]) -> str:
+    """The policy a ``remat`` setting names; booleans are the older spelling (configs exported
+    before the policies existed)."""
+    if isinstance(remat, bool):
+        return "full" if remat else "none"
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"remat={remat!r}; use one of {REMAT_POLICIES}")
+    return remat
+
+
+def remat_wrapper(remat: Union[str, bool]):
+    """``cls -> cls`` wrapping a block module class in ``nn.remat`` with the policy's saving rule."""
+    name = remat_policy_name(remat)
+    if name == "none":
+        return lambda cls: cls
+    policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if name == "dots_saveable"
+              else None)
+    return lambda cls: nn.remat(cls, prevent_cse=True, policy=policy)
+
+
 class MTDUNet(nn.Module):
     """The MTD denoiser. ``apply(variables, x_t, t, text, cond, mask, level=None)``:
 
@@ -209,7 +237,7 @@ class MTDUNet(nn.Module):
     condition_symmetric: bool = True
     num_levels: int = 0
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: Union[str, bool] = "none"  # REMAT_POLICIES; True/False = 'full'/'none'
 
     @classmethod
     def from_config(cls, cfg) -> "MTDUNet":
@@ -343,7 +371,7 @@ class MTDUNet(nn.Module):
         common = dict(norm_groups=self.norm_num_groups, norm_eps=self.norm_eps,
                       use_linear_projection=self.use_linear_projection, temporal=self.temporal,
                       temporal_kernel_size=self.temporal_kernel_size, dtype=self.dtype)
-        wrap = (lambda cls: nn.remat(cls, prevent_cse=True)) if self.remat else (lambda cls: cls)
+        wrap = remat_wrapper(self.remat)
 
         # Frames fold into the batch for every spatial op; each frame keeps its own prompt and t.
         x = x_t.reshape(b * f, hgt, wid, -1)

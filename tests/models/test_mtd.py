@@ -111,10 +111,44 @@ def test_condition_inert_at_init_and_active_after_perturbing_zero_convs(model):
     assert flipped.min() > 1e-3, flipped
 
 
+def _loss_of(module, x, t, text, cond, mask):
+    return lambda p: jnp.mean(module.apply({"params": p}, x, t, text, cond, mask) ** 2)
+
+
+@pytest.mark.slow  # two gradient compiles of the UNet; jax.checkpoint's own contract
+def test_remat_keeps_the_gradients(model):
+    m, v, _ = model
+    remat = MTDUNet.from_config(small_cfg(remat="dots_saveable"))
+    g_none = jax.jit(jax.grad(_loss_of(m, *inputs())))(v["params"])
+    g_remat = jax.jit(jax.grad(_loss_of(remat, *inputs())))(v["params"])
+    for a, b in zip(jax.tree.leaves(g_none), jax.tree.leaves(g_remat)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy,marker", [
+    ("none", None), ("full", "policy=None"), ("dots_saveable", "DotsSaveable(only_if_no_batch_dims=True)")])
+def test_remat_policy_reaches_the_backward_pass(model, policy, marker):
+    _, v, _ = model
+    module = MTDUNet.from_config(small_cfg(remat=policy))
+    jaxpr = str(jax.make_jaxpr(jax.grad(_loss_of(module, *inputs())))(v["params"]))
+    if marker is None:
+        assert "remat" not in jaxpr and "checkpoint" not in jaxpr
+    else:
+        assert "checkpoint" in jaxpr or "remat" in jaxpr
+        assert marker in jaxpr, policy
+
+
+def test_remat_booleans_of_older_configs_still_load():
+    older = dict(small_cfg().to_dict(), remat=True)  # a config.json exported before the policies
+    assert MTDUNet.from_config(older).remat is True
+    with pytest.raises(ConfigError, match="remat"):
+        MTDUNet.from_config(small_cfg(remat="sometimes"))
+
+
 def test_bfloat16_compute_and_remat_keep_fp32_params(model):
     m, v, apply = model
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v))
-    m16 = MTDUNet.from_config(small_cfg(dtype="bfloat16", remat=True))
+    m16 = MTDUNet.from_config(small_cfg(dtype="bfloat16", remat="full"))
     args = inputs()
     y32 = np.asarray(apply(v, *args))
     y16 = np.asarray(jax.jit(m16.apply)(v, *args))
@@ -264,9 +298,9 @@ def test_bad_config_is_named(over, match):
 
 
 def test_config_round_trip():
-    cfg = small_cfg(dtype="bfloat16", remat=True, condition_injection="highest", num_levels=2)
+    cfg = small_cfg(dtype="bfloat16", remat="full", condition_injection="highest", num_levels=2)
     m = MTDUNet.from_config(cfg)
-    assert m.dtype == jnp.bfloat16 and m.remat and m.block_out_channels == (32, 64)
+    assert m.dtype == jnp.bfloat16 and m.remat == "full" and m.block_out_channels == (32, 64)
     assert m.to_config().to_dict() == cfg.to_dict()
     assert MTDUNet.from_config(m.to_config()).to_config().to_dict() == cfg.to_dict()
     as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.to_dict().items()}
