@@ -99,6 +99,41 @@ def _ground_y(scene: int, size):
     return SCENE_HORIZON[scene] + 0.25 * (1 - SCENE_HORIZON[scene]) - np.asarray(size) / 2
 
 
+def track(c: int, act: int, pos: float, size: float, on: bool, dur: int, scene: int):
+    """One character's ``dur`` frames of an event: (visible, x, y, size, action) arrays, starting
+    from centre ``pos`` and height ``size`` (``on``: on stage at the start). Pure: the simulator and
+    the storyboard actor (:mod:`nuwa_xl_jax.data.scripted`) share it, so both move alike."""
+    phase = np.arange(1, dur + 1, dtype=np.float32)
+    xs = np.full(dur, pos, np.float32)
+    ss = np.full(dur, size, np.float32)
+    vis = np.full(dur, on)
+    if act in (WALK_LEFT, WALK_RIGHT):
+        xs = pos + (1 if act == WALK_RIGHT else -1) * WALK_SPEED * phase
+    elif act == GROW:
+        ss = size + (MAX_SIZE - size) * phase / dur
+    elif act == SHRINK:
+        ss = size + (MIN_SIZE - size) * phase / dur
+    elif act == ENTER:
+        # Walk in from the nearer edge to the stored target position.
+        side = -1.0 if pos < 0.5 else 1.0
+        start = 0.5 + side * (0.5 + size)
+        xs = start + (pos - start) * phase / dur
+        vis = np.ones(dur, bool)
+    elif act == LEAVE:
+        side = -1.0 if pos < 0.5 else 1.0
+        target = 0.5 + side * (0.5 + size)
+        xs = pos + (target - pos) * phase / dur
+        vis = np.ones(dur, bool)
+    xs = xs.astype(np.float32)
+    ss = ss.astype(np.float32)
+    ys = _ground_y(scene, ss).astype(np.float32)
+    if act == JUMP:
+        ys = ys - JUMP_HEIGHT * np.abs(np.sin(np.pi * phase / JUMP_PERIOD))
+    half_w = ss * 0.5 * (1 if SHAPES[c] != "tall" else 0.5)
+    vis = vis & (xs + half_w > 0) & (xs - half_w < 1)
+    return vis, xs, ys, ss, act
+
+
 def simulate(seed: int, length: int, episode_index: int = 0) -> Truth:
     """The ground truth of an episode: the same (seed, episode_index) always gives the same truth."""
     if not isinstance(length, (int, np.integer)) or length < 1:
@@ -132,38 +167,9 @@ def simulate(seed: int, length: int, episode_index: int = 0) -> Truth:
             subj = int(rng.choice(list(on)))
             act = _pick_action(rng, on[subj], pos[subj], sz[subj], dur)
             sl = slice(t, t + dur)
-            phase = np.arange(1, dur + 1, dtype=np.float32)
             for c in on:
-                xs = np.full(dur, pos[c], np.float32)
-                ss = np.full(dur, sz[c], np.float32)
-                vis = np.full(dur, on[c])
-                a = STAND
-                if c == subj:
-                    a = act
-                    if act in (WALK_LEFT, WALK_RIGHT):
-                        xs = pos[c] + (1 if act == WALK_RIGHT else -1) * WALK_SPEED * phase
-                    elif act == GROW:
-                        ss = sz[c] + (MAX_SIZE - sz[c]) * phase / dur
-                    elif act == SHRINK:
-                        ss = sz[c] + (MIN_SIZE - sz[c]) * phase / dur
-                    elif act == ENTER:
-                        # Walk in from the nearer edge to the stored target position.
-                        side = -1.0 if pos[c] < 0.5 else 1.0
-                        start = 0.5 + side * (0.5 + sz[c])
-                        xs = start + (pos[c] - start) * phase / dur
-                        vis = np.ones(dur, bool)
-                    elif act == LEAVE:
-                        side = -1.0 if pos[c] < 0.5 else 1.0
-                        target = 0.5 + side * (0.5 + sz[c])
-                        xs = pos[c] + (target - pos[c]) * phase / dur
-                        vis = np.ones(dur, bool)
-                    xs = xs.astype(np.float32)
-                    ss = ss.astype(np.float32)
-                ys = _ground_y(current_scene, ss).astype(np.float32)
-                if a == JUMP:
-                    ys = ys - JUMP_HEIGHT * np.abs(np.sin(np.pi * phase / JUMP_PERIOD))
-                half_w = ss * 0.5 * (1 if SHAPES[c] != "tall" else 0.5)
-                vis = vis & (xs + half_w > 0) & (xs - half_w < 1)
+                vis, xs, ys, ss, a = track(c, act if c == subj else STAND, pos[c], sz[c], on[c],
+                                           dur, current_scene)
                 visible[sl, c], x[sl, c], y[sl, c], size[sl, c], action[sl, c] = vis, xs, ys, ss, a
                 pos[c], sz[c] = float(xs[-1]), float(ss[-1])
             if act == ENTER:

@@ -175,10 +175,12 @@ class FIDInceptionV3(nn.Module):
 
     ``images``: ``[B, H, W, 3]`` floats in [0, 1]. ``num_classes=0`` drops the classifier (FID
     needs only ``pool``). ``resize_input=False`` feeds the images at their own size (they must then
-    be at least 75x75 for the strided stages).
+    be at least 75x75 for the strided stages). ``input_size`` is the side images are resized to:
+    299 is FID's; a smaller one (>= 75) only makes smoke tests cheap and is not FID.
     """
     num_classes: int = NUM_CLASSES
     resize_input: bool = True
+    input_size: int = INPUT_SIZE
 
     @nn.compact
     def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
@@ -187,11 +189,11 @@ class FIDInceptionV3(nn.Module):
                              f"last, in [0, 1]); got shape {tuple(images.shape)}")
         x = images.astype(jnp.float32)
         if self.resize_input:
-            x = resize_bilinear(x, INPUT_SIZE, INPUT_SIZE)
-        elif min(x.shape[1:3]) < 75:
+            x = resize_bilinear(x, self.input_size, self.input_size)
+        if min(x.shape[1:3]) < 75:
             raise ValueError(f"FIDInceptionV3: images of {x.shape[1]}x{x.shape[2]} are too small "
-                             "for the network without resizing (at least 75x75); set "
-                             "resize_input=True")
+                             "for the strided stages (at least 75x75); set resize_input=True "
+                             f"and input_size >= 75 (FID: {INPUT_SIZE})")
         x = 2.0 * x - 1.0
         x = BasicConv2d(32, (3, 3), strides=(2, 2), name="Conv2d_1a_3x3")(x)
         x = BasicConv2d(32, (3, 3), name="Conv2d_2a_3x3")(x)

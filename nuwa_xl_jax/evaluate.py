@@ -1,0 +1,97 @@
+"""``python -m nuwa_xl_jax.evaluate --workdir=DIR --storyboards=A.txt,B.txt --fid_weights=W1 --fvd_weights=W2 --out=DIR``
+
+The paper's metrics (Avg-FID, B-FVD-16) and, on the synthetic world, the storyboard probe's scores,
+for videos generated through :class:`nuwa_xl_jax.pipeline.NuwaXLPipeline` (``--modes=dod,ar``,
+``--seeds``) or read from files (``--videos``). The reference is the synthetic world acting out the
+same storyboards (default, cached to ``.npz``), or ``--reference`` (real videos, or a ``.npz``).
+Writes ``metrics.json`` and ``metrics.md`` to ``--out``. Feature networks come from folders written
+by ``python -m nuwa_xl_jax.convert --kind=inception|i3d``; ``--random_feature_weights`` uses random
+ones instead, for smoke tests only (the numbers are then not comparable with anything). The logic
+is :func:`nuwa_xl_jax.evaluation.run.evaluate`; docs/evaluation.md has the definitions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+from nuwa_xl_jax import compile_cache
+from nuwa_xl_jax.evaluation import run
+
+flags.DEFINE_string("workdir", None, "a trained family (training workdir); videos are generated "
+                    "through it, and its config names the world and the resolution")
+flags.DEFINE_string("videos", None, "evaluate existing videos instead of generating: files, globs "
+                    "or folders, comma separated")
+flags.DEFINE_list("storyboards", [], "storyboard files (comma separated): the prompts of the videos "
+                  "and of the synthetic world's reference")
+flags.DEFINE_integer("frames", None, "frames per generated video (default: the family's trained "
+                     "length); B-FVD-16 needs >= 16")
+flags.DEFINE_list("modes", ["dod", "ar"], "dod and/or ar (ar needs the trained mtd_ar stage)")
+flags.DEFINE_list("seeds", ["0", "1"], "generation seeds: one video per storyboard, mode and seed")
+flags.DEFINE_bool("extend", False, "allow --frames past the trained length (DoD)")
+flags.DEFINE_integer("steps", None, "sampler steps (default: the config's)")
+flags.DEFINE_string("reference", None, "real videos (files, globs, folders) or a .npz of reference "
+                    "statistics; default: the synthetic world acting out --storyboards")
+flags.DEFINE_list("reference_seeds", ["0", "1"], "synthetic reference: staging seeds, one real "
+                  "video per storyboard and seed")
+flags.DEFINE_string("reference_cache", None, "folder for cached reference statistics (default: "
+                    "OUT/reference_cache)")
+flags.DEFINE_string("fid_weights", None, "folder from `convert --kind=inception`")
+flags.DEFINE_string("fvd_weights", None, "folder from `convert --kind=i3d`")
+flags.DEFINE_bool("random_feature_weights", False, "use RANDOM feature networks (smoke tests only: "
+                  "the numbers are not comparable with the paper's or any other run's)")
+flags.DEFINE_integer("fid_size", 299, "Inception input size; 299 is FID's (smaller: off protocol)")
+flags.DEFINE_integer("fvd_size", 224, "I3D frame size; 224 is FVD's (smaller: off protocol)")
+flags.DEFINE_enum("fvd_output", "logits", ["logits", "features"], "I3D output FVD reads")
+flags.DEFINE_integer("fid_batch", 32, "frames per Inception call")
+flags.DEFINE_integer("fvd_batch", 4, "16-frame clips per I3D call")
+flags.DEFINE_list("metrics", list(run.METRICS), "avg_fid, b_fvd16, probe (synthetic world)")
+flags.DEFINE_string("out", "eval", "output folder: metrics.json, metrics.md (and videos/)")
+flags.DEFINE_bool("save_videos", False, "also write every generated video and its contact sheet")
+flags.DEFINE_bool("overwrite", False, "replace existing results in --out")
+flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off'")
+FLAGS = flags.FLAGS
+
+
+def _ints(name: str, values) -> list[int]:
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise run.EvaluationError(f"--{name} must be integers, got {','.join(values)}") from None
+
+
+def options_from_flags() -> run.Options:
+    return run.Options(
+        out=FLAGS.out, workdir=FLAGS.workdir, videos=FLAGS.videos, storyboards=FLAGS.storyboards,
+        frames=FLAGS.frames, modes=FLAGS.modes, seeds=_ints("seeds", FLAGS.seeds),
+        extend=FLAGS.extend, steps=FLAGS.steps, reference=FLAGS.reference,
+        reference_seeds=_ints("reference_seeds", FLAGS.reference_seeds),
+        reference_cache=FLAGS.reference_cache, fid_weights=FLAGS.fid_weights,
+        fvd_weights=FLAGS.fvd_weights, random_feature_weights=FLAGS.random_feature_weights,
+        fid_size=FLAGS.fid_size, fvd_size=FLAGS.fvd_size, fvd_output=FLAGS.fvd_output,
+        fid_batch=FLAGS.fid_batch, fvd_batch=FLAGS.fvd_batch, metrics=FLAGS.metrics,
+        save_videos=FLAGS.save_videos, overwrite=FLAGS.overwrite)
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; every input is a --flag")
+    logging.set_verbosity(logging.WARNING)  # progress bars, not Orbax's INFO lines
+    try:
+        compile_cache.configure(FLAGS.compilation_cache)
+        report = run.evaluate(options_from_flags())
+    # What a user can fix: a flag, a missing weights folder or workdir, a short video, ...
+    except (ValueError, FileExistsError, FileNotFoundError, OSError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)  # no Orbax teardown tracebacks under the one-line error (as generate does)
+    print(run.markdown(report))
+    print(json.dumps({"out": os.path.abspath(FLAGS.out), **{k: {m: v for m, v in r.items()
+                      if m in ("avg_fid", "b_fvd16")} for k, r in report["results"].items()}}))
+
+
+if __name__ == "__main__":
+    app.run(main)
