@@ -22,6 +22,8 @@ from nuwa_xl_jax.evaluation import run
 
 flags.DEFINE_string("workdir", None, "a trained family (training workdir); videos are generated "
                     "through it, and its config names the world and the resolution")
+flags.DEFINE_string("export", None, "an artifact written by python -m nuwa_xl_jax.export (read as "
+                    "--workdir is; give one of the two)")
 flags.DEFINE_string("videos", None, "evaluate existing videos instead of generating: files, globs "
                     "or folders, comma separated")
 flags.DEFINE_list("storyboards", [], "storyboard files (comma separated): the prompts of the videos "
@@ -63,8 +65,10 @@ def _ints(name: str, values) -> list[int]:
 
 
 def options_from_flags() -> run.Options:
+    if FLAGS.workdir and FLAGS.export:
+        raise run.EvaluationError("give --workdir or --export, not both (both name the family)")
     return run.Options(
-        out=FLAGS.out, workdir=FLAGS.workdir, videos=FLAGS.videos, storyboards=FLAGS.storyboards,
+        out=FLAGS.out, workdir=FLAGS.workdir or FLAGS.export, videos=FLAGS.videos, storyboards=FLAGS.storyboards,
         frames=FLAGS.frames, modes=FLAGS.modes, seeds=_ints("seeds", FLAGS.seeds),
         extend=FLAGS.extend, steps=FLAGS.steps, reference=FLAGS.reference,
         reference_seeds=_ints("reference_seeds", FLAGS.reference_seeds),
