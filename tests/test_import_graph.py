@@ -19,6 +19,20 @@ import nuwa_xl_jax
 
 ROOT = os.path.dirname(nuwa_xl_jax.__file__)
 INFERENCE = ("dod", "family", "models", "diffusion", "eval", "pipeline", "generate")
+# The layers, top first (docs/api.md, "Package layers"): a node imports only nodes of lower layers.
+# A new subpackage or top-level module goes into the table (and that page) where its imports put it.
+# ``evaluate`` / ``evaluation``: the evaluation command and its library, in work elsewhere.
+LAYERS = (
+    ("train", "generate", "export", "evaluate", "cache_latents"),  # commands, training
+    ("evaluation", "pipeline"),
+    ("dod", "convert"),
+    ("eval",),              # probes of the synthetic world, Frechet distance
+    ("data",),
+    ("family",),            # a trained family: on-disk format and runtime
+    ("weights", "io"),      # public weights -> parameter trees; storyboards, videos
+    ("models", "diffusion"),
+    ("configuration", "parallel", "vocabulary", "compile_cache", "cli"),
+)
 
 
 def _module_name(path: str) -> str:
@@ -173,6 +187,18 @@ def test_no_cycle_between_modules():
     assert "nuwa_xl_jax.data.latent_cache" in edges["nuwa_xl_jax.data.pipeline"]  # the parser reads
     cycle = find_cycle(edges)
     assert cycle is None, "module import cycle: " + " -> ".join(cycle)
+
+
+def test_packages_import_only_lower_layers():
+    edges, why = import_graph()
+    layer = {node: i for i, nodes in enumerate(LAYERS) for node in nodes}
+    nodes = set(edges) | {b for targets in edges.values() for b in targets}
+    missing = sorted(nodes - set(layer))
+    assert not missing, (f"{missing} are in no layer: add them to LAYERS in "
+                         "tests/test_import_graph.py and to docs/api.md where their imports put them")
+    upward = [f"{a} -> {b} in {', '.join(sorted(set(why[(a, b)])))}"
+              for a in sorted(edges) for b in sorted(edges[a]) if layer[b] <= layer[a]]
+    assert not upward, "imports that do not point down the layers: " + "; ".join(upward)
 
 
 @pytest.mark.parametrize("node", INFERENCE)

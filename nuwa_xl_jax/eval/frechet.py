@@ -32,8 +32,8 @@ reference frames never sit in memory. Statistics are saved to and loaded from ``
   one FVD; B-FVD-16 is their average over blocks [ours: per block index, across the set of videos].
 
 A ``feature_fn`` maps a batch of uint8 frames ``[n, H, W, 3]`` (FID) or clips ``[n, 16, H, W, 3]``
-(FVD) to features ``[n, d]``; :func:`nuwa_xl_jax.eval.inception.feature_fn` and
-:func:`nuwa_xl_jax.eval.i3d.feature_fn` build them from the networks.
+(FVD) to features ``[n, d]``; :func:`nuwa_xl_jax.models.inception.feature_fn` and
+:func:`nuwa_xl_jax.models.i3d.feature_fn` build them from the networks.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nuwa_xl_jax.eval.i3d import RESOLUTION, InceptionI3D
+from nuwa_xl_jax.models.i3d import RESOLUTION, InceptionI3D
 from nuwa_xl_jax.weights.common import WeightsError, assemble, flatten
 from nuwa_xl_jax.weights.inception import convert_state_dict
 from nuwa_xl_jax.weights.torch_file import read_torch_state_dict

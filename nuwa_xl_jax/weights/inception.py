@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nuwa_xl_jax.eval.inception import INPUT_SIZE, FIDInceptionV3
+from nuwa_xl_jax.models.inception import INPUT_SIZE, FIDInceptionV3
 from nuwa_xl_jax.weights.common import WeightsError, assemble, flatten
 from nuwa_xl_jax.weights.torch_file import read_torch_state_dict
 

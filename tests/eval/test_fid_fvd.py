@@ -8,7 +8,8 @@ full B-FVD-16 test with several blocks and copies is marked slow; a one-block ve
 import numpy as np
 import pytest
 
-from nuwa_xl_jax.eval import frechet, i3d, inception
+from nuwa_xl_jax.eval import frechet
+from nuwa_xl_jax.models import i3d, inception
 
 
 def moving_squares(n_videos, frames, size=16, seed=0):

@@ -152,7 +152,7 @@ def test_parity_with_reference(i3d_pt):
 @pytest.mark.interop
 def test_refusals_and_small_clips(i3d_pt, tmp_path):
     torch = pytest.importorskip("torch")
-    from nuwa_xl_jax.eval.i3d import InceptionI3D
+    from nuwa_xl_jax.models.i3d import InceptionI3D
     from nuwa_xl_jax.weights.i3d import load_i3d
     path, state = i3d_pt
     with pytest.raises(WeightsError, match="does not exist"):

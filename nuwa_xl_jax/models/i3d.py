@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nuwa_xl_jax.eval.inception import FrozenBatchNorm, random_params, resize_bilinear
+from nuwa_xl_jax.models.inception import FrozenBatchNorm, random_params, resize_bilinear
 
 RESOLUTION = 224
 FEATURE_DIM = 1024
