@@ -21,10 +21,10 @@ ROOT = os.path.dirname(nuwa_xl_jax.__file__)
 INFERENCE = ("dod", "family", "models", "diffusion", "eval", "pipeline", "generate")
 # The layers, top first (docs/api.md, "Package layers"): a node imports only nodes of lower layers.
 # A new subpackage or top-level module goes into the table (and that page) where its imports put it.
-# ``evaluate`` / ``evaluation``: the evaluation command and its library, in work elsewhere.
 LAYERS = (
     ("train", "generate", "export", "evaluate", "cache_latents"),  # commands, training
-    ("evaluation", "pipeline"),
+    ("evaluation",),        # generates through the pipeline, then scores
+    ("pipeline",),
     ("dod", "convert"),
     ("eval",),              # probes of the synthetic world, Frechet distance
     ("data",),

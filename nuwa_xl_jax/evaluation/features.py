@@ -13,7 +13,7 @@ import os
 from typing import Callable, Optional
 
 from nuwa_xl_jax import convert
-from nuwa_xl_jax.eval import i3d, inception
+from nuwa_xl_jax.models import i3d, inception
 
 RANDOM_WARNING = ("RANDOM-WEIGHT FEATURE NETWORKS: these Avg-FID / B-FVD-16 numbers are NOT "
                   "comparable with the paper's or anyone else's; they only compare runs made with "

@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 from nuwa_xl_jax import io as nio
 from nuwa_xl_jax.dod import generate as gen
 from nuwa_xl_jax.dod.plan import num_frames
-from nuwa_xl_jax.eval import frechet, i3d, inception, storyboard_probe
+from nuwa_xl_jax.eval import frechet, storyboard_probe
 from nuwa_xl_jax.evaluation import features, reference
 from nuwa_xl_jax.evaluation.statistics import EvaluationError, VideoSetStats, compare
 from nuwa_xl_jax.family import store
+from nuwa_xl_jax.models import i3d, inception
 
 METRICS = ("avg_fid", "b_fvd16", "probe")
 RESULTS_JSON, RESULTS_MD = "metrics.json", "metrics.md"
