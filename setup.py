@@ -23,7 +23,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
+    # nbclient / nbformat / ipykernel: the test that executes notebooks/nuwa_xl_demo.ipynb
+    "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "nbclient>=0.10,<1", "nbformat>=5.10,<6",
+             "ipykernel>=6.29,<8"],
     # Only for parity tests against the public PyTorch models; never imported by the library.
     # Not pytorch-fid: it needs torchvision, whose PyPI wheel is built against CUDA torch and, beside
     # this CPU torch, breaks `import torchvision` and with it transformers' and diffusers' imports.
