@@ -72,6 +72,9 @@ def mtd_block() -> ml_collections.ConfigDict:
     # Rematerialise each UNet block in training: 'none', 'full' (least memory) or
     # 'dots_saveable' (keeps matmul outputs; models/mtd.py REMAT_POLICIES).
     c.remat = "none"
+    # Attention kernels (models/layers.attend): 'auto' = cuDNN's fused flash attention on NVIDIA GPUs
+    # where it applies (bf16, head dim <= 128), else XLA; 'xla'; 'cudnn' (an error where it cannot).
+    c.attention = "auto"
     return c
 
 
@@ -169,6 +172,9 @@ def validate_mtd(c: Any, path: str = "model.mtd") -> None:
     if c.condition_injection not in ("multiscale", "highest", "none"):
         raise ConfigError(f"{path}.condition_injection={c.condition_injection!r}; use "
                           "'multiscale', 'highest' or 'none'")
+    if c.get("attention", "auto") not in ("auto", "xla", "cudnn"):
+        raise ConfigError(f"{path}.attention={c.attention!r}; use 'auto' (cuDNN flash attention on "
+                          "NVIDIA GPUs where it applies, else XLA), 'xla' or 'cudnn'")
     if not isinstance(c.remat, bool) and c.remat not in ("none", "full", "dots_saveable"):
         raise ConfigError(f"{path}.remat={c.remat!r}; use 'none', 'full' (recompute each UNet block) "
                           "or 'dots_saveable' (keep matmul outputs, recompute the rest)")

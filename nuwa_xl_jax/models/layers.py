@@ -137,10 +137,46 @@ def sinusoidal_embedding(positions, dim: int, max_period: float = 10000.0,
     return emb
 
 
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+
+
+def _on_nvidia_gpu() -> bool:
+    device = jax.devices()[0]
+    return device.platform == "gpu" and "rocm" not in device.client.platform_version.lower()
+
+
+def cudnn_applies(head_dim: int, dtype, mask) -> bool:
+    """Whether cuDNN's fused (flash) attention takes these inputs: bf16/fp16, a head dim that is a
+    multiple of 8 up to 128 (SD's 40 and 80; its 160 falls back to XLA), no explicit mask."""
+    return (jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+            and head_dim % 8 == 0 and head_dim <= 128 and mask is None)
+
+
+def attend(q, k, v, mask=None, implementation: str = "xla"):
+    """``[N, S, H, D]`` multi-head attention through ``jax.nn.dot_product_attention``.
+
+    ``"xla"``: XLA's fused ops (every backend; on CPU the only one). ``"cudnn"``: cuDNN's fused flash
+    kernel (NVIDIA GPUs; an error where it does not apply). ``"auto"``: cuDNN on an NVIDIA GPU
+    where :func:`cudnn_applies`, else XLA. On TPU ``"auto"`` is XLA: no Pallas (splash) kernel is
+    wired in yet."""
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation {implementation!r}; use one of "
+                         f"{ATTENTION_IMPLEMENTATIONS}")
+    fits = cudnn_applies(q.shape[-1], q.dtype, mask)
+    if implementation == "auto":
+        implementation = "cudnn" if fits and _on_nvidia_gpu() else "xla"
+    elif implementation == "cudnn" and not (fits and _on_nvidia_gpu()):
+        raise ValueError(f"attention='cudnn' needs an NVIDIA GPU, bf16/fp16 inputs, a head dim that is "
+                         f"a multiple of 8 up to 128 and no mask; got {jax.devices()[0].platform}, "
+                         f"{q.dtype}, head dim {q.shape[-1]}, mask {mask is not None}: use 'auto'")
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+
+
 class Attention(nn.Module):
     """Multi-head attention with diffusers' names (``to_q``, ``to_k``, ``to_v``, ``to_out_0``).
 
     ``x`` is ``[N, S, C]``; ``context`` (cross-attention) is ``[N, T, D]`` or None (self-attention).
+    ``implementation``: see :func:`attend`.
     """
     heads: int
     head_dim: int
@@ -148,6 +184,7 @@ class Attention(nn.Module):
     qkv_bias: bool = False
     zero_out: bool = False
     dtype: Dtype = jnp.float32
+    implementation: str = "xla"
 
     @nn.compact
     def __call__(self, x, context=None, mask=None):
@@ -157,7 +194,7 @@ class Attention(nn.Module):
         k = dense(inner, self.qkv_bias, axes=("embed", "heads"), dtype=self.dtype, name="to_k")(context)
         v = dense(inner, self.qkv_bias, axes=("embed", "heads"), dtype=self.dtype, name="to_v")(context)
         split = lambda t: t.reshape(*t.shape[:-1], self.heads, self.head_dim)
-        out = jax.nn.dot_product_attention(split(q), split(k), split(v), mask=mask)
+        out = attend(split(q), split(k), split(v), mask, self.implementation)
         out = out.reshape(*out.shape[:-2], inner)
         return dense(self.out_features, True, zero_init=self.zero_out, axes=("heads", "embed"),
                      dtype=self.dtype, name="to_out_0")(out)
@@ -189,6 +226,7 @@ class TemporalAttention(nn.Module):
     head_dim: Optional[int] = None
     eps: float = 1e-5
     dtype: Dtype = jnp.float32
+    attention: str = "xla"  # the implementation (:func:`attend`)
 
     @nn.compact
     def __call__(self, x, num_frames: int):
@@ -198,7 +236,7 @@ class TemporalAttention(nn.Module):
         y = layer_norm(self.eps, name="norm", dtype=self.dtype)(y)
         y = y + sinusoidal_embedding(jnp.arange(num_frames), c).astype(y.dtype)[None]
         y = Attention(self.heads, head_dim, c, qkv_bias=False, zero_out=True, dtype=self.dtype,
-                      name="attention")(y)
+                      implementation=self.attention, name="attention")(y)
         return x + unfold_frames(y, num_frames, h, w).astype(x.dtype)
 
 

@@ -82,9 +82,9 @@ class _BlockLayers(nn.Module):
             h = ConditionInjection(self.dtype, name=f"injections_{j}")(h, cond_feat, mask_feat)
         if self.cross_attention:
             h = Transformer2D(self.heads, self.norm_groups, self.use_linear_projection, self.dtype,
-                              name=f"attentions_{j}")(h, context)
+                              self.attention, name=f"attentions_{j}")(h, context)
             if self.temporal:
-                h = TemporalAttention(self.heads, dtype=self.dtype,
+                h = TemporalAttention(self.heads, dtype=self.dtype, attention=self.attention,
                                       name=f"attentions_{j}_temporal")(h, self.num_frames)
         return h
 
@@ -103,6 +103,7 @@ class DownBlock(_BlockLayers):
     temporal: bool = True
     temporal_kernel_size: int = 3
     dtype: Dtype = jnp.float32
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, h, temb, context, cond_feat=None, mask_feat=None):
@@ -136,6 +137,7 @@ class UpBlock(_BlockLayers):
     temporal: bool = True
     temporal_kernel_size: int = 3
     dtype: Dtype = jnp.float32
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, h, skips, temb, context, cond_feat=None, mask_feat=None):
@@ -163,6 +165,7 @@ class MidBlock(_BlockLayers):
     temporal: bool = True
     temporal_kernel_size: int = 3
     dtype: Dtype = jnp.float32
+    attention: str = "auto"
     cross_attention: bool = True
 
     @nn.compact
@@ -238,6 +241,7 @@ class MTDUNet(nn.Module):
     num_levels: int = 0
     dtype: Dtype = jnp.float32
     remat: Union[str, bool] = "none"  # REMAT_POLICIES; True/False = 'full'/'none'
+    attention: str = "auto"  # layers.attend: 'auto' = cuDNN flash on NVIDIA GPUs where it applies
 
     @classmethod
     def from_config(cls, cfg) -> "MTDUNet":
@@ -370,7 +374,8 @@ class MTDUNet(nn.Module):
         down_levels, up_levels = self.injected_levels()
         common = dict(norm_groups=self.norm_num_groups, norm_eps=self.norm_eps,
                       use_linear_projection=self.use_linear_projection, temporal=self.temporal,
-                      temporal_kernel_size=self.temporal_kernel_size, dtype=self.dtype)
+                      temporal_kernel_size=self.temporal_kernel_size, dtype=self.dtype,
+                      attention=self.attention)
         wrap = remat_wrapper(self.remat)
 
         # Frames fold into the batch for every spatial op; each frame keeps its own prompt and t.

@@ -46,13 +46,16 @@ class BasicTransformerBlock(nn.Module):
     heads: int
     head_dim: int
     dtype: Dtype = jnp.float32
+    attention: str = "xla"  # the implementation (layers.attend)
 
     @nn.compact
     def __call__(self, x, context):
         h = layer_norm(1e-5, name="norm1", dtype=self.dtype)(x)
-        x = x + Attention(self.heads, self.head_dim, self.dim, dtype=self.dtype, name="attn1")(h)
+        x = x + Attention(self.heads, self.head_dim, self.dim, dtype=self.dtype,
+                          implementation=self.attention, name="attn1")(h)
         h = layer_norm(1e-5, name="norm2", dtype=self.dtype)(x)
-        x = x + Attention(self.heads, self.head_dim, self.dim, dtype=self.dtype, name="attn2")(h, context)
+        x = x + Attention(self.heads, self.head_dim, self.dim, dtype=self.dtype,
+                          implementation=self.attention, name="attn2")(h, context)
         h = layer_norm(1e-5, name="norm3", dtype=self.dtype)(x)
         return x + GEGLUFeedForward(self.dim, dtype=self.dtype, name="ff")(h)
 
@@ -67,6 +70,7 @@ class Transformer2D(nn.Module):
     norm_groups: int = 32
     use_linear_projection: bool = False
     dtype: Dtype = jnp.float32
+    attention: str = "xla"  # the implementation (layers.attend)
 
     @nn.compact
     def __call__(self, x, context):
@@ -77,7 +81,7 @@ class Transformer2D(nn.Module):
             h = dense(c, axes=("embed", "mlp"), dtype=self.dtype, name="proj_in")(h.reshape(n, hgt * wid, c))
         else:
             h = conv2d(c, kernel_size=1, dtype=self.dtype, name="proj_in")(h).reshape(n, hgt * wid, c)
-        h = BasicTransformerBlock(c, self.heads, head_dim, dtype=self.dtype,
+        h = BasicTransformerBlock(c, self.heads, head_dim, dtype=self.dtype, attention=self.attention,
                                   name="transformer_blocks_0")(h, context.astype(h.dtype))
         if self.use_linear_projection:
             h = dense(c, axes=("mlp", "embed"), dtype=self.dtype, name="proj_out")(h).reshape(n, hgt, wid, c)

@@ -62,7 +62,7 @@ _REQUIRED = {
 }
 
 _NUWA_OPTIONS = ("temporal", "temporal_kernel_size", "condition_injection", "condition_symmetric",
-                 "num_levels", "dtype", "remat")
+                 "num_levels", "dtype", "remat", "attention")
 
 
 def mtd_config_from_diffusers(unet_config: dict[str, Any], **nuwa_options) -> Any:
