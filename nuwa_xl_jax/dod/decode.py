@@ -62,6 +62,21 @@ def config_windows(config) -> tuple[int, int]:
     return windows.vae_windows(config.vae_frames, config.get("vae_context", 0))
 
 
+def compute_decoder(vae, variables, dtype):
+    """``(vae, variables)`` that decode in ``dtype``, the family's compute dtype: the module
+    computes in it and the float weights are cast to it once here (bf16 halves the decoder's
+    resident weights and leaves no per-call casts). Generation decodes with the MTD's dtype
+    (``model.mtd.dtype``); the fp32 family of the embedded default is returned unchanged."""
+    import jax
+    import jax.numpy as jnp
+
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.dtype(vae.dtype):
+        return vae, variables
+    cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+    return vae.clone(dtype=dtype), jax.tree.map(cast, variables)
+
+
 def vae_decode_fn(vae, variables, *, scaled: bool = False, uint8: bool = True) -> Callable:
     """A jitted ``latents [B, F, h, w, c] -> frames [B, F, H, W, 3]`` for :func:`decode_windows`.
 
@@ -82,7 +97,7 @@ def _jitted_decode(vae, scaled: bool, uint8: bool):
     def decode(v, z):
         if scaled:
             z = z / vae.scaling_factor
-        x = vae.apply(v, z, method="decode")
+        x = vae.apply(v, z.astype(vae.dtype), method="decode").astype(jnp.float32)
         if uint8:
             x = jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
         return x

@@ -51,7 +51,9 @@ def load_family(workdir: str, need_ar: bool = False, mesh=None) -> Family:
     mesh = parallel.make_mesh() if mesh is None else mesh
     place = lambda params: engine.place_params(params, mesh)
     models = MTDModels(config, workdir)
-    models.vae_params = place(models.vae_params)
+    # The decoder runs in the family's compute dtype, its weights cast and placed once.
+    models.vae, models.vae_params = decode.compute_decoder(models.vae, place(models.vae_params),
+                                                           config.model.mtd.dtype)
     read = lambda stage: place(store.read_export(store.export_dir(workdir, stage))[0])
     global_params = read("mtd_global")
     if config.local_models == "shared":

@@ -11,7 +11,7 @@ import pytest
 from flax import traverse_util
 
 from nuwa_xl_jax.configuration.presets import vae as vae_config
-from nuwa_xl_jax.dod.decode import decode_windows, receptive_field, vae_decode_fn
+from nuwa_xl_jax.dod.decode import compute_decoder, decode_windows, receptive_field, vae_decode_fn
 from nuwa_xl_jax.io import videos
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
 from nuwa_xl_jax.weights.vae import identity_temporal_params
@@ -126,6 +126,20 @@ def test_temporal_attention_makes_the_match_approximate(vae):
     _, naive = _decode(vae, variables, z, WINDOW, 0)
     seam, naive_seam = _seam(windowed, whole, WINDOW), _seam(naive, whole, WINDOW)
     assert seam < 0.5 and seam < 0.25 * naive_seam, (seam, naive_seam)
+
+
+def test_decoding_in_bfloat16_casts_the_weights_once_and_matches_fp32(vae):
+    module, _, flat = vae
+    variables, z = _variables(flat, 0.3, 0.0), _smooth_latents(4)
+    m16, v16 = compute_decoder(module, variables, "bfloat16")
+    assert m16.dtype == jnp.bfloat16
+    assert {a.dtype for a in jax.tree.leaves(v16)} == {jnp.dtype(jnp.bfloat16)}
+    assert compute_decoder(module, variables, "float32") == (module, variables)  # fp32: as is
+    x32 = vae_decode_fn(module, variables, uint8=False)(z[None])
+    x16 = vae_decode_fn(m16, v16, uint8=False)(z[None])
+    assert x16.dtype == jnp.float32
+    err = np.abs(np.asarray(x16) - np.asarray(x32)).max()
+    assert 0 < err < 0.1, err  # computed in bf16, and the same pictures
 
 
 def test_uint8_and_scaled_latents(vae):
