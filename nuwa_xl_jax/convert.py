@@ -1,11 +1,16 @@
-"""Import public weights into an Orbax checkpoint of ours.
+"""Import public weights into the model-family format (the one format training exports use).
 
     python -m nuwa_xl_jax.convert --kind=vae --src=DIR --dst=DIR
 
 ``--src`` is a diffusers / Hugging Face model folder (``config.json`` + ``*.safetensors``, read with
-numpy; torch is not needed). ``--dst`` receives ``params/`` (an Orbax checkpoint of
-``{"params": ...}``) and ``config.json`` (``{"kind": ..., "model": <our config block>}``). A
-non-empty ``--dst`` is never overwritten.
+numpy; torch is not needed). ``--dst`` becomes one component's export, exactly as a training stage
+writes it (nuwa_xl_jax/family/store.py): ``params/`` (an Orbax checkpoint of ``{COMPONENT:
+{"params": ...}}``, COMPONENT = vae | mtd | text | inception | i3d) and ``model_config.json``
+(``{COMPONENT: <our config block>, "kind", "source"}``; a VAE's also holds its ``latent_scale``).
+It is written under a temporary name and renamed when complete; a non-empty ``--dst`` is never
+overwritten. Training starts from it with ``model.vae.init_from`` / ``model.mtd.init_from`` /
+``model.text.init_from`` (docs/training.md); ``python -m nuwa_xl_jax.export --format=diffusers``
+writes the spatial VAE / UNet back out.
 
 Kinds are looked up in :data:`KINDS` (module, loader) and imported lazily, so a kind whose
 importer is not installed fails with a clear message and the others keep working.
@@ -14,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import os
 import sys
 from typing import Any, Callable
@@ -23,6 +27,7 @@ import jax
 import numpy as np
 
 from nuwa_xl_jax.configuration import ConfigError
+from nuwa_xl_jax.family import store
 from nuwa_xl_jax.weights.common import WeightsError
 from nuwa_xl_jax.weights.vae import load_diffusers_vae  # noqa: F401  (re-exported)
 
@@ -36,8 +41,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "inception": ("nuwa_xl_jax.weights.inception", "load_fid_inception"),
     "i3d": ("nuwa_xl_jax.weights.i3d", "load_i3d"),
 }
-PARAMS_DIR = "params"
-CONFIG_FILE = "config.json"
+# kind -> the component name its weights and config block are stored under
+COMPONENTS = {"vae": "vae", "unet": "mtd", "clip": "text", "inception": "inception", "i3d": "i3d"}
 
 
 class ConvertError(ValueError):
@@ -99,30 +104,27 @@ def check_destination(dst: str) -> None:
 
 
 def convert(kind: str, src: str, dst: str, **options: Any) -> str:
-    """Loads ``src`` with the ``kind`` importer and writes the checkpoint + config to ``dst``."""
+    """Loads ``src`` with the ``kind`` importer and writes it to ``dst`` in the family format."""
     check_destination(dst)
     module, variables = loader_for(kind)(src, **options)
-    os.makedirs(dst, exist_ok=True)
-    import orbax.checkpoint as ocp
-
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.abspath(os.path.join(dst, PARAMS_DIR)),
-                      jax.tree.map(np.asarray, variables))
-    checkpointer.wait_until_finished()
-    with open(os.path.join(dst, CONFIG_FILE), "w") as f:
-        json.dump({"kind": kind, "source": os.path.abspath(src), "model": model_config(module)},
-                  f, indent=2)
+    component = COMPONENTS[kind]
+    meta = {component: model_config(module), "kind": kind, "source": os.path.abspath(src)}
+    if kind == "vae":  # the scale the diffusion models see latents at (SD's 0.18215 for SD's VAE)
+        meta["latent_scale"] = float(module.scaling_factor)
+    store.write_export(dst, {component: jax.tree.map(np.asarray, variables)}, meta)
     return dst
 
 
 def load_converted(dst: str) -> tuple[dict[str, Any], dict]:
-    """Reads back what :func:`convert` wrote: ``(config dict, {"params": ...})`` as numpy arrays."""
-    import orbax.checkpoint as ocp
-
-    with open(os.path.join(dst, CONFIG_FILE)) as f:
-        config = json.load(f)
-    variables = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(dst, PARAMS_DIR)))
-    return config, variables
+    """Reads back what :func:`convert` wrote: ``({"kind", "source", "model": config block},
+    {"params": ...})`` with numpy arrays."""
+    params, meta = store.read_export(dst)
+    kind = meta.get("kind")
+    if kind not in COMPONENTS or COMPONENTS[kind] not in params:
+        raise store.ExportError(f"{dst} was not written by python -m nuwa_xl_jax.convert (its "
+                                f"model_config.json has kind={kind!r}): convert the source again")
+    component = COMPONENTS[kind]
+    return {"kind": kind, "source": meta.get("source"), "model": meta[component]}, params[component]
 
 
 def main(argv) -> None:
@@ -139,7 +141,8 @@ def main(argv) -> None:
         convert(FLAGS.kind, FLAGS.src, FLAGS.dst, **options)
     except (ConvertError, WeightsError, ConfigError) as e:
         sys.exit(f"error: {e}")
-    print(f"wrote {FLAGS.kind} checkpoint to {FLAGS.dst} ({PARAMS_DIR}/ and {CONFIG_FILE})")
+    print(f"wrote {FLAGS.kind} weights to {FLAGS.dst} ({store.PARAMS}/ and {store.MODEL_CONFIG}, "
+          "the family format)")
 
 
 def _define_flags() -> None:
@@ -147,7 +150,7 @@ def _define_flags() -> None:
 
     flags.DEFINE_enum("kind", "vae", sorted(KINDS), "What to import.")
     flags.DEFINE_string("src", None, "diffusers / Hugging Face model folder (config.json + *.safetensors).")
-    flags.DEFINE_string("dst", None, "New or empty folder for the Orbax checkpoint and config.json.")
+    flags.DEFINE_string("dst", None, "New or empty folder for the weights (the family format).")
     flags.DEFINE_bool("temporal", True, "kind=vae: add NUWA-XL's temporal layers at identity.")
 
 

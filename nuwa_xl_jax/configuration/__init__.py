@@ -36,6 +36,7 @@ def vae_block() -> ml_collections.ConfigDict:
     c.temporal = True
     c.temporal_kernel_size = 3
     c.temporal_attention_heads = 1
+    c.init_from = ""  # a `convert --kind=vae` folder: start from its weights (temporal at identity)
     return c
 
 
@@ -75,6 +76,9 @@ def mtd_block() -> ml_collections.ConfigDict:
     # Attention kernels (models/layers.attend): 'auto' = cuDNN's fused flash attention on NVIDIA GPUs
     # where it applies (bf16, head dim <= 128), else XLA; 'xla'; 'cudnn' (an error where it cannot).
     c.attention = "auto"
+    # A `convert --kind=unet` folder: the spatial layers start from its weights, the temporal,
+    # condition and level layers at identity (so step 0 is the image UNet frame by frame).
+    c.init_from = ""
     return c
 
 
@@ -90,6 +94,7 @@ def text_block() -> ml_collections.ConfigDict:
     c.hidden_act = "quick_gelu"
     c.layer_norm_eps = 1e-5
     c.tokenizer = "word"  # 'word' (built-in, synthetic world) or a local CLIP tokenizer folder
+    c.init_from = ""  # a `convert --kind=clip` folder: start from its weights
     return c
 
 
@@ -133,6 +138,7 @@ def generate_block() -> ml_collections.ConfigDict:
 
 def validate_mtd(c: Any, path: str = "model.mtd") -> None:
     check_fields(c, mtd_block().keys(), path)
+    _init_from(c, path)
     block_types = {"down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
                    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D")}
     for f in ("in_channels", "out_channels", "layers_per_block", "norm_num_groups",
@@ -191,6 +197,7 @@ def validate_mtd(c: Any, path: str = "model.mtd") -> None:
 
 def validate_text(c: Any, path: str = "model.text") -> None:
     check_fields(c, text_block().keys(), path)
+    _init_from(c, path)
     for f in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
               "num_attention_heads", "max_position_embeddings"):
         _positive_int(c[f], f"{path}.{f}")
@@ -231,6 +238,13 @@ def validate_diffusion(c: Any, path: str = "diffusion") -> None:
         raise ConfigError(f"{path}.min_snr_gamma must be >= 0 (0 = plain MSE), got {c.min_snr_gamma}")
 
 
+def _init_from(c: Any, path: str) -> None:
+    value = c.get("init_from", "")  # configs written before the field existed have none
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}.init_from must be a folder written by python -m "
+                          f"nuwa_xl_jax.convert (or '' for a fresh init), got {value!r}")
+
+
 def _positive_int(value, field: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{field} must be a positive integer, got {value!r}")
@@ -238,6 +252,7 @@ def _positive_int(value, field: str) -> None:
 
 def validate_vae(c: Any, path: str = "model.vae") -> None:
     check_fields(c, vae_block().keys(), path)
+    _init_from(c, path)
     for f in ("in_channels", "out_channels", "latent_channels", "layers_per_block",
               "norm_num_groups", "temporal_kernel_size", "temporal_attention_heads"):
         _positive_int(c[f], f"{path}.{f}")

@@ -250,7 +250,7 @@ class MTDUNet(nn.Module):
         if not isinstance(cfg, ml_collections.ConfigDict):
             cfg = ml_collections.ConfigDict(dict(cfg))
         validate_mtd(cfg)
-        kw = {k: cfg[k] for k in cfg.keys()}
+        kw = {k: cfg[k] for k in cfg.keys() if k != "init_from"}  # where training starts
         for k in ("block_out_channels", "down_block_types", "up_block_types"):
             kw[k] = tuple(kw[k])
         if not isinstance(kw["attention_head_dim"], int):
@@ -263,7 +263,8 @@ class MTDUNet(nn.Module):
         c = mtd_block()
         with c.ignore_type():
             for k in c.keys():
-                c[k] = getattr(self, k)
+                if k != "init_from":  # where training starts, not the network
+                    c[k] = getattr(self, k)
             c.dtype = jnp.dtype(self.dtype).name
         return c
 

@@ -269,6 +269,8 @@ class TKLVAE(_VAEModule):
         """The ``model.vae`` config block that rebuilds this module (see :meth:`from_config`)."""
         c = configuration.vae_block()
         for field in c.keys():
+            if field == "init_from":  # not a property of the network
+                continue
             value = getattr(self, field)
             c[field] = tuple(value) if isinstance(value, (list, tuple)) else value
         return c
@@ -277,7 +279,8 @@ class TKLVAE(_VAEModule):
     def from_config(cls, cfg: Any, dtype: Any = jnp.float32) -> "TKLVAE":
         """Builds the module from a ``model.vae`` config block, validating it first."""
         configuration.validate_vae(cfg)
-        fields = {k: cfg[k] for k in configuration.vae_block().keys()}
+        # init_from says where training starts, not what the network is
+        fields = {k: cfg[k] for k in configuration.vae_block().keys() if k != "init_from"}
         fields["block_out_channels"] = tuple(fields["block_out_channels"])
         return cls(**fields, dtype=jnp.dtype(dtype))
 

@@ -35,11 +35,15 @@ from nuwa_xl_jax.family.runtime import MTDModels
 from nuwa_xl_jax.family.store import export_dir, read_export, read_vae, write_export  # noqa: F401
 from nuwa_xl_jax.models.discriminator import NLayerDiscriminator
 from nuwa_xl_jax.models.tklvae import TKLVAE
-from nuwa_xl_jax.train import loop, vae_loss
+from nuwa_xl_jax.train import init_from, loop, vae_loss
 
 
 def _to_dict(c: Any) -> dict:
-    return json.loads(c.to_json_best_effort()) if hasattr(c, "to_json_best_effort") else dict(c)
+    """A model block as fingerprinted and exported: ``init_from`` (where the weights started) is
+    not architecture, so a workdir trained before it existed still resumes."""
+    d = json.loads(c.to_json_best_effort()) if hasattr(c, "to_json_best_effort") else dict(c)
+    d.pop("init_from", None)
+    return d
 
 
 def data_config(config, **overrides) -> ml_collections.ConfigDict:
@@ -111,12 +115,15 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
     image_weights = None
     if not image and "vae_image" in config.stages:
         image_weights = read_export(export_dir(workdir, "vae_image"))[0]["vae"]
+    # public weights (model.vae.init_from) start the first VAE stage; the vae_image stage's pass on
+    public = None if image_weights is not None else init_from.start_weights(
+        config.model.vae, "model.vae", "vae")
 
     def init(key):
         k_vae, k_disc = jax.random.split(key)
         variables = vae.init(k_vae, clip)
-        if image_weights is not None:
-            variables = overlay(variables, image_weights)
+        if image_weights is not None or public is not None:
+            variables = overlay(variables, public if image_weights is None else image_weights)
         elif cfg.get("init_logvar", 0.0):
             variables = init_logvar(variables, vae_cfg.latent_channels, cfg.init_logvar)
         params = {"vae": variables}
@@ -301,6 +308,9 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
         # Read now, not in init: a missing export fails before any compile. overlay keeps the
         # fresh init of what the source lacks (a shared local model's level embedding).
         start = read_export(export_dir(workdir, train_cfg.init_from))[0]
+    else:  # public weights (model.mtd / model.text .init_from), spatial layers only
+        public = {c: init_from.start_weights(config.model[c], f"model.{c}", c) for c in ("mtd", "text")}
+        start = {c: w for c, w in public.items() if w is not None} or None
 
     def init(key):
         params = models.init(key, L)
