@@ -17,31 +17,41 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-flags.DEFINE_string("workdir", None, "a training workdir (or an artifact written by this command)")
-flags.DEFINE_string("out", None, "a new folder for the artifact")
-flags.DEFINE_enum("format", "family", ["family", "diffusers"],
-                  "family: the whole model family; diffusers: the spatial VAE and UNet")
-flags.DEFINE_string("stage", "mtd_global", "--format=diffusers: the MTD stage whose UNet to write")
-flags.DEFINE_list("mesh_shape", ["1", "-1"], "(data, fsdp) mesh the weights pass through")
-flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() from the environment")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs)")
-flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)")
-flags.DEFINE_integer("process_id", None, "this process's index (multi-process runs)")
-FLAGS = flags.FLAGS
+from nuwa_xl_jax import cli
 
 
-def main(argv):
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}; use --workdir and --out")
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+    del argv
+    flags.DEFINE_string("workdir", None, "a training workdir (or an artifact written by this "
+                        "command; --format=diffusers also takes a convert output)", flag_values=fv)
+    flags.DEFINE_string("out", None, "a new folder for the export", flag_values=fv)
+    flags.DEFINE_enum("format", "family", ["family", "diffusers"],
+                      "family: the whole model family; diffusers: the spatial VAE and UNet",
+                      flag_values=fv)
+    flags.DEFINE_string("stage", "mtd_global", "--format=diffusers: the MTD stage whose UNet to "
+                        "write", flag_values=fv)
+    flags.DEFINE_list("mesh_shape", ["1", "-1"], "(data, fsdp) mesh the weights pass through",
+                      flag_values=fv)
+    flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() from the "
+                      "environment", flag_values=fv)
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs)",
+                        flag_values=fv)
+    flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)",
+                         flag_values=fv)
+    flags.DEFINE_integer("process_id", None, "this process's index (multi-process runs)",
+                         flag_values=fv)
+    flags.mark_flags_as_required(["workdir", "out"], flag_values=fv)
+
+
+def run(FLAGS: flags.FlagValues) -> int:
     logging.set_verbosity(logging.WARNING)
-    if not FLAGS.workdir or not FLAGS.out:
-        sys.exit("error: --workdir (a trained family) and --out (a new folder) are required")
     from nuwa_xl_jax import parallel
 
-    if FLAGS.coordinator_address or FLAGS.distributed:
+    if FLAGS.coordinator_address or FLAGS.distributed:  # before any other JAX work
         parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)
     from nuwa_xl_jax.family import ExportError, artifact
@@ -59,8 +69,14 @@ def main(argv):
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         sys.stderr.flush()
         os._exit(1)  # without Orbax's teardown tracebacks after a failed read (see generate.py)
-    print(f"wrote {FLAGS.format} export of {FLAGS.workdir} to {out}")
+    print(f"wrote the {FLAGS.format} export of {FLAGS.workdir} to {out}")
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    """The command with ``argv`` (flags only), in-process."""
+    return run(cli.parse(define_flags, argv, "export"))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(define_flags, run)
