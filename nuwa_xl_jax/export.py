@@ -9,7 +9,7 @@ multi-process run every process runs this command (same flags as ``train``'s).
 
 ``--format=diffusers``: the spatial VAE and the spatial UNet of ``--stage`` as diffusers folders
 (``OUT/vae``, ``OUT/unet``: config.json + diffusion_pytorch_model.safetensors), the inverse of
-``python -m nuwa_xl_jax.convert`` (nuwa_xl_jax/weights/diffusers_export.py).
+``python -m nuwa_xl_jax.convert`` (nuwa_xl_jax/family/diffusers.py).
 
 The output folder must be new (or empty); it appears only when complete.
 """
@@ -62,9 +62,9 @@ def run(FLAGS: flags.FlagValues) -> int:
             mesh = parallel.make_mesh(tuple(int(s) for s in FLAGS.mesh_shape))
             out = artifact.write_family(FLAGS.workdir, FLAGS.out, mesh)
         else:
-            from nuwa_xl_jax.weights import diffusers_export
+            from nuwa_xl_jax.family import diffusers
 
-            out = diffusers_export.export_diffusers(FLAGS.workdir, FLAGS.out, FLAGS.stage)
+            out = diffusers.export_diffusers(FLAGS.workdir, FLAGS.out, FLAGS.stage)
     except (ExportError, WeightsError, ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         sys.stderr.flush()

@@ -12,7 +12,7 @@ import pytest
 from nuwa_xl_jax import convert
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.models.tklvae import is_temporal_param
-from nuwa_xl_jax.weights import diffusers_export
+from nuwa_xl_jax.family import diffusers as family_diffusers
 from nuwa_xl_jax.weights.common import flatten, read_safetensors, torch_to_flax_leaf
 from nuwa_xl_jax.weights.unet import diffusers_key_to_flax as unet_flax_path, is_new_layer
 from nuwa_xl_jax.weights.vae import flax_path
@@ -67,7 +67,7 @@ def test_convert_export_convert_round_trip(tmp_path):
         convert.convert(kind, str(tmp_path / "public" / kind), str(tmp_path / f"ours_{kind}"))
     # each converted folder is one export of the family format; export reads it as it is
     for kind in ("vae", "unet"):
-        diffusers_export.export_diffusers(str(tmp_path / f"ours_{kind}"), str(tmp_path / f"out_{kind}"))
+        family_diffusers.export_diffusers(str(tmp_path / f"ours_{kind}"), str(tmp_path / f"out_{kind}"))
     out_vae, out_unet = tmp_path / "out_vae" / "vae", tmp_path / "out_unet" / "unet"
     assert sorted(os.listdir(tmp_path / "out_vae")) == ["vae"]
 
