@@ -1,5 +1,8 @@
 """Storyboards: a text, JSON or YAML file in, exactly one prompt per frame out.
 
+``configs/storyboards/NAME`` also names a storyboard shipped with the package when no such file is
+where the code runs (as config paths do: ``configuration/files.py``).
+
 Why checked here, before any model runs: generation of a long video can take a long time, so
 everything that can be wrong with a storyboard (no prompts, a malformed scene, a word the built-in
 tokenizer lacks) is an error naming the file, the line or scene and the fix.
@@ -25,6 +28,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from nuwa_xl_jax.configuration import ConfigError, files
 from nuwa_xl_jax.models.tokenizers import UnknownWordError
 
 TEXT_SUFFIXES = ("", ".txt", ".text", ".story")
@@ -65,8 +69,12 @@ def load_storyboard(path: str, frames: int) -> Storyboard:
         raise StoryboardError(f"frames must be a positive integer, got {frames!r}")
     frames = int(frames)
     if not os.path.exists(path):
-        raise StoryboardError(f"storyboard {path!r} does not exist; give the path of a .txt file "
-                              "with one prompt per line, or a .json / .yaml list of scenes")
+        try:  # configs/storyboards/NAME: the storyboards shipped with the package, from anywhere
+            path = files.find(path)
+        except ConfigError:
+            raise StoryboardError(f"storyboard {path!r} does not exist; give the path of a .txt "
+                                  "file with one prompt per line, or a .json / .yaml list of "
+                                  "scenes") from None
     if os.path.isdir(path):
         raise StoryboardError(f"storyboard {path!r} is a folder; give a .txt, .json or .yaml file")
     suffix = os.path.splitext(path)[1].lower()

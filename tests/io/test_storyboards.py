@@ -1,5 +1,6 @@
 """Storyboards: the text, JSON and YAML formats, frame assignment and every error."""
 import json
+import os
 
 import pytest
 
@@ -23,6 +24,14 @@ def test_text_equal_spans_earlier_scenes_take_the_remainder(tmp_path):
     assert prompts == [FRED] * 4 + [WILMA] * 4 + [DINO] * 3
     assert [s.where for s in prompts.scenes] == ["line 2", "line 4", "line 6"]
     assert [(s.start, s.frames) for s in prompts.scenes] == [(0, 4), (4, 4), (8, 3)]
+
+
+def test_shipped_storyboards_are_found_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prompts = storyboards.load_storyboard("configs/storyboards/cartoon.txt", 12)
+    assert len(prompts) == 12 and os.path.isabs(prompts.path) and os.path.isfile(prompts.path)
+    with pytest.raises(storyboards.StoryboardError, match="'configs/storyboards/none.txt' does not"):
+        storyboards.load_storyboard("configs/storyboards/none.txt", 12)
 
 
 def test_a_file_without_extension_is_text(tmp_path):
