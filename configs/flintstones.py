@@ -6,8 +6,9 @@ videos and captions in a folder (docs/data.md) and name it with ``data.manual_di
     python -m nuwa_xl_jax.train --config=configs/flintstones.py:128 --workdir=runs/fl128 \
         --config.data.manual_dir=PATH/TO/FLINTSTONES
 
--> runs/fl128/: the prepared dataset, then each stage's checkpoints and export (vae, mtd_global,
-mtd_local1, mtd_local2): a model family for ``python -m nuwa_xl_jax.generate --workdir=runs/fl128
+-> the prepared dataset in TFDS's folder (~/tensorflow_datasets unless data.data_dir), then in
+runs/fl128/: config.json, each stage's checkpoints and export (vae, mtd_global, mtd_local1,
+mtd_local2) and latents/ (the latent cache): a model family for ``python -m nuwa_xl_jax.generate --workdir=runs/fl128
 --storyboard=FILE --out=video.mp4`` (up to 3376 frames). Sized for accelerators (bfloat16,
 rematerialisation, FSDP over all devices); docs/training.md has the multi-host launchers.
 Not wired yet: starting the stages from Stable Diffusion's weights (``python -m nuwa_xl_jax.convert``

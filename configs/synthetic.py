@@ -4,12 +4,14 @@ Variants:
   default  32x32 frames, L=16, depth 2 (226-frame videos): the README's main job, sized to
            train the whole family and generate on a 2-core CPU in about 25-28 minutes:
              python -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=runs/demo
-           -> runs/demo/: the data (tfds/), each stage's checkpoints and export (vae_image, vae,
-           mtd_global, mtd_local1), then runs/demo/video.mp4 (226 frames from
-           configs/storyboards/cartoon.txt), runs/demo/video_sheet.png and the probe's scores
+           -> the generated dataset in TFDS's folder (~/tensorflow_datasets unless data.data_dir),
+           then in runs/demo/: config.json, each stage's checkpoints and export (vae_image, vae,
+           mtd_global, mtd_local1), latents/ (the latent cache), video.mp4 (226 frames from
+           configs/storyboards/cartoon.txt), video_sheet.png, and the probe's scores printed
   tiny     32x32 frames, L=4, depth 2 (10-frame videos): the smallest whole family, for tests:
              python -m nuwa_xl_jax.train --config=configs/synthetic.py:tiny --workdir=runs/tiny
-           -> the same files for a 10-frame video (30 steps a stage: plumbing, not pictures)
+           -> the same files (no vae_image stage) for a 10-frame video (30 steps a stage:
+           plumbing, not pictures)
 
 Imports only the library (shared blocks: nuwa_xl_jax.configuration.presets), so a copy of this file
 loads from anywhere; configs/... paths also name the copies shipped with nuwa_xl_jax.
