@@ -121,11 +121,12 @@ def test_no_code_edits_sys_path():
     and subprocesses from PYTHONPATH: nothing needs ``sys.path`` edits."""
     needle = "sys" + ".path"
     found = []
-    for top in ("nuwa_xl_jax", "configs", "benchmarks", "launch", "tests"):
+    for top in ("nuwa_xl_jax", "configs", "benchmarks", "launch", "tests", "notebooks"):
         for dirpath, _, names in os.walk(os.path.join(ROOT, top)):
             for name in names:
                 path = os.path.join(dirpath, name)
-                if not name.endswith((".py", ".sh", ".sbatch")) or path == os.path.abspath(__file__):
+                if not name.endswith((".py", ".sh", ".sbatch", ".ipynb")) or \
+                        path == os.path.abspath(__file__):
                     continue
                 for number, line in enumerate(open(path, encoding="utf-8"), start=1):
                     code = line.split("#")[0]
