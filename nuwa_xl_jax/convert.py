@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import os
 import sys
 from typing import Any, Callable
@@ -113,6 +114,16 @@ def convert(kind: str, src: str, dst: str, **options: Any) -> str:
         meta["latent_scale"] = float(module.scaling_factor)
     store.write_export(dst, {component: jax.tree.map(np.asarray, variables)}, meta)
     return dst
+
+
+def converted_kind(dst: str) -> str | None:
+    """The ``--kind`` a convert output folder was written with; None for a folder that is not one."""
+    try:
+        with open(os.path.join(dst, store.MODEL_CONFIG)) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return meta.get("kind") if isinstance(meta, dict) else None
 
 
 def load_converted(dst: str) -> tuple[dict[str, Any], dict]:

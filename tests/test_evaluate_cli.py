@@ -94,7 +94,7 @@ def test_bad_inputs_fail_before_any_work(family, tmp_path):
         run.evaluate(opts(tmp_path, family))  # no weights and no explicit random flag
     wrong = tmp_path / "wrong"
     wrong.mkdir()
-    (wrong / "config.json").write_text(json.dumps({"kind": "i3d"}))
+    (wrong / "model_config.json").write_text(json.dumps({"kind": "i3d"}))
     with pytest.raises(features.FeatureWeightsError, match="holds converted 'i3d' weights"):
         run.evaluate(opts(tmp_path, family, fid_weights=str(wrong), fvd_weights=str(wrong)))
     with pytest.raises(EvaluationError, match="B-FVD-16 needs videos of at least 16"):

@@ -1,6 +1,6 @@
 """The two feature networks of the metrics, from converted weight folders or (asked for) random.
 
-``python -m nuwa_xl_jax.convert --kind=inception|i3d`` writes a folder (``params/`` + ``config.json``)
+``python -m nuwa_xl_jax.convert --kind=inception|i3d`` writes a folder (``params/`` + ``model_config.json``, the family format)
 that :func:`load_feature_networks` reads. Random weights are used only with ``random=True`` (the
 CLI's ``--random_feature_weights``): the numbers then measure nothing the paper's do, and the
 :attr:`FeatureNetworks.identity` that goes into every report and statistics file says so.
@@ -8,11 +8,11 @@ CLI's ``--random_feature_weights``): the numbers then measure nothing the paper'
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Callable, Optional
 
 from nuwa_xl_jax import convert
+from nuwa_xl_jax.family import store
 from nuwa_xl_jax.models import i3d, inception
 
 RANDOM_WARNING = ("RANDOM-WEIGHT FEATURE NETWORKS: these Avg-FID / B-FVD-16 numbers are NOT "
@@ -44,12 +44,10 @@ def _read(path: str, kind: str, flag: str):
             f"nuwa_xl_jax.convert --kind={kind} --src=FILE --dst={path} (where FILE comes from: "
             "docs/evaluation.md), or pass --random_feature_weights for a smoke test whose numbers "
             "mean nothing")
-    config_file = os.path.join(path, convert.CONFIG_FILE)
-    if not os.path.isfile(config_file):
-        raise FeatureWeightsError(f"{flag}={path!r} has no {convert.CONFIG_FILE}: not a folder "
-                                  f"written by python -m nuwa_xl_jax.convert --kind={kind}")
-    with open(config_file) as f:
-        found = json.load(f).get("kind")
+    found = convert.converted_kind(path)
+    if found is None:
+        raise FeatureWeightsError(f"{flag}={path!r} has no {store.MODEL_CONFIG} naming a kind: not "
+                                  f"a folder written by python -m nuwa_xl_jax.convert --kind={kind}")
     if found != kind:
         raise FeatureWeightsError(f"{flag}={path!r} holds converted {found!r} weights; expected "
                                   f"--kind={kind} (inception for --fid_weights, i3d for "
