@@ -78,14 +78,7 @@ def act_out(captions: Sequence[str], seed: int = 0) -> synthetic.Truth:
         raise CaptionError("act_out: no captions")
     T, K = len(captions), len(CHARACTERS)
     rng = np.random.default_rng([seed, T])
-    scene = np.zeros(T, np.int32)
-    shot = np.zeros(T, np.int32)
-    subject = np.zeros(T, np.int32)
-    visible = np.zeros((T, K), bool)
-    x = np.zeros((T, K), np.float32)
-    y = np.zeros((T, K), np.float32)
-    size = np.zeros((T, K), np.float32)
-    action = np.zeros((T, K), np.int8)
+    scene, visible, x, y, size, action, subject, shot = synthetic.blank_truth(T)
     pos: dict[int, float] = {}
     sz: dict[int, float] = {}
     gone: set[int] = set()  # left the stage: back at a fresh place when named again

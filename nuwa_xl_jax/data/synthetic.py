@@ -134,20 +134,22 @@ def track(c: int, act: int, pos: float, size: float, on: bool, dur: int, scene: 
     return vis, xs, ys, ss, act
 
 
+def blank_truth(length: int) -> tuple[np.ndarray, ...]:
+    """Zeroed arrays of a :class:`Truth` of ``length`` frames, in its field order (no captions)."""
+    K = len(CHARACTERS)
+    return (np.zeros(length, np.int32), np.zeros((length, K), bool),
+            np.zeros((length, K), np.float32), np.zeros((length, K), np.float32),
+            np.zeros((length, K), np.float32), np.zeros((length, K), np.int8),
+            np.zeros(length, np.int32), np.zeros(length, np.int32))
+
+
 def simulate(seed: int, length: int, episode_index: int = 0) -> Truth:
     """The ground truth of an episode: the same (seed, episode_index) always gives the same truth."""
     if not isinstance(length, (int, np.integer)) or length < 1:
         raise ValueError(f"episode length must be a positive integer, got {length!r}")
     rng = np.random.default_rng([seed, episode_index])
     K = len(CHARACTERS)
-    scene = np.zeros(length, np.int32)
-    shot = np.zeros(length, np.int32)
-    subject = np.zeros(length, np.int32)
-    visible = np.zeros((length, K), bool)
-    x = np.zeros((length, K), np.float32)
-    y = np.zeros((length, K), np.float32)
-    size = np.zeros((length, K), np.float32)
-    action = np.zeros((length, K), np.int8)
+    scene, visible, x, y, size, action, subject, shot = blank_truth(length)
     caps: list[str] = []
     cast = rng.choice(K, CAST_SIZE, replace=False)
 

@@ -55,6 +55,26 @@ def _read(path: str, kind: str, flag: str):
     return convert.load_converted(path)
 
 
+# kind -> (module class, random init, the flag naming its weights folder)
+_NETWORKS = {"inception": (inception.FIDInceptionV3, inception.init_params, "--fid_weights"),
+             "i3d": (i3d.InceptionI3D, i3d.init_params, "--fvd_weights")}
+
+
+def _network(kind: str, weights: Optional[str], random: bool, seed: int, size_field: str,
+             size: int, missing: str):
+    """(module, variables, identity string) of one network: random (asked for) or converted."""
+    cls, init, flag = _NETWORKS[kind]
+    if random:
+        module = cls(**{size_field: size})
+        return module, init(module, seed), f"random {cls.__name__} (seed {seed})"
+    if not weights:
+        raise FeatureWeightsError(f"{missing}; docs/evaluation.md), or --random_feature_weights "
+                                  "for a smoke test whose numbers mean nothing")
+    cfg, variables = _read(weights, kind, flag)
+    module = cls(**{**cfg["model"], size_field: size})
+    return module, variables, f"{cfg.get('source', '?')} ({os.path.abspath(weights)})"
+
+
 def load_feature_networks(fid_weights: Optional[str], fvd_weights: Optional[str], *,
                           random: bool = False, need_fid: bool = True, need_fvd: bool = True,
                           fid_size: int = inception.INPUT_SIZE, fvd_size: int = i3d.RESOLUTION,
@@ -74,35 +94,17 @@ def load_feature_networks(fid_weights: Optional[str], fvd_weights: Optional[str]
     identity: dict = {"random": bool(random)}
     fid_fn = fvd_fn = None
     if need_fid:
-        if random:
-            module = inception.FIDInceptionV3(input_size=fid_size)
-            variables = inception.init_params(module, seed)
-            identity["fid"] = f"random FIDInceptionV3 (seed {seed})"
-        elif not fid_weights:
-            raise FeatureWeightsError(
-                "Avg-FID needs --fid_weights (a folder written by python -m nuwa_xl_jax.convert "
-                "--kind=inception from pytorch-fid's pt_inception-2015-12-05-6726825d.pth; "
-                "docs/evaluation.md), or --random_feature_weights for a smoke test")
-        else:
-            cfg, variables = _read(fid_weights, "inception", "--fid_weights")
-            module = inception.FIDInceptionV3(**{**cfg["model"], "input_size": fid_size})
-            identity["fid"] = f"{cfg.get('source', '?')} ({os.path.abspath(fid_weights)})"
+        module, variables, identity["fid"] = _network(
+            "inception", fid_weights, random, seed, "input_size", fid_size,
+            "Avg-FID needs --fid_weights (a folder written by python -m nuwa_xl_jax.convert "
+            "--kind=inception from pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
         identity["fid_size"] = int(fid_size)
         fid_fn = inception.feature_fn(module, variables)
     if need_fvd:
-        if random:
-            module = i3d.InceptionI3D(resolution=fvd_size)
-            variables = i3d.init_params(module, seed)
-            identity["fvd"] = f"random InceptionI3D (seed {seed})"
-        elif not fvd_weights:
-            raise FeatureWeightsError(
-                "B-FVD-16 needs --fvd_weights (a folder written by python -m nuwa_xl_jax.convert "
-                "--kind=i3d from pytorch-i3d's rgb_imagenet.pt; docs/evaluation.md), or "
-                "--random_feature_weights for a smoke test")
-        else:
-            cfg, variables = _read(fvd_weights, "i3d", "--fvd_weights")
-            module = i3d.InceptionI3D(**{**cfg["model"], "resolution": fvd_size})
-            identity["fvd"] = f"{cfg.get('source', '?')} ({os.path.abspath(fvd_weights)})"
+        module, variables, identity["fvd"] = _network(
+            "i3d", fvd_weights, random, seed, "resolution", fvd_size,
+            "B-FVD-16 needs --fvd_weights (a folder written by python -m nuwa_xl_jax.convert "
+            "--kind=i3d from pytorch-i3d's rgb_imagenet.pt")
         identity["fvd_size"] = int(fvd_size)
         identity["fvd_output"] = fvd_output
         fvd_fn = i3d.feature_fn(module, variables, output=fvd_output)

@@ -13,6 +13,8 @@ import pytest
 
 from nuwa_xl_jax.weights.common import WeightsError
 
+from torch_state import random_state_dict as _random_state
+
 # name -> (in channels, [b0, b1a, b1b, b2a, b2b, b3b]) as tabled in the paper's Inception-v1 blocks
 _MIXED = [
     ("Mixed_3b", 192, [64, 96, 128, 16, 32, 32]),
@@ -51,24 +53,7 @@ def _state_shapes(num_classes=400):
 
 
 def random_state_dict(seed=0, num_classes=400):
-    torch = pytest.importorskip("torch")
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in _state_shapes(num_classes).items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(0)
-        elif key.endswith("running_mean"):
-            state[key] = 0.1 * torch.randn(shape, generator=g)
-        elif key.endswith("running_var"):
-            state[key] = 0.5 + torch.rand(shape, generator=g)
-        elif key.endswith("bn.weight"):
-            state[key] = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        elif key.endswith("bias"):
-            state[key] = 0.1 * torch.randn(shape, generator=g)
-        else:
-            fan_in = int(np.prod(shape[1:]))
-            state[key] = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
-    return state
+    return _random_state(_state_shapes(num_classes), seed)
 
 
 def _same(size, k, s):

@@ -26,6 +26,8 @@ import pytest
 
 from nuwa_xl_jax.weights.common import WeightsError
 
+from torch_state import random_state_dict as _random_state
+
 # Each conv of torchvision's Inception-v3: (name, in, out, kernel (kh, kw), stride, padding (ph, pw)).
 _STEM = [
     ("Conv2d_1a_3x3", 3, 32, (3, 3), 2, (0, 0)),
@@ -115,24 +117,7 @@ def _state_shapes(num_classes=1008):
 
 
 def random_state_dict(seed=0):
-    torch = pytest.importorskip("torch")
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in _state_shapes().items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(0)
-        elif key.endswith("running_mean"):
-            state[key] = 0.1 * torch.randn(shape, generator=g)
-        elif key.endswith("running_var"):
-            state[key] = 0.5 + torch.rand(shape, generator=g)
-        elif key.endswith("bn.weight"):
-            state[key] = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        elif key.endswith("bias"):
-            state[key] = 0.1 * torch.randn(shape, generator=g)
-        else:  # conv / fc weights, He-scaled so activations keep their size through 94 convs
-            fan_in = int(np.prod(shape[1:]))
-            state[key] = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
-    return state
+    return _random_state(_state_shapes(), seed)
 
 
 def reference_forward(state, images):
