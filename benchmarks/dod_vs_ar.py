@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from nuwa_xl_jax import cli, configuration, family
+from nuwa_xl_jax import cli, configuration, family, parallel
 from nuwa_xl_jax.dod import baselines, engine, plan as planlib
 from nuwa_xl_jax.dod.generate import level_models_for, plan_for
 
@@ -119,8 +119,11 @@ def build_models(config, a, depth: int):
         what = "random (seeded init; timing does not depend on weights)"
     # As the generate command: levels past the trained depth (--extend) reuse the deepest local
     # model, and a shared one is never passed a level past its level embedding.
-    levels = level_models_for(config, models.denoise, glob, local, depth)
-    return models, levels, engine.LevelModel(models.denoise, ar), what
+    # models is an engine.Denoiser: prompts and condition features are encoded once per call, as
+    # in the generate command. Weights are placed on the devices once, here, for every method.
+    mesh = parallel.make_mesh()
+    levels = engine.place_models(level_models_for(config, models, glob, local, depth), mesh)
+    return models, levels, engine.place_models([engine.LevelModel(models, ar)], mesh)[0], what
 
 
 def prompt_ids(models, frames: int) -> np.ndarray:

@@ -64,6 +64,7 @@ def stubbed_run(monkeypatch, *argv):
     monkeypatch.setattr(baselines, "dod_per_segment", per_segment)
     monkeypatch.setattr(baselines, "autoregressive", ar)
     monkeypatch.setattr(MTDModels, "init", lambda self, key, frames: "random weights")
+    monkeypatch.setattr(engine, "place_models", lambda models, mesh: tuple(models))
     mod.run(mod.parse(list(argv)))
     return seen
 
