@@ -105,6 +105,18 @@ def _unreadable(directory: str, what: str, err: Exception, fix: str = STAGE_FIX)
         f"or corrupt, or was not written by nuwa_xl_jax: {fix}")
 
 
+def _json_object(directory: str, path: str, fix: str) -> dict:
+    """The JSON object in ``path``; anything else is an ExportError about ``directory``."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+        if not isinstance(value, dict):
+            raise ValueError(f"a JSON object was expected, not {type(value).__name__}")
+    except (OSError, ValueError) as e:
+        raise _unreadable(directory, path, e, fix) from None
+    return value
+
+
 def _restore(path: str, mesh=None) -> Any:
     """The weights as numpy arrays, or laid out FSDP-style on ``mesh``: never on the layout they
     were saved from, so any device count reads any export."""
@@ -133,14 +145,7 @@ def read_export(directory: str, mesh=None) -> tuple[Any, dict]:
     # a stage of an exported artifact is fixed by exporting again, one of a workdir by training
     in_artifact = os.path.exists(os.path.join(directory, os.pardir, os.pardir, FAMILY_FILE))
     fix = FAMILY_FIX if in_artifact else STAGE_FIX
-    config_path = os.path.join(directory, MODEL_CONFIG)
-    try:
-        with open(config_path) as f:
-            model_config = json.load(f)
-        if not isinstance(model_config, dict):
-            raise ValueError(f"a JSON object was expected, not {type(model_config).__name__}")
-    except (OSError, ValueError) as e:
-        raise _unreadable(directory, config_path, e, fix) from None
+    model_config = _json_object(directory, os.path.join(directory, MODEL_CONFIG), fix)
     try:
         params = _restore(path, mesh)
     except Exception as e:  # tensorstore / orbax errors of a truncated or foreign checkpoint
@@ -175,13 +180,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: --workdir must be a folder written by "
                                 "python -m nuwa_xl_jax.train")
-    try:
-        with open(path) as f:
-            config = json.load(f)
-        if not isinstance(config, dict):
-            raise ValueError(f"a JSON object was expected, not {type(config).__name__}")
-    except (OSError, ValueError) as e:
-        raise _unreadable(workdir, path, e, FAMILY_FIX) from None
+    config = _json_object(workdir, path, FAMILY_FIX)
     missing = [k for k in ("model", "data", "diffusion") if k not in config]
     if missing:  # e.g. a diffusers / Hugging Face folder's config.json
         raise ExportError(f"{path} is not a nuwa_xl_jax family config (it has no {missing}): give "
