@@ -106,8 +106,46 @@ def _jitted_decode(vae, scaled: bool, uint8: bool):
 
 
 def decode_windows(decode_fn: Callable, latents: Union[np.ndarray, Iterable[np.ndarray]],
-                   window: int, context: int) -> Iterator[np.ndarray]:
+                   window: int, context: int, calls_per_batch: int = 1) -> Iterator[np.ndarray]:
     """Decodes ``latents`` (``[F, h, w, c]``, ``[B, F, h, w, c]`` or an iterable of pieces along
     the frame axis) ``window`` frames at a time with ``context`` frames each side; yields numpy
-    frames in order (:func:`nuwa_xl_jax.models.windows.apply_in_windows`)."""
-    return windows.apply_in_windows(decode_fn, latents, window, context)
+    frames in order (:func:`nuwa_xl_jax.models.windows.apply_in_windows`), ``calls_per_batch``
+    windows' calls per device call (:func:`sized_decode_fn` picks it from memory)."""
+    return windows.apply_in_windows(decode_fn, latents, window, context, calls_per_batch)
+
+
+def sized_decode_fn(vae, variables, latent_shape, frames: int, window: int, context: int,
+                    budget: int, *, scaled: bool = True) -> tuple[Callable, int]:
+    """``(decode_fn, calls_per_batch)`` for decoding ``frames`` latent frames of ``latent_shape``
+    (``(h, w, c)``) with :func:`decode_windows`: as many windows' calls per device call as XLA's
+    memory analysis of the compiled decoder fits in ``budget`` bytes (all of them when they fit),
+    sized like the DoD engine's chunks (:func:`engine.auto_chunk_size`). The returned function runs
+    those compiled executables (a short last batch is padded, not recompiled) and falls back to
+    the jitted decoder for a video shorter than one call."""
+    import jax
+
+    from nuwa_xl_jax.dod import engine
+
+    call = window + 2 * context
+    jitted = _jitted_decode(vae, scaled, True)
+    compiled = {}
+
+    def executable(k: int):
+        if k not in compiled:
+            shape = jax.ShapeDtypeStruct((k, call, *latent_shape), np.float32)
+            compiled[k] = jitted.lower(variables, shape).compile()
+        return compiled[k]
+
+    calls = -(-frames // window) if frames > call else 1  # one call per window
+    k = engine.auto_chunk_size(calls, 1, lambda n: engine.program_bytes(executable(n)), budget)
+
+    def decode_fn(z):
+        z = np.asarray(z, np.float32)
+        if z.shape[1] != call:  # the whole video in one shorter call
+            return jitted(variables, z)
+        n = z.shape[0]
+        if n < k:
+            z = np.concatenate([z, np.repeat(z[-1:], k - n, axis=0)])
+        return executable(k)(variables, z)[:n]
+
+    return decode_fn, k

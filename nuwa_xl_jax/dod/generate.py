@@ -182,13 +182,19 @@ def sample(family: Family, prompts, *, mode: str = "dod", sampler: str = "ddim",
     return Sampled(np.asarray(result.latents), result.sequential_calls, level_indices, keyframes)
 
 
-def decode_frames(family: Family, latents) -> Iterator[np.ndarray]:
+def decode_frames(family: Family, latents, memory_fraction: float = engine.DEFAULT_MEMORY_FRACTION,
+                  mesh=None) -> Iterator[np.ndarray]:
     """uint8 frames ``[n, H, W, 3]`` of ``latents`` in order, decoded in bounded windows with
     temporal context (no seams), the VAE's training clip length and context, as the latent cache
-    encoded its targets: a long video never sits decoded in device memory."""
-    decode_fn = decode.vae_decode_fn(family.models.vae, family.models.vae_params, scaled=True)
+    encoded its targets. As many windows per device call as fit ``memory_fraction`` of the
+    device's memory: a long video never sits decoded in device memory all at once."""
+    latents = np.asarray(latents)
     window, context = decode.config_windows(family.config)
-    return decode.decode_windows(decode_fn, np.asarray(latents), window, context)
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    decode_fn, per_call = decode.sized_decode_fn(
+        family.models.vae, family.models.vae_params, latents.shape[1:], latents.shape[0], window,
+        context, engine.memory_budget(mesh, memory_fraction))
+    return decode.decode_windows(decode_fn, latents, window, context, per_call)
 
 
 def agreement(config, frames: np.ndarray, prompts, keyframes) -> Optional[dict]:

@@ -31,7 +31,7 @@ def vae_windows(vae_frames: int, vae_context: int) -> tuple[int, int]:
 
 
 def apply_in_windows(fn: Callable, video: Union[np.ndarray, Iterable[np.ndarray]],
-                     window: int, context: int) -> Iterator[np.ndarray]:
+                     window: int, context: int, calls_per_batch: int = 1) -> Iterator[np.ndarray]:
     """Applies ``fn`` to ``video`` ``window`` frames at a time with ``context`` frames each side;
     yields numpy outputs in order.
 
@@ -41,21 +41,39 @@ def apply_in_windows(fn: Callable, video: Union[np.ndarray, Iterable[np.ndarray]
     ``fn`` maps ``[B, T, ...]`` to ``[B, T, ...]`` (a T-KLVAE decoder or encoder); it is always
     called with ``T = window + 2*context``, or once with the whole video if that is shorter.
     Yields ``[n, ...]`` (or ``[B, n, ...]`` for batched input), n <= window.
+    ``calls_per_batch``: up to this many consecutive calls run as one ``fn`` call, stacked on the
+    batch axis (``[k*B, T, ...]``): the same calls, so the same outputs, in fewer, larger device
+    calls (a GPU decodes 16-frame windows one at a time far below its throughput).
     """
     for name, value, low in (("window", window, 1), ("context", context, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"apply_in_windows: {name} must be an integer >= {low}, got {value!r}")
+    if isinstance(calls_per_batch, bool) or not isinstance(calls_per_batch, (int, np.integer)) \
+            or calls_per_batch < 1:
+        raise ValueError(f"apply_in_windows: calls_per_batch must be an integer >= 1, got "
+                         f"{calls_per_batch!r}")
     window, context = int(window), int(context)
     pieces = iter([video] if hasattr(video, "shape") else video)
     call = window + 2 * context
     buf: Optional[np.ndarray] = None    # [B, n, h, w, c], frames [start, start + n) of the video
     start, batched, done, emitted = 0, None, False, 0
-    pending = []  # the previous call's (device output, keep-from, keep-to): overlaps the transfer
+    queue = []    # calls not run yet: (input [B, T, ...], [(keep-from, keep-to), ...])
+    pending = []  # the last batch run: (device output, rows, queue); fetched after the next dispatch
+
+    def dispatch():
+        inputs = [x for x, _ in queue]
+        out = fn(inputs[0] if len(inputs) == 1 else np.concatenate(inputs, axis=0))
+        ran = (out, inputs[0].shape[0], list(queue))
+        queue.clear()
+        return [ran]
 
     def flush(p):
-        out, a, b = p
-        frames = np.asarray(out[:, a:b])
-        return frames if batched else frames[0]
+        out, rows, calls = p
+        host = np.asarray(out)  # one transfer per batch
+        for i, (_, keeps) in enumerate(calls):
+            for a, b in keeps:
+                frames = host[i * rows:(i + 1) * rows, a:b]
+                yield frames if batched else frames[0]
 
     while True:
         lo = max(0, emitted - context)          # where this window's call starts, if not at the end
@@ -88,15 +106,23 @@ def apply_in_windows(fn: Callable, video: Union[np.ndarray, Iterable[np.ndarray]
         else:
             lo = min(lo, end - call)            # near the end: shift the call, never pad
             hi, stop = lo + call, min(emitted + window, end)
-        out = fn(buf[:, lo - start:hi - start])
-        for p in pending:
-            yield flush(p)
-        pending = [(out, a - lo, min(a + window, stop) - lo) for a in range(emitted, stop, window)]
+        queue.append((buf[:, lo - start:hi - start],
+                      [(a - lo, min(a + window, stop) - lo) for a in range(emitted, stop, window)]))
         emitted = stop
+        if len(queue) == calls_per_batch:
+            ran = dispatch()
+            for p in pending:
+                yield from flush(p)
+            pending = ran
         # Keep what the next call may need: from its start, and a whole call's worth before the
         # end so a shifted last call still finds its frames.
         keep = max(0, min(emitted - context, end - call))
         if keep > start:
             buf, start = buf[:, keep - start:], keep
+    if queue:
+        ran = dispatch()
+        for p in pending:
+            yield from flush(p)
+        pending = ran
     for p in pending:
-        yield flush(p)
+        yield from flush(p)

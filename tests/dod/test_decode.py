@@ -11,7 +11,9 @@ import pytest
 from flax import traverse_util
 
 from nuwa_xl_jax.configuration.presets import vae as vae_config
-from nuwa_xl_jax.dod.decode import compute_decoder, decode_windows, receptive_field, vae_decode_fn
+from nuwa_xl_jax.dod.decode import (_jitted_decode, compute_decoder, decode_windows, receptive_field,
+                                    sized_decode_fn, vae_decode_fn)
+from nuwa_xl_jax.dod.engine import program_bytes
 from nuwa_xl_jax.io import videos
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
 from nuwa_xl_jax.weights.vae import identity_temporal_params
@@ -178,6 +180,43 @@ def test_streamed_pieces_fixed_call_size_and_exact_ends(frames, piece):
     assert calls == [frames] if frames <= 10 else set(calls) == {10}, calls
     if frames > 10:
         assert len(calls) == -(-frames // 4), "one call per window"
+
+
+@pytest.mark.parametrize("frames,per_batch", [(30, 2), (37, 3), (37, 100), (9, 4), (14, 1)])
+def test_calls_batched_together_give_the_same_frames(frames, per_batch):
+    z = np.random.default_rng(frames).normal(size=(frames, 2, 2, 1))
+    rows = []
+
+    def decode(x):
+        rows.append(x.shape[0])
+        return _moving_average(x)
+
+    one = np.concatenate(list(decode_windows(_moving_average, z, 4, 3)))
+    batched = list(decode_windows(decode, z, 4, 3, calls_per_batch=per_batch))
+    np.testing.assert_array_equal(np.concatenate(batched), one)
+    calls = -(-frames // 4) if frames > 10 else 1
+    assert sum(rows) == calls and max(rows) <= per_batch  # every call once, k at a time
+    assert len(rows) == -(-calls // per_batch)
+
+
+def test_decode_windows_sized_to_memory(vae):
+    module, _, flat = vae
+    variables, z = _variables(flat, 0.3, 0.0), _smooth_latents(20)
+    z = z * module.scaling_factor
+    whole, k_whole = sized_decode_fn(module, variables, z.shape[1:], 20, 2, 1, budget=2**40)
+    assert k_whole == 10  # everything fits: all ten calls in one
+    one = np.concatenate(list(decode_windows(vae_decode_fn(module, variables, scaled=True), z, 2, 1)))
+    # A budget of three calls' worth: XLA's own estimate decides, and the frames do not change.
+    jitted = _jitted_decode(module, True, True)
+    three = program_bytes(jitted.lower(
+        variables, jax.ShapeDtypeStruct((3, 4, *z.shape[1:]), np.float32)).compile())
+    fn, k = sized_decode_fn(module, variables, z.shape[1:], 20, 2, 1, budget=three)
+    assert 1 <= k <= 3 and program_bytes(jitted.lower(
+        variables, jax.ShapeDtypeStruct((k, 4, *z.shape[1:]), np.float32)).compile()) <= three
+    # Same calls, batched: equal up to float rounding of the batched kernels (a uint8 step at most).
+    for f, n in ((fn, k), (whole, k_whole)):
+        got = np.concatenate(list(decode_windows(f, z, 2, 1, n))).astype(int)
+        assert got.shape == one.shape and np.abs(got - one).max() <= 1 and np.mean(got != one) < 1e-3
 
 
 def test_one_compile_and_batched_input():

@@ -37,8 +37,8 @@ def captured(monkeypatch, tmp_path):
         return {"frames": len(frames), "scene": 0.0, "characters": 0.0, "both": 0.0}
 
     monkeypatch.setattr(engine, "run", run)
-    monkeypatch.setattr(decode, "vae_decode_fn", lambda *a, **k: (
-        lambda z: np.zeros((*z.shape[:2], 32, 32, 3), np.uint8)))
+    monkeypatch.setattr(decode, "sized_decode_fn", lambda *a, **k: (
+        lambda z: np.zeros((*z.shape[:2], 32, 32, 3), np.uint8), 1))
     monkeypatch.setattr(storyboard_probe, "agreement", agreement)
 
     def generate(frames, shared=False, **kw):
@@ -128,10 +128,10 @@ def test_generation_decodes_in_calls_of_the_vae_training_clip(monkeypatch, tmp_p
         def fn(z):
             lengths.append(z.shape[1])
             return np.zeros((*z.shape[:2], 32, 32, 3), np.uint8)
-        return fn
+        return fn, 2  # two windows' calls per device call
 
     monkeypatch.setattr(engine, "run", run)
-    monkeypatch.setattr(decode, "vae_decode_fn", decode_fn)
+    monkeypatch.setattr(decode, "sized_decode_fn", decode_fn)
     config = tiny_config()
     family = gen.Family(config, MTDModels(config, None, vae_params={}), "global", ["local"])
     gen.generate(family, ["fred walks left in the cave"] * 10, str(tmp_path / "v.mp4"),
