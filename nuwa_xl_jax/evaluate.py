@@ -1,4 +1,5 @@
-"""``python -m nuwa_xl_jax.evaluate --workdir=DIR --storyboards=A.txt,B.txt --fid_weights=W1 --fvd_weights=W2 --out=DIR``
+"""``python -m nuwa_xl_jax.evaluate --workdir=DIR --storyboards=A.txt,B.txt --fid_weights=W1
+--fvd_weights=W2 --out=DIR``
 
 The paper's metrics (Avg-FID, B-FVD-16) and, on the synthetic world, the storyboard probe's scores,
 for videos generated through :class:`nuwa_xl_jax.pipeline.NuwaXLPipeline` (``--modes=dod,ar``,
@@ -68,7 +69,8 @@ def options_from_flags() -> run.Options:
     if FLAGS.workdir and FLAGS.export:
         raise run.EvaluationError("give --workdir or --export, not both (both name the family)")
     return run.Options(
-        out=FLAGS.out, workdir=FLAGS.workdir or FLAGS.export, videos=FLAGS.videos, storyboards=FLAGS.storyboards,
+        out=FLAGS.out, workdir=FLAGS.workdir or FLAGS.export, videos=FLAGS.videos,
+        storyboards=FLAGS.storyboards,
         frames=FLAGS.frames, modes=FLAGS.modes, seeds=_ints("seeds", FLAGS.seeds),
         extend=FLAGS.extend, steps=FLAGS.steps, reference=FLAGS.reference,
         reference_seeds=_ints("reference_seeds", FLAGS.reference_seeds),

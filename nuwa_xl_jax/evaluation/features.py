@@ -1,7 +1,7 @@
 """The two feature networks of the metrics, from converted weight folders or (asked for) random.
 
-``python -m nuwa_xl_jax.convert --kind=inception|i3d`` writes a folder (``params/`` + ``model_config.json``, the family format)
-that :func:`load_feature_networks` reads. Random weights are used only with ``random=True`` (the
+``python -m nuwa_xl_jax.convert --kind=inception|i3d`` writes a folder (``params/`` +
+``model_config.json``, the family format) that :func:`load_feature_networks` reads. Random weights are used only with ``random=True`` (the
 CLI's ``--random_feature_weights``): the numbers then measure nothing the paper's do, and the
 :attr:`FeatureNetworks.identity` that goes into every report and statistics file says so.
 """

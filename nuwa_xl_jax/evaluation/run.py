@@ -249,7 +249,8 @@ def evaluate(o: Options) -> dict:
         "frames": frames, "modes": list(sets), "seeds": list(o.seeds) if not o.videos else None,
         "steps": o.steps, "metrics": list(o.metrics),
         "feature_networks": nets.identity,
-        "warning": features.RANDOM_WARNING if nets.random else None,
+        "warning": (features.RANDOM_WARNING if nets.random and (want["fid"] or want["fvd"])
+                    else None),
         "reference": {"source": o.reference or "synthetic world acting out the storyboards",
                       "seeds": list(o.reference_seeds) if not o.reference else None,
                       **ref_info, "resolution": list(ref_stats.resolution or ())
