@@ -111,7 +111,8 @@ def _check(o: Options):
                 gen.plan_for(config, frames, o.extend)
             elif not store.has_export(o.workdir, "mtd_ar"):
                 raise EvaluationError(f"--modes=ar: {o.workdir} has no trained AR baseline "
-                                      "(stage mtd_ar); train it (add mtd_ar to config.stages) or "
+                                      "(stage mtd_ar); train it (python -m nuwa_xl_jax.train "
+                                      f"--config=... --workdir={o.workdir} --stages=mtd_ar) or "
                                       "pass --modes=dod")
         storyboards = {_name(p): list(nio.load_storyboard(p, frames)) for p in o.storyboards}
     paths = reference.expand_videos(o.videos) if o.videos else []
