@@ -117,8 +117,8 @@ def test_bad_videos_fail_before_any_feature_network_runs(family, tmp_path):
     b = write_video(tmp_path / "b.gif", rng.integers(0, 255, (17, 32, 32, 3), np.uint8))
     small = write_video(tmp_path / "small.gif", rng.integers(0, 255, (17, 24, 24, 3), np.uint8))
     short = write_video(tmp_path / "short.gif", rng.integers(0, 255, (8, 32, 32, 3), np.uint8))
-    base = dict(workdir=None, storyboards=[], frames=None, random_feature_weights=True,
-                metrics=["avg_fid", "b_fvd16"])
+    # No weights and no random flag: each error must come before the networks would be loaded.
+    base = dict(workdir=None, storyboards=[], frames=None, metrics=["avg_fid", "b_fvd16"])
     with pytest.raises(EvaluationError, match="mismatched resolutions: reference video"):
         run.evaluate(opts(tmp_path, family, videos=f"{a},{b}", reference=small, **base))
     with pytest.raises(EvaluationError, match="mismatched resolutions: video"):
@@ -130,6 +130,10 @@ def test_bad_videos_fail_before_any_feature_network_runs(family, tmp_path):
     with pytest.raises(EvaluationError, match="3 videos but 2 storyboards"):
         run.evaluate(opts(tmp_path, family, videos=f"{a},{b},{a}", reference=a,
                           **{**base, "storyboards": [STORY, STORY.replace("cartoon", "village")]}))
-    # The length check runs as a video arrives, before its features are computed.
     with pytest.raises(EvaluationError, match="has 8 frames; B-FVD-16 needs at least 16"):
+        run.evaluate(opts(tmp_path, family, videos=f"{a},{b}", reference=f"{a},{short}", **base))
+    with pytest.raises(EvaluationError, match="short.gif has 8 frames"):
         run.evaluate(opts(tmp_path, family, videos=f"{short},{a}", reference=a, **base))
+    # the same video set is fine up to the networks (which this test never loads)
+    with pytest.raises(features.FeatureWeightsError, match="--fid_weights"):
+        run.evaluate(opts(tmp_path, family, videos=f"{a},{b}", reference=a, **base))

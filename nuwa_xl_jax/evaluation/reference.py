@@ -85,6 +85,26 @@ def frame_shape(path: str) -> tuple[int, int]:
         raise EvaluationError(f"cannot read {path!r} as a video: {e}") from e
 
 
+def frame_count(path: str) -> int:
+    """Frames of a video file or PNG-frame folder, from its container (decoding only when the
+    container does not say)."""
+    try:
+        if os.path.isdir(path):
+            return len(glob.glob(os.path.join(path, "frame_*.png")))
+        if path.lower().endswith(".gif"):
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return int(getattr(im, "n_frames", 1))
+        import av
+
+        with av.open(path) as container:
+            n = container.streams.video[0].frames
+            return int(n) if n else sum(1 for _ in container.decode(video=0))
+    except Exception as e:  # not a video, truncated, unknown codec
+        raise EvaluationError(f"cannot read {path!r} as a video: {e}") from e
+
+
 def check_resolutions(paths: Sequence[str], expected: Optional[tuple[int, int]],
                       what: str) -> tuple[int, int]:
     """One (height, width) for all ``paths`` (and equal to ``expected`` when given): a mismatch

@@ -122,9 +122,17 @@ def _check(o: Options):
     # One resolution everywhere, checked on first frames before any network runs.
     resolution = (reference.check_resolutions(paths, None, "video") if paths
                   else tuple(config.data.resolution))
+    refs = []
     if o.reference and not o.reference.endswith(".npz") and (want["fid"] or want["fvd"]):
-        reference.check_resolutions(reference.expand_videos(o.reference, "--reference"),
-                                    resolution, "reference video")
+        refs = reference.expand_videos(o.reference, "--reference")
+        reference.check_resolutions(refs, resolution, "reference video")
+    if want["fvd"]:  # every read video holds at least one block
+        for path in paths + refs:
+            n = reference.frame_count(path)
+            if n < frechet.BLOCK:
+                raise EvaluationError(f"{path} has {n} frames; B-FVD-16 needs at least "
+                                      f"{frechet.BLOCK} (one block). Pass longer videos, or leave "
+                                      "b_fvd16 out of --metrics")
     return config, frames, storyboards, want, paths, resolution
 
 
