@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import itertools
 import json
 import os
 import socket
 from typing import Optional
 
 import jax
-import numpy as np
-from jax.experimental import multihost_utils
 
 LOCK_FILE = "train.lock"
 
@@ -33,6 +32,21 @@ def _holder_text(path: str) -> str:
         return f"process {h['pid']} on host {h['host']} (since {h.get('since', '?')})"
     except (OSError, ValueError, KeyError, TypeError):
         return "an unknown process"
+
+
+_ROUNDS = itertools.count()  # every process acquires in the same order: the keys agree
+
+
+def _share(refused: bool) -> bool:
+    """Process 0's outcome, told to every process through the coordination service's key-value
+    store (the distributed client JAX and Orbax use; no device collective, no gloo context)."""
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    key = f"nuwa_xl_jax/workdir_lock/{next(_ROUNDS)}"
+    if jax.process_index() == 0:
+        client.key_value_set(key, "refused" if refused else "held")
+    return client.blocking_key_value_get(key, 10 * 60 * 1000) == "refused"
 
 
 class WorkdirLock:
@@ -75,7 +89,7 @@ class WorkdirLock:
         holder = self._try_acquire() if jax.process_index() == 0 else None
         refused = holder is not None
         if jax.process_count() > 1:  # every process of the run learns process 0's outcome
-            refused = bool(multihost_utils.broadcast_one_to_all(np.int32(refused)))
+            refused = _share(refused)
         if refused:
             raise WorkdirLockedError(
                 f"workdir {os.path.dirname(self.path)} is in use by {holder or 'another run'}: "
