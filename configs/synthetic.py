@@ -99,6 +99,8 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         config.local_train.update(steps=800, checkpoint_every=400, sample_every=400,
                                   init_from="mtd_global")
     config.stages = presets.stages(depth, image_vae=not tiny)
+    # ART•V (stage mtd_artv, --mode=artv; not in the default stages): its settings, all ours.
+    config.artv = configuration.artv_block()
     config.local_models = "separate"  # 'separate' (one MTD per depth) | 'shared' (level embedding)
     config.mesh = presets.mesh()
     # The main job ends by generating a long video from the built-in storyboard.

@@ -3,7 +3,8 @@
 Generates a long video with a model family trained by ``python -m nuwa_xl_jax.train``, through
 :class:`nuwa_xl_jax.pipeline.NuwaXLPipeline` (this file only reads flags and prints the report):
 diffusion over diffusion (``--mode=dod``, every segment of a level in one batched, sharded call)
-or the autoregressive baseline (``--mode=ar``). Writes the video and a contact sheet of the
+the autoregressive baseline (``--mode=ar``) or ART•V, one frame per call conditioned on the
+anchor and the previous frame (``--mode=artv``). Writes the video and a contact sheet of the
 hierarchy's keyframes (``--sheet``, default next to the video). DoD runs the plan of the depth the
 family was trained at, so ``--frames`` is at most its (L-1)^depth + 1 frames (the default) unless
 ``--extend``.
@@ -29,7 +30,8 @@ flags.DEFINE_integer("frames", None, "frames to generate, exact; at most the fam
                      "length (L-1)^depth + 1, its default, unless --extend")
 flags.DEFINE_string("out", "video.mp4", "output: .mp4, .gif, or a folder for PNG frames")
 flags.DEFINE_string("sheet", None, "contact sheet PNG (default: the video's name + _sheet.png)")
-flags.DEFINE_enum("mode", "dod", ["dod", "ar"], "diffusion over diffusion, or the AR baseline")
+flags.DEFINE_enum("mode", "dod", ["dod", "ar", "artv"], "diffusion over diffusion, the AR "
+                  "baseline (stage mtd_ar) or ART•V frame by frame (stage mtd_artv)")
 flags.DEFINE_string("sampler", None, "ddpm | ddim | dpm++2m (default: the config's)")
 flags.DEFINE_integer("steps", None, "sampler steps (default: the config's)")
 flags.DEFINE_float("guidance", None, "classifier-free guidance scale (default: the config's)")
@@ -61,7 +63,8 @@ def run_from_flags() -> dict:
     if FLAGS.mode == "dod":
         gen.plan_for(config, frames, FLAGS.extend)  # a length it cannot run fails before loading
     prompts = storyboards.load_storyboard(FLAGS.storyboard, frames)  # a bad storyboard too
-    pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir, load_ar=FLAGS.mode == "ar")
+    pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir, load_ar=FLAGS.mode == "ar",
+                                          load_artv=FLAGS.mode == "artv")
     out = pipe.write(FLAGS.out, list(prompts), sheet=FLAGS.sheet or True, fps=FLAGS.fps,
                      overwrite=FLAGS.overwrite, mode=FLAGS.mode, sampler=FLAGS.sampler,
                      steps=FLAGS.steps, guidance=FLAGS.guidance, seed=FLAGS.seed,

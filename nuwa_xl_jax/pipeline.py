@@ -8,7 +8,8 @@
     video.save("demo.mp4")                                      # + demo_sheet.png
 
 Each call runs diffusion over diffusion (``mode="dod"``: every segment of a level in one batched,
-sharded call) or the autoregressive baseline (``mode="ar"``) on the weights placed on the devices
+sharded call), the autoregressive baseline (``mode="ar"``) or ART•V frame by frame
+(``mode="artv"``, the ``mtd_artv`` stage) on the weights placed on the devices
 at load, and decodes the whole video into memory. For videos too long to hold decoded,
 :meth:`NuwaXLPipeline.write` streams the frames to a file instead (the generate CLI's path).
 """
@@ -36,7 +37,7 @@ class Video:
     ``frames`` uint8 ``[N, H, W, 3]``; ``latents`` ``[N, h, w, c]`` as the MTD diffused them
     (scaled by the VAE's latent scale); ``keyframes`` one :class:`nuwa_xl_jax.io.LevelKeyframes`
     per level, level 0 first (the frame indices that level generated and their frames; for
-    ``mode="ar"`` one row of evenly spaced frames); ``agreement`` the synthetic world's storyboard
+    ``mode="ar"`` and ``mode="artv"`` one row of evenly spaced frames); ``agreement`` the synthetic world's storyboard
     probe scores when asked for (``score=True``), else None.
     """
     frames: np.ndarray
@@ -79,13 +80,15 @@ class NuwaXLPipeline:
         self.workdir = workdir
 
     @classmethod
-    def from_pretrained(cls, path: str, *, mesh=None, load_ar: bool = False) -> "NuwaXLPipeline":
+    def from_pretrained(cls, path: str, *, mesh=None, load_ar: bool = False,
+                        load_artv: bool = False) -> "NuwaXLPipeline":
         """Loads the family a training workdir holds (``python -m nuwa_xl_jax.train --workdir``):
         its config, VAE, text encoder and every level's MTD, placed once on ``mesh`` (default:
         all devices). The AR baseline's model is loaded now with ``load_ar=True``, else on the
-        first ``mode="ar"`` call."""
+        first ``mode="ar"`` call; ART•V's likewise (``load_artv``, ``mode="artv"``)."""
         mesh = parallel.make_mesh() if mesh is None else mesh
-        return cls(gen.load_family(path, need_ar=load_ar, mesh=mesh), mesh, path)
+        return cls(gen.load_family(path, need_ar=load_ar, mesh=mesh, need_artv=load_artv), mesh,
+                   path)
 
     @property
     def config(self):
@@ -120,10 +123,13 @@ class NuwaXLPipeline:
                     eta=(d.ddim_eta if sampler == "ddim" else 0.0) if eta is None else eta)
 
     def _load_ar(self, mode: str) -> None:
-        if mode == "ar" and self.family.ar_params is None and self.workdir \
-                and store.has_export(self.workdir, "mtd_ar"):
-            params = store.read_export(store.export_dir(self.workdir, "mtd_ar"))[0]
-            self.family.ar_params = engine.place_params(params, self.mesh)
+        """The AR (``mode="ar"``) or ART•V (``mode="artv"``) weights, on their first use."""
+        stage, field = {"ar": ("mtd_ar", "ar_params"), "artv": ("mtd_artv", "artv_params")}.get(
+            mode, (None, None))
+        if stage and getattr(self.family, field) is None and self.workdir \
+                and store.has_export(self.workdir, stage):
+            params = store.read_export(store.export_dir(self.workdir, stage))[0]
+            setattr(self.family, field, engine.place_params(params, self.mesh))
 
     def __call__(self, prompts: Union[str, Sequence[str]], frames: Optional[int] = None, *,
                  mode: str = "dod", sampler: Optional[str] = None, steps: Optional[int] = None,

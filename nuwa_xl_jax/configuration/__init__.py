@@ -117,6 +117,34 @@ def diffusion_block() -> ml_collections.ConfigDict:
     return c
 
 
+def artv_block() -> ml_collections.ConfigDict:
+    """ART•V (stage ``mtd_artv``, ``--mode=artv``): one new frame per call from [anchor, previous,
+    new]. Only the abstract is public (docs/PAPERS.md): every value here is ours [ours]."""
+    c = ml_collections.ConfigDict()
+    # Noise augmentation of the previous-frame condition: at training its latent is noised to a
+    # timestep drawn uniformly from 0..noise_aug_max_t (the model is told that t); generation
+    # noises the generated previous frame to noise_aug_t, hiding its small errors from the model.
+    c.noise_aug_max_t = 200
+    c.noise_aug_t = 50
+    # Share of training examples with nothing given (text only): the first call of a video, which
+    # draws the anchor when no first frame is given.
+    c.first_share = 0.1
+    c.mask_width = 32  # channels of the masked-diffusion head's convs
+    return c
+
+
+def validate_artv(c: Any, num_train_timesteps: int, path: str = "artv") -> None:
+    check_fields(c, artv_block().keys(), path)
+    for f in ("noise_aug_max_t", "noise_aug_t"):
+        v = c[f]
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < num_train_timesteps:
+            raise ConfigError(f"{path}.{f} must be an integer timestep in 0..{num_train_timesteps - 1} "
+                              f"(diffusion.num_train_timesteps), got {v!r}")
+    if not 0.0 <= c.first_share < 1.0:
+        raise ConfigError(f"{path}.first_share must be in [0, 1), got {c.first_share!r}")
+    _positive_int(c.mask_width, f"{path}.mask_width")
+
+
 def generate_block() -> ml_collections.ConfigDict:
     """What the training command generates once every stage is trained (the main job's video)."""
     c = ml_collections.ConfigDict()
@@ -297,8 +325,8 @@ def load(spec: str) -> ml_collections.ConfigDict:
 
 TOP_LEVEL = ("seed", "model", "vae_loss", "diffusion", "data", "vae_image_train", "vae_train",
              "vae_frames", "vae_context", "train", "local_train",
-             "stages", "local_models", "mesh", "generate")
-STAGE_NAMES = ("vae_image", "vae", "mtd_global", "mtd_local", "mtd_ar")  # + mtd_local<d> for each local depth
+             "stages", "local_models", "mesh", "generate", "artv")
+STAGE_NAMES = ("vae_image", "vae", "mtd_global", "mtd_local", "mtd_ar", "mtd_artv")  # + mtd_local<d> for each local depth
 
 
 def train_block_name(config: Any, stage: str) -> str:
@@ -370,6 +398,9 @@ def validate(config: Any) -> None:
         if start and start not in stage_list[:i]:
             raise ConfigError(f"{train_block_name(config, s)}.init_from={start!r} must name a stage "
                               f"trained before {s!r} in stages {tuple(stage_list)}")
+    if config.get("artv") is not None:
+        steps = (config.get("diffusion") or diffusion_block()).num_train_timesteps
+        validate_artv(config.artv, steps)
     if config.get("generate") is not None:
         g = config.generate
         check_fields(g, generate_block().keys(), "generate")

@@ -26,11 +26,15 @@ import ml_collections
 import numpy as np
 
 from nuwa_xl_jax import parallel
+from nuwa_xl_jax.dod import artv as artv_gen
 from nuwa_xl_jax.dod import baselines, decode, engine
 from nuwa_xl_jax.dod.plan import Plan, depth_for, make_plan, num_frames
 from nuwa_xl_jax.eval import storyboard_probe
 from nuwa_xl_jax.family import store
+from nuwa_xl_jax.family.artv import ARTVModels
 from nuwa_xl_jax.family.runtime import MTDModels
+
+MODES = ("dod", "ar", "artv")
 from nuwa_xl_jax.family.store import load_config
 from nuwa_xl_jax.io import contact_sheets, storyboards, videos
 
@@ -42,9 +46,11 @@ class Family:
     global_params: Any
     local_params: list  # one per trained local depth (or [shared])
     ar_params: Any = None
+    artv_params: Any = None  # the mtd_artv stage's weights (``mode="artv"``)
+    artv_runtime: Any = None  # its ARTVModels, built once (its jitted programs are cached on it)
 
 
-def load_family(workdir: str, need_ar: bool = False, mesh=None) -> Family:
+def load_family(workdir: str, need_ar: bool = False, mesh=None, need_artv: bool = False) -> Family:
     """The family's models with every weight (MTDs, text encoder, VAE decoder) placed on ``mesh``
     (default: all devices) once here: generation calls then copy no weights."""
     config = load_config(workdir)
@@ -61,7 +67,8 @@ def load_family(workdir: str, need_ar: bool = False, mesh=None) -> Family:
     else:
         local = [read(f"mtd_local{d}") for d in range(1, config.data.depth)]
     ar = read("mtd_ar") if need_ar else None
-    return Family(config, models, global_params, local, ar)
+    artv = read("mtd_artv") if need_artv else None
+    return Family(config, models, global_params, local, ar, artv)
 
 
 @dataclasses.dataclass
@@ -146,7 +153,8 @@ def sample(family: Family, prompts, *, mode: str = "dod", sampler: str = "ddim",
            memory_fraction: float = engine.DEFAULT_MEMORY_FRACTION,
            progress: bool = True, extend: bool = False) -> Sampled:
     """The latents of ``len(prompts)`` frames guided by one prompt per frame: DoD on the plan of
-    the trained depth (:func:`plan_for`; more frames need ``extend=True``), or the AR baseline."""
+    the trained depth (:func:`plan_for`; more frames need ``extend=True``), the AR baseline
+    (``mode="ar"``) or ART•V frame by frame (``mode="artv"``, dod/artv.py)."""
     N = len(prompts)
     L = family.config.data.frames_per_call
     if mode == "dod":
@@ -177,8 +185,20 @@ def sample(family: Family, prompts, *, mode: str = "dod", sampler: str = "ddim",
             mesh=mesh, progress=progress)
         level_indices = [np.arange(0, N, max(1, N // 16))]
         keyframes = np.zeros(N, bool)  # one level: no frame is a keyframe of a level above
+    elif mode == "artv":
+        if family.artv_params is None:
+            raise FileNotFoundError("--mode=artv needs the mtd_artv stage: train it with "
+                                    "--stages=mtd_artv")
+        if family.artv_runtime is None:
+            family.artv_runtime = ARTVModels(models)
+        result = artv_gen.generate(
+            engine.LevelModel(family.artv_runtime, family.artv_params), ids, models.null_ids,
+            sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed,
+            progress=progress)
+        level_indices = [np.arange(0, N, max(1, N // 16))]
+        keyframes = np.zeros(N, bool)
     else:
-        raise ValueError(f"--mode={mode!r}; use 'dod' or 'ar'")
+        raise ValueError(f"--mode={mode!r}; use one of {', '.join(MODES)}")
     return Sampled(np.asarray(result.latents), result.sequential_calls, level_indices, keyframes)
 
 

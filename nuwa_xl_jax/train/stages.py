@@ -5,6 +5,7 @@
   mtd_local<d>   MTD on local depth d (ends given), one model per depth
   mtd_local      one shared local model for every depth, with a level embedding
   mtd_ar         the autoregressive baseline (a prefix given; the paper's FDM* row)
+  mtd_artv       ART•V: one new frame from [anchor, previous] (train/artv.py)
 
 MTD stages read the VAE exported by the ``vae`` stage (``WORKDIR/vae/export``, with its latent
 scale) and train the MTD UNet together with the text encoder (built-in word tokenizer) on a latent
@@ -370,10 +371,13 @@ def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) ->
 def build(config, name: str, workdir: str) -> loop.Stage:
     if name in ("vae", "vae_image"):
         return vae_stage(config, workdir, image=name == "vae_image")
+    if name == "mtd_artv":
+        from nuwa_xl_jax.train import artv  # it builds on this module's helpers
+        return artv.artv_stage(config, workdir)
     if name.startswith("mtd_"):
         return mtd_stage(config, name, workdir)
     raise ValueError(f"unknown stage {name!r}; use vae_image, vae, mtd_global, mtd_local<d>, "
-                     "mtd_local, mtd_ar")
+                     "mtd_local, mtd_ar, mtd_artv")
 
 
 def train_block_for(config, name: str):
