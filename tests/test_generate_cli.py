@@ -9,7 +9,7 @@ import pytest
 
 from nuwa_xl_jax.io.videos import read_video
 
-from tiny_family import write_random_family
+from tiny_family import STAGES, write_random_family
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
@@ -19,7 +19,7 @@ ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
     """A workdir as training leaves it: config.json and every stage exported (random weights)."""
-    return write_random_family(str(tmp_path_factory.mktemp("family")))
+    return write_random_family(str(tmp_path_factory.mktemp("family")), STAGES + ("mtd_artv",))
 
 
 def generate(family, tmp_path, *args, frames=10, storyboard=None):
@@ -77,3 +77,15 @@ def test_zero_frame_scene_and_missing_workdir(family, tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr and "frames" in r.stderr
     r = generate(str(tmp_path / "nowhere"), tmp_path)
     assert r.returncode == 1 and "config.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_artv_mode_one_call_per_frame(family, tmp_path):
+    """--mode=artv: ART•V frame by frame (the anchor drawn first), one sampler loop per frame."""
+    story = tmp_path / "story.txt"
+    story.write_text("fred walks left in the cave\nwilma jumps in the desert\n")
+    r = generate(family, tmp_path, "--mode=artv", frames=5, storyboard=str(story))
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["frames"] == 5 and summary["sequential_model_calls"] == 5
+    assert read_video(str(tmp_path / "v.mp4")).shape[0] == 5
+    assert os.path.getsize(tmp_path / "v_sheet.png") > 0

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nuwa_xl_jax import configuration, family
+from nuwa_xl_jax.family.artv import ARTVModels
 from nuwa_xl_jax.models.tklvae import TKLVAE
 from nuwa_xl_jax.train import pipeline
 
@@ -26,6 +27,8 @@ def write_random_family(workdir: str, stages=STAGES) -> str:
     family.write_export(family.export_dir(workdir, "vae"), {"vae": random_like(vae_shapes, 0)}, {})
     models = family.MTDModels(config, workdir)
     shapes = jax.eval_shape(lambda k: models.init(k, config.data.frames_per_call), jax.random.key(0))
+    artv_shapes = jax.eval_shape(ARTVModels(models).init, jax.random.key(0))
     for i, name in enumerate(stages):
-        family.write_export(family.export_dir(workdir, name), random_like(shapes, i + 1), {})
+        tree = artv_shapes if name == "mtd_artv" else shapes
+        family.write_export(family.export_dir(workdir, name), random_like(tree, i + 1), {})
     return workdir

@@ -114,3 +114,18 @@ def test_bad_stage_names(config, tmp_path):
         stages.build(config, "mtd_local5", str(tmp_path))
     with pytest.raises(ValueError, match="unknown stage"):
         stages.build(config, "gan", str(tmp_path))
+
+
+@pytest.mark.slow  # the VAE stage (if not trained by the test above) and 60 ART•V steps
+def test_artv_stage_learns_and_its_mask_opens(config, mesh, workdir):
+    """The mtd_artv stage on [anchor, previous, new] windows of the tiny world: its loss falls to
+    under half of the first logged value in 60 steps, and the masked-diffusion gate (0 at init)
+    has moved to take part of the reference (neighbouring frames are nearly equal here)."""
+    config.train.steps = 60
+    done = pipeline.run(config, workdir, mesh, ["vae", "mtd_artv"], progress=False)
+    assert done["mtd_artv"] == 60
+    with open(os.path.join(workdir, "mtd_artv", "metrics.jsonl")) as f:
+        losses = [json.loads(line)["loss"] for line in f]
+    assert losses[-1] < 0.5 * losses[0], losses
+    params, _ = stages.read_export(stages.export_dir(workdir, "mtd_artv"))
+    assert float(np.asarray(params["mask"]["params"]["gate"])) > 0.05
