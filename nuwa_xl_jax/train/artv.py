@@ -1,4 +1,5 @@
-"""The ART•V stage (``mtd_artv``): one new frame from [anchor, previous, new] windows.
+"""The ART•V stage's loss (stage ``mtd_artv``, built by stages.artv_stage): one new frame from
+[anchor, previous, new] windows.
 
 Examples come from the data pipeline's ``artv`` mode (data/sampling.artv_indices): the anchor is
 the first frame of a window as long as the family's DoD window, the new frame a uniformly drawn
@@ -22,8 +23,6 @@ import numpy as np
 
 from nuwa_xl_jax.diffusion import schedules
 from nuwa_xl_jax.family.artv import PREVIOUS, WINDOW, ARTVModels
-from nuwa_xl_jax.family.runtime import MTDModels
-from nuwa_xl_jax.train import loop, stages
 
 
 def artv_loss(artv: ARTVModels, params, batch, key, prompt_dropout: float,
@@ -62,35 +61,3 @@ def artv_loss(artv: ARTVModels, params, batch, key, prompt_dropout: float,
     snr_w = schedules.min_snr_weight(sched, t, min_snr_gamma)[:, None, None, None, None]
     loss = jnp.sum(snr_w * (1 - m) * sq) / norm
     return loss, {"mse": jnp.sum((1 - m) * sq) / norm}
-
-
-def artv_stage(config, workdir: str, vae_params=None) -> loop.Stage:
-    """The ``mtd_artv`` stage: the train block (``train``), the latent cache, ``artv`` windows."""
-    name = "mtd_artv"
-    artv = ARTVModels(MTDModels(config, workdir, vae_params))
-    cache = stages.latent_dir(config, workdir)
-    stages.latent_cache.check_scale(cache, config.data.split, artv.models.scale)
-    train_cfg = stages.train_block_for(config, name)
-    dcfg = stages.data_config(config, batch_size=train_cfg.batch_size, latent_dir=cache,
-                              mode="artv")
-    start = None
-    if train_cfg.get("init_from"):
-        start = stages.read_export(stages.export_dir(workdir, train_cfg.init_from))[0]
-
-    def init(key):
-        params = artv.init(key)
-        return params if start is None else stages.overlay(params, start)
-
-    def loss(params, batch, key, step):
-        return artv_loss(artv, params, batch, key, train_cfg.prompt_dropout,
-                         config.diffusion.get("min_snr_gamma", 0.0))
-
-    return loop.Stage(name, init, loss, stages._grain_data(dcfg, artv.tokenizer),
-                      model_config={"mtd": stages._to_dict(config.model.mtd),
-                                    "text": stages._to_dict(config.model.text),
-                                    "artv": stages._to_dict(artv.settings),
-                                    "diffusion": {k: config.diffusion[k] for k in (
-                                        "schedule", "num_train_timesteps", "beta_start",
-                                        "beta_end", "prediction_type")},
-                                    "init_from": train_cfg.get("init_from", "")},
-                      frames_per_example=WINDOW)

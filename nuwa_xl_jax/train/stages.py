@@ -36,6 +36,8 @@ from nuwa_xl_jax.family.runtime import MTDModels
 from nuwa_xl_jax.family.store import export_dir, read_export, read_vae, write_export  # noqa: F401
 from nuwa_xl_jax.models.discriminator import NLayerDiscriminator
 from nuwa_xl_jax.models.tklvae import TKLVAE
+from nuwa_xl_jax.family.artv import WINDOW as ARTV_WINDOW, ARTVModels
+from nuwa_xl_jax.train import artv as artv_lib
 from nuwa_xl_jax.train import init_from, loop, vae_loss
 
 
@@ -304,18 +306,7 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
     if name == "mtd_local" and not config.model.mtd.num_levels:
         raise ValueError("stage 'mtd_local' (one shared local model) needs model.mtd.num_levels > 0 "
                          "for its level embedding; set it to data.depth")
-    start = None
-    if train_cfg.get("init_from"):
-        # Read now, not in init: a missing export fails before any compile. overlay keeps the
-        # fresh init of what the source lacks (a shared local model's level embedding).
-        start = read_export(export_dir(workdir, train_cfg.init_from))[0]
-    else:  # public weights (model.mtd / model.text .init_from), spatial layers only
-        public = {c: init_from.start_weights(config.model[c], f"model.{c}", c) for c in ("mtd", "text")}
-        start = {c: w for c, w in public.items() if w is not None} or None
-
-    def init(key):
-        params = models.init(key, L)
-        return params if start is None else overlay(params, start)
+    init = _init_fn(lambda key: models.init(key, L), config, train_cfg, workdir)
 
     def loss(params, batch, key, step):
         return mtd_loss(models, params, batch, key, train_cfg.prompt_dropout,
@@ -326,15 +317,35 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
         write_samples(models, params, directory, step, dcfg)
 
     return loop.Stage(name, init, loss, _grain_data(dcfg, models.tokenizer),
-                      model_config={"mtd": _to_dict(config.model.mtd),
-                                    "text": _to_dict(config.model.text),
-                                    # what the weights predict: resuming or reusing them under
-                                    # another schedule / target would silently mislead
-                                    "diffusion": {k: config.diffusion[k] for k in (
-                                        "schedule", "num_train_timesteps", "beta_start",
-                                        "beta_end", "prediction_type")},
-                                    "init_from": train_cfg.get("init_from", "")},
+                      model_config=_mtd_model_config(config, train_cfg),
                       frames_per_example=L, sample=sample)
+
+
+def _init_fn(fresh, config, train_cfg, workdir: str):
+    """``init(key)``: ``fresh(key)`` overlaid with the starting weights, if any: an earlier stage's
+    export (``train_cfg.init_from``), else public weights (``model.mtd`` / ``model.text``
+    ``.init_from``, spatial layers only)."""
+    if train_cfg.get("init_from"):
+        # Read now, not in init: a missing export fails before any compile. overlay keeps the
+        # fresh init of what the source lacks (a shared local model's level embedding, ART•V's
+        # mask head).
+        start = read_export(export_dir(workdir, train_cfg.init_from))[0]
+    else:
+        public = {c: init_from.start_weights(config.model[c], f"model.{c}", c) for c in ("mtd", "text")}
+        start = {c: w for c, w in public.items() if w is not None} or None
+    if start is None:
+        return fresh
+    return lambda key: overlay(fresh(key), start)
+
+
+def _mtd_model_config(config, train_cfg) -> dict:
+    """What decides an MTD stage's parameters and what its weights mean (the fingerprint)."""
+    return {"mtd": _to_dict(config.model.mtd), "text": _to_dict(config.model.text),
+            # what the weights predict: resuming or reusing them under another schedule / target
+            # would silently mislead
+            "diffusion": {k: config.diffusion[k] for k in (
+                "schedule", "num_train_timesteps", "beta_start", "beta_end", "prediction_type")},
+            "init_from": train_cfg.get("init_from", "")}
 
 
 def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) -> str:
@@ -368,12 +379,32 @@ def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) ->
     return path
 
 
+def artv_stage(config, workdir: str, vae_params=None) -> loop.Stage:
+    """The ``mtd_artv`` stage (train/artv.py): ``artv`` windows of the latent cache, the ``train``
+    block, the MTD's model config plus the ``artv`` settings."""
+    name = "mtd_artv"
+    artv = ARTVModels(MTDModels(config, workdir, vae_params))
+    cache = latent_dir(config, workdir)
+    latent_cache.check_scale(cache, config.data.split, artv.models.scale)
+    train_cfg = train_block_for(config, name)
+    dcfg = data_config(config, batch_size=train_cfg.batch_size, latent_dir=cache, mode="artv")
+
+    def loss(params, batch, key, step):
+        return artv_lib.artv_loss(artv, params, batch, key, train_cfg.prompt_dropout,
+                                  config.diffusion.get("min_snr_gamma", 0.0))
+
+    return loop.Stage(name, _init_fn(artv.init, config, train_cfg, workdir), loss,
+                      _grain_data(dcfg, artv.tokenizer),
+                      model_config={**_mtd_model_config(config, train_cfg),
+                                    "artv": _to_dict(artv.settings)},
+                      frames_per_example=ARTV_WINDOW)
+
+
 def build(config, name: str, workdir: str) -> loop.Stage:
     if name in ("vae", "vae_image"):
         return vae_stage(config, workdir, image=name == "vae_image")
     if name == "mtd_artv":
-        from nuwa_xl_jax.train import artv  # it builds on this module's helpers
-        return artv.artv_stage(config, workdir)
+        return artv_stage(config, workdir)
     if name.startswith("mtd_"):
         return mtd_stage(config, name, workdir)
     raise ValueError(f"unknown stage {name!r}; use vae_image, vae, mtd_global, mtd_local<d>, "
