@@ -1,0 +1,438 @@
+"""The paper's comparisons on the synthetic world (issue 13, point 2), written to docs/results.md.
+
+python benchmarks/paper_tables.py --root=runs/tables [--settings=tiny|default] [--tables=1,2a,2b,2c]
+    [--steps=N] [--sample_steps=S] [--seeds=0,1,2] [--storyboards=heldout.txt,...]
+    [--out=docs/results.md] [--dry_run]
+
+Every arm is a model family trained by ``nuwa_xl_jax.train``'s pipeline into ``ROOT/<arm>`` with
+the same budget, then scored by the synthetic world's probe (eval/storyboard_probe) on videos of
+held-out storyboards (default: configs/storyboards/heldout.txt, which no tuning run looks at), for
+every seed. Resumable: a finished stage is skipped (the pipeline's done markers), so rerunning the
+command after an interruption continues.
+
+Budget [ours]: ``--steps`` optimizer steps of MTD training per arm. DoD's arm spends them over its
+``depth`` models (global + locals, ``steps // depth`` each), AR and ART•V each on its one model, so
+every arm has seen the same number of batches. The VAE is trained once per family of a table
+(Table 2a varies it and gives every variant ``vae_train.steps``).
+
+Tables:
+  1   DoD vs AR (FDM*) vs ART•V, one family (one VAE) with the three generators: probe scores at
+      the demo's length and the family's full length, split by thirds of the video (distance from
+      the start), flicker, identity, wall time, sequential sampler calls.
+  2a  T-KLVAE temporal layers: identity-initialised (NUWA-XL) vs randomly initialised (normal,
+      std 0.02 [ours]) vs none (the image VAE frame by frame); reconstruction MSE and the probe on
+      reconstructions of held-out episodes.
+  2b  visual-condition injection: multi-scale symmetric vs multi-scale up blocks only vs the
+      highest resolution only (model.mtd.condition_injection / condition_symmetric); DoD videos.
+  2c  depth 1 / 2 / 3 with the same L: each family at its own full length and at the depth-3
+      length (depth 2 through --extend, outside its training distribution; depth 1 cannot reach
+      it: one call makes L frames).
+B-FVD-16 and Avg-FID are not in the tables yet: the evaluate command (issue 12) does not exist.
+
+``--settings=tiny`` is the CI smoke test's (configs/synthetic.py:tiny, a few steps: plumbing, no
+meaning); ``--settings=default`` the embedded default's models and data (hours on a 2-core CPU).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import time
+import types
+from typing import Sequence
+
+import numpy as np
+from absl import flags, logging
+
+from nuwa_xl_jax import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STORY = os.path.join(ROOT, "configs", "storyboards")
+SCORES = ("scene", "characters", "both", "flicker", "identity")
+TABLES = ("1", "2a", "2b", "2c")
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    table: str
+    name: str
+    overrides: tuple = ()  # ((dotted field, value), ...) on the settings' config
+    modes: tuple = ("dod",)  # generators scored on this family
+    vae_init: str = "identity"  # Table 2a: identity | random | none
+    family: str = ""  # the workdir it shares (Table 1's three generators share one family)
+
+
+def arms(tables) -> list[Arm]:
+    out = []
+    if "1" in tables:
+        out += [Arm("1", "dod vs ar vs artv", modes=("dod", "ar", "artv"), family="table1")]
+    if "2a" in tables:
+        out += [Arm("2a", f"vae {v}", vae_init=v, family=f"vae_{v}")
+                for v in ("identity", "random", "none")]
+    if "2b" in tables:
+        for name, inj, sym in (("multiscale symmetric", "multiscale", True),
+                               ("multiscale up only", "multiscale", False),
+                               ("highest only", "highest", True)):
+            out.append(Arm("2b", name, (("model.mtd.condition_injection", inj),
+                                        ("model.mtd.condition_symmetric", sym)),
+                           family="inject_" + name.replace(" ", "_")))
+    if "2c" in tables:
+        out += [Arm("2c", f"depth {d}", (("data.depth", d),), family=f"depth{d}")
+                for d in (1, 2, 3)]
+    return out
+
+
+def base_config(settings: str, tfds_dir: str):
+    from nuwa_xl_jax import configuration
+    config = configuration.load(f"configs/synthetic.py:{settings}")
+    config.data.data_dir = tfds_dir
+    if settings == "tiny":
+        config.data.ar_prefix = 2  # < L = 4
+    config.generate.enabled = False  # the tables generate their own videos
+    return config
+
+
+def arm_config(arm: Arm, settings: str, tfds_dir: str):
+    """The arm's whole config, validated: the settings' config with the arm's overrides, its
+    stages (Table 1 adds mtd_ar and mtd_artv), every MTD stage trained from scratch."""
+    from nuwa_xl_jax import configuration
+    from nuwa_xl_jax.configuration import presets
+    config = base_config(settings, tfds_dir)
+    for field, value in arm.overrides:
+        *path, last = field.split(".")
+        block = config
+        for p in path:
+            block = block[p]
+        block[last] = value
+    depth = config.data.depth
+    # a deeper family needs episodes as long as its window ((L-1)^depth + 1 frames)
+    L = config.data.frames_per_call
+    config.data.episode_length = max(config.data.episode_length, (L - 1) ** depth + 1)
+    if arm.vae_init == "none":
+        config.model.vae.temporal = False
+    stages = presets.stages(depth, image_vae="vae_image" in config.stages)
+    if arm.table == "1":
+        stages += ("mtd_ar", "mtd_artv")
+    if arm.table == "2a":  # the VAE alone is compared
+        stages = tuple(s for s in stages if s.startswith("vae"))
+    config.stages = stages
+    if config.get("local_train") is not None:
+        config.local_train.init_from = ""  # same start for every arm: from scratch
+    configuration.validate(config)
+    return config
+
+
+def budgets(config, steps: int) -> dict:
+    """{stage: optimizer steps}: MTD stages share ``steps`` per arm (DoD over its depth)."""
+    depth = config.data.depth
+    out = {}
+    for s in config.stages:
+        if s in ("mtd_ar", "mtd_artv"):
+            out[s] = steps
+        elif s.startswith("mtd_"):
+            out[s] = max(1, steps // depth)
+    return out
+
+
+def train_family(arm: Arm, config, workdir: str, steps: int, mesh) -> dict:
+    """Trains every stage of the arm's family (resumable); MTD stages with their budget."""
+    from nuwa_xl_jax.train import pipeline
+    done = {}
+    for stage in config.stages:
+        c = config.copy_and_resolve_references()
+        block = "local_train" if stage.startswith("mtd_local") and c.get("local_train") else "train"
+        if stage in budgets(c, steps):
+            c[block].steps = budgets(c, steps)[stage]
+            c[block].checkpoint_every = max(1, c[block].steps)
+            c[block].sample_every = 0
+        if stage == "vae" and arm.vae_init == "random":
+            done.update(_train_vae_random(c, workdir, mesh))
+            continue
+        done.update(pipeline.run(c, workdir, mesh, [stage], progress=False))
+    return done
+
+
+def _train_vae_random(config, workdir: str, mesh) -> dict:
+    """The vae stage with its temporal layers drawn at random (std 0.02) instead of identity."""
+    import jax
+    from nuwa_xl_jax.family.store import export_dir, write_export
+    from nuwa_xl_jax.train import loop, pipeline, stages
+    marker = os.path.join(export_dir(workdir, "vae"), pipeline.DONE)
+    if os.path.exists(marker):
+        return {"vae": json.load(open(marker))["step"]}
+    stage = stages.build(config, "vae", workdir)
+
+    def init(key):
+        params = stage.init(key)
+        k = jax.random.fold_in(key, 7)
+
+        def draw(path, leaf):
+            names = "/".join(str(getattr(p, "key", p)) for p in path)
+            if "temporal" not in names:
+                return leaf
+            value = getattr(leaf, "value", leaf)
+            noise = 0.02 * jax.random.normal(jax.random.fold_in(k, hash(names) % (2 ** 31)),
+                                             value.shape, value.dtype)
+            return leaf.replace_boxed(noise) if hasattr(leaf, "replace_boxed") else noise
+
+        return jax.tree_util.tree_map_with_path(draw, params, is_leaf=lambda x: hasattr(x, "replace_boxed"))
+
+    stage = dataclasses.replace(stage, init=init)
+    pipeline.save_config(config, workdir)
+    result = loop.train(stage, config.vae_train, workdir, mesh, seed=config.seed, progress=False,
+                        cfg_path="vae_train")
+    meta = dict(stage.model_config)
+    meta.update(stage.export_meta(result.state.ema_params))
+    write_export(export_dir(workdir, "vae"), result.state.ema_params, meta)
+    with open(marker, "w") as f:
+        json.dump({"step": result.step, "fingerprint": "vae-random-temporal"}, f)
+    return {"vae": result.step}
+
+
+def thirds(frames, prompts) -> list:
+    """The probe's 'both' on each third of a video: distance from the start."""
+    from nuwa_xl_jax.eval import storyboard_probe
+    n = len(frames)
+    cuts = [0, n // 3, 2 * n // 3, n]
+    return [storyboard_probe.agreement(frames[a:b], prompts[a:b])["both"] if b > a else None
+            for a, b in zip(cuts, cuts[1:])]
+
+
+def score_video(pipe, prompts, mode: str, seed: int, steps, extend=False) -> dict:
+    from nuwa_xl_jax.eval import storyboard_probe
+    video = pipe(prompts, mode=mode, seed=seed, steps=steps, extend=extend, progress=False)
+    s = storyboard_probe.agreement(video.frames, prompts)
+    return {**{k: s.get(k) for k in SCORES}, "thirds_both": thirds(video.frames, prompts),
+            "seconds": round(video.seconds, 2), "sequential_calls": video.sequential_calls}
+
+
+def eval_generators(arm: Arm, workdir: str, a) -> list:
+    from nuwa_xl_jax.dod.plan import num_frames
+    from nuwa_xl_jax.io.storyboards import load_storyboard
+    from nuwa_xl_jax.pipeline import NuwaXLPipeline
+    pipe = NuwaXLPipeline.from_pretrained(workdir, load_ar="ar" in arm.modes,
+                                          load_artv="artv" in arm.modes)
+    c = pipe.config
+    L, depth = c.data.frames_per_call, c.data.depth
+    lengths = {"demo": min(c.generate.frames, num_frames(L, depth)), "full": num_frames(L, depth)}
+    if arm.table == "2c":
+        lengths = {"own full": num_frames(L, depth), "depth-3 full": num_frames(L, 3)}
+    rows = []
+    for story in a.storyboards:
+        seen = set()
+        for lname, n in lengths.items():
+            if n in seen:  # the demo's length may be the full one
+                continue
+            seen.add(n)
+            prompts = list(load_storyboard(story, max(n, 2)))
+            for mode in arm.modes:
+                extend = n > num_frames(L, depth)
+                if mode == "dod" and extend and depth < 2:
+                    rows.append({"arm": arm.name, "mode": mode, "length": lname, "frames": n,
+                                 "storyboard": os.path.basename(story), "note": "cannot reach"})
+                    continue
+                for seed in a.seeds:
+                    r = score_video(pipe, prompts, mode, seed, a.sample_steps, extend=extend)
+                    rows.append({"arm": arm.name, "mode": mode, "length": lname, "frames": n,
+                                 "storyboard": os.path.basename(story), "seed": seed, **r})
+                    print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def eval_vae(arm: Arm, workdir: str, a) -> list:
+    """Reconstruction MSE (pixels in [-1, 1]) and the probe on reconstructions of held-out episodes."""
+    from nuwa_xl_jax.data import latent_cache, synthetic
+    from nuwa_xl_jax.data.builders.synthetic_cartoon import TEST_SEED_OFFSET
+    from nuwa_xl_jax.eval import storyboard_probe
+    from nuwa_xl_jax.family.store import load_config
+    c = load_config(workdir).data
+    rows = []
+    for i in range(min(a.vae_episodes, c.test_episodes)):
+        length = min(a.vae_frames, c.episode_length)
+        video, captions = synthetic.episode(c.world_seed + TEST_SEED_OFFSET, i, length,
+                                            tuple(c.resolution))[:2]
+        recon = latent_cache.reconstruct(workdir, video)
+        mse = float(np.mean((recon.astype(np.float32) / 127.5 - video.astype(np.float32) / 127.5) ** 2))
+        s = storyboard_probe.agreement(recon, captions)
+        rows.append({"arm": arm.name, "episode": i, "recon_mse": mse,
+                     **{k: s.get(k) for k in SCORES}})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def summarize(rows, keys) -> list:
+    """Mean and spread (std over seeds / episodes) per group of ``keys``."""
+    out = []
+    for key in dict.fromkeys(tuple(r.get(k) for k in keys) for r in rows):
+        group = [r for r in rows if tuple(r.get(k) for k in keys) == key]
+        row = dict(zip(keys, key), n=len(group))
+        for k in ("recon_mse",) + SCORES + ("seconds", "sequential_calls"):
+            vals = [r[k] for r in group if r.get(k) is not None]
+            if vals:
+                row[k] = (float(np.mean(vals)), float(np.std(vals)))
+        th = [r["thirds_both"] for r in group if r.get("thirds_both")]
+        if th:
+            row["thirds_both"] = [float(np.mean([t[i] for t in th if t[i] is not None] or [np.nan]))
+                                  for i in range(3)]
+        if any(r.get("note") for r in group):
+            row["note"] = group[0]["note"]
+        out.append(row)
+    return out
+
+
+def _ms(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v[0]:.3f} ± {v[1]:.3f}" if isinstance(v, tuple) else f"{v:.3f}"
+
+
+def render(result: dict) -> str:
+    """docs/results.md."""
+    a = result["args"]
+    lines = ["# The paper's comparisons on the synthetic world", "",
+             "Written by `benchmarks/paper_tables.py` (the command and its settings below); "
+             "mean ± std over seeds (generators) or held-out episodes (VAE). Probe scores: shares "
+             "of frames whose scene / characters / both match the caption; flicker: mean "
+             "absolute change between consecutive frames of one scene (lower is steadier).", "",
+             f"- command: `{result['command']}`",
+             f"- machine: {result['machine']}; finished {result['time']}; {result['wall_s']:.0f} s",
+             f"- settings: `{a['settings']}`, MTD budget {a['steps'] or 'default'} steps per arm, sampler steps "
+             f"{a['sample_steps'] or 'config'}, seeds {a['seeds']}, storyboards "
+             f"{[os.path.basename(s) for s in a['storyboards']]}", ""]
+    if a["settings"] == "tiny":
+        lines += ["**Smoke-test settings: the models are a few steps old; these numbers test the "
+                  "plumbing and say nothing about the methods.**", ""]
+    gen_rows = [r for r in result["summary"] if "mode" in r]
+    for table, title in (("1", "Table 1: DoD vs AR (FDM*) vs ART•V"),
+                         ("2b", "Table 2b: visual-condition injection"),
+                         ("2c", "Table 2c: depth")):
+        rows = [r for r in gen_rows if r["table"] == table]
+        if not rows:
+            continue
+        lines += [f"## {title}", "", "| arm | mode | length | frames | scene | characters | both | "
+                  "both by thirds | flicker | identity | seconds | sequential calls |",
+                  "|" + "---|" * 12]
+        for r in rows:
+            th = r.get("thirds_both")
+            lines.append(
+                f"| {r['arm']} | {r['mode']} | {r['length']} | {r['frames']} | "
+                + " | ".join(_ms(r.get(k)) for k in ("scene", "characters", "both"))
+                + f" | {' / '.join(f'{x:.2f}' for x in th) if th else r.get('note', '-')} | "
+                + " | ".join(_ms(r.get(k)) for k in ("flicker", "identity", "seconds"))
+                + f" | {_ms(r.get('sequential_calls'))} |")
+        lines.append("")
+    vae_rows = [r for r in result["summary"] if r["table"] == "2a"]
+    if vae_rows:
+        lines += ["## Table 2a: T-KLVAE temporal layers", "",
+                  "| temporal layers | recon MSE | scene | characters | both | flicker |",
+                  "|---|---|---|---|---|---|"]
+        for r in vae_rows:
+            lines.append(f"| {r['arm']} | " + " | ".join(_ms(r.get(k)) for k in (
+                "recon_mse", "scene", "characters", "both", "flicker")) + " |")
+        lines.append("")
+    lines += ["B-FVD-16 and Avg-FID: not computed (no evaluate command yet, issue 12).", ""]
+    return "\n".join(lines)
+
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+    del argv
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("root", None, "folder of the arms' workdirs (resumable)", **d)
+    flags.DEFINE_enum("settings", "default", ["tiny", "default"], "configs/synthetic.py variant", **d)
+    flags.DEFINE_list("tables", list(TABLES), "tables to make: 1, 2a, 2b, 2c", **d)
+    flags.DEFINE_integer("steps", None, "MTD budget per arm (default: 3 for tiny, else the "
+                         "config's train.steps)", **d)
+    flags.DEFINE_integer("sample_steps", None, "sampler steps (default: the config's)", **d)
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "generation seeds", **d)
+    flags.DEFINE_list("storyboards", [os.path.join(STORY, "heldout.txt")], "storyboard files", **d)
+    flags.DEFINE_integer("vae_episodes", 2, "held-out episodes for Table 2a", **d)
+    flags.DEFINE_integer("vae_frames", 64, "frames of each, from the start", **d)
+    flags.DEFINE_string("out", os.path.join(ROOT, "docs", "results.md"), "the tables (Markdown; "
+                        "the raw rows go next to it as .json)", **d)
+    flags.DEFINE_bool("dry_run", False, "list the arms, their stages and budgets only", **d)
+    flags.mark_flag_as_required("root", flag_values=fv)
+
+
+def options(fv: flags.FlagValues, argv: Sequence[str]) -> types.SimpleNamespace:
+    a = types.SimpleNamespace(**{name: fv[name].value for name in (
+        "root", "settings", "tables", "steps", "sample_steps", "seeds", "storyboards",
+        "vae_episodes", "vae_frames", "out", "dry_run")})
+    bad = [t for t in a.tables if t not in TABLES]
+    if bad or not a.tables:
+        cli.fail(f"--tables: unknown {bad}; choose from {','.join(TABLES)}", 2)
+    try:
+        a.seeds = [int(s) for s in a.seeds]
+    except ValueError:
+        cli.fail(f"--seeds must be integers, got {a.seeds!r}", 2)
+    a.storyboards = [s if os.path.exists(s) else os.path.join(STORY, s) for s in a.storyboards]
+    for path in a.storyboards:
+        if not os.path.isfile(path):
+            cli.fail(f"storyboard {path} does not exist", 2)
+    a.command = "python benchmarks/paper_tables.py " + " ".join(argv)
+    return a
+
+
+def main(argv: Sequence[str]) -> dict:
+    """The benchmark with ``argv`` (flags only), in-process."""
+    return measure(options(cli.parse(define_flags, argv, "paper_tables"), argv))
+
+
+def measure(a) -> dict:
+    logging.set_verbosity(logging.WARNING)  # the tables' rows, not Orbax's INFO lines
+    tfds_dir = os.path.join(a.root, "tfds")
+    plan = []
+    for arm in arms(a.tables):
+        config = arm_config(arm, a.settings, tfds_dir)
+        steps = a.steps or (3 if a.settings == "tiny" else config.train.steps)
+        plan.append((arm, config, steps))
+        print(f"[{arm.table}] {arm.name}: {arm.family} stages {tuple(config.stages)} "
+              f"budget {budgets(config, steps)} modes {arm.modes}", flush=True)
+    if a.dry_run:
+        return {"plan": [(arm.table, arm.name, tuple(c.stages), budgets(c, s)) for arm, c, s in plan]}
+    from nuwa_xl_jax import parallel
+    from nuwa_xl_jax.train import pipeline
+    mesh = parallel.make_mesh()
+    t0 = time.perf_counter()
+    rows = []
+    for arm, config, steps in plan:
+        workdir = os.path.join(a.root, arm.family)
+        if arm.table == "2a" and "vae_image" in config.stages:
+            shared = os.path.join(a.root, "vae_image_shared")  # one image VAE for every variant
+            pipeline.run(config, shared, mesh, ["vae_image"], progress=False)
+            if not os.path.exists(os.path.join(workdir, "vae_image")):
+                shutil.copytree(os.path.join(shared, "vae_image"), os.path.join(workdir, "vae_image"))
+        if arm.vae_init == "identity":
+            # Arms that do not vary the VAE share one (trained once, with the same settings).
+            shared = os.path.join(a.root, "vae_shared")
+            base = arm_config(Arm("1", "vae"), a.settings, tfds_dir)
+            base.stages = tuple(s for s in base.stages if s.startswith("vae"))
+            pipeline.run(base, shared, mesh, list(base.stages), progress=False)
+            for stage in base.stages:
+                if not os.path.exists(os.path.join(workdir, stage)):
+                    shutil.copytree(os.path.join(shared, stage), os.path.join(workdir, stage))
+        train_family(arm, config, workdir, steps, mesh)
+        found = eval_vae(arm, workdir, a) if arm.table == "2a" else eval_generators(arm, workdir, a)
+        rows += [{"table": arm.table, **r} for r in found]
+    summary = []
+    for table in a.tables:
+        part = [r for r in rows if r["table"] == table]
+        keys = ("table", "arm", "mode", "length", "frames") if table != "2a" else ("table", "arm")
+        summary += summarize(part, keys)
+    result = {"args": dict(vars(a)), "rows": rows, "summary": summary, "command": a.command,
+              "machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.platform()})",
+              "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "wall_s": time.perf_counter() - t0}
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        f.write(render(result))
+    with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    print(f"results: {a.out}")
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+    cli.run(define_flags, lambda fv: measure(options(fv, sys.argv[1:])))
