@@ -19,9 +19,10 @@ Tables:
   1   DoD vs AR (FDM*) vs ART•V, one family (one VAE) with the three generators: probe scores at
       the demo's length and the family's full length, split by thirds of the video (distance from
       the start), flicker, identity, wall time, sequential sampler calls.
-  2a  T-KLVAE temporal layers: identity-initialised (NUWA-XL) vs randomly initialised (normal,
-      std 0.02 [ours]) vs none (the image VAE frame by frame); reconstruction MSE and the probe on
-      reconstructions of held-out episodes.
+  2a  T-KLVAE temporal layers: identity-initialised (NUWA-XL) vs randomly initialised (every
+      temporal kernel LeCun-normal, std 1/sqrt(fan-in) [ours]) vs none (temporal=False), each
+      trained ``vae_train.steps`` from the same image VAE; reconstruction MSE (pixels in [-1, 1])
+      and the probe on reconstructions of held-out episodes (spread: over episodes).
   2b  visual-condition injection: multi-scale symmetric vs multi-scale up blocks only vs the
       highest resolution only (model.mtd.condition_injection / condition_symmetric); DoD videos.
   2c  depth 1 / 2 / 3 with the same L: each family at its own full length and at the depth-3
@@ -41,6 +42,7 @@ import platform
 import shutil
 import time
 import types
+import zlib
 from typing import Sequence
 
 import numpy as np
@@ -155,7 +157,7 @@ def train_family(arm: Arm, config, workdir: str, steps: int, mesh) -> dict:
 
 
 def _train_vae_random(config, workdir: str, mesh) -> dict:
-    """The vae stage with its temporal layers drawn at random (std 0.02) instead of identity."""
+    """The vae stage with its temporal kernels drawn at random instead of identity."""
     import jax
     from nuwa_xl_jax.family.store import export_dir, write_export
     from nuwa_xl_jax.train import loop, pipeline, stages
@@ -170,11 +172,12 @@ def _train_vae_random(config, workdir: str, mesh) -> dict:
 
         def draw(path, leaf):
             names = "/".join(str(getattr(p, "key", p)) for p in path)
-            if "temporal" not in names:
-                return leaf
+            if "temporal" not in names or not names.endswith("kernel"):
+                return leaf  # spatial layers (the image VAE's), temporal biases and norms as built
             value = getattr(leaf, "value", leaf)
-            noise = 0.02 * jax.random.normal(jax.random.fold_in(k, hash(names) % (2 ** 31)),
-                                             value.shape, value.dtype)
+            std = 1.0 / np.sqrt(np.prod(value.shape[:-1]))  # LeCun normal: std 1 / sqrt(fan-in)
+            noise = std * jax.random.normal(jax.random.fold_in(k, zlib.crc32(names.encode())),
+                                            value.shape, value.dtype)
             return leaf.replace_boxed(noise) if hasattr(leaf, "replace_boxed") else noise
 
         return jax.tree_util.tree_map_with_path(draw, params, is_leaf=lambda x: hasattr(x, "replace_boxed"))
@@ -351,6 +354,9 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_integer("vae_frames", 64, "frames of each, from the start", **d)
     flags.DEFINE_string("out", os.path.join(ROOT, "docs", "results.md"), "the tables (Markdown; "
                         "the raw rows go next to it as .json)", **d)
+    flags.DEFINE_string("vae_from", None, "a trained workdir whose VAE stages (and latent cache) "
+                        "the arms that do not vary the VAE start from, instead of training one "
+                        "(its config must match --settings'; the fingerprints are checked)", **d)
     flags.DEFINE_bool("dry_run", False, "list the arms, their stages and budgets only", **d)
     flags.mark_flag_as_required("root", flag_values=fv)
 
@@ -358,7 +364,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 def options(fv: flags.FlagValues, argv: Sequence[str]) -> types.SimpleNamespace:
     a = types.SimpleNamespace(**{name: fv[name].value for name in (
         "root", "settings", "tables", "steps", "sample_steps", "seeds", "storyboards",
-        "vae_episodes", "vae_frames", "out", "dry_run")})
+        "vae_episodes", "vae_frames", "out", "dry_run", "vae_from")})
     bad = [t for t in a.tables if t not in TABLES]
     if bad or not a.tables:
         cli.fail(f"--tables: unknown {bad}; choose from {','.join(TABLES)}", 2)
@@ -400,7 +406,11 @@ def measure(a) -> dict:
         workdir = os.path.join(a.root, arm.family)
         if arm.table == "2a" and "vae_image" in config.stages:
             shared = os.path.join(a.root, "vae_image_shared")  # one image VAE for every variant
-            pipeline.run(config, shared, mesh, ["vae_image"], progress=False)
+            if a.vae_from and not os.path.exists(os.path.join(shared, "vae_image")):
+                shutil.copytree(os.path.join(a.vae_from, "vae_image"),
+                                os.path.join(shared, "vae_image"),
+                                ignore=shutil.ignore_patterns("checkpoints"))
+            pipeline.run(config, shared, mesh, ["vae_image"], progress=False)  # skips if done
             if not os.path.exists(os.path.join(workdir, "vae_image")):
                 shutil.copytree(os.path.join(shared, "vae_image"), os.path.join(workdir, "vae_image"))
         if arm.vae_init == "identity":
@@ -408,8 +418,13 @@ def measure(a) -> dict:
             shared = os.path.join(a.root, "vae_shared")
             base = arm_config(Arm("1", "vae"), a.settings, tfds_dir)
             base.stages = tuple(s for s in base.stages if s.startswith("vae"))
-            pipeline.run(base, shared, mesh, list(base.stages), progress=False)
-            for stage in base.stages:
+            copied = ["latents"] if a.vae_from else []
+            for stage in (list(base.stages) + copied) if a.vae_from else ():
+                if not os.path.exists(os.path.join(shared, stage)):
+                    shutil.copytree(os.path.join(a.vae_from, stage), os.path.join(shared, stage),
+                                    ignore=shutil.ignore_patterns("checkpoints"))
+            pipeline.run(base, shared, mesh, list(base.stages), progress=False)  # skips if done
+            for stage in list(base.stages) + copied:
                 if not os.path.exists(os.path.join(workdir, stage)):
                     shutil.copytree(os.path.join(shared, stage), os.path.join(workdir, stage))
         train_family(arm, config, workdir, steps, mesh)
