@@ -28,7 +28,7 @@ Tables:
   2c  depth 1 / 2 / 3 with the same L: each family at its own full length and at the depth-3
       length (depth 2 through --extend, outside its training distribution; depth 1 cannot reach
       it: one call makes L frames).
-B-FVD-16 and Avg-FID are not in the tables yet: the evaluate command (issue 12) does not exist.
+B-FVD-16 and Avg-FID are not in the tables yet: the evaluate command (issue 12) is not wired in.
 
 ``--settings=tiny`` is the CI smoke test's (configs/synthetic.py:tiny, a few steps: plumbing, no
 meaning); ``--settings=default`` the embedded default's models and data (hours on a 2-core CPU).
@@ -335,7 +335,7 @@ def render(result: dict) -> str:
             lines.append(f"| {r['arm']} | " + " | ".join(_ms(r.get(k)) for k in (
                 "recon_mse", "scene", "characters", "both", "flicker")) + " |")
         lines.append("")
-    lines += ["B-FVD-16 and Avg-FID: not computed (no evaluate command yet, issue 12).", ""]
+    lines += ["B-FVD-16 and Avg-FID: not computed here yet (python -m nuwa_xl_jax.evaluate is not wired in).", ""]
     return "\n".join(lines)
 
 
