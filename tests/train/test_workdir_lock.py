@@ -60,3 +60,36 @@ def test_lock_is_exclusive_and_released_on_exit(tmp_path):
         with WorkdirLock(str(tmp_path)):
             raise RuntimeError("a failing run")
     assert not os.path.exists(tmp_path / LOCK_FILE)
+
+
+WORKER = ("import sys\n"
+          "from nuwa_xl_jax import parallel\n"
+          "parallel.initialize_distributed(f'127.0.0.1:{sys.argv[1]}', 2, int(sys.argv[2]))\n"
+          "from nuwa_xl_jax.train.workdir_lock import WorkdirLock, WorkdirLockedError\n"
+          "try:\n"
+          "    with WorkdirLock(sys.argv[3]):\n"
+          "        print('HELD', flush=True)\n"
+          "except WorkdirLockedError:\n"
+          "    print('REFUSED', flush=True)\n")
+
+
+def _two_processes(workdir):
+    import portpicker
+
+    port = str(portpicker.pick_unused_port())
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, port, str(p), str(workdir)], cwd=ROOT,
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for p in range(2)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+        outs.append(out.strip())
+    return outs
+
+
+def test_a_multi_process_run_holds_one_lock_and_is_refused_as_one(tmp_path):
+    """Process 0 takes the lock for the run; every process learns whether it got it."""
+    assert _two_processes(tmp_path) == ["HELD", "HELD"]
+    with WorkdirLock(str(tmp_path)):  # another run holds it: the whole 2-process run is refused
+        assert _two_processes(tmp_path) == ["REFUSED", "REFUSED"]
