@@ -315,7 +315,7 @@ def render(result: dict) -> str:
         if not rows:
             continue
         lines += [f"## {title}", "", "| arm | mode | length | frames | scene | characters | both | "
-                  "both by thirds | flicker | identity | seconds | sequential calls |",
+                  "both by thirds | flicker | identity | seconds (compile in seed 1) | sequential calls |",
                   "|" + "---|" * 12]
         for r in rows:
             th = r.get("thirds_both")
