@@ -156,6 +156,25 @@ def train_family(arm: Arm, config, workdir: str, steps: int, mesh) -> dict:
     return done
 
 
+def randomize_temporal_kernels(params, key):
+    """``params`` (boxed or plain) with every kernel under a ``*_temporal`` layer drawn LeCun-normal
+    (std 1 / sqrt(fan-in)) [ours]; spatial layers, temporal biases and norms unchanged."""
+    import jax
+
+    def draw(path, leaf):
+        names = "/".join(str(getattr(p, "key", p)) for p in path)
+        if "temporal" not in names or not names.endswith("kernel"):
+            return leaf
+        value = getattr(leaf, "value", leaf)
+        std = 1.0 / np.sqrt(np.prod(value.shape[:-1]))
+        noise = std * jax.random.normal(jax.random.fold_in(key, zlib.crc32(names.encode())),
+                                        value.shape, value.dtype)
+        return leaf.replace_boxed(noise) if hasattr(leaf, "replace_boxed") else noise
+
+    return jax.tree_util.tree_map_with_path(draw, params,
+                                            is_leaf=lambda x: hasattr(x, "replace_boxed"))
+
+
 def _train_vae_random(config, workdir: str, mesh) -> dict:
     """The vae stage with its temporal kernels drawn at random instead of identity."""
     import jax
@@ -165,22 +184,10 @@ def _train_vae_random(config, workdir: str, mesh) -> dict:
     if os.path.exists(marker):
         return {"vae": json.load(open(marker))["step"]}
     stage = stages.build(config, "vae", workdir)
+    built_init = stage.init  # the inflated image VAE, temporal layers at identity
 
     def init(key):
-        params = stage.init(key)
-        k = jax.random.fold_in(key, 7)
-
-        def draw(path, leaf):
-            names = "/".join(str(getattr(p, "key", p)) for p in path)
-            if "temporal" not in names or not names.endswith("kernel"):
-                return leaf  # spatial layers (the image VAE's), temporal biases and norms as built
-            value = getattr(leaf, "value", leaf)
-            std = 1.0 / np.sqrt(np.prod(value.shape[:-1]))  # LeCun normal: std 1 / sqrt(fan-in)
-            noise = std * jax.random.normal(jax.random.fold_in(k, zlib.crc32(names.encode())),
-                                            value.shape, value.dtype)
-            return leaf.replace_boxed(noise) if hasattr(leaf, "replace_boxed") else noise
-
-        return jax.tree_util.tree_map_with_path(draw, params, is_leaf=lambda x: hasattr(x, "replace_boxed"))
+        return randomize_temporal_kernels(built_init(key), jax.random.fold_in(key, 7))
 
     stage = dataclasses.replace(stage, init=init)
     pipeline.save_config(config, workdir)

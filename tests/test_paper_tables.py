@@ -56,6 +56,21 @@ def test_report_has_every_table_and_the_provenance():
         assert needle in text, needle
 
 
+def test_random_temporal_kernels_leave_the_rest():
+    """Table 2a's random arm: temporal kernels drawn with std 1/sqrt(fan-in), all else as built."""
+    import jax
+    import numpy as np
+    pt = load()
+    params = {"params": {"conv_in": {"kernel": np.ones((3, 3, 4, 8))},
+                         "resnets_0": {"conv1_temporal": {"kernel": np.ones((3, 64, 64)),
+                                                          "bias": np.zeros(64)}}}}
+    out = pt.randomize_temporal_kernels(params, jax.random.key(0))["params"]
+    np.testing.assert_array_equal(out["conv_in"]["kernel"], params["params"]["conv_in"]["kernel"])
+    np.testing.assert_array_equal(out["resnets_0"]["conv1_temporal"]["bias"], np.zeros(64))
+    k = np.asarray(out["resnets_0"]["conv1_temporal"]["kernel"])
+    assert abs(k.mean()) < 0.01 and abs(k.std() - 1 / np.sqrt(3 * 64)) < 0.01
+
+
 @pytest.mark.slow  # trains a tiny family with five stages and generates with three schemes
 def test_tiny_table_1_end_to_end(tmp_path):
     pt = load()
