@@ -61,9 +61,9 @@ def test_random_temporal_kernels_leave_the_rest():
     import jax
     import numpy as np
     pt = load()
-    params = {"params": {"conv_in": {"kernel": np.ones((3, 3, 4, 8))},
-                         "resnets_0": {"conv1_temporal": {"kernel": np.ones((3, 64, 64)),
-                                                          "bias": np.zeros(64)}}}}
+    params = {"params": {"conv_in": {"kernel": np.ones((3, 3, 4, 8), np.float32)},
+                         "resnets_0": {"conv1_temporal": {"kernel": np.ones((3, 64, 64), np.float32),
+                                                          "bias": np.zeros(64, np.float32)}}}}
     out = pt.randomize_temporal_kernels(params, jax.random.key(0))["params"]
     np.testing.assert_array_equal(out["conv_in"]["kernel"], params["params"]["conv_in"]["kernel"])
     np.testing.assert_array_equal(out["resnets_0"]["conv1_temporal"]["bias"], np.zeros(64))
