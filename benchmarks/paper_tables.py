@@ -210,12 +210,18 @@ def thirds(frames, prompts) -> list:
             for a, b in zip(cuts, cuts[1:])]
 
 
-def score_video(pipe, prompts, mode: str, seed: int, steps, extend=False) -> dict:
+def score_video(pipe, prompts, mode: str, seed: int, steps, extend=False, out=None) -> dict:
+    """One video's probe scores; with ``out`` it is kept (mp4 + contact sheet beside it), so the
+    schemes of Table 1 can be compared side by side on the same storyboard and seed."""
     from nuwa_xl_jax.eval import storyboard_probe
     video = pipe(prompts, mode=mode, seed=seed, steps=steps, extend=extend, progress=False)
     s = storyboard_probe.agreement(video.frames, prompts)
-    return {**{k: s.get(k) for k in SCORES}, "thirds_both": thirds(video.frames, prompts),
-            "seconds": round(video.seconds, 2), "sequential_calls": video.sequential_calls}
+    row = {**{k: s.get(k) for k in SCORES}, "thirds_both": thirds(video.frames, prompts),
+           "seconds": round(video.seconds, 2), "sequential_calls": video.sequential_calls}
+    if out:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        row["video"], row["contact_sheet"] = video.save(out, overwrite=True)
+    return row
 
 
 def eval_generators(arm: Arm, workdir: str, a) -> list:
@@ -244,7 +250,9 @@ def eval_generators(arm: Arm, workdir: str, a) -> list:
                                  "storyboard": os.path.basename(story), "note": "cannot reach"})
                     continue
                 for seed in a.seeds:
-                    r = score_video(pipe, prompts, mode, seed, a.sample_steps, extend=extend)
+                    name = f"{os.path.splitext(os.path.basename(story))[0]}_{mode}_{n}f_seed{seed}"
+                    r = score_video(pipe, prompts, mode, seed, a.sample_steps, extend=extend,
+                                    out=os.path.join(workdir, "videos", name + ".mp4"))
                     rows.append({"arm": arm.name, "mode": mode, "length": lname, "frames": n,
                                  "storyboard": os.path.basename(story), "seed": seed, **r})
                     print(json.dumps(rows[-1]), flush=True)
