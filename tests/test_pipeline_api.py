@@ -78,7 +78,7 @@ def test_ar_mode_loads_its_model_on_first_use(pipe):
     (dict(prompts=[]), ValueError, "one per frame"),
     (dict(prompts=["fred flies in the desert"] * 4), ValueError, "flies"),
     (dict(prompts=["fred stands in the cave"] * 11), ValueError, "trained for 10"),
-    (dict(prompts=PROMPTS, mode="gan"), ValueError, "use 'dod' or 'ar'"),
+    (dict(prompts=PROMPTS, mode="gan"), ValueError, "use one of dod, ar, artv"),
 ])
 def test_bad_calls_are_clear_errors(pipe, kwargs, error, match):
     with pytest.raises(error, match=match):
