@@ -38,7 +38,7 @@ def test_cli_writes_checkpoint_and_config_then_refuses_to_overwrite(diffusers_fo
     dst = str(tmp_path / "converted")
     done = _cli("--kind=vae", f"--src={diffusers_folder}", f"--dst={dst}")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(os.listdir(dst)) == ["model_config.json", "params"]  # the family format
+    assert sorted(os.listdir(dst)) == ["files.json", "model_config.json", "params"]  # the family format
 
     config, variables = convert.load_converted(dst)
     assert config["kind"] == "vae" and config["model"]["block_out_channels"] == [16, 32]

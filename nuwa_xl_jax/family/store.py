@@ -9,13 +9,17 @@ A family is a training workdir::
   WORKDIR/STAGE/export/model_config.json
                                        the stage's model config; the vae stage's also holds the
                                        ``latent_scale`` (1 / std of its latents) MTDs diffuse at
+  WORKDIR/STAGE/export/files.json      the size of every file under params/, checked before
+                                       Orbax reads them
   WORKDIR/STAGE/export/done.json       written last by training: the stage finished
 
 STAGE is vae_image, vae, mtd_global, mtd_local<d> (or mtd_local when shared), mtd_ar.
 
 An export is written whole under ``export.partial/`` and renamed to ``export/`` only when complete,
 so a run killed mid-export never leaves a folder that loads; a folder that still fails to read
-(truncated, foreign) is one :class:`ExportError` naming it and the fix.
+(truncated, foreign) is one :class:`ExportError` naming it and the fix. Truncated or replaced
+weight files are caught by ``files.json`` before Orbax starts: a failed Orbax restore leaves
+asyncio threads that print tracebacks at exit, so a damage we can see without it never reaches it.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from nuwa_xl_jax import parallel
 CONFIG = "config.json"
 MODEL_CONFIG = "model_config.json"
 PARAMS = "params"
+FILES = "files.json"  # {relative path under params/: size in bytes}, written with the export
 PARTIAL = ".partial"  # suffix of an export being written
 FAMILY_FILE = "family.json"  # the manifest of an exported artifact (family/artifact.py)
 FORMAT = "nuwa_xl_jax.family"
@@ -80,6 +85,8 @@ def write_export(directory: str, params: Any, model_config: dict) -> None:
     checkpointer.wait_until_finished()
     _sync("export_saved")
     if jax.process_index() == 0:
+        with open(os.path.join(partial, FILES), "w") as f:
+            json.dump(_file_sizes(os.path.join(partial, PARAMS)), f, indent=1, sort_keys=True)
         if os.path.exists(final):  # an older export of this stage: replaced only now
             old = final + ".old"
             shutil.rmtree(old, ignore_errors=True)
@@ -89,6 +96,26 @@ def write_export(directory: str, params: Any, model_config: dict) -> None:
         else:
             os.replace(partial, final)
     _sync("export_renamed")
+
+
+def _file_sizes(root: str) -> dict:
+    return {os.path.relpath(os.path.join(d, f), root): os.path.getsize(os.path.join(d, f))
+            for d, _, files in os.walk(root) for f in files}
+
+
+def _check_files(directory: str, path: str, fix: str) -> None:
+    """Every file ``files.json`` lists is under ``path`` at its size (exports written before it
+    existed have none: Orbax alone judges them)."""
+    listing = os.path.join(directory, FILES)
+    if not os.path.exists(listing):
+        return
+    expected = _json_object(directory, listing, fix)
+    found = _file_sizes(path)
+    for name, size in sorted(expected.items()):
+        if found.get(name) != size:
+            got = "missing" if name not in found else f"{found[name]} bytes"
+            raise _unreadable(directory, path, ValueError(
+                f"{name} should be {size} bytes, found {got}"), fix)
 
 
 STAGE_FIX = ("delete that folder and run its stage again (python -m nuwa_xl_jax.train "
@@ -146,6 +173,7 @@ def read_export(directory: str, mesh=None) -> tuple[Any, dict]:
     in_artifact = os.path.exists(os.path.join(directory, os.pardir, os.pardir, FAMILY_FILE))
     fix = FAMILY_FIX if in_artifact else STAGE_FIX
     model_config = _json_object(directory, os.path.join(directory, MODEL_CONFIG), fix)
+    _check_files(directory, path, fix)
     try:
         params = _restore(path, mesh)
     except Exception as e:  # tensorstore / orbax errors of a truncated or foreign checkpoint

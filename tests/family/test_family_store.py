@@ -67,12 +67,18 @@ def _truncate_weights(d):
                     fh.truncate(10)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "foreign_params", "bad_json", "json_list"])
+@pytest.mark.parametrize("damage", ["truncated", "truncated_unlisted", "foreign_params",
+                                    "bad_json", "json_list", "bad_listing"])
 def test_unreadable_export_is_one_clear_error(tmp_path, damage):
     d = store.export_dir(str(tmp_path), "mtd_global")
     store.write_export(d, PARAMS, {})
     if damage == "truncated":
         _truncate_weights(d)
+    elif damage == "truncated_unlisted":  # an export written before files.json: Orbax's error
+        os.remove(os.path.join(d, store.FILES))
+        _truncate_weights(d)
+    elif damage == "bad_listing":
+        open(os.path.join(d, store.FILES), "w").write("[")
     elif damage == "foreign_params":
         params = os.path.join(d, store.PARAMS)
         for f in os.listdir(params):
@@ -87,6 +93,19 @@ def test_unreadable_export_is_one_clear_error(tmp_path, damage):
         store.read_export(d)
     message = str(e.value)
     assert d in message and "delete that folder" in message and "--stages=STAGE" in message
+    if damage in ("truncated", "foreign_params"):  # caught by the listing, before Orbax starts
+        assert "bytes, found" in message
+
+
+def test_the_listing_names_every_weight_file(tmp_path):
+    d = store.export_dir(str(tmp_path), "mtd_global")
+    store.write_export(d, PARAMS, {})
+    with open(os.path.join(d, store.FILES)) as f:
+        listed = json.load(f)
+    on_disk = {os.path.relpath(os.path.join(r, n), os.path.join(d, store.PARAMS))
+               for r, _, names in os.walk(os.path.join(d, store.PARAMS)) for n in names}
+    assert set(listed) == on_disk and any(name.startswith("d" + os.sep) for name in listed)
+    np.testing.assert_array_equal(store.read_export(d)[0]["vae"]["w"], PARAMS["vae"]["w"])
 
 
 def test_generate_on_a_truncated_export_is_one_line(tmp_path):
