@@ -95,6 +95,10 @@ def text_block() -> ml_collections.ConfigDict:
     c.layer_norm_eps = 1e-5
     c.tokenizer = "word"  # 'word' (built-in, synthetic world) or a local CLIP tokenizer folder
     c.init_from = ""  # a `convert --kind=clip` folder: start from its weights
+    # Train the text encoder with the MTD? 'auto': frozen when it starts from public weights
+    # (init_from, CLIP), trained with the MTD otherwise (the built-in from-scratch encoder). A
+    # frozen encoder's prompt states are computed once per distinct training prompt, not per step.
+    c.trainable = "auto"  # 'auto' | 'true' | 'false'
     return c
 
 
@@ -240,6 +244,24 @@ def validate_text(c: Any, path: str = "model.text") -> None:
     if not isinstance(c.tokenizer, str) or not c.tokenizer:
         raise ConfigError(f"{path}.tokenizer must be 'word' or a CLIP tokenizer folder, "
                           f"got {c.tokenizer!r}")
+    text_trainable(c, path)
+
+
+def text_trainable(c: Any, path: str = "model.text") -> bool:
+    """Whether the text encoder of a ``model.text`` block trains with the MTD, from its
+    ``trainable``: 'auto' (frozen exactly when it starts from public weights, ``init_from``),
+    'true' / 'false' (any case; booleans too). Blocks written before the field existed mean 'auto'."""
+    value = c.get("trainable", "auto")
+    text = value if isinstance(value, bool) else str(value).strip().lower()
+    if text == "auto":
+        return not c.get("init_from", "")
+    if text in (True, "true"):
+        return True
+    if text in (False, "false"):
+        return False
+    raise ConfigError(f"{path}.trainable={value!r}; use 'auto' (frozen when {path}.init_from names "
+                      "public CLIP weights, trained otherwise), 'true' (train it with the MTD) or "
+                      "'false' (frozen: its prompt states are computed once per distinct prompt)")
 
 
 def validate_diffusion(c: Any, path: str = "diffusion") -> None:

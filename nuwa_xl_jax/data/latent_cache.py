@@ -224,3 +224,12 @@ class LatentReader:
         lat, ids = self._arrays[episode]
         indices = np.asarray(indices)
         return np.asarray(lat[indices], np.float32), np.asarray(ids[indices], np.int32)
+
+
+def distinct_prompt_ids(latent_dir: str, split: str) -> np.ndarray:
+    """``[N, T]``: every distinct row of the split's prompt ids, sorted (the finite set of prompts
+    training on this cache can draw)."""
+    reader = LatentReader(latent_dir, split)
+    rows = [np.load(os.path.join(reader.dir, f"{e['name']}.prompt_ids.npy"), mmap_mode="r")
+            for e in reader.table]
+    return np.unique(np.concatenate([np.asarray(r, np.int32) for r in rows]), axis=0)

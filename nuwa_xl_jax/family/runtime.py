@@ -33,7 +33,9 @@ class MTDModels:
         self.vae = TKLVAE.from_config(vae_cfg)
         self.vae_params = vae_params
         self.mtd = MTDUNet.from_config(config.model.mtd)
-        self.text = CLIPTextModel.from_config(config.model.text)
+        # The text encoder computes in the MTD's compute dtype (its params stay float32), like
+        # the UNet that reads its states.
+        self.text = CLIPTextModel.from_config(config.model.text, jnp.dtype(config.model.mtd.dtype))
         vocabulary = VOCABULARY if config.data.dataset == "synthetic_cartoon" else None
         self.tokenizer = make_tokenizer(config.model.text, vocabulary)
         if hasattr(self.tokenizer, "max_length"):

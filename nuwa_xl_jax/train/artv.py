@@ -23,11 +23,13 @@ import numpy as np
 
 from nuwa_xl_jax.diffusion import schedules
 from nuwa_xl_jax.family.artv import PREVIOUS, WINDOW, ARTVModels
+from nuwa_xl_jax.train import prompt_table
 
 
 def artv_loss(artv: ARTVModels, params, batch, key, prompt_dropout: float,
-              min_snr_gamma: float = 0.0):
-    """Loss and metrics of one batch of ``[anchor, previous, new]`` latent windows."""
+              min_snr_gamma: float = 0.0, table_states=None, null_row: int | None = None):
+    """Loss and metrics of one batch of ``[anchor, previous, new]`` latent windows;
+    ``table_states``: a frozen text encoder's prompt states (train/prompt_table.py)."""
     if "latents" not in batch:
         raise ValueError("the ART•V stage trains on cached latents (data.latent_dir): batches "
                          "have 'latents', not 'frames' (see data/latent_cache.py)")
@@ -52,9 +54,10 @@ def artv_loss(artv: ARTVModels, params, batch, key, prompt_dropout: float,
     x_in = given + (1 - m) * x_t
     given_t = jnp.zeros((B, F), jnp.int32).at[:, PREVIOUS].set(t_aug)
     drop = jax.random.bernoulli(k_drop, prompt_dropout, (B, 1, 1))
-    ids = jnp.where(drop, artv.null_ids, batch["prompt_ids"])
+    states = prompt_table.batch_states(artv, params, batch, drop, table_states, null_row)
     level = jnp.zeros((B,), jnp.int32) if artv.config.model.mtd.num_levels else None
-    pred = artv.denoise(params, x_in, t, ids, given, mask, z0[:, PREVIOUS], given_t, level)
+    pred = artv.unet(params, x_in, t, states,
+                     artv.condition(params, given, mask, z0[:, PREVIOUS], given_t), level)
     target = schedules.training_target(sched, z0, noise, t)
     sq = jnp.square(pred.astype(jnp.float32) - target)
     norm = jnp.maximum(jnp.sum(1 - m), 1.0) * np.prod(z0.shape[2:])

@@ -23,7 +23,7 @@ _COMPONENTS: dict[str, tuple[str, Optional[Callable[[str], bool]]]] = {
 # fields of a block that are not architecture (or belong to NUWA-XL's added layers)
 _NOT_COMPARED = {"init_from", "tokenizer", "scaling_factor", "temporal", "temporal_kernel_size",
                  "temporal_attention_heads", "condition_injection", "condition_symmetric",
-                 "num_levels", "dtype", "remat", "attention"}
+                 "num_levels", "dtype", "remat", "attention", "trainable"}
 
 
 def _same(a: Any, b: Any) -> bool:

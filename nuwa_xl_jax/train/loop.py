@@ -50,6 +50,11 @@ class Stage:
     sample(params, step, directory): optional, writes sample frames every ``sample_every`` steps.
     export_meta(ema_params): optional, facts measured on the final weights that later stages read
         from the export (the VAE's latent scale).
+    frozen: top-level parameter groups held fixed (state.py): no optimizer state, no gradients;
+        checkpointed and exported like the rest.
+    prepare(params) -> inputs: optional, step-invariant inputs computed once from the initialised
+        or restored params (a frozen text encoder's prompt-state table); the loss then takes them
+        as a fifth argument, ``loss(params, batch, key, step, inputs)``.
     """
     name: str
     init: Callable[[jax.Array], Any]
@@ -60,6 +65,8 @@ class Stage:
     frames_per_example: int = 1
     sample: Callable[[Any, int, str], None] | None = None
     export_meta: Callable[[Any], dict] | None = None  # extra facts stored with the exported weights
+    frozen: tuple[str, ...] = ()
+    prepare: Callable[[Any], Any] | None = None
 
 
 @dataclasses.dataclass
@@ -94,18 +101,27 @@ class _Preemption:
 
 def _make_step(stage: Stage, tx, ema_decay: float):
     if stage.grads is not None:
+        if stage.frozen or stage.prepare is not None:
+            raise ValueError(f"stage {stage.name!r}: a custom grads function takes no frozen "
+                             "groups or prepared inputs")
         grads_fn = stage.grads
     else:
-        def grads_fn(params, batch, key, step):
-            (loss, metrics), grads = jax.value_and_grad(stage.loss, has_aux=True)(params, batch, key, step)
+        def grads_fn(params, batch, key, step, *inputs):
+            trained, fixed = train_state.split(params, stage.frozen)
+
+            def loss(trained):
+                params = {**trained, **fixed} if stage.frozen else trained
+                return stage.loss(params, batch, key, step, *inputs)
+
+            (loss, metrics), grads = jax.value_and_grad(loss, has_aux=True)(trained)
             return loss, metrics, grads
 
-    def step_fn(state: train_state.TrainState, batch):
+    def step_fn(state: train_state.TrainState, batch, *inputs):
         key = jax.random.fold_in(state.key(), state.step)
-        loss, metrics, grads = grads_fn(state.params, batch, key, state.step)
+        loss, metrics, grads = grads_fn(state.params, batch, key, state.step, *inputs)
         finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
             [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-        new = train_state.apply_gradients(state, grads, tx, ema_decay)
+        new = train_state.apply_gradients(state, grads, tx, ema_decay, stage.frozen)
         # A non-finite step leaves the state untouched; the host stops and names the step.
         new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
         metrics = dict(metrics, loss=loss, finite=finite,
@@ -172,7 +188,7 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
     init_key, state_key = jax.random.split(jax.random.key(seed))
 
     def init_state(key):
-        return train_state.create(stage.init(key), tx, state_key)
+        return train_state.create(stage.init(key), tx, state_key, stage.frozen)
 
     abstract = jax.eval_shape(init_state, init_key)
     shardings = parallel.tree_shardings(abstract, mesh, rules)
@@ -195,8 +211,10 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
         state = jax.jit(lambda k: nn.meta.unbox(init_state(k)), out_shardings=shardings)(init_key)
 
     batch_sharding = parallel.batch_sharding(mesh, 1)
+    inputs = prepare_inputs(stage, state.params, mesh)
     step_fn = jax.jit(_make_step(stage, tx, cfg.ema_decay),
-                      in_shardings=(shardings, NamedSharding(mesh, batch_sharding.spec)),
+                      in_shardings=(shardings, NamedSharding(mesh, batch_sharding.spec))
+                      + (parallel.replicated(mesh),) * len(inputs),
                       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
 
     logger = _Logger(stage_dir, pidx == 0)
@@ -216,7 +234,7 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
             pending = None  # metrics of the previous step, read one step late to keep dispatch async
             while step < end:
                 local = next(data_iter)
-                state, metrics = step_fn(state, _global_batch(local, batch_sharding))
+                state, metrics = step_fn(state, _global_batch(local, batch_sharding), *inputs)
                 step += 1
                 if pending is not None:
                     _check_finite(*pending, last_good)
@@ -258,6 +276,14 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
         print(f"[{stage.name}] SIGTERM: saved a checkpoint at step {step} in {stage_dir}; "
               "run the same command to resume.")
     return Result(state, step, preempted, losses)
+
+
+def prepare_inputs(stage: Stage, params: Any, mesh) -> tuple:
+    """``()``, or ``(stage.prepare(params),)`` computed once, replicated on ``mesh``: from the
+    restored params on a resume, so it always matches the weights it stands for."""
+    if stage.prepare is None:
+        return ()
+    return (jax.jit(stage.prepare, out_shardings=parallel.replicated(mesh))(params),)
 
 
 def _check_finite(step: int, metrics: Any, last_good: int | None) -> None:

@@ -16,6 +16,7 @@ with t = 0 and excluded from the loss; the samplers do the same at inference (``
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from nuwa_xl_jax.configuration import train_block_name
+from nuwa_xl_jax.configuration import text_trainable, train_block_name
 from nuwa_xl_jax.data import latent_cache, pipeline
 from nuwa_xl_jax.diffusion import samplers, schedules
 # The on-disk format and runtime live in the family layer; these names stay importable from here.
@@ -38,7 +39,7 @@ from nuwa_xl_jax.models.discriminator import NLayerDiscriminator
 from nuwa_xl_jax.models.tklvae import TKLVAE
 from nuwa_xl_jax.family.artv import WINDOW as ARTV_WINDOW, ARTVModels
 from nuwa_xl_jax.train import artv as artv_lib
-from nuwa_xl_jax.train import init_from, loop, vae_loss
+from nuwa_xl_jax.train import init_from, loop, prompt_table, vae_loss
 
 
 def _to_dict(c: Any) -> dict:
@@ -56,9 +57,12 @@ def data_config(config, **overrides) -> ml_collections.ConfigDict:
     return c
 
 
-def _grain_data(dcfg, tokenizer=None):
+def _grain_data(dcfg, tokenizer=None, table=None):
+    """``data(pidx, nproc)``; ``table()``: a frozen text encoder's PromptTable, whose row numbers
+    are added to every batch (``prompt_index``)."""
     def data(pidx, nproc):
-        return pipeline.make_iterator(dcfg, process_index=pidx, process_count=nproc, tokenizer=tokenizer)
+        ds = pipeline.make_dataset(dcfg, process_index=pidx, process_count=nproc, tokenizer=tokenizer)
+        return iter(ds if table is None else ds.map(table().add_index))
 
     return data
 
@@ -235,9 +239,11 @@ def stage_data_overrides(config, name: str) -> dict:
 
 
 def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float,
-             min_snr_gamma: float = 0.0, saliency_weight: float = 0.0):
+             min_snr_gamma: float = 0.0, saliency_weight: float = 0.0, table_states=None,
+             null_row: int | None = None):
     """Epsilon (or v) MSE on the frames to generate, Min-SNR-weighted when ``min_snr_gamma`` > 0;
-    given frames are clean with t = 0."""
+    given frames are clean with t = 0. ``table_states``: a frozen text encoder's prompt states
+    (prompt_table.py), gathered instead of running the encoder."""
     _, kt, kn, kd = jax.random.split(key, 4)  # 4 streams: keeps the keys of earlier runs
     if "latents" not in batch:
         raise ValueError("MTD stages train on cached latents (data.latent_dir): batches have "
@@ -252,9 +258,9 @@ def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float,
     x_in = m * z0 + (1 - m) * x_t
     t_frames = jnp.where(mask > 0, 0, t[:, None]).astype(jnp.int32)
     drop = jax.random.bernoulli(kd, prompt_dropout, (B, 1, 1))
-    ids = jnp.where(drop, models.null_ids, batch["prompt_ids"])
+    states = prompt_table.batch_states(models, params, batch, drop, table_states, null_row)
     level = batch["level"].astype(jnp.int32) if "level" in batch else None
-    pred = models.denoise(params, x_in, t_frames, ids, z0 * m, mask, level)
+    pred = models.unet(params, x_in, t_frames, states, models.condition(params, z0 * m, mask), level)
     target = schedules.training_target(models.schedule, z0, noise, t)
     weight = 1 - m  # given frames are conditions, not targets
     if saliency_weight:
@@ -307,18 +313,38 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
         raise ValueError("stage 'mtd_local' (one shared local model) needs model.mtd.num_levels > 0 "
                          "for its level embedding; set it to data.depth")
     init = _init_fn(lambda key: models.init(key, L), config, train_cfg, workdir)
+    table = frozen_prompts(config, models, cache)
 
-    def loss(params, batch, key, step):
+    def loss(params, batch, key, step, table_states=None):
         return mtd_loss(models, params, batch, key, train_cfg.prompt_dropout,
                         config.diffusion.get("min_snr_gamma", 0.0),
-                        train_cfg.get("saliency_weight", 0.0))
+                        train_cfg.get("saliency_weight", 0.0), table_states,
+                        None if table is None else table().null_row)
 
     def sample(params, step, directory):
         write_samples(models, params, directory, step, dcfg)
 
-    return loop.Stage(name, init, loss, _grain_data(dcfg, models.tokenizer),
+    return loop.Stage(name, init, loss, _grain_data(dcfg, models.tokenizer, table),
                       model_config=_mtd_model_config(config, train_cfg),
-                      frames_per_example=L, sample=sample)
+                      frames_per_example=L, sample=sample, **_text_fields(models, table))
+
+
+def frozen_prompts(config, models: MTDModels, cache: str):
+    """None when the text encoder trains with the MTD (``model.text.trainable``); frozen: a
+    cached ``() -> PromptTable`` of the latent cache's distinct prompts (prompt_table.py), read
+    when the stage first needs it (after the pipeline has built the cache)."""
+    if text_trainable(config.model.text):
+        return None
+    return functools.cache(lambda: prompt_table.PromptTable.of(
+        latent_cache.distinct_prompt_ids(cache, config.data.split), models.null_ids))
+
+
+def _text_fields(models, table) -> dict:
+    """The Stage fields of a frozen text encoder: no optimizer state for it, and its table of
+    prompt states computed once from the (initialised or restored) weights."""
+    if table is None:
+        return {}
+    return {"frozen": ("text",), "prepare": lambda params: table().states(models, params)}
 
 
 def _init_fn(fresh, config, train_cfg, workdir: str):
@@ -389,15 +415,18 @@ def artv_stage(config, workdir: str, vae_params=None) -> loop.Stage:
     train_cfg = train_block_for(config, name)
     dcfg = data_config(config, batch_size=train_cfg.batch_size, latent_dir=cache, mode="artv")
 
-    def loss(params, batch, key, step):
+    table = frozen_prompts(config, artv.models, cache)
+
+    def loss(params, batch, key, step, table_states=None):
         return artv_lib.artv_loss(artv, params, batch, key, train_cfg.prompt_dropout,
-                                  config.diffusion.get("min_snr_gamma", 0.0))
+                                  config.diffusion.get("min_snr_gamma", 0.0), table_states,
+                                  None if table is None else table().null_row)
 
     return loop.Stage(name, _init_fn(artv.init, config, train_cfg, workdir), loss,
-                      _grain_data(dcfg, artv.tokenizer),
+                      _grain_data(dcfg, artv.tokenizer, table),
                       model_config={**_mtd_model_config(config, train_cfg),
                                     "artv": _to_dict(artv.settings)},
-                      frames_per_example=ARTV_WINDOW)
+                      frames_per_example=ARTV_WINDOW, **_text_fields(artv.models, table))
 
 
 def build(config, name: str, workdir: str) -> loop.Stage:

@@ -2,6 +2,10 @@
 
 The state is one pytree: step, params, optimizer state, EMA params and the RNG key data, so one
 ``jax.jit`` with explicit shardings updates it and one Orbax item saves it.
+
+``frozen`` names top-level parameter groups (e.g. ``("text",)``) that stay fixed: they are kept in
+``params`` and ``ema_params`` (checkpoints and exports hold them), but the optimizer state covers
+only the trained groups (no moments for frozen weights) and no gradients are taken for them.
 """
 from __future__ import annotations
 
@@ -48,9 +52,22 @@ def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int,
     return tx
 
 
-def create(params: Any, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
+def split(params: Any, frozen=()) -> tuple[Any, dict]:
+    """``(trained, frozen)`` top-level groups of ``params``; ``params`` itself when none is frozen."""
+    if not frozen:
+        return params, {}
+    missing = set(frozen) - set(params)
+    if missing:
+        raise ValueError(f"frozen parameter groups {sorted(missing)} are not among {sorted(params)}")
+    return ({k: v for k, v in params.items() if k not in frozen},
+            {k: v for k, v in params.items() if k in frozen})
+
+
+def create(params: Any, tx: optax.GradientTransformation, key: jax.Array,
+           frozen=()) -> TrainState:
     """A fresh state. Call inside ``jax.jit`` with ``out_shardings`` to create it already sharded."""
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(split(params, frozen)[0]),
                       ema_params=jax.tree.map(jnp.copy, params), rng=jax.random.key_data(key))
 
 
@@ -67,9 +84,14 @@ def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
 
 
 def apply_gradients(state: TrainState, grads: Any, tx: optax.GradientTransformation,
-                    ema_decay: float) -> TrainState:
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                         ema_params=ema_update(state.ema_params, params,
-                                               ema_decay_at(state.step, ema_decay)))
+                    ema_decay: float, frozen=()) -> TrainState:
+    """One optimizer update from ``grads`` of the trained groups (all of ``params`` unless some
+    are ``frozen``: those, and their EMA, pass through unchanged)."""
+    trained, fixed = split(state.params, frozen)
+    ema_trained, ema_fixed = split(state.ema_params, frozen)
+    updates, opt_state = tx.update(grads, state.opt_state, trained)
+    trained = optax.apply_updates(trained, updates)
+    ema = ema_update(ema_trained, trained, ema_decay_at(state.step, ema_decay))
+    if frozen:
+        trained, ema = {**trained, **fixed}, {**ema, **ema_fixed}
+    return state.replace(step=state.step + 1, params=trained, opt_state=opt_state, ema_params=ema)
