@@ -44,6 +44,7 @@ from jax.sharding import Mesh, NamedSharding
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.diffusion import samplers
 from nuwa_xl_jax.dod.plan import Level, Plan
+from nuwa_xl_jax.models import text
 
 Denoise = Callable[..., jax.Array]  # denoise(params, x, t, ids, cond, mask, level) -> prediction
 MaxSegments = Union[int, str, None]  # segments per call: an int >= 1, "auto" (memory-sized) or None
@@ -211,6 +212,23 @@ def place_params(params: Any, mesh: Mesh) -> Any:
     return jax.tree.map(place, params)
 
 
+@functools.lru_cache(maxsize=16)
+def _encode_program(denoise, mesh: Mesh):
+    """Prompt states of a table of distinct prompts, replicated (text.prompt_table)."""
+    model = as_denoiser(denoise)
+    return jax.jit(model.encode_prompts, in_shardings=(None, parallel.replicated(mesh)),
+                   out_shardings=parallel.replicated(mesh))
+
+
+def encode_table(model: LevelModel, mesh: Mesh, ids, null_ids) -> tuple[Any, np.ndarray]:
+    """``(states [P, ...], index [...])`` for token ids ``[..., T]``: each distinct prompt (and
+    the null prompt, last) encoded once, in the denoiser's compute dtype; ``states[index]`` are the
+    rows' states."""
+    table, index = text.prompt_table(ids, null_ids)
+    params = place_params(model.params, mesh)
+    return _encode_program(model.denoise, mesh)(params, jnp.asarray(table)), index
+
+
 @functools.lru_cache(maxsize=64)
 def _level_program(denoise, schedule, sampling: Sampling, mesh: Mesh, replicate: bool):
     """The jitted sampler loop for a batch of segments; cached so equal settings share the jit
@@ -220,13 +238,14 @@ def _level_program(denoise, schedule, sampling: Sampling, mesh: Mesh, replicate:
     model = as_denoiser(denoise)
     guided = sampling.guidance_scale != 1.0
 
-    def program(params, level_key, seg_index, ids, given, mask, level, null_ids):
+    def program(params, level_key, seg_index, table, index, given, mask, level):
         _TRACES[(sampling, mesh, replicate, given.shape)] += 1
         given = given * mask[..., None, None, None]
-        # Step-invariant work, once per call and outside the sampler loop: prompt states (the
-        # null prompt's too, for guidance) and the condition features of the given frames.
-        states = model.encode_prompts(params, ids)  # [C, L, T, D]
-        null_states = model.encode_prompts(params, null_ids[None])[0] if guided else None
+        # Step-invariant work, once per call and outside the sampler loop: the prompt states
+        # (``table``: each distinct prompt of the level encoded once, before the call, the null
+        # prompt last) gathered per frame, and the condition features of the given frames.
+        states = table[index]  # [C, L, T, D]
+        null_states = table[-1] if guided else None
         features = model.condition(params, given, mask)  # batch-first pytree
 
         def model_fn(x, t, states, features, level):
@@ -249,8 +268,8 @@ def _level_program(denoise, schedule, sampling: Sampling, mesh: Mesh, replicate:
 
     return jax.jit(program,
                    # params: None = the shardings place_params gave them (replicated or FSDP).
-                   in_shardings=(None, parallel.replicated(mesh), sh(1), sh(3), sh(5), sh(2), sh(1),
-                                 parallel.replicated(mesh)),
+                   in_shardings=(None, parallel.replicated(mesh), sh(1), parallel.replicated(mesh),
+                                 sh(2), sh(5), sh(2), sh(1)),
                    out_shardings=sh(5))
 
 
@@ -380,23 +399,31 @@ def sample_segments(model: LevelModel, schedule, sampling: Sampling, mesh: Mesh,
     ``replicate``). seg_index [C] (segment i's key: fold_in(level_key, i)), ids [C, L, T],
     given [C, L, h, w, c] (zeros where not given), mask [C, L], level [C]. Returns [C, L, h, w, c]
     with given positions bit-exact."""
+    table, index = encode_table(model, mesh, ids, null_ids)
+    return _sample_chunk(model, schedule, sampling, mesh, level_key=level_key, seg_index=seg_index,
+                         table=table, index=index, given=given, mask=mask, level=level,
+                         replicate=replicate)
+
+
+def _sample_chunk(model: LevelModel, schedule, sampling: Sampling, mesh: Mesh, *, level_key,
+                  seg_index, table, index, given, mask, level, replicate: bool):
+    """sample_segments on prompt states already encoded (``table``, gathered by ``index`` [C, L])."""
     program = _level_program(model.denoise, schedule, sampling, mesh, replicate)
     # A no-op for weights already on the mesh (place_models); callers place them once.
     params = place_params(model.params, mesh)
-    args = (level_key, jnp.asarray(seg_index, jnp.uint32), jnp.asarray(ids, jnp.int32), given,
-            jnp.asarray(mask, jnp.float32), jnp.asarray(level, jnp.int32),
-            jnp.asarray(null_ids, jnp.int32))
+    args = (level_key, jnp.asarray(seg_index, jnp.uint32), table, jnp.asarray(index, jnp.int32),
+            given, jnp.asarray(mask, jnp.float32), jnp.asarray(level, jnp.int32))
     return _compiled(program, params, args)(params, *args)
 
 
 def _program_peak(model: LevelModel, schedule, sampling: Sampling, mesh: Mesh, *, level_key,
-                  chunk: int, frames: int, tokens: int, latent_shape, replicate: bool) -> int:
+                  chunk: int, frames: int, table, latent_shape, replicate: bool) -> int:
     """Peak bytes of the level program for ``chunk`` segments, compiled (and cached) for it."""
     program = _level_program(model.denoise, schedule, sampling, mesh, replicate)
     s = jax.ShapeDtypeStruct
-    args = (level_key, s((chunk,), jnp.uint32), s((chunk, frames, tokens), jnp.int32),
-            s((chunk, frames, *latent_shape), jnp.float32), s((chunk, frames), jnp.float32),
-            s((chunk,), jnp.int32), s((tokens,), jnp.int32))
+    args = (level_key, s((chunk,), jnp.uint32), s(table.shape, table.dtype),
+            s((chunk, frames), jnp.int32), s((chunk, frames, *latent_shape), jnp.float32),
+            s((chunk, frames), jnp.float32), s((chunk,), jnp.int32))
     return program_bytes(_compiled(program, place_params(model.params, mesh), args))
 
 
@@ -462,9 +489,13 @@ def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.nd
     span = buffer.shape[0]
     nd = parallel.batch_devices(mesh)
     level_key = jax.random.fold_in(jax.random.key(seed), lv.level)
+    # Each distinct prompt encoded once per level (not per chunk, not per sampler step): the
+    # video's whole table, so every level's program has one shape and levels share compiles.
+    table, prompt_index = encode_table(model, mesh, prompt_ids, null_ids)
+    prompt_index = prompt_index[lv.prompts]  # [S, L]
     if max_segments_per_call == "auto" and S > 1:
         peak = functools.partial(_program_peak, model, schedule, sampling, mesh,
-                                 level_key=level_key, frames=L, tokens=prompt_ids.shape[-1],
+                                 level_key=level_key, frames=L, table=table,
                                  latent_shape=buffer.shape[1:], replicate=False)
         C = auto_chunk_size(S, nd, lambda c: peak(chunk=c), memory_budget(mesh, memory_fraction))
     else:
@@ -478,7 +509,7 @@ def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.nd
     mask = lv.given[rows].astype(np.float32)
     write = np.where(lv.given[rows], span, frames)
     write[S:] = span
-    ids = prompt_ids[lv.prompts[rows]].astype(np.int32)  # [S + pad, L, T]
+    prompt_index = prompt_index[rows]  # [S + pad, L]
     index = np.arange(S + pad, dtype=np.uint32)
     level = np.full(S + pad, lv.level if model.level is None else model.level, np.int32)
     gather = _gather_program(mesh, replicate)
@@ -487,9 +518,9 @@ def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.nd
     for c in range(calls):  # chunks, not segments: one call when S fits the budget
         sl = slice(c * C, (c + 1) * C)
         given = gather(buffer, frames[sl], mask[sl])
-        x = sample_segments(model, schedule, sampling, mesh, level_key=level_key,
-                            seg_index=index[sl], ids=ids[sl], given=given, mask=mask[sl],
-                            level=level[sl], null_ids=null_ids, replicate=replicate)
+        x = _sample_chunk(model, schedule, sampling, mesh, level_key=level_key,
+                          seg_index=index[sl], table=table, index=prompt_index[sl], given=given,
+                          mask=mask[sl], level=level[sl], replicate=replicate)
         buffer = scatter(buffer, write[sl], x)
         if bar is not None:
             buffer.block_until_ready()
@@ -498,8 +529,7 @@ def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.nd
         bar.close()
     buffer.block_until_ready()
     used = _program_peak(model, schedule, sampling, mesh, level_key=level_key, chunk=C, frames=L,
-                         tokens=prompt_ids.shape[-1], latent_shape=buffer.shape[1:],
-                         replicate=replicate)  # cached: the executable that just ran
+                         table=table, latent_shape=buffer.shape[1:], replicate=replicate)  # cached: the executable that just ran
     stats = LevelStats(lv.level, S, calls, C, trace_count() - traces0,
                        time.perf_counter() - start_time, used)
     return buffer, stats

@@ -196,6 +196,22 @@ def encode_prompts(module: CLIPTextModel, variables, tokenizer, prompts: Sequenc
     return states[np.array([index[p] for p in prompts])]
 
 
+def prompt_table(ids, null_ids) -> tuple[np.ndarray, np.ndarray]:
+    """``(table [P, T], index [...])`` of token ids ``[..., T]``: the distinct rows, the null
+    prompt's ``null_ids`` ``[T]`` appended last (row ``P - 1``, for guidance and prompt dropout),
+    and each row's place in the table. Encoding the table encodes every distinct prompt once;
+    ``states[index]`` gives every row's states."""
+    null_ids = np.asarray(null_ids, np.int32)
+    ids = np.asarray(ids, np.int32)
+    rows, inverse = np.unique(ids.reshape(-1, null_ids.shape[-1]), axis=0, return_inverse=True)
+    is_null = np.all(rows == null_ids, axis=-1)
+    keep = np.flatnonzero(~is_null)
+    place = np.full(len(rows), len(keep), np.int32)  # the null prompt: the last row
+    place[keep] = np.arange(len(keep), dtype=np.int32)
+    table = np.concatenate([rows[keep], null_ids[None]])
+    return table, place[inverse.reshape(-1)].reshape(ids.shape[:-1])
+
+
 def encode_frame_prompts(module: CLIPTextModel, variables, tokenizer,
                          prompts: Sequence[Sequence[str]]):
     """``[B, F, T, D]`` from ``B`` lists of ``F`` prompts (one per frame; frame i attends to its own

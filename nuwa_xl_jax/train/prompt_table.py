@@ -14,6 +14,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from nuwa_xl_jax.models import text
+
 
 class PromptTable:
     """``ids`` ``[N, T]``: the distinct prompts, the null prompt last (row ``null_row``)."""
@@ -24,11 +26,8 @@ class PromptTable:
 
     @classmethod
     def of(cls, prompt_ids: np.ndarray, null_ids: np.ndarray) -> "PromptTable":
-        """The distinct rows of ``prompt_ids`` ``[..., T]`` plus the null prompt."""
-        null_ids = np.asarray(null_ids, np.int32)
-        rows = np.unique(np.asarray(prompt_ids, np.int32).reshape(-1, null_ids.shape[-1]), axis=0)
-        rows = rows[~np.all(rows == null_ids, axis=-1)]
-        return cls(np.concatenate([rows, null_ids[None]]))
+        """The distinct rows of ``prompt_ids`` ``[..., T]`` plus the null prompt (text.prompt_table)."""
+        return cls(text.prompt_table(prompt_ids, null_ids)[0])
 
     @property
     def null_row(self) -> int:

@@ -415,8 +415,9 @@ def test_auto_sizes_chunks_from_the_compiled_programs_memory(monkeypatch):
     # XLA's own estimate for 3-segment calls, as the budget: level 2 must then run in 3 x 3.
     three = engine._program_peak(
         models_for(3)[2], SCHEDULE, engine.Sampling("ddpm", 3, 2.0), mesh,
-        level_key=jax.random.key(0), chunk=3, frames=L, tokens=T, latent_shape=LATENT,
-        replicate=False)
+        level_key=jax.random.key(0), chunk=3, frames=L,
+        table=engine.encode_table(models_for(3)[2], mesh, prompts(plan.frames), NULL)[0],
+        latent_shape=LATENT, replicate=False)
     monkeypatch.setattr(engine, "memory_budget", lambda mesh, fraction: three)
     auto = run(plan, mesh, max_segments_per_call="auto")
     assert [(s.calls, s.chunk) for s in auto.levels] == [(1, 1), (1, 3), (3, 3)]
