@@ -48,6 +48,10 @@ def define_flags(fv, argv):
     flags.DEFINE_float("peak_flops", None, "peak FLOP/s per device for MFU (default: from the "
                        "table)", **d)
     flags.DEFINE_string("json", None, "also append the JSON lines to this file", **d)
+    flags.DEFINE_list("text_trainable", [], "time each MTD stage once per value of "
+                      "model.text.trainable (e.g. true,false: the trained vs the frozen text "
+                      "encoder, in one run) and print the step-time ratios; default: the config's",
+                      **d)
 
 
 FLAGS = flags.FLAGS  # the script defines its flags there (cli.run)
@@ -146,6 +150,28 @@ def write_random_vae_export(config, workdir: str, name: str = "vae") -> None:
     stages.write_export(stages.export_dir(workdir, name), params, stage.model_config)
 
 
+def write_random_latent_cache(config, directory: str, prompt_ids, scale: float) -> str:
+    """A one-episode latent cache whose prompts are ``prompt_ids`` ``[..., T]``: what a frozen
+    text encoder's prompt table is built from (random data has no real cache)."""
+    import os
+
+    import numpy as np
+
+    ids = np.asarray(prompt_ids, np.int32).reshape(-1, np.shape(prompt_ids)[-1])
+    dest = os.path.join(directory, config.data.split)
+    os.makedirs(dest, exist_ok=True)
+    f = 2 ** (len(config.model.vae.block_out_channels) - 1)
+    h, w = tuple(config.data.resolution)
+    shape = [h // f, w // f, config.model.vae.latent_channels]
+    np.save(os.path.join(dest, "random.latents.npy"), np.zeros((len(ids), *shape), np.float32))
+    np.save(os.path.join(dest, "random.prompt_ids.npy"), ids)
+    with open(os.path.join(dest, "index.json"), "w") as fh:
+        json.dump({"episodes": [{"name": "random", "frames": len(ids)}], "latent_shape": shape,
+                   "latent_scale": float(scale), "vae_frames": config.vae_frames,
+                   "vae_context": config.get("vae_context", 0)}, fh)
+    return directory
+
+
 def bench_stage(config, name: str, workdir: str, mesh) -> dict:
     import flax.linen as nn
     import jax
@@ -164,6 +190,22 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
     train_config.validate_train(cfg, cfg_path)
     train_config.check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh),
                                      jax.process_count(), f"{cfg_path}.batch_size")
+    from nuwa_xl_jax.configuration import text_trainable
+    from nuwa_xl_jax.train import prompt_table
+
+    frozen_text = name.startswith("mtd_") and not text_trainable(config.model.text)
+    local = None
+    if FLAGS.data != "pipeline":
+        local = random_batch(config, name, cfg.batch_size // jax.process_count(),
+                             seed=config.seed + jax.process_index())
+    if frozen_text and FLAGS.data != "pipeline":
+        # The prompt table comes from the latent cache: one holding the random batch's prompts.
+        models = stages.MTDModels(config, workdir)
+        config = config.copy_and_resolve_references()
+        config.data.latent_dir = write_random_latent_cache(
+            config, f"{workdir}/latents_{name}", local["prompt_ids"], models.scale)
+        local["prompt_index"] = prompt_table.PromptTable.of(
+            local["prompt_ids"], models.null_ids).index(local["prompt_ids"])
     stage = stages.build(config, name, workdir)
 
     # As loop.train: optimizer, state created directly sharded, the jitted donated step.
@@ -173,7 +215,7 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
     init_key, state_key = jax.random.split(jax.random.key(config.seed))
 
     def init_state(key):
-        return train_state.create(stage.init(key), tx, state_key)
+        return train_state.create(stage.init(key), tx, state_key, stage.frozen)
 
     abstract = jax.eval_shape(init_state, init_key)
     shardings = parallel.tree_shardings(abstract, mesh)
@@ -181,19 +223,19 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
     batch_sharding = parallel.batch_sharding(mesh, 1)
+    # a frozen text encoder's prompt-state table: computed once, outside the timed steps
+    inputs = loop.prepare_inputs(stage, state.params, mesh)
     step_fn = jax.jit(loop._make_step(stage, tx, cfg.ema_decay),
-                      in_shardings=(shardings, NamedSharding(mesh, batch_sharding.spec)),
+                      in_shardings=(shardings, NamedSharding(mesh, batch_sharding.spec))
+                      + (parallel.replicated(mesh),) * len(inputs),
                       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
 
     if FLAGS.data == "pipeline":
         local = next(stage.data(jax.process_index(), jax.process_count()))
-    else:
-        local = random_batch(config, name, cfg.batch_size // jax.process_count(),
-                             seed=config.seed + jax.process_index())
     batch = loop._global_batch(local, batch_sharding)
 
     t = time.perf_counter()
-    lowered = step_fn.lower(state, batch)
+    lowered = step_fn.lower(state, batch, *inputs)
     t_lower = time.perf_counter() - t
     t = time.perf_counter()
     compiled = lowered.compile()
@@ -204,7 +246,7 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
     times = []
     for i in range(FLAGS.warmup + FLAGS.steps):
         t = time.perf_counter()
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, *inputs)
         jax.block_until_ready((state, metrics))
         if i >= FLAGS.warmup:
             times.append(time.perf_counter() - t)
@@ -222,6 +264,7 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
         "frames_per_example": stage.frames_per_example, "params": n_params,
         "mtd_dtype": config.model.mtd.dtype if name.startswith("mtd_") else "float32",
         "remat": bool(config.model.mtd.remat) if name.startswith("mtd_") else False,
+        "text_trainable": None if not name.startswith("mtd_") else not frozen_text,
         "data": FLAGS.data, "lower_s": t_lower, "compile_s": t_compile,
         "step_s_median": step_time, "step_s_min": min(times), "step_s_max": max(times),
         "steps_timed": len(times), "examples_per_s": cfg.batch_size / step_time,
@@ -244,7 +287,8 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         mfu = ("n/a on CPU" if r["backend"] == "cpu" else
                _fmt(r["mfu"] * 100 if r["mfu"] is not None else None, ".1f") + ("%" if r["mfu"] else ""))
-        lines.append((r["stage"], f'{r["batch_size"]}x{r["frames_per_example"]}',
+        text = {None: "", True: " (text trained)", False: " (text frozen)"}[r.get("text_trainable")]
+        lines.append((r["stage"] + text, f'{r["batch_size"]}x{r["frames_per_example"]}',
                       f'{r["params"] / 1e6:.2f}M', f'{r["lower_s"] + r["compile_s"]:.1f}',
                       f'{r["step_s_median"] * 1e3:.1f}', f'{r["examples_per_s"]:.2f}',
                       f'{r["frames_per_s"]:.1f}',
@@ -257,6 +301,18 @@ def print_table(rows: list[dict]) -> None:
     print("-+-".join("-" * w for w in widths))
     for line in lines:
         print(" | ".join(v.ljust(w) for v, w in zip(line, widths)))
+
+
+def text_variants(config, name: str) -> list:
+    """The config once per ``--text_trainable`` value (MTD stages), else the config alone."""
+    if not FLAGS.text_trainable or not name.startswith("mtd_"):
+        return [config]
+    out = []
+    for value in FLAGS.text_trainable:
+        c = config.copy_and_resolve_references()
+        c.model.text.trainable = value
+        out.append(c)
+    return out
 
 
 def main(flag_values):
@@ -282,13 +338,18 @@ def main(flag_values):
             if "vae" in FLAGS.stage and "vae_image" in config.stages:
                 write_random_vae_export(config, tmp, "vae_image")
             for name in FLAGS.stage:
-                rows.append(bench_stage(config, name, tmp, mesh))
-                print(f"[{name}] compile {rows[-1]['lower_s'] + rows[-1]['compile_s']:.1f} s, "
-                      f"step {rows[-1]['step_s_median'] * 1e3:.1f} ms", flush=True)
+                for c in text_variants(config, name):
+                    rows.append(bench_stage(c, name, tmp, mesh))
+                    print(f"[{name}] compile {rows[-1]['lower_s'] + rows[-1]['compile_s']:.1f} s, "
+                          f"step {rows[-1]['step_s_median'] * 1e3:.1f} ms", flush=True)
     except (configuration.ConfigError, ValueError, FileNotFoundError) as e:
         cli.fail(f"{type(e).__name__}: {e}")
     print()
     print_table(rows)
+    for name in FLAGS.stage:
+        by = {r["text_trainable"]: r["step_s_median"] for r in rows if r["stage"] == name}
+        if True in by and False in by:
+            print(f"{name}: step time, text encoder trained / frozen = {by[True] / by[False]:.2f}x")
     for r in rows:
         print("JSON " + json.dumps(r, sort_keys=True))
     if FLAGS.json:

@@ -43,10 +43,11 @@ from nuwa_xl_jax.train import init_from, loop, prompt_table, vae_loss
 
 
 def _to_dict(c: Any) -> dict:
-    """A model block as fingerprinted and exported: ``init_from`` (where the weights started) is
-    not architecture, so a workdir trained before it existed still resumes."""
+    """A model block as fingerprinted and exported: ``init_from`` (where the weights started) and
+    ``trainable`` are not architecture, so a workdir trained before they existed still resumes."""
     d = json.loads(c.to_json_best_effort()) if hasattr(c, "to_json_best_effort") else dict(c)
     d.pop("init_from", None)
+    d.pop("trainable", None)  # a frozen text encoder is its own entry (_mtd_model_config)
     return d
 
 
@@ -371,7 +372,9 @@ def _mtd_model_config(config, train_cfg) -> dict:
             # would silently mislead
             "diffusion": {k: config.diffusion[k] for k in (
                 "schedule", "num_train_timesteps", "beta_start", "beta_end", "prediction_type")},
-            "init_from": train_cfg.get("init_from", "")}
+            "init_from": train_cfg.get("init_from", ""),
+            # a frozen encoder has no optimizer state: its checkpoints are another tree
+            **({} if text_trainable(config.model.text) else {"text_frozen": True})}
 
 
 def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) -> str:

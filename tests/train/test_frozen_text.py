@@ -161,6 +161,9 @@ def test_frozen_step_runs_no_text_encoder_and_keeps_no_moments(setup):
     c.data.latent_dir = config.data.latent_dir
     trained = stages.build(c, "mtd_global", workdir)
     assert trained.frozen == () and trained.prepare is None
+    # the fingerprint: unchanged for a trained encoder (older workdirs resume), distinct if frozen
+    assert "trainable" not in trained.model_config["text"]
+    assert frozen.model_config == {**trained.model_config, "text_frozen": True}
     jaxpr, state = _step_jaxpr(trained, c, ids[:8].reshape(2, 4, -1))
     assert any("text_model" in n.split("/") for n in _name_stacks(jaxpr))
     assert any("text" in jax.tree_util.keystr(p)
