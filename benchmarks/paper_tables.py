@@ -28,7 +28,14 @@ Tables:
   2c  depth 1 / 2 / 3 with the same L: each family at its own full length and at the depth-3
       length (depth 2 through --extend, outside its training distribution; depth 1 cannot reach
       it: one call makes L frames).
-B-FVD-16 and Avg-FID are not in the tables yet: the evaluate command (issue 12) is not wired in.
+Avg-FID and B-FVD-16 (nuwa_xl_jax/evaluation: the generated videos of an arm, mode and length as
+one set against the world acting out the same storyboards) need the converted feature networks
+(--fid_weights / --fvd_weights, docs/evaluation.md) or --random_feature_weights (numbers
+comparable only within one run); without either they are left out.
+
+Every scored video is kept under ``ROOT/<arm>/videos`` with its contact sheet and its scores
+(``NAME.json``): a rerun reuses them, so an interrupted run continues where it stopped and the
+Fréchet metrics can be added to a finished run without generating again.
 
 ``--settings=tiny`` is the CI smoke test's (configs/synthetic.py:tiny, a few steps: plumbing, no
 meaning); ``--settings=default`` the embedded default's models and data (hours on a 2-core CPU).
@@ -211,9 +218,16 @@ def thirds(frames, prompts) -> list:
 
 
 def score_video(pipe, prompts, mode: str, seed: int, steps, extend=False, out=None) -> dict:
-    """One video's probe scores; with ``out`` it is kept (mp4 + contact sheet beside it), so the
-    schemes of Table 1 can be compared side by side on the same storyboard and seed."""
+    """One video's probe scores; with ``out`` it is kept (mp4 + contact sheet beside it, its
+    scores in ``out``'s ``.json``, reused by a rerun with the same sampler steps), so the schemes
+    of Table 1 can be compared side by side on the same storyboard and seed."""
     from nuwa_xl_jax.eval import storyboard_probe
+    scores = os.path.splitext(out)[0] + ".json" if out else None
+    if scores and os.path.exists(scores):
+        with open(scores) as f:
+            kept = json.load(f)
+        if kept.get("sample_steps") == steps and os.path.exists(kept["row"].get("video", "")):
+            return kept["row"]
     video = pipe(prompts, mode=mode, seed=seed, steps=steps, extend=extend, progress=False)
     s = storyboard_probe.agreement(video.frames, prompts)
     row = {**{k: s.get(k) for k in SCORES}, "thirds_both": thirds(video.frames, prompts),
@@ -221,6 +235,8 @@ def score_video(pipe, prompts, mode: str, seed: int, steps, extend=False, out=No
     if out:
         os.makedirs(os.path.dirname(out), exist_ok=True)
         row["video"], row["contact_sheet"] = video.save(out, overwrite=True)
+        with open(scores, "w") as f:
+            json.dump({"sample_steps": steps, "row": row}, f, indent=1)
     return row
 
 
@@ -280,6 +296,39 @@ def eval_vae(arm: Arm, workdir: str, a) -> list:
     return rows
 
 
+def frechet_metrics(summary, rows, a) -> None:
+    """Adds ``avg_fid`` and ``b_fvd16`` to each generator row of ``summary``: that group's kept
+    videos as one set against the synthetic world acting out the same storyboards at the same
+    length (``a.reference_seeds``). A no-op without feature networks."""
+    if not (a.fid_weights or a.fvd_weights or a.random_feature_weights):
+        return
+    from nuwa_xl_jax import io as nio
+    from nuwa_xl_jax.evaluation import features, reference
+    from nuwa_xl_jax.evaluation.statistics import VideoSetStats, compare
+    nets = features.load_feature_networks(a.fid_weights, a.fvd_weights,
+                                          random=a.random_feature_weights)
+    paths = {os.path.basename(s): s for s in a.storyboards}
+    for row in summary:
+        group = [r for r in rows if r.get("video") and all(
+            r.get(k) == row.get(k) for k in ("table", "arm", "mode", "length", "frames"))]
+        if not group or row["frames"] < 16:  # B-FVD-16 needs one block of 16 frames
+            continue
+        stats = VideoSetStats(nets.identity)
+        for r in group:
+            stats.add(r["video"], nio.read_video(r["video"]), nets)
+        boards = {name: list(nio.load_storyboard(paths[name], row["frames"]))
+                  for name in dict.fromkeys(r["storyboard"] for r in group)}
+        ref, _ = reference.synthetic_reference(
+            boards, stats.resolution, a.reference_seeds, nets,
+            {"fid": True, "fvd": True, "probe": False},
+            os.path.join(a.root, "reference_cache"), progress=False)
+        found = compare(stats, ref)
+        row["avg_fid"], row["b_fvd16"] = found["avg_fid"], found["b_fvd16"]
+        print(json.dumps({k: row.get(k) for k in ("arm", "mode", "frames", "avg_fid", "b_fvd16")}),
+              flush=True)
+    a.feature_networks = nets.identity
+
+
 def summarize(rows, keys) -> list:
     """Mean and spread (std over seeds / episodes) per group of ``keys``."""
     out = []
@@ -330,15 +379,18 @@ def render(result: dict) -> str:
         if not rows:
             continue
         lines += [f"## {title}", "", "| arm | mode | length | frames | scene | characters | both | "
-                  "both by thirds | flicker | identity | seconds (compile in seed 1) | sequential calls |",
-                  "|" + "---|" * 12]
+                  "both by thirds | flicker | identity | Avg-FID | B-FVD-16 | seconds (compile in "
+                  "seed 1) | sequential calls |", "|" + "---|" * 14]
         for r in rows:
             th = r.get("thirds_both")
             lines.append(
                 f"| {r['arm']} | {r['mode']} | {r['length']} | {r['frames']} | "
                 + " | ".join(_ms(r.get(k)) for k in ("scene", "characters", "both"))
                 + f" | {' / '.join(f'{x:.2f}' for x in th) if th else r.get('note', '-')} | "
-                + " | ".join(_ms(r.get(k)) for k in ("flicker", "identity", "seconds"))
+                + " | ".join(_ms(r.get(k)) for k in ("flicker", "identity"))
+                + " | " + " | ".join(f"{r[k]:.1f}" if r.get(k) is not None else "-"
+                                     for k in ("avg_fid", "b_fvd16"))
+                + " | " + _ms(r.get("seconds"))
                 + f" | {_ms(r.get('sequential_calls'))} |")
         lines.append("")
     vae_rows = [r for r in result["summary"] if r["table"] == "2a"]
@@ -350,7 +402,17 @@ def render(result: dict) -> str:
             lines.append(f"| {r['arm']} | " + " | ".join(_ms(r.get(k)) for k in (
                 "recon_mse", "scene", "characters", "both", "flicker")) + " |")
         lines.append("")
-    lines += ["B-FVD-16 and Avg-FID: not computed here yet (python -m nuwa_xl_jax.evaluate is not wired in).", ""]
+    nets = a.get("feature_networks")
+    if not nets:
+        lines += ["Avg-FID and B-FVD-16: not computed in this run (pass --fid_weights and "
+                  "--fvd_weights, or --random_feature_weights).", ""]
+    elif nets.get("random"):
+        lines += ["Avg-FID and B-FVD-16: each arm's videos of one length as one set against the "
+                  "world acting out the same storyboards, with **randomly initialised** feature "
+                  "networks (no converted weights here): comparable between the rows of this page "
+                  "only, not with the paper's numbers.", ""]
+    else:
+        lines += [f"Avg-FID and B-FVD-16: feature networks {nets}.", ""]
     return "\n".join(lines)
 
 
@@ -372,6 +434,14 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_string("vae_from", None, "a trained workdir whose VAE stages (and latent cache) "
                         "the arms that do not vary the VAE start from, instead of training one "
                         "(its config must match --settings'; the fingerprints are checked)", **d)
+    flags.DEFINE_string("fid_weights", None, "converted Inception (Avg-FID): "
+                        "python -m nuwa_xl_jax.convert --kind=inception", **d)
+    flags.DEFINE_string("fvd_weights", None, "converted I3D (B-FVD-16): "
+                        "python -m nuwa_xl_jax.convert --kind=i3d", **d)
+    flags.DEFINE_bool("random_feature_weights", False, "Avg-FID / B-FVD-16 with random feature "
+                      "networks (comparable within one run only)", **d)
+    flags.DEFINE_list("reference_seeds", ["0", "1"], "staging seeds of the world's reference "
+                      "videos for the Fréchet metrics", **d)
     flags.DEFINE_bool("dry_run", False, "list the arms, their stages and budgets only", **d)
     flags.mark_flag_as_required("root", flag_values=fv)
 
@@ -379,14 +449,18 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 def options(fv: flags.FlagValues, argv: Sequence[str]) -> types.SimpleNamespace:
     a = types.SimpleNamespace(**{name: fv[name].value for name in (
         "root", "settings", "tables", "steps", "sample_steps", "seeds", "storyboards",
-        "vae_episodes", "vae_frames", "out", "dry_run", "vae_from")})
+        "vae_episodes", "vae_frames", "out", "dry_run", "vae_from", "fid_weights", "fvd_weights",
+        "random_feature_weights", "reference_seeds")})
     bad = [t for t in a.tables if t not in TABLES]
     if bad or not a.tables:
         cli.fail(f"--tables: unknown {bad}; choose from {','.join(TABLES)}", 2)
-    try:
-        a.seeds = [int(s) for s in a.seeds]
-    except ValueError:
-        cli.fail(f"--seeds must be integers, got {a.seeds!r}", 2)
+    for name in ("seeds", "reference_seeds"):
+        try:
+            setattr(a, name, [int(s) for s in getattr(a, name)])
+        except ValueError:
+            cli.fail(f"--{name} must be integers, got {getattr(a, name)!r}", 2)
+    if a.random_feature_weights and (a.fid_weights or a.fvd_weights):
+        cli.fail("--random_feature_weights and --fid_weights/--fvd_weights exclude each other", 2)
     a.storyboards = [s if os.path.exists(s) else os.path.join(STORY, s) for s in a.storyboards]
     for path in a.storyboards:
         if not os.path.isfile(path):
@@ -450,6 +524,7 @@ def measure(a) -> dict:
         part = [r for r in rows if r["table"] == table]
         keys = ("table", "arm", "mode", "length", "frames") if table != "2a" else ("table", "arm")
         summary += summarize(part, keys)
+    frechet_metrics(summary, rows, a)
     result = {"args": dict(vars(a)), "rows": rows, "summary": summary, "command": a.command,
               "machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.platform()})",
               "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -56,6 +56,76 @@ def test_report_has_every_table_and_the_provenance():
         assert needle in text, needle
 
 
+def _png_video(folder, frames):
+    from PIL import Image
+    os.makedirs(folder)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(os.path.join(folder, f"frame_{i:05d}.png"))
+    return str(folder)
+
+
+def test_frechet_metrics_score_each_group_against_the_world(tmp_path, monkeypatch):
+    """Each (arm, mode, length) group's kept videos are one set against the world acting out the
+    same storyboard: the world's own renderings score ~0, black videos far worse. Cheap stand-in
+    feature networks (mean and spread of each colour); the real ones are tested in tests/eval."""
+    import types
+
+    import numpy as np
+    from nuwa_xl_jax.data import scripted
+    from nuwa_xl_jax.evaluation import features
+    from nuwa_xl_jax.io.storyboards import load_storyboard
+    pt = load()
+
+    def colour_stats(x):
+        x = np.asarray(x, np.float32).reshape(len(x), -1, 3)
+        return np.concatenate([x.mean(1), x.std(1)], axis=1)
+
+    fake = features.FeatureNetworks(colour_stats, colour_stats, {"random": True, "fake": 1}, True)
+    monkeypatch.setattr(features, "load_feature_networks", lambda *a, **k: fake)
+    story = os.path.join(ROOT, "configs", "storyboards", "heldout.txt")
+    prompts = list(load_storyboard(story, 16))
+    rows = []
+    for seed in (0, 1):
+        world = scripted.render_storyboard(prompts, (32, 32), seed)
+        for mode, frames in (("dod", world), ("ar", np.zeros_like(world))):
+            rows.append({"table": "1", "arm": "a", "mode": mode, "length": "demo", "frames": 16,
+                         "storyboard": "heldout.txt", "seed": seed,
+                         "video": _png_video(tmp_path / f"{mode}{seed}", frames)})
+    summary = pt.summarize(rows, ("table", "arm", "mode", "length", "frames"))
+    a = types.SimpleNamespace(fid_weights=None, fvd_weights=None, random_feature_weights=True,
+                              storyboards=[story], reference_seeds=[0, 1], root=str(tmp_path))
+    pt.frechet_metrics(summary, rows, a)
+    world_row, black_row = summary
+    assert world_row["avg_fid"] < 1e-3 and world_row["b_fvd16"] < 1e-3
+    assert black_row["avg_fid"] > 100 and black_row["b_fvd16"] > 100
+    assert a.feature_networks["random"]
+    text = pt.render({"args": {**vars(a), "settings": "default", "steps": 3, "sample_steps": 2,
+                               "seeds": [0, 1]},
+                      "summary": summary, "command": "c", "machine": "m", "time": "t",
+                      "wall_s": 1.0})
+    assert f"{black_row['avg_fid']:.1f}" in text and "randomly initialised" in text
+
+
+def test_a_kept_video_is_not_generated_again(tmp_path):
+    pt = load()
+
+    class Pipe:
+        calls = 0
+
+        def __call__(self, *a, **k):
+            raise AssertionError("generated again")
+
+    out = tmp_path / "videos" / "x.mp4"
+    os.makedirs(out.parent)
+    open(out, "wb").close()
+    import json
+    row = {"scene": 0.5, "video": str(out)}
+    json.dump({"sample_steps": 4, "row": row}, open(tmp_path / "videos" / "x.json", "w"))
+    assert pt.score_video(Pipe(), ["p"], "dod", 0, 4, out=str(out)) == row
+    with pytest.raises(AssertionError, match="generated again"):  # other sampler steps: new video
+        pt.score_video(Pipe(), ["p"], "dod", 0, 8, out=str(out))
+
+
 def test_random_temporal_kernels_leave_the_rest():
     """Table 2a's random arm: temporal kernels drawn with std 1/sqrt(fan-in), all else as built."""
     import jax
