@@ -154,7 +154,8 @@ def train_family(arm: Arm, config, workdir: str, steps: int, mesh) -> dict:
         block = "local_train" if stage.startswith("mtd_local") and c.get("local_train") else "train"
         if stage in budgets(c, steps):
             c[block].steps = budgets(c, steps)[stage]
-            c[block].checkpoint_every = max(1, c[block].steps)
+            # checkpoints every 250 steps: a stage killed after hours resumes near where it stopped
+            c[block].checkpoint_every = max(1, min(250, c[block].steps))
             c[block].sample_every = 0
         if stage == "vae" and arm.vae_init == "random":
             done.update(_train_vae_random(c, workdir, mesh))
