@@ -330,6 +330,39 @@ def frechet_metrics(summary, rows, a) -> None:
     a.feature_networks = nets.identity
 
 
+def side_by_side(rows, a) -> list:
+    """One contact sheet per table, storyboard, length and seed with a row per scheme (and the
+    world acting out the storyboard on top): the same evenly spaced frames of every video.
+    Written to ``ROOT/side_by_side/``; the first seed's also beside ``--out`` (``images/``), for
+    the page. Returns ``[(table, path beside --out)]``."""
+    from nuwa_xl_jax import io as nio
+    from nuwa_xl_jax.data import scripted
+    paths = {os.path.basename(s): s for s in a.storyboards}
+    groups: dict = {}
+    for r in rows:
+        if r.get("video") and os.path.exists(r["video"]):
+            groups.setdefault((r["table"], r["storyboard"], r["frames"], r["seed"]), []).append(r)
+    shown = []
+    for (table, story, n, seed), group in groups.items():
+        if len(group) < 2:
+            continue
+        prompts = list(nio.load_storyboard(paths[story], n))
+        videos = [scripted.render_storyboard(prompts, tuple(nio.read_video(group[0]["video"])
+                                                            .shape[1:3]), 0)]
+        videos += [nio.read_video(r["video"]) for r in group]
+        picks = np.unique(np.round(np.linspace(0, n - 1, min(n, 12))).astype(int))
+        levels = [(picks, v[picks], n) for v in videos]
+        labels = ["world"] + [r["mode"] if table == "1" else r["arm"] for r in group]
+        name = f"table{table}_{os.path.splitext(story)[0]}_{n}f_seed{seed}.png"
+        nio.contact_sheet(levels, os.path.join(a.root, "side_by_side", name), prompts,
+                          labels=labels, overwrite=True)
+        if seed == a.seeds[0]:
+            page = os.path.join(os.path.dirname(os.path.abspath(a.out)), "images", "results_" + name)
+            nio.contact_sheet(levels, page, prompts, labels=labels, overwrite=True)
+            shown.append((table, page))
+    return shown
+
+
 def summarize(rows, keys) -> list:
     """Mean and spread (std over seeds / episodes) per group of ``keys``."""
     out = []
@@ -394,6 +427,13 @@ def render(result: dict) -> str:
                 + " | " + _ms(r.get("seconds"))
                 + f" | {_ms(r.get('sequential_calls'))} |")
         lines.append("")
+        out_dir = os.path.dirname(os.path.abspath(a.get("out") or "."))
+        for t, path in result.get("sheets", ()):
+            if t == table:
+                lines += [f"![{title}, side by side]({os.path.relpath(path, out_dir)})", ""]
+        if any(t == table for t, _ in result.get("sheets", ())):
+            lines += ["Side by side: the same evenly spaced frames of each video (first seed), "
+                      "under the world acting out the storyboard (top row).", ""]
     vae_rows = [r for r in result["summary"] if r["table"] == "2a"]
     if vae_rows:
         lines += ["## Table 2a: T-KLVAE temporal layers", "",
@@ -526,7 +566,8 @@ def measure(a) -> dict:
         keys = ("table", "arm", "mode", "length", "frames") if table != "2a" else ("table", "arm")
         summary += summarize(part, keys)
     frechet_metrics(summary, rows, a)
-    result = {"args": dict(vars(a)), "rows": rows, "summary": summary, "command": a.command,
+    sheets = side_by_side(rows, a)
+    result = {"sheets": sheets, "args": dict(vars(a)), "rows": rows, "summary": summary, "command": a.command,
               "machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.platform()})",
               "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "wall_s": time.perf_counter() - t0}

@@ -93,8 +93,13 @@ def test_frechet_metrics_score_each_group_against_the_world(tmp_path, monkeypatc
                          "video": _png_video(tmp_path / f"{mode}{seed}", frames)})
     summary = pt.summarize(rows, ("table", "arm", "mode", "length", "frames"))
     a = types.SimpleNamespace(fid_weights=None, fvd_weights=None, random_feature_weights=True,
-                              storyboards=[story], reference_seeds=[0, 1], root=str(tmp_path))
+                              storyboards=[story], reference_seeds=[0, 1], root=str(tmp_path),
+                              seeds=[0, 1], out=str(tmp_path / "docs" / "results.md"))
     pt.frechet_metrics(summary, rows, a)
+    sheets = pt.side_by_side(rows, a)  # world on top, then dod and ar, per seed
+    assert sheets == [("1", str(tmp_path / "docs" / "images" / "results_table1_heldout_16f_seed0.png"))]
+    assert sorted(os.listdir(tmp_path / "side_by_side")) == [
+        "table1_heldout_16f_seed0.png", "table1_heldout_16f_seed1.png"]
     world_row, black_row = summary
     assert world_row["avg_fid"] < 1e-3 and world_row["b_fvd16"] < 1e-3
     assert black_row["avg_fid"] > 100 and black_row["b_fvd16"] > 100
@@ -102,8 +107,9 @@ def test_frechet_metrics_score_each_group_against_the_world(tmp_path, monkeypatc
     text = pt.render({"args": {**vars(a), "settings": "default", "steps": 3, "sample_steps": 2,
                                "seeds": [0, 1]},
                       "summary": summary, "command": "c", "machine": "m", "time": "t",
-                      "wall_s": 1.0})
+                      "wall_s": 1.0, "sheets": sheets})
     assert f"{black_row['avg_fid']:.1f}" in text and "randomly initialised" in text
+    assert "(images/results_table1_heldout_16f_seed0.png)" in text
 
 
 def test_a_kept_video_is_not_generated_again(tmp_path):

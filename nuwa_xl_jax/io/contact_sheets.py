@@ -60,14 +60,16 @@ def _evenly(indices: np.ndarray, count: int) -> np.ndarray:
 
 
 def contact_sheet(levels, path: str, prompts: Optional[Sequence[str]] = None, *,
-                  thumb_height: int = 64, max_per_row: int = 16, overwrite: bool = False):
+                  thumb_height: int = 64, max_per_row: int = 16, overwrite: bool = False,
+                  labels: Optional[Sequence[str]] = None):
     """A PNG with one row per hierarchy level showing that level's keyframes; returns the PIL image.
 
     ``levels``: a sequence, level 0 first, of ``(indices, frames)``: the video frame indices the
     level generated and their uint8 frames ``[n, H, W, 3]`` (e.g. :attr:`KeyframeCollector.levels`).
     Rows with more than ``max_per_row`` frames show that many, evenly spaced. Each thumbnail is
     labelled with its frame index; with per-frame ``prompts`` also with its scene number, and a
-    legend under the rows lists the scenes' frame ranges and prompts.
+    legend under the rows lists the scenes' frame ranges and prompts. ``labels`` names the rows
+    (default "level k"; e.g. the generation schemes of a side-by-side comparison).
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -88,6 +90,9 @@ def contact_sheet(levels, path: str, prompts: Optional[Sequence[str]] = None, *,
         rows.append((indices[pick], frames[pick], total))
     if not rows:
         raise ValueError("contact_sheet needs at least one level")
+    if labels is not None and len(labels) != len(rows):
+        raise ValueError(f"{len(labels)} labels for {len(rows)} rows")
+    labels = list(labels) if labels is not None else [f"level {k}" for k in range(len(rows))]
     scenes = scenes_of(list(prompts)) if prompts is not None else []
     scene_of = np.zeros(len(prompts) if prompts is not None else 0, int)
     for s, sc in enumerate(scenes):
@@ -108,7 +113,7 @@ def contact_sheet(levels, path: str, prompts: Optional[Sequence[str]] = None, *,
     draw = ImageDraw.Draw(sheet)
     for k, (indices, frames, total) in enumerate(rows):
         y = GAP + k * row_h
-        draw.text((GAP, y + 2), f"level {k}", fill=(0, 0, 0), font=font)
+        draw.text((GAP, y + 2), labels[k], fill=(0, 0, 0), font=font)
         shown = f"{len(indices)} of {total}" if total > len(indices) else f"{total}"
         draw.text((GAP, y + 16), f"{shown} frames", fill=(80, 80, 80), font=font)
         for j, (i, frame) in enumerate(zip(indices, frames)):

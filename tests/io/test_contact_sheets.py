@@ -49,3 +49,17 @@ def test_contact_sheet_input_errors(tmp_path):
     with pytest.raises(ValueError, match=r"level 0: 3 indices but 2 frames"):
         contact_sheets.contact_sheet([(np.arange(3), np.zeros((2, 8, 8, 3), np.uint8))],
                          str(tmp_path / "s.png"))
+    with pytest.raises(ValueError, match=r"2 labels for 1 rows"):
+        contact_sheets.contact_sheet([(np.arange(2), np.zeros((2, 8, 8, 3), np.uint8))],
+                                     str(tmp_path / "s.png"), labels=["dod", "ar"])
+
+
+def test_row_labels_replace_the_level_names(tmp_path):
+    level = [(np.arange(2), np.full((2, 8, 8, 3), 200, np.uint8))]
+    default = np.asarray(contact_sheets.contact_sheet(level, str(tmp_path / "a.png")))
+    named = np.asarray(contact_sheets.contact_sheet(level, str(tmp_path / "b.png"),
+                                                    labels=["artv"]))
+    left = slice(0, contact_sheets.LABEL_WIDTH)
+    assert (default[:, left] != named[:, left]).any()  # the label column differs
+    np.testing.assert_array_equal(default[:, contact_sheets.LABEL_WIDTH:],
+                                  named[:, contact_sheets.LABEL_WIDTH:])
