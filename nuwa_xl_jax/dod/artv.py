@@ -7,13 +7,13 @@ video's first frame) and the previous frame, with the ART•V model of a family 
   ``[prompt 0, prompt n-1, prompt n]``; the previous frame is noised to ``artv.noise_aug_t`` (as
   training augments it) and the mask blends its clean latent into the new frame's prediction.
 
-Runtime [ours]: all prompt states are encoded once; frames run as a ``lax.scan`` inside one jitted
-program over chunks of equal size (one compile for the whole video; a chunk is one host round
-trip, for the progress bar), with the weights placed on the device once. Inside a frame, the
-condition features are computed once, outside the sampler loop; each step runs only the UNet and
-the mask head. Frame n draws its noise from ``fold_in(fold_in(key(seed), 0), n)``, so the video
-does not depend on the chunk size. "Sequential calls" = sampler loops run one after another: one
-per generated frame.
+Runtime [ours]: each distinct prompt is encoded once (the null prompt too); frames run as a
+``lax.scan`` inside one jitted program over chunks of equal size (one compile for the whole video;
+a chunk is one host round trip, for the progress bar), with the weights placed on the device once.
+Inside a frame, the condition features are computed once, outside the sampler loop; each step runs
+only the UNet and the mask head. Frame n draws its noise from
+``fold_in(fold_in(key(seed), 0), n)``, so the video does not depend on the chunk size.
+"Sequential calls" = sampler loops run one after another: one per generated frame.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from nuwa_xl_jax import parallel
 from nuwa_xl_jax.diffusion import samplers, schedules
 from nuwa_xl_jax.dod import engine
 from nuwa_xl_jax.family.artv import ANCHOR, NEW, PREVIOUS, WINDOW, ARTVModels
+from nuwa_xl_jax.models import text
 
 CHUNK = 16  # frames per jitted call (a progress-bar tick); balanced so the last one is not short
 
@@ -67,9 +68,10 @@ def _programs(artv: ARTVModels, sampling: engine.Sampling):
     guided = sampling.guidance_scale != 1.0
     aug_t = int(artv.settings.noise_aug_t)
 
-    def encode(params, ids, null_ids):
-        null = artv.encode_prompts(params, null_ids[None])[0] if guided else None
-        return artv.encode_prompts(params, ids), null
+    def encode(params, table, index):
+        """Each distinct prompt (text.prompt_table: the null prompt last) encoded once."""
+        states = artv.encode_prompts(params, table)
+        return states[index], states[-1] if guided else None
 
     def anchor(params, states, null_states, seed_key):
         """Frame 0 from the first prompt alone: the window's anchor position."""
@@ -146,7 +148,8 @@ def generate(model: engine.LevelModel, prompt_ids, null_ids, *, sampler: str = "
     encode, first, run_chunk = _programs(artv, sampling)
     t0 = time.perf_counter()
     seed_key = jax.random.fold_in(jax.random.key(seed), 0)
-    states, null_states = encode(params, jnp.asarray(prompt_ids), jnp.asarray(null_ids))
+    table, index = text.prompt_table(prompt_ids, null_ids)
+    states, null_states = encode(params, jnp.asarray(table), jnp.asarray(index))
     calls = 0
     if anchor is None:
         anchor_latent = first(params, states, null_states, seed_key)
