@@ -263,7 +263,7 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
         "devices": mesh.devices.size, "mesh": dict(mesh.shape), "batch_size": cfg.batch_size,
         "frames_per_example": stage.frames_per_example, "params": n_params,
         "mtd_dtype": config.model.mtd.dtype if name.startswith("mtd_") else "float32",
-        "remat": bool(config.model.mtd.remat) if name.startswith("mtd_") else False,
+        "remat": str(config.model.mtd.remat) if name.startswith("mtd_") else "none",
         "text_trainable": None if not name.startswith("mtd_") else not frozen_text,
         "data": FLAGS.data, "lower_s": t_lower, "compile_s": t_compile,
         "step_s_median": step_time, "step_s_min": min(times), "step_s_max": max(times),
