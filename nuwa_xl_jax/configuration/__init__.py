@@ -1,43 +1,32 @@
 """Loading and validating ml_collections configs.
 
 Validation runs when a config is loaded, so a bad value is reported by its dotted field name
-before any model is built. Each model section is checked against its block of record below (the
-complete set of fields, with the paper's defaults): an unknown field is an error, not silently
-ignored. Field names of model blocks follow diffusers / transformers configs, so the
+before any model is built. The ``model`` section is validated into the typed, frozen blocks of
+:mod:`~nuwa_xl_jax.configuration.model` (:class:`VAEConfig`, :class:`MTDConfig`,
+:class:`TextConfig`, together a :class:`ModelConfig`) that the networks are built from; the
+ConfigDict blocks below are those classes' fields and defaults (the paper's), so an unknown field
+is an error, not silently ignored. Field names of model blocks follow diffusers / transformers configs, so the
 ``config.json`` of a public model maps onto them one to one. configs/ composes these blocks
 (through :mod:`~nuwa_xl_jax.configuration.presets`); :mod:`~nuwa_xl_jax.configuration.files` finds and
 reads config files.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import ml_collections
 
 from nuwa_xl_jax.configuration import files
 from nuwa_xl_jax.configuration.checks import ConfigError, check_fields
 from nuwa_xl_jax.configuration.data import validate_data
+from nuwa_xl_jax.configuration.model import (MTDConfig, ModelConfig, TextConfig, VAEConfig,
+                                             positive_int)
 from nuwa_xl_jax.configuration.train import validate_train
 
 
 def vae_block() -> ml_collections.ConfigDict:
-    """Temporal KL-VAE; defaults are Stable Diffusion v1's AutoencoderKL (downsampling x8)."""
-    c = ml_collections.ConfigDict()
-    c.in_channels = 3
-    c.out_channels = 3
-    c.latent_channels = 4
-    c.block_out_channels = (128, 256, 512, 512)
-    c.layers_per_block = 2
-    c.norm_num_groups = 32
-    c.mid_block_add_attention = True
-    c.scaling_factor = 0.18215
-    # NUWA-XL's inflation: a temporal conv after every spatial conv, a temporal attention after
-    # every spatial attention. False = the image VAE applied frame by frame.
-    c.temporal = True
-    c.temporal_kernel_size = 3
-    c.temporal_attention_heads = 1
-    c.init_from = ""  # a `convert --kind=vae` folder: start from its weights (temporal at identity)
-    return c
+    """The ``model.vae`` block of a config file: :class:`VAEConfig`'s fields and defaults."""
+    return ml_collections.ConfigDict(VAEConfig().to_dict())
 
 
 def mesh_block() -> ml_collections.ConfigDict:
@@ -48,58 +37,13 @@ def mesh_block() -> ml_collections.ConfigDict:
 
 
 def mtd_block() -> ml_collections.ConfigDict:
-    """Mask Temporal Diffusion UNet; defaults are Stable Diffusion v1's UNet2DConditionModel."""
-    c = ml_collections.ConfigDict()
-    c.in_channels = 4
-    c.out_channels = 4
-    c.block_out_channels = (320, 640, 1280, 1280)
-    c.layers_per_block = 2
-    c.down_block_types = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
-    c.up_block_types = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
-    c.attention_head_dim = 8  # diffusers' SD v1 meaning: the number of heads
-    c.cross_attention_dim = 768
-    c.use_linear_projection = False
-    c.norm_num_groups = 32
-    c.norm_eps = 1e-5
-    c.flip_sin_to_cos = True
-    c.freq_shift = 0
-    # NUWA-XL's inflation and the paper's ablation switches.
-    c.temporal = True
-    c.temporal_kernel_size = 3
-    c.condition_injection = "multiscale"  # 'multiscale' (every block) | 'highest' | 'none'
-    c.condition_symmetric = True  # inject in down and up blocks (False: up blocks only)
-    c.num_levels = 0  # > 0: a learned level embedding (one shared local model for all depths)
-    c.dtype = "float32"  # compute dtype ('float32' | 'bfloat16'); parameters stay float32
-    # Rematerialise each UNet block in training: 'none', 'full' (least memory) or
-    # 'dots_saveable' (keeps matmul outputs; models/mtd.py REMAT_POLICIES).
-    c.remat = "none"
-    # Attention kernels (models/layers.attend): 'auto' = cuDNN's fused flash attention on NVIDIA GPUs
-    # where it applies (bf16, head dim <= 128), else XLA; 'xla'; 'cudnn' (an error where it cannot).
-    c.attention = "auto"
-    # A `convert --kind=unet` folder: the spatial layers start from its weights, the temporal,
-    # condition and level layers at identity (so step 0 is the image UNet frame by frame).
-    c.init_from = ""
-    return c
+    """The ``model.mtd`` block of a config file: :class:`MTDConfig`'s fields and defaults."""
+    return ml_collections.ConfigDict(MTDConfig().to_dict())
 
 
 def text_block() -> ml_collections.ConfigDict:
-    """CLIP text transformer; defaults are CLIP ViT-L/14's (Stable Diffusion v1)."""
-    c = ml_collections.ConfigDict()
-    c.vocab_size = 49408
-    c.hidden_size = 768
-    c.intermediate_size = 3072
-    c.num_hidden_layers = 12
-    c.num_attention_heads = 12
-    c.max_position_embeddings = 77
-    c.hidden_act = "quick_gelu"
-    c.layer_norm_eps = 1e-5
-    c.tokenizer = "word"  # 'word' (built-in, synthetic world) or a local CLIP tokenizer folder
-    c.init_from = ""  # a `convert --kind=clip` folder: start from its weights
-    # Train the text encoder with the MTD? 'auto': frozen when it starts from public weights
-    # (init_from, CLIP), trained with the MTD otherwise (the built-in from-scratch encoder). A
-    # frozen encoder's prompt states are computed once per distinct training prompt, not per step.
-    c.trainable = "auto"  # 'auto' | 'true' | 'false'
-    return c
+    """The ``model.text`` block of a config file: :class:`TextConfig`'s fields and defaults."""
+    return ml_collections.ConfigDict(TextConfig().to_dict())
 
 
 def diffusion_block() -> ml_collections.ConfigDict:
@@ -146,7 +90,7 @@ def validate_artv(c: Any, num_train_timesteps: int, path: str = "artv") -> None:
                               f"(diffusion.num_train_timesteps), got {v!r}")
     if not 0.0 <= c.first_share < 1.0:
         raise ConfigError(f"{path}.first_share must be in [0, 1), got {c.first_share!r}")
-    _positive_int(c.mask_width, f"{path}.mask_width")
+    positive_int(c.mask_width, f"{path}.mask_width")
 
 
 def generate_block() -> ml_collections.ConfigDict:
@@ -168,100 +112,11 @@ def generate_block() -> ml_collections.ConfigDict:
     return c
 
 
-def validate_mtd(c: Any, path: str = "model.mtd") -> None:
-    check_fields(c, mtd_block().keys(), path)
-    _init_from(c, path)
-    block_types = {"down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
-                   "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D")}
-    for f in ("in_channels", "out_channels", "layers_per_block", "norm_num_groups",
-              "cross_attention_dim", "temporal_kernel_size"):
-        _positive_int(c[f], f"{path}.{f}")
-    widths = tuple(c.block_out_channels)
-    if not widths:
-        raise ConfigError(f"{path}.block_out_channels must list at least one width")
-    n = len(widths)
-    for f, known in block_types.items():
-        types = tuple(c[f])
-        if len(types) != n:
-            raise ConfigError(f"{path}.{f} has {len(types)} entries but {path}.block_out_channels "
-                              f"has {n}; give one block type per width")
-        for i, t in enumerate(types):
-            if t not in known:
-                raise ConfigError(f"{path}.{f}[{i}]={t!r} is not a known block type; "
-                                  f"use one of {', '.join(known)}")
-    heads = c.attention_head_dim
-    heads = (heads,) * n if isinstance(heads, int) else tuple(heads)
-    if len(heads) != n:
-        raise ConfigError(f"{path}.attention_head_dim has {len(heads)} entries but "
-                          f"{path}.block_out_channels has {n}; give one int or one per block")
-    for i, (w, hd) in enumerate(zip(widths, heads)):
-        _positive_int(w, f"{path}.block_out_channels[{i}]")
-        _positive_int(hd, f"{path}.attention_head_dim[{i}]")
-        if w % c.norm_num_groups:
-            raise ConfigError(f"{path}.block_out_channels[{i}]={w} is not divisible by "
-                              f"{path}.norm_num_groups={c.norm_num_groups}")
-        if w % hd:
-            raise ConfigError(f"{path}.block_out_channels[{i}]={w} is not divisible by its number "
-                              f"of attention heads {path}.attention_head_dim[{i}]={hd} (SD v1 "
-                              "meaning: heads)")
-    if c.temporal_kernel_size % 2 == 0:
-        raise ConfigError(f"{path}.temporal_kernel_size must be odd (a centred Dirac tap), "
-                          f"got {c.temporal_kernel_size}")
-    if c.condition_injection not in ("multiscale", "highest", "none"):
-        raise ConfigError(f"{path}.condition_injection={c.condition_injection!r}; use "
-                          "'multiscale', 'highest' or 'none'")
-    if c.get("attention", "auto") not in ("auto", "xla", "cudnn"):
-        raise ConfigError(f"{path}.attention={c.attention!r}; use 'auto' (cuDNN flash attention on "
-                          "NVIDIA GPUs where it applies, else XLA), 'xla' or 'cudnn'")
-    if not isinstance(c.remat, bool) and c.remat not in ("none", "full", "dots_saveable"):
-        raise ConfigError(f"{path}.remat={c.remat!r}; use 'none', 'full' (recompute each UNet block) "
-                          "or 'dots_saveable' (keep matmul outputs, recompute the rest)")
-    for f in ("use_linear_projection", "flip_sin_to_cos", "temporal", "condition_symmetric"):
-        if not isinstance(c[f], bool):
-            raise ConfigError(f"{path}.{f} must be True or False, got {c[f]!r}")
-    if not isinstance(c.num_levels, int) or isinstance(c.num_levels, bool) or c.num_levels < 0:
-        raise ConfigError(f"{path}.num_levels must be an integer >= 0, got {c.num_levels!r}")
-    if c.dtype not in ("float32", "bfloat16"):
-        raise ConfigError(f"{path}.dtype={c.dtype!r}; use 'float32' or 'bfloat16'")
-    if not c.norm_eps > 0:
-        raise ConfigError(f"{path}.norm_eps must be > 0, got {c.norm_eps}")
-
-
-def validate_text(c: Any, path: str = "model.text") -> None:
-    check_fields(c, text_block().keys(), path)
-    _init_from(c, path)
-    for f in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-              "num_attention_heads", "max_position_embeddings"):
-        _positive_int(c[f], f"{path}.{f}")
-    if c.hidden_size % c.num_attention_heads:
-        raise ConfigError(f"{path}.hidden_size={c.hidden_size} is not divisible by "
-                          f"{path}.num_attention_heads={c.num_attention_heads}")
-    if c.hidden_act not in ("quick_gelu", "gelu", "gelu_new"):
-        raise ConfigError(f"{path}.hidden_act={c.hidden_act!r}; expected 'quick_gelu', 'gelu' or "
-                          "'gelu_new'")
-    if not c.layer_norm_eps > 0:
-        raise ConfigError(f"{path}.layer_norm_eps must be > 0, got {c.layer_norm_eps}")
-    if not isinstance(c.tokenizer, str) or not c.tokenizer:
-        raise ConfigError(f"{path}.tokenizer must be 'word' or a CLIP tokenizer folder, "
-                          f"got {c.tokenizer!r}")
-    text_trainable(c, path)
-
-
 def text_trainable(c: Any, path: str = "model.text") -> bool:
-    """Whether the text encoder of a ``model.text`` block trains with the MTD, from its
-    ``trainable``: 'auto' (frozen exactly when it starts from public weights, ``init_from``),
-    'true' / 'false' (any case; booleans too). Blocks written before the field existed mean 'auto'."""
-    value = c.get("trainable", "auto")
-    text = value if isinstance(value, bool) else str(value).strip().lower()
-    if text == "auto":
-        return not c.get("init_from", "")
-    if text in (True, "true"):
-        return True
-    if text in (False, "false"):
-        return False
-    raise ConfigError(f"{path}.trainable={value!r}; use 'auto' (frozen when {path}.init_from names "
-                      "public CLIP weights, trained otherwise), 'true' (train it with the MTD) or "
-                      "'false' (frozen: its prompt states are computed once per distinct prompt)")
+    """Whether the text encoder of a ``model.text`` block (a ConfigDict, dict or
+    :class:`TextConfig`) trains with the MTD: :attr:`TextConfig.trains`. Blocks written before
+    ``trainable`` existed mean 'auto'."""
+    return TextConfig.from_dict(c, path).trains
 
 
 def validate_diffusion(c: Any, path: str = "diffusion") -> None:
@@ -271,8 +126,8 @@ def validate_diffusion(c: Any, path: str = "diffusion") -> None:
     for f, allowed in choices.items():
         if c[f] not in allowed:
             raise ConfigError(f"{path}.{f}={c[f]!r} is unknown; choose one of {', '.join(allowed)}")
-    _positive_int(c.num_train_timesteps, f"{path}.num_train_timesteps")
-    _positive_int(c.sample_steps, f"{path}.sample_steps")
+    positive_int(c.num_train_timesteps, f"{path}.num_train_timesteps")
+    positive_int(c.sample_steps, f"{path}.sample_steps")
     if c.sample_steps > c.num_train_timesteps:
         raise ConfigError(f"{path}.sample_steps={c.sample_steps} exceeds "
                           f"{path}.num_train_timesteps={c.num_train_timesteps}")
@@ -288,50 +143,16 @@ def validate_diffusion(c: Any, path: str = "diffusion") -> None:
         raise ConfigError(f"{path}.min_snr_gamma must be >= 0 (0 = plain MSE), got {c.min_snr_gamma}")
 
 
-def _init_from(c: Any, path: str) -> None:
-    value = c.get("init_from", "")  # configs written before the field existed have none
-    if not isinstance(value, str):
-        raise ConfigError(f"{path}.init_from must be a folder written by python -m "
-                          f"nuwa_xl_jax.convert (or '' for a fresh init), got {value!r}")
-
-
-def _positive_int(value, field: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{field} must be a positive integer, got {value!r}")
-
-
-def validate_vae(c: Any, path: str = "model.vae") -> None:
-    check_fields(c, vae_block().keys(), path)
-    _init_from(c, path)
-    for f in ("in_channels", "out_channels", "latent_channels", "layers_per_block",
-              "norm_num_groups", "temporal_kernel_size", "temporal_attention_heads"):
-        _positive_int(c[f], f"{path}.{f}")
-    widths = tuple(c.block_out_channels)
-    if not widths:
-        raise ConfigError(f"{path}.block_out_channels must list at least one width")
-    for i, w in enumerate(widths):
-        _positive_int(w, f"{path}.block_out_channels[{i}]")
-        if w % c.norm_num_groups:
-            raise ConfigError(f"{path}.block_out_channels[{i}]={w} is not divisible by "
-                              f"{path}.norm_num_groups={c.norm_num_groups}")
-        if w % c.temporal_attention_heads:
-            raise ConfigError(f"{path}.block_out_channels[{i}]={w} is not divisible by "
-                              f"{path}.temporal_attention_heads={c.temporal_attention_heads}")
-    if c.temporal_kernel_size % 2 == 0:
-        raise ConfigError(f"{path}.temporal_kernel_size must be odd (a centred Dirac tap), "
-                          f"got {c.temporal_kernel_size}")
-    if not c.scaling_factor > 0:
-        raise ConfigError(f"{path}.scaling_factor must be > 0, got {c.scaling_factor}")
-
-
-def vae_downsampling(c: Any) -> int:
-    return 2 ** (len(tuple(c.block_out_channels)) - 1)
+def model_config(config: Any) -> ModelConfig:
+    """The typed ``model`` section of a config (a ConfigDict after overrides, or a family's stored
+    ``config.json``): the one place its blocks are checked."""
+    return ModelConfig.from_dict(config.model)
 
 
 def check_resolution(resolution, factor: int, path: str) -> None:
     h, w = resolution
     for name, v in (("height", h), ("width", w)):
-        _positive_int(v, f"{path} {name}")
+        positive_int(v, f"{path} {name}")
         if v % factor:
             raise ConfigError(f"{path}={tuple(resolution)}: {name} {v} is not divisible by the "
                               f"VAE downsampling factor {factor}; use a multiple of {factor}")
@@ -361,20 +182,14 @@ def train_block_name(config: Any, stage: str) -> str:
     return "train"
 
 
-def validate(config: Any) -> None:
-    """Validates every section present in ``config``."""
+def validate(config: Any) -> Optional[ModelConfig]:
+    """Validates every section present in ``config``; returns its typed ``model`` section (the
+    objects the networks are built from), None when it has none."""
     check_fields(config, TOP_LEVEL, "config")
-    model = config.get("model")
-    if model is not None:
-        check_fields(model, ("vae", "mtd", "text"), "model")
-    if model is not None and model.get("vae") is not None:
-        validate_vae(model.vae)
+    model = model_config(config) if config.get("model") is not None else None
+    if model is not None and model.vae is not None:
         if config.get("data") is not None and config.data.get("resolution") is not None:
-            check_resolution(config.data.resolution, vae_downsampling(model.vae), "data.resolution")
-    if model is not None and model.get("mtd") is not None:
-        validate_mtd(model.mtd)
-    if model is not None and model.get("text") is not None:
-        validate_text(model.text)
+            check_resolution(config.data.resolution, model.vae.downsampling_factor, "data.resolution")
     if config.get("diffusion") is not None:
         validate_diffusion(config.diffusion)
     if config.get("data") is not None:
@@ -382,16 +197,6 @@ def validate(config: Any) -> None:
     for block in ("train", "local_train", "vae_train", "vae_image_train"):
         if config.get(block) is not None:
             validate_train(config[block], block)
-    if model is not None and model.get("mtd") is not None and model.get("vae") is not None:
-        lat = model.vae.latent_channels
-        if (model.mtd.in_channels, model.mtd.out_channels) != (lat, lat):
-            raise ConfigError(f"model.mtd.in_channels={model.mtd.in_channels} and out_channels="
-                              f"{model.mtd.out_channels} must equal model.vae.latent_channels={lat} "
-                              "(the MTD diffuses the VAE's latents)")
-    if model is not None and model.get("mtd") is not None and model.get("text") is not None:
-        if model.mtd.cross_attention_dim != model.text.hidden_size:
-            raise ConfigError(f"model.mtd.cross_attention_dim={model.mtd.cross_attention_dim} must equal "
-                              f"model.text.hidden_size={model.text.hidden_size} (the prompt states' width)")
     if config.get("vae_frames") is not None:
         F, C = config.vae_frames, config.get("vae_context", 0)
         if not isinstance(F, int) or F < 1 or not isinstance(C, int) or not 0 <= C <= (F - 1) // 2:
@@ -405,7 +210,7 @@ def validate(config: Any) -> None:
                 "mtd_local" not in config.stages:
             raise ConfigError("local_models='shared' trains one local model: stages must list "
                               "'mtd_local' (not mtd_local<d>), e.g. ('vae', 'mtd_global', 'mtd_local')")
-        if model is not None and model.get("mtd") is not None and model.mtd.num_levels < 1:
+        if model is not None and model.mtd is not None and model.mtd.num_levels < 1:
             raise ConfigError("local_models='shared' needs model.mtd.num_levels > 0 (its level "
                               "embedding); set it to data.depth")
     if "vae_image" in (config.get("stages") or ()) and config.get("vae_image_train") is None:
@@ -441,3 +246,4 @@ def validate(config: Any) -> None:
         if len(tuple(config.mesh.shape)) != len(tuple(config.mesh.axes)):
             raise ConfigError(f"mesh.shape {tuple(config.mesh.shape)} and mesh.axes "
                               f"{tuple(config.mesh.axes)} must have the same length")
+    return model

@@ -7,12 +7,13 @@ runtime serves every level's model of a family (dod/engine.py's ``Denoiser``).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
+from nuwa_xl_jax import configuration
 from nuwa_xl_jax.diffusion import schedules
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.models.mtd import MTDUNet
@@ -27,34 +28,36 @@ class MTDModels:
 
     def __init__(self, config, workdir: str | None, vae_params: Any = None):
         self.config = config
-        vae_cfg = ml_collections.ConfigDict(config.model.vae.to_dict())
+        self.model = model = configuration.model_config(config)  # the typed model blocks
+        vae_cfg = model.vae
         if vae_params is None:  # the EMA weights the vae stage exported, and its latent scale
-            vae_params, vae_cfg.scaling_factor = store.read_vae(workdir, config)
+            vae_params, scale = store.read_vae(workdir, config)
+            vae_cfg = dataclasses.replace(vae_cfg, scaling_factor=scale)
         self.vae = TKLVAE.from_config(vae_cfg)
         self.vae_params = vae_params
-        self.mtd = MTDUNet.from_config(config.model.mtd)
+        self.mtd = MTDUNet.from_config(model.mtd)
         # The text encoder computes in the MTD's compute dtype (its params stay float32), like
         # the UNet that reads its states.
-        self.text = CLIPTextModel.from_config(config.model.text, jnp.dtype(config.model.mtd.dtype))
+        self.text = CLIPTextModel.from_config(model.text, jnp.dtype(model.mtd.dtype))
         vocabulary = VOCABULARY if config.data.dataset == "synthetic_cartoon" else None
-        self.tokenizer = make_tokenizer(config.model.text, vocabulary)
+        self.tokenizer = make_tokenizer(model.text, vocabulary)
         if hasattr(self.tokenizer, "max_length"):
             self.tokenizer.max_length = config.data.max_length
         self.null_ids = jnp.asarray(self.tokenizer([""]))[0]  # [T]
         self.schedule = schedules.from_config(config.diffusion)
         self.scale = vae_cfg.scaling_factor
-        f = 2 ** (len(config.model.vae.block_out_channels) - 1)
+        f = model.vae.downsampling_factor
         h, w = tuple(config.data.resolution)
-        self.latent_shape = (h // f, w // f, config.model.vae.latent_channels)
+        self.latent_shape = (h // f, w // f, model.vae.latent_channels)
 
     def init(self, key, frames: int):
         k1, k2 = jax.random.split(key)
         T = self.null_ids.shape[0]
         ids = jnp.zeros((1, T), jnp.int32)
         text_vars = self.text.init(k2, ids)
-        D = self.config.model.text.hidden_size
+        D = self.model.text.hidden_size
         x = jnp.zeros((1, frames, *self.latent_shape))
-        kw = {"level": jnp.zeros((1,), jnp.int32)} if self.config.model.mtd.num_levels else {}
+        kw = {"level": jnp.zeros((1,), jnp.int32)} if self.model.mtd.num_levels else {}
         mtd_vars = self.mtd.init(k1, x, jnp.zeros((1,), jnp.int32), jnp.zeros((1, frames, T, D)),
                                  x, jnp.zeros((1, frames)), **kw)
         return {"mtd": mtd_vars, "text": text_vars}
@@ -80,7 +83,7 @@ class MTDModels:
 
     def unet(self, params, x, t, states, features, level=None):
         """The MTD UNet on prompt states and condition features: all one sampler step runs."""
-        kw = {"level": level} if self.config.model.mtd.num_levels else {}
+        kw = {"level": level} if self.model.mtd.num_levels else {}
         return self.mtd.apply(params["mtd"], x, t, states, features=features, **kw)
 
     def denoise(self, params, x, t, ids, cond, mask, level=None):

@@ -21,21 +21,20 @@ mid block, which the paper's "every down and up block" does not name); a tempora
 """
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from nuwa_xl_jax.configuration import mtd_block, validate_mtd
+from nuwa_xl_jax.configuration.model import MTDConfig, per_block
 from nuwa_xl_jax.models.layers import (Downsample, Dtype, ResnetBlock, TemporalAttention, Upsample,
                                        conv2d, dense, group_norm, sinusoidal_embedding)
 from nuwa_xl_jax.models.transformer import Transformer2D
 
-DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
-UP_BLOCK_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# init_from says where training starts; dtype is a name in the config, a jnp dtype here
+_NETWORK_FIELDS = tuple(f for f in MTDConfig().to_dict() if f not in ("init_from", "dtype"))
 
 
 class ConditionCascade(nn.Module):
@@ -177,30 +176,12 @@ class MidBlock(_BlockLayers):
         return res("resnets_1")(h, self.num_frames, temb)
 
 
-def _per_block(value, n: int) -> tuple:
-    return (value,) * n if isinstance(value, int) else tuple(value)
-
-
-# What each block keeps for the backward pass. "full" recomputes the whole block (least memory);
-# "dots_saveable" keeps the outputs of matmuls without batch dimensions (the projections and MLPs,
-# MaxText's usual choice) and recomputes the rest, including the attention scores; "none" keeps
-# everything (fastest, most memory).
-REMAT_POLICIES = ("none", "full", "dots_saveable")
-
-
-def remat_policy_name(remat: Union[str, bool]) -> str:
-    """The policy a ``remat`` setting names; booleans are the older spelling (configs exported
-    before the policies existed)."""
-    if isinstance(remat, bool):
-        return "full" if remat else "none"
-    if remat not in REMAT_POLICIES:
-        raise ValueError(f"remat={remat!r}; use one of {REMAT_POLICIES}")
-    return remat
-
-
-def remat_wrapper(remat: Union[str, bool]):
+# What each block keeps for the backward pass (configuration.model.REMAT_POLICIES). "full"
+# recomputes the whole block (least memory); "dots_saveable" keeps the outputs of matmuls without
+# batch dimensions (the projections and MLPs, MaxText's usual choice) and recomputes the rest,
+# including the attention scores; "none" keeps everything (fastest, most memory).
+def remat_wrapper(name: str):
     """``cls -> cls`` wrapping a block module class in ``nn.remat`` with the policy's saving rule."""
-    name = remat_policy_name(remat)
     if name == "none":
         return lambda cls: cls
     policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if name == "dots_saveable"
@@ -240,47 +221,28 @@ class MTDUNet(nn.Module):
     condition_symmetric: bool = True
     num_levels: int = 0
     dtype: Dtype = jnp.float32
-    remat: Union[str, bool] = "none"  # REMAT_POLICIES; True/False = 'full'/'none'
+    remat: str = "none"  # one of REMAT_POLICIES
     attention: str = "auto"  # layers.attend: 'auto' = cuDNN flash on NVIDIA GPUs where it applies
 
     @classmethod
     def from_config(cls, cfg) -> "MTDUNet":
-        """Builds the module from a ``model.mtd`` config block (see configuration.py), after
-        validating it; a plain dict (e.g. a converted checkpoint's ``config.json``) works too."""
-        if not isinstance(cfg, ml_collections.ConfigDict):
-            cfg = ml_collections.ConfigDict(dict(cfg))
-        validate_mtd(cfg)
-        kw = {k: cfg[k] for k in cfg.keys() if k != "init_from"}  # where training starts
-        for k in ("block_out_channels", "down_block_types", "up_block_types"):
-            kw[k] = tuple(kw[k])
-        if not isinstance(kw["attention_head_dim"], int):
-            kw["attention_head_dim"] = tuple(kw["attention_head_dim"])
-        kw["dtype"] = _DTYPES[kw["dtype"]]
-        return cls(**kw)
+        """The module for a :class:`~nuwa_xl_jax.configuration.model.MTDConfig`; a ConfigDict or
+        plain dict block (e.g. a converted checkpoint's ``config.json``) is first validated into
+        one (``MTDConfig.from_dict``)."""
+        cfg = MTDConfig.from_dict(cfg)
+        kw = {f: getattr(cfg, f) for f in _NETWORK_FIELDS}
+        return cls(**kw, dtype=_DTYPES[cfg.dtype])
 
-    def to_config(self):
-        """The ``model.mtd`` block that rebuilds this module (inverse of :meth:`from_config`)."""
-        c = mtd_block()
-        with c.ignore_type():
-            for k in c.keys():
-                if k != "init_from":  # where training starts, not the network
-                    c[k] = getattr(self, k)
-            c.dtype = jnp.dtype(self.dtype).name
-        return c
+    def to_config(self) -> MTDConfig:
+        """The typed ``model.mtd`` block that rebuilds this module (inverse of :meth:`from_config`)."""
+        return MTDConfig(**{f: getattr(self, f) for f in _NETWORK_FIELDS},
+                         dtype=jnp.dtype(self.dtype).name)
 
     # ----------------------------------------------------------------------------- helpers
     def injected_levels(self) -> tuple[set, set]:
         """Resolution levels (0 = highest) that get condition injection in down / up blocks."""
-        n = len(self.block_out_channels)
-        if self.condition_injection == "none":
-            levels = set()
-        elif self.condition_injection == "highest":
-            levels = {0}
-        elif self.condition_injection == "multiscale":
-            levels = set(range(n))
-        else:
-            raise ValueError(f"condition_injection={self.condition_injection!r}; use 'multiscale', "
-                             "'highest' or 'none'")
+        levels = {"none": set(), "highest": {0},
+                  "multiscale": set(range(len(self.block_out_channels)))}[self.condition_injection]
         return (levels if self.condition_symmetric else set()), levels
 
     def _check_inputs(self, x_t, t, text, cond, mask, level):
@@ -366,12 +328,7 @@ class MTDUNet(nn.Module):
         b, f, hgt, wid, _ = x_t.shape
         n = len(self.block_out_channels)
         widths = tuple(self.block_out_channels)
-        heads = _per_block(self.attention_head_dim, n)
-        for name, types, known in (("down_block_types", self.down_block_types, DOWN_BLOCK_TYPES),
-                                   ("up_block_types", self.up_block_types, UP_BLOCK_TYPES)):
-            bad = [ty for ty in types if ty not in known]
-            if bad or len(types) != n:
-                raise ValueError(f"{name}={tuple(types)}: need {n} entries from {known}")
+        heads = per_block(self.attention_head_dim, n)
         down_levels, up_levels = self.injected_levels()
         common = dict(norm_groups=self.norm_num_groups, norm_eps=self.norm_eps,
                       use_linear_projection=self.use_linear_projection, temporal=self.temporal,
@@ -436,8 +393,3 @@ class _TimeEmbedding(nn.Module):
     def __call__(self, x):
         h = dense(self.features, dtype=self.dtype, name="linear_1")(x)
         return dense(self.features, dtype=self.dtype, name="linear_2")(nn.silu(h))
-
-
-def from_config(cfg) -> MTDUNet:
-    """``MTDUNet.from_config``: the module for a ``model.mtd`` config block."""
-    return MTDUNet.from_config(cfg)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nuwa_xl_jax.configuration.model import TextConfig
 from nuwa_xl_jax.models.layers import dense, layer_norm
 
 Dtype = Any
@@ -131,6 +132,9 @@ class CLIPTextTransformer(nn.Module):
         return layer_norm(self.layer_norm_eps, name="final_layer_norm", dtype=self.dtype)(x)
 
 
+_NETWORK_FIELDS = tuple(f for f in TextConfig().to_dict() if f not in ("tokenizer", "init_from"))
+
+
 class CLIPTextModel(nn.Module):
     """``apply(variables, input_ids [B, T] int) -> [B, T, D]`` (HF's last_hidden_state)."""
     vocab_size: int = 49408
@@ -143,22 +147,13 @@ class CLIPTextModel(nn.Module):
     layer_norm_eps: float = 1e-5
     dtype: Dtype = jnp.float32
 
-    def __post_init__(self):
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; choose one of "
-                             f"{', '.join(ACTIVATIONS)}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by "
-                             f"num_attention_heads {self.num_attention_heads}")
-        super().__post_init__()
-
     @classmethod
     def from_config(cls, c: Any, dtype: Dtype = jnp.float32) -> "CLIPTextModel":
-        """From a ``model.text`` config block (configuration.text_block); ``tokenizer`` is not a
-        field of the network."""
-        fields = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                  "num_attention_heads", "max_position_embeddings", "hidden_act", "layer_norm_eps")
-        return cls(**{f: c[f] for f in fields}, dtype=dtype)
+        """The module for a :class:`~nuwa_xl_jax.configuration.model.TextConfig`; a ConfigDict or
+        plain dict block is first validated into one (``TextConfig.from_dict``). ``tokenizer``
+        and ``init_from`` are not fields of the network."""
+        c = TextConfig.from_dict(c)
+        return cls(**{f: getattr(c, f) for f in _NETWORK_FIELDS}, dtype=dtype)
 
     @nn.compact
     def __call__(self, input_ids):

@@ -25,9 +25,8 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from nuwa_xl_jax import configuration
+from nuwa_xl_jax.configuration.model import VAEConfig
 from nuwa_xl_jax.models.layers import (Attention, Downsample, ResnetBlock, TemporalAttention,
                                        TemporalConv, Upsample, conv2d, group_norm)
 
@@ -123,7 +122,7 @@ class MidBlock(nn.Module):
 
 
 class _VAEModule(nn.Module):
-    """Fields shared by the encoder and decoder (those of configuration.vae_block())."""
+    """Fields shared by the encoder and decoder (those of configuration.model.VAEConfig)."""
     in_channels: int = 3
     out_channels: int = 3
     latent_channels: int = 4
@@ -232,8 +231,12 @@ class Decoder(_VAEModule):
         return self._conv3x3(x, self.out_channels, "conv_out", num_frames)
 
 
+# init_from says where training starts, not what the network is
+_NETWORK_FIELDS = tuple(f for f in VAEConfig().to_dict() if f != "init_from")
+
+
 class TKLVAE(_VAEModule):
-    """The Temporal KL-VAE. Fields are those of ``configuration.vae_block()`` plus ``dtype``.
+    """The Temporal KL-VAE. Fields are those of ``configuration.model.VAEConfig`` plus ``dtype``.
 
     ``dtype`` is the compute dtype (e.g. ``jnp.bfloat16``); parameters are always fp32 and the
     posterior and decoded video are returned in fp32.
@@ -265,24 +268,16 @@ class TKLVAE(_VAEModule):
         return 2 ** (len(tuple(self.block_out_channels)) - 1)
 
     @nn.nowrap
-    def to_config(self) -> ml_collections.ConfigDict:
-        """The ``model.vae`` config block that rebuilds this module (see :meth:`from_config`)."""
-        c = configuration.vae_block()
-        for field in c.keys():
-            if field == "init_from":  # not a property of the network
-                continue
-            value = getattr(self, field)
-            c[field] = tuple(value) if isinstance(value, (list, tuple)) else value
-        return c
+    def to_config(self) -> VAEConfig:
+        """The typed ``model.vae`` block that rebuilds this module (see :meth:`from_config`)."""
+        return VAEConfig(**{f: getattr(self, f) for f in _NETWORK_FIELDS})
 
     @classmethod
     def from_config(cls, cfg: Any, dtype: Any = jnp.float32) -> "TKLVAE":
-        """Builds the module from a ``model.vae`` config block, validating it first."""
-        configuration.validate_vae(cfg)
-        # init_from says where training starts, not what the network is
-        fields = {k: cfg[k] for k in configuration.vae_block().keys() if k != "init_from"}
-        fields["block_out_channels"] = tuple(fields["block_out_channels"])
-        return cls(**fields, dtype=jnp.dtype(dtype))
+        """The module for a :class:`~nuwa_xl_jax.configuration.model.VAEConfig`; a ConfigDict or
+        plain dict block is first validated into one (``VAEConfig.from_dict``)."""
+        cfg = VAEConfig.from_dict(cfg)
+        return cls(**{f: getattr(cfg, f) for f in _NETWORK_FIELDS}, dtype=jnp.dtype(dtype))
 
     @nn.nowrap
     def _check_video(self, x, name: str, channels: int, spatial_factor: int):

@@ -16,6 +16,7 @@ with t = 0 and excluded from the loss; the samplers do the same at inference (``
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -29,7 +30,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from nuwa_xl_jax.configuration import text_trainable, train_block_name
+from nuwa_xl_jax.configuration import VAEConfig, text_trainable, train_block_name
 from nuwa_xl_jax.data import latent_cache, pipeline
 from nuwa_xl_jax.diffusion import samplers, schedules
 # The on-disk format and runtime live in the family layer; these names stay importable from here.
@@ -99,10 +100,10 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
     copied, temporal layers at identity) and trains on clips of ``vae_frames`` consecutive frames.
     [ours: the paper inflates SD's VAE; the embedded default has none, so it trains one first.]
     """
-    vae_cfg = ml_collections.ConfigDict(config.model.vae.to_dict())
+    vae_cfg = VAEConfig.from_dict(config.model.vae)
     train_cfg = config.vae_image_train if image else config.vae_train
     if image:
-        vae_cfg.temporal = False
+        vae_cfg = dataclasses.replace(vae_cfg, temporal=False)
         F = 3  # frames_per_call >= 3 in the data spec; the image VAE sees each frame alone
         dcfg = data_config(config, mode="ar", frames_per_call=F, ar_stride=image_stride(config),
                            ar_prefix=0, batch_size=train_cfg.batch_size)
@@ -310,7 +311,7 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
     train_cfg = train_block_for(config, name)
     dcfg = data_config(config, batch_size=train_cfg.batch_size, latent_dir=cache, **overrides)
     L = config.data.frames_per_call
-    if name == "mtd_local" and not config.model.mtd.num_levels:
+    if name == "mtd_local" and not models.model.mtd.num_levels:
         raise ValueError("stage 'mtd_local' (one shared local model) needs model.mtd.num_levels > 0 "
                          "for its level embedding; set it to data.depth")
     init = _init_fn(lambda key: models.init(key, L), config, train_cfg, workdir)

@@ -23,21 +23,17 @@ _CONFIG_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_
 
 
 def text_config_from_hf(hf: dict, source: str = "config.json"):
-    """A validated ``model.text`` block from an HF CLIPTextConfig dict."""
+    """The typed ``model.text`` block (TextConfig) from an HF CLIPTextConfig dict."""
     if hf.get("model_type") == "clip" and "text_config" in hf:
         raise WeightsError(f"{source} describes a full CLIPModel; point at a CLIPTextModel folder "
                            "(e.g. Stable Diffusion's text_encoder/)")
-    c = configuration.text_block()
     missing = [f for f in _CONFIG_FIELDS if f not in hf]
     if missing:
         raise WeightsError(f"{source} lacks CLIP text config field(s): {', '.join(missing)}")
-    for f in _CONFIG_FIELDS:
-        c[f] = type(c[f])(hf[f])
     try:
-        configuration.validate_text(c, path=source)
+        return configuration.TextConfig.from_dict({f: hf[f] for f in _CONFIG_FIELDS}, path=source)
     except configuration.ConfigError as e:
         raise WeightsError(str(e)) from e
-    return c
 
 
 def hf_key_to_flax(key: str, expected_ndim: dict) -> tuple[str, str]:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from nuwa_xl_jax.configuration import ConfigError, mtd_block, validate_mtd
+from nuwa_xl_jax.configuration import ConfigError, MTDConfig
 from nuwa_xl_jax.models.mtd import MTDUNet
 from nuwa_xl_jax.weights.common import (WeightsError, assemble, flatten, read_json, read_safetensors,
                                         torch_to_flax_leaf)
@@ -65,8 +65,8 @@ _NUWA_OPTIONS = ("temporal", "temporal_kernel_size", "condition_injection", "con
                  "num_levels", "dtype", "remat", "attention")
 
 
-def mtd_config_from_diffusers(unet_config: dict[str, Any], **nuwa_options) -> Any:
-    """The ``model.mtd`` config block for a diffusers UNet2DConditionModel ``config.json``."""
+def mtd_config_from_diffusers(unet_config: dict[str, Any], **nuwa_options) -> MTDConfig:
+    """The typed ``model.mtd`` block for a diffusers UNet2DConditionModel ``config.json``."""
     unsupported = [f"{k}={unet_config[k]!r} (supported: {', '.join(map(repr, ok))})"
                    for k, ok in _REQUIRED.items() if k in unet_config and unet_config[k] not in ok]
     if isinstance(unet_config.get("layers_per_block"), (list, tuple)):
@@ -79,19 +79,11 @@ def mtd_config_from_diffusers(unet_config: dict[str, Any], **nuwa_options) -> An
     unknown = sorted(set(nuwa_options) - set(_NUWA_OPTIONS))
     if unknown:
         raise WeightsError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_NUWA_OPTIONS)}")
-    c = mtd_block()
-    with c.ignore_type():
-        for k in _COPIED:
-            if k in unet_config:
-                v = unet_config[k]
-                c[k] = tuple(v) if isinstance(v, list) else v
-        for k, v in nuwa_options.items():
-            c[k] = v
+    fields = {k: unet_config[k] for k in _COPIED if k in unet_config}
     try:
-        validate_mtd(c)
+        return MTDConfig.from_dict(dict(fields, **nuwa_options))
     except ConfigError as e:
         raise WeightsError(f"the UNet config.json does not give a valid MTD UNet: {e}") from e
-    return c
 
 
 def diffusers_key_to_flax(key: str) -> str:

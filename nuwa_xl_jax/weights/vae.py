@@ -14,10 +14,9 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from nuwa_xl_jax import configuration
+from nuwa_xl_jax.configuration import VAEConfig
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
 from nuwa_xl_jax.weights.common import (WeightsError, assemble, flatten, read_json,
                                         read_safetensors, torch_to_flax_leaf)
@@ -32,8 +31,8 @@ _LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn
 
 
 def vae_config_from_diffusers(src: Mapping[str, Any], temporal: bool = True
-                              ) -> ml_collections.ConfigDict:
-    """diffusers AutoencoderKL ``config.json`` -> our validated ``model.vae`` block.
+                              ) -> VAEConfig:
+    """diffusers AutoencoderKL ``config.json`` -> our typed ``model.vae`` block.
 
     Values our architecture cannot represent (other block types or activations, no quant convs,
     latent shift/normalisation statistics) are refused rather than silently dropped.
@@ -63,14 +62,8 @@ def vae_config_from_diffusers(src: Mapping[str, Any], temporal: bool = True
     if problems:
         raise WeightsError("config.json is not a T-KLVAE-compatible AutoencoderKL: "
                            + "; ".join(problems))
-    cfg = configuration.vae_block()
-    for field in _COPIED:
-        if field in src:
-            value = src[field]
-            cfg[field] = tuple(value) if isinstance(value, list) else value
-    cfg.temporal = bool(temporal)
-    configuration.validate_vae(cfg, path="config.json")
-    return cfg
+    fields = {f: src[f] for f in _COPIED if f in src}
+    return VAEConfig.from_dict(dict(fields, temporal=bool(temporal)), path="config.json")
 
 
 def flax_path(torch_key: str) -> tuple[str, str]:

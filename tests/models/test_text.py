@@ -128,9 +128,9 @@ def test_too_many_tokens_is_a_clear_error(encoder):
 
 def test_bad_text_config():
     with pytest.raises(configuration.ConfigError, match="num_attention_heads"):
-        configuration.validate_text(tiny_config(num_attention_heads=3))
-    with pytest.raises(configuration.ConfigError, match="hidden_act"):
-        configuration.validate_text(tiny_config(hidden_act="relu"))
+        configuration.TextConfig.from_dict(tiny_config(num_attention_heads=3))
+    with pytest.raises(configuration.ConfigError, match="model.text.hidden_act"):
+        text.CLIPTextModel.from_config(tiny_config(hidden_act="relu"))
 
 
 # ---- prompts -> states -----------------------------------------------------------------------
