@@ -56,6 +56,7 @@ def test_values_are_normalised_once():
     ("text", "hidden_act", "relu", r"model\.text\.hidden_act='relu'"),
     ("text", "layer_norm_eps", None, r"model\.text\.layer_norm_eps must be a number"),
     ("text", "tokenizer", "", r"model\.text\.tokenizer must be 'word' or a CLIP tokenizer folder"),
+    ("text", "trainable", "sometimes", r"model\.text\.trainable='sometimes'; use 'auto'"),
 ])
 def test_each_bad_value_is_one_error_naming_the_field(block, field, value, match):
     config = _tiny()

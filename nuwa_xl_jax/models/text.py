@@ -132,7 +132,8 @@ class CLIPTextTransformer(nn.Module):
         return layer_norm(self.layer_norm_eps, name="final_layer_norm", dtype=self.dtype)(x)
 
 
-_NETWORK_FIELDS = tuple(f for f in TextConfig().to_dict() if f not in ("tokenizer", "init_from"))
+_NETWORK_FIELDS = tuple(f for f in TextConfig().to_dict()
+                        if f not in ("tokenizer", "init_from", "trainable"))  # not the network
 
 
 class CLIPTextModel(nn.Module):

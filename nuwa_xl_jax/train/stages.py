@@ -44,14 +44,14 @@ from nuwa_xl_jax.train import init_from, loop, prompt_table, vae_loss
 
 
 def _to_dict(c: Any) -> dict:
+    """A model block as fingerprinted and exported: ``init_from`` (where the weights started) and
+    ``trainable`` are not architecture, so a workdir trained before they existed still resumes."""
     if hasattr(c, "to_json_best_effort"):  # a ConfigDict block
         d = json.loads(c.to_json_best_effort())
     elif hasattr(c, "to_dict"):  # a typed block (configuration.model): tuples as JSON lists
         d = json.loads(json.dumps(c.to_dict()))
     else:
         d = dict(c)
-    d.pop("init_from", None)
-    d.pop("trainable", None)  # a frozen text encoder is its own entry (_mtd_model_config)
     d.pop("init_from", None)
     d.pop("trainable", None)  # a frozen text encoder is its own entry (_mtd_model_config)
     return d
