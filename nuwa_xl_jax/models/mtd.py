@@ -202,27 +202,29 @@ class MTDUNet(nn.Module):
     ``apply(variables, x_t, t, text, level=level, features=...)`` runs the UNet on them (same
     result as passing cond and mask).
     """
-    in_channels: int = 4
-    out_channels: int = 4
-    block_out_channels: Sequence[int] = (320, 640, 1280, 1280)
-    layers_per_block: int = 2
-    down_block_types: Sequence[str] = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
-    up_block_types: Sequence[str] = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
-    attention_head_dim: Any = 8  # SD v1 meaning: heads per block (int or one per block)
-    cross_attention_dim: int = 768
-    use_linear_projection: bool = False
-    norm_num_groups: int = 32
-    norm_eps: float = 1e-5
-    flip_sin_to_cos: bool = True
-    freq_shift: float = 0
-    temporal: bool = True
-    temporal_kernel_size: int = 3
-    condition_injection: str = "multiscale"
-    condition_symmetric: bool = True
-    num_levels: int = 0
-    dtype: Dtype = jnp.float32
-    remat: str = "none"  # one of REMAT_POLICIES
-    attention: str = "auto"  # layers.attend: 'auto' = cuDNN flash on NVIDIA GPUs where it applies
+    # The fields of configuration.model.MTDConfig (its defaults and meanings; built with
+    # from_config), less init_from, with dtype a jnp dtype.
+    in_channels: int
+    out_channels: int
+    block_out_channels: Sequence[int]
+    layers_per_block: int
+    down_block_types: Sequence[str]
+    up_block_types: Sequence[str]
+    attention_head_dim: Any  # SD v1 meaning: heads per block (int or one per block)
+    cross_attention_dim: int
+    use_linear_projection: bool
+    norm_num_groups: int
+    norm_eps: float
+    flip_sin_to_cos: bool
+    freq_shift: float
+    temporal: bool
+    temporal_kernel_size: int
+    condition_injection: str
+    condition_symmetric: bool
+    num_levels: int
+    dtype: Dtype
+    remat: str  # one of REMAT_POLICIES
+    attention: str  # layers.attend: 'auto' = cuDNN flash on NVIDIA GPUs where it applies
 
     @classmethod
     def from_config(cls, cfg) -> "MTDUNet":

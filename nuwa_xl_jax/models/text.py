@@ -137,15 +137,16 @@ _NETWORK_FIELDS = tuple(f for f in TextConfig().to_dict()
 
 
 class CLIPTextModel(nn.Module):
-    """``apply(variables, input_ids [B, T] int) -> [B, T, D]`` (HF's last_hidden_state)."""
-    vocab_size: int = 49408
-    hidden_size: int = 768
-    intermediate_size: int = 3072
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    max_position_embeddings: int = 77
-    hidden_act: str = "quick_gelu"
-    layer_norm_eps: float = 1e-5
+    """``apply(variables, input_ids [B, T] int) -> [B, T, D]`` (HF's last_hidden_state). Fields
+    are configuration.model.TextConfig's network fields (build it with :meth:`from_config`)."""
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    max_position_embeddings: int
+    hidden_act: str
+    layer_norm_eps: float
     dtype: Dtype = jnp.float32
 
     @classmethod

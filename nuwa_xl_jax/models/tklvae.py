@@ -122,17 +122,18 @@ class MidBlock(nn.Module):
 
 
 class _VAEModule(nn.Module):
-    """Fields shared by the encoder and decoder (those of configuration.model.VAEConfig)."""
-    in_channels: int = 3
-    out_channels: int = 3
-    latent_channels: int = 4
-    block_out_channels: Sequence[int] = (128, 256, 512, 512)
-    layers_per_block: int = 2
-    norm_num_groups: int = 32
-    mid_block_add_attention: bool = True
-    temporal: bool = True
-    temporal_kernel_size: int = 3
-    temporal_attention_heads: int = 1
+    """Fields shared by the encoder and decoder: those of configuration.model.VAEConfig (its
+    defaults and meanings; TKLVAE.from_config builds from one)."""
+    in_channels: int
+    out_channels: int
+    latent_channels: int
+    block_out_channels: Sequence[int]
+    layers_per_block: int
+    norm_num_groups: int
+    mid_block_add_attention: bool
+    temporal: bool
+    temporal_kernel_size: int
+    temporal_attention_heads: int
     dtype: Dtype = jnp.float32
 
     def _conv3x3(self, x, features, name, num_frames):
@@ -248,7 +249,7 @@ class TKLVAE(_VAEModule):
     - ``apply(v, video, key)`` -> ``(reconstruction, mean, logvar)`` (the training forward; ``key``
       None decodes the posterior mean).
     """
-    scaling_factor: float = 0.18215
+    scaling_factor: float = VAEConfig.scaling_factor
 
     def setup(self):
         fields = dict(in_channels=self.in_channels, out_channels=self.out_channels,
