@@ -237,3 +237,8 @@ def test_frozen_encoder_is_unchanged_and_resumes_exactly(setup, tmp_path):
             np.testing.assert_array_equal(x, y)
     assert any(not np.array_equal(x, y) for x, y in
                zip(jax.tree.leaves(a.params["mtd"]), jax.tree.leaves(init["mtd"])))
+    # the export (what the pipeline writes: the EMA weights) holds the frozen encoder
+    stages.write_export(str(tmp_path / "export"), a.ema_params, stage.model_config)
+    exported, _ = stages.read_export(str(tmp_path / "export"))
+    for x, y in zip(jax.tree.leaves(exported["text"]), jax.tree.leaves(init["text"])):
+        np.testing.assert_array_equal(x, y)
