@@ -95,7 +95,7 @@ def test_saliency_weight_puts_the_loss_on_small_objects():
     sched = schedules.make_schedule("scaled_linear", 1000, prediction_type="v")
 
     def loss(where, saliency, mask=(0.0, 0.0)):
-        def denoise(params, x, t, ids, cond, m, level):
+        def unet(params, x, t, states, features, level):
             # the exact target plus a unit error at ``where`` (None: everywhere)
             _, kt, kn, _ = jax.random.split(jax.random.key(0), 4)
             tt = jax.random.randint(kt, (1,), 0, 1000)
@@ -103,7 +103,9 @@ def test_saliency_weight_puts_the_loss_on_small_objects():
             err = jnp.ones_like(target) if where is None else jnp.zeros_like(target).at[:, :, where[0], where[1]].set(1.0)
             return target + err
 
-        models = types.SimpleNamespace(schedule=sched, null_ids=jnp.zeros((3,), jnp.int32), denoise=denoise)
+        models = types.SimpleNamespace(schedule=sched, null_ids=jnp.zeros((3,), jnp.int32), unet=unet,
+                                       encode_prompts=lambda params, ids: ids,
+                                       condition=lambda params, cond, mask: None)
         batch = {"latents": jnp.asarray(z0), "mask": jnp.asarray([mask]), "prompt_ids": jnp.zeros((1, 2, 3), jnp.int32)}
         return float(stages.mtd_loss(models, None, batch, jax.random.key(0), 0.0, 0.0, saliency)[0])
 
