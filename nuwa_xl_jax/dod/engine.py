@@ -223,8 +223,13 @@ def _encode_program(denoise, mesh: Mesh):
 def encode_table(model: LevelModel, mesh: Mesh, ids, null_ids) -> tuple[Any, np.ndarray]:
     """``(states [P, ...], index [...])`` for token ids ``[..., T]``: each distinct prompt (and
     the null prompt, last) encoded once, in the denoiser's compute dtype; ``states[index]`` are the
-    rows' states."""
+    rows' states. ``P`` is bucketed (see below)."""
     table, index = text.prompt_table(ids, null_ids)
+    # Padded with null rows (the null prompt stays last) to a power of two >= 8: the level
+    # program's shape follows the table's, so storyboards with other numbers of distinct prompts
+    # reuse its compile instead of recompiling the SD-size scan for each count.
+    rows = max(8, 1 << (len(table) - 1).bit_length())
+    table = np.concatenate([table, np.repeat(table[-1:], rows - len(table), axis=0)])
     params = place_params(model.params, mesh)
     return _encode_program(model.denoise, mesh)(params, jnp.asarray(table)), index
 

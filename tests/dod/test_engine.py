@@ -157,6 +157,22 @@ def test_chunks_equal_one_call_and_compile_once_per_shape():
                                rtol=1e-5, atol=1e-5)
 
 
+def test_another_storyboard_reuses_the_compile():
+    """The prompt table is padded to a bucket: videos with 3 and 5 distinct prompts run the same
+    level programs (no new trace), and the padding changes no frame."""
+    plan = planlib.make_plan(L, 2)
+    three = prompts(3)[np.arange(plan.frames) % 3]
+    five = prompts(5, seed=1)[np.arange(plan.frames) % 5]
+    first = run(plan, mesh_of(1), ids=three)
+    before = engine.trace_count()
+    second = run(plan, mesh_of(1), ids=five)
+    assert engine.trace_count() == before and [s.traces for s in second.levels] == [0, 0]
+    table, index = engine.encode_table(engine.LevelModel(toy_denoise, toy_params(0)), mesh_of(1),
+                                       three, NULL)
+    assert table.shape[0] == 8 and index.max() == 2  # 3 prompts + null, padded with null rows
+    assert np.abs(np.asarray(first.latents) - np.asarray(second.latents)).max() > 1e-3
+
+
 def test_exact_length_cuts_frames_and_skips_segments_past_the_end():
     # L=4, depth 2: level 0 at 0, 3, 6, 9; N=5 needs only the segments starting at 0 and 3 (the
     # one at 3 straddles N and uses frame 6 as its end); the one at 6 is never computed.
