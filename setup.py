@@ -2,12 +2,15 @@
 from setuptools import find_packages, setup
 
 # Ranges seen working together on CPU (Python 3.11, November 2026); see README "Install".
+# jax, jaxlib, flax and orbax have a floor and no ceiling: a Colab or TPU VM image with a newer
+# jax keeps it instead of being downgraded (0.10.2 / 0.12.8 are the newest this project's package
+# index offers, so newer ones are untested here).
 INSTALL_REQUIRES = [
-    "jax>=0.10.2,<0.11",
-    "jaxlib>=0.10.2,<0.11",
-    "flax>=0.12.8,<0.13",
+    "jax>=0.10.2",
+    "jaxlib>=0.10.2",
+    "flax>=0.12.8",
     "optax>=0.2.8,<0.3",
-    "orbax-checkpoint>=0.12.8,<0.13",
+    "orbax-checkpoint>=0.12.8",
     "grain>=0.2.18,<0.3",
     "tensorflow-datasets>=4.9,<5",
     "transformers>=4.40,<6",  # tokenizers only at run time
