@@ -347,9 +347,8 @@ def side_by_side(rows, a) -> list:
         if len(group) < 2:
             continue
         prompts = list(nio.load_storyboard(paths[story], n))
-        videos = [scripted.render_storyboard(prompts, tuple(nio.read_video(group[0]["video"])
-                                                            .shape[1:3]), 0)]
-        videos += [nio.read_video(r["video"]) for r in group]
+        generated = [nio.read_video(r["video"]) for r in group]
+        videos = [scripted.render_storyboard(prompts, generated[0].shape[1:3], 0)] + generated
         picks = np.unique(np.round(np.linspace(0, n - 1, min(n, 12))).astype(int))
         levels = [(picks, v[picks], n) for v in videos]
         labels = ["world"] + [r["mode"] if table == "1" else r["arm"] for r in group]
