@@ -39,6 +39,21 @@ def test_dry_run_plans_every_arm_with_the_same_budget(tmp_path):
         pt.main([f"--root={tmp_path}", "--tables=9", "--dry_run"])
 
 
+def test_table_2c_can_run_at_a_smaller_L(tmp_path):
+    """--table2c_frames_per_call sets L of the depth families only (the depth-3 length shrinks
+    from (16-1)^3+1 = 3376 to (8-1)^3+1 = 344); other tables keep the settings' L."""
+    pt = load()
+    depth3 = pt.Arm("2c", "depth 3", (("data.depth", 3),), family="depth3")
+    c = pt.arm_config(depth3, "default", str(tmp_path), 8)
+    assert c.data.frames_per_call == 8 and c.data.depth == 3
+    assert c.data.episode_length >= 344
+    assert pt.arm_config(depth3, "default", str(tmp_path)).data.frames_per_call == 16
+    other = pt.Arm("2b", "x", (("model.mtd.condition_injection", "highest"),))
+    assert pt.arm_config(other, "default", str(tmp_path), 8).data.frames_per_call == 16
+    with pytest.raises(SystemExit):
+        pt.main([f"--root={tmp_path}", "--tables=2c", "--table2c_frames_per_call=2", "--dry_run"])
+
+
 def test_report_has_every_table_and_the_provenance():
     pt = load()
     gen = {"table": "1", "arm": "a", "mode": "dod", "length": "full", "frames": 10,
