@@ -137,12 +137,21 @@ def sinusoidal_embedding(positions, dim: int, max_period: float = 10000.0,
     return emb
 
 
-ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
+
+# Mesh axes the splash kernel is shard_mapped over (the batch axes of parallel.batch_sharding).
+SPLASH_BATCH_AXES = ("data", "fsdp")
+_SPLASH_LANES = 128  # TPU lane width: splash's kv blocks (and our padded head dims) are multiples
+_SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides the 128-padded length is taken
 
 
 def _on_nvidia_gpu() -> bool:
     device = jax.devices()[0]
     return device.platform == "gpu" and "rocm" not in device.client.platform_version.lower()
+
+
+def _on_tpu() -> bool:
+    return jax.devices()[0].platform == "tpu"
 
 
 def cudnn_applies(head_dim: int, dtype, mask) -> bool:
@@ -152,23 +161,139 @@ def cudnn_applies(head_dim: int, dtype, mask) -> bool:
             and head_dim % 8 == 0 and head_dim <= 128 and mask is None)
 
 
-def attend(q, k, v, mask=None, implementation: str = "xla"):
-    """``[N, S, H, D]`` multi-head attention through ``jax.nn.dot_product_attention``.
+def splash_supports(dtype, mask) -> bool:
+    """Whether :func:`splash_attention` computes these inputs exactly (up to rounding): bf16 or fp32
+    and no explicit mask. Any sequence lengths and head dims: both are zero-padded to multiples of
+    128 and padded keys are masked out (segment ids), so padding never changes the result."""
+    return jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)) and mask is None
 
-    ``"xla"``: XLA's fused ops (every backend; on CPU the only one). ``"cudnn"``: cuDNN's fused flash
-    kernel (NVIDIA GPUs; an error where it does not apply). ``"auto"``: cuDNN on an NVIDIA GPU
-    where :func:`cudnn_applies`, else XLA. On TPU ``"auto"`` is XLA: no Pallas (splash) kernel is
-    wired in yet."""
+
+def splash_applies(q_len: int, dtype, mask) -> bool:
+    """Whether ``'auto'`` takes splash on a TPU: :func:`splash_supports` and at least one full
+    128-row query block (``q_len >= 128``). Shorter query sequences (the temporal attention over
+    a few frames, the smallest spatial maps) stay on XLA: padding them to a block would multiply
+    the work. Short key sequences (77 prompt tokens) are padded and masked."""
+    return splash_supports(dtype, mask) and q_len >= _SPLASH_LANES
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def splash_block(length: int) -> tuple[int, int]:
+    """``(block, padded_length)`` for a sequence: the length is padded to a multiple of 128 (never
+    more) and the block is the largest of 512 / 256 / 128 that divides it."""
+    padded = _round_up(length, _SPLASH_LANES)
+    return next(b for b in _SPLASH_BLOCKS if padded % b == 0), padded
+
+
+def _splash_local(q, k, v, interpret: bool):
+    """Splash on one device's ``[N, S, H, D]`` arrays (already scaled and head-dim padded)."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import (
+        splash_attention_kernel as kernel, splash_attention_mask as masks)
+    heads, q_len, kv_len = q.shape[2], q.shape[1], k.shape[1]
+    bq, q_pad = splash_block(q_len)
+    bkv, kv_pad = splash_block(kv_len)
+    seq = lambda t, n: jnp.pad(t, ((0, 0), (0, n - t.shape[1]), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
+    q, k, v = seq(q, q_pad), seq(k, kv_pad), seq(v, kv_pad)  # [N, H, S, D] as splash wants
+    segment_ids = None
+    if kv_pad != kv_len:  # padded keys get segment 0, every query (padded ones too) segment 1
+        segment_ids = kernel.SegmentIds(q=jnp.ones((q_pad,), jnp.int32),
+                                        kv=(jnp.arange(kv_pad) < kv_len).astype(jnp.int32))
+    sizes = kernel.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv,
+                              block_q_dkv=bq, block_kv_dkv=bkv, block_kv_dkv_compute=bkv,
+                              block_q_dq=bq, block_kv_dq=bkv)
+    full = masks.MultiHeadMask([masks.FullMask((q_pad, kv_pad))] * heads)
+    splash = kernel.make_splash_mha(full, block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                                    interpret=interpret)
+    out = jax.vmap(splash, in_axes=(0, 0, 0, None))(q, k, v, segment_ids)  # over examples
+    return out.transpose(0, 2, 1, 3)[:, :q_len]
+
+
+def splash_attention(q, k, v, interpret: Optional[bool] = None):
+    """``[N, S, H, D]`` attention through Pallas' TPU splash kernel (what MaxText and MaxDiffusion
+    use on TPU); equal to :func:`attend`'s XLA path up to rounding.
+
+    - Scale: the kernel does not scale logits, so ``q`` is multiplied by ``1/sqrt(D)`` first.
+    - Head dim: zero-padded to a multiple of 128 (SD's 40 and 80 -> 128, 160 -> 256; zero columns
+      add nothing to ``q.k`` and give zero output columns, which are cut), as MaxDiffusion pads
+      below 128: the TPU's lane width.
+    - Sequences: padded to a multiple of 128 (see :func:`splash_block`); padded keys are masked
+      with segment ids, padded queries are computed and cut.
+    - Sharding: inside a mesh context (``jax.set_mesh(mesh)``) whose :data:`SPLASH_BATCH_AXES`
+      divide ``N``, the kernel runs under ``jax.shard_map`` over those axes (each device its own
+      examples, replicated over any other axis), as MaxDiffusion wraps it. Without a mesh context
+      the traced function cannot know the mesh; a Pallas TPU call has no partitioning rule, so
+      under ``jax.jit`` with a batch-sharded input XLA is expected to gather the batch to every
+      device (what it does with the interpreted kernel on CPU): correct, but the work is not
+      split. ``'auto'`` therefore takes splash on several devices only inside such a mesh.
+    - ``interpret``: run the kernel in Pallas' interpreter (None: wherever the backend is not a
+      TPU), which is how it is tested on CPU.
+    """
+    if interpret is None:
+        interpret = not _on_tpu()
+    n, _, _, head_dim = q.shape
+    dtype = q.dtype
+    q = (q.astype(jnp.float32) * (1.0 / math.sqrt(head_dim))).astype(dtype)
+    d_pad = _round_up(head_dim, _SPLASH_LANES) - head_dim
+    if d_pad:
+        pad = lambda t: jnp.pad(t, ((0, 0),) * 3 + ((0, d_pad),))
+        q, k, v = pad(q), pad(k), pad(v)
+    local = lambda q, k, v: _splash_local(q, k, v, interpret)
+    axes = splash_shard_axes(n)
+    if axes:
+        spec = jax.sharding.PartitionSpec(axes)
+        local = jax.shard_map(local, mesh=jax.sharding.get_abstract_mesh(), in_specs=(spec,) * 3,
+                              out_specs=spec, check_vma=False)
+    return local(q, k, v)[..., :head_dim]
+
+
+def splash_shard_axes(n: int) -> Optional[tuple[str, ...]]:
+    """The context mesh's (``jax.set_mesh``) :data:`SPLASH_BATCH_AXES` of size > 1, when their
+    product divides the batch ``n``: the axes :func:`splash_attention` shard_maps over. None
+    without a mesh context, without such axes, or when they do not divide ``n``."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return None
+    axes = tuple(a for a in SPLASH_BATCH_AXES if a in mesh.axis_names and mesh.shape[a] > 1)
+    if not axes or n % math.prod(mesh.shape[a] for a in axes):
+        return None
+    return axes
+
+
+def attend(q, k, v, mask=None, implementation: str = "xla"):
+    """``[N, S, H, D]`` multi-head attention.
+
+    ``"xla"``: ``jax.nn.dot_product_attention``'s XLA ops (every backend; on CPU the only one).
+    ``"cudnn"``: cuDNN's fused flash kernel (NVIDIA GPUs; an error where it does not apply).
+    ``"splash"``: Pallas' TPU splash kernel (:func:`splash_attention`; an error off a TPU or where
+    :func:`splash_supports` is false). ``"auto"``: cuDNN on an NVIDIA GPU where
+    :func:`cudnn_applies`, splash on a TPU where :func:`splash_applies` and the kernel's work is
+    split over the devices (one device, or a context mesh whose batch axes divide ``N``: see
+    :func:`splash_shard_axes`), else XLA."""
     if implementation not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attention implementation {implementation!r}; use one of "
                          f"{ATTENTION_IMPLEMENTATIONS}")
     fits = cudnn_applies(q.shape[-1], q.dtype, mask)
     if implementation == "auto":
-        implementation = "cudnn" if fits and _on_nvidia_gpu() else "xla"
+        if fits and _on_nvidia_gpu():
+            implementation = "cudnn"
+        elif (_on_tpu() and splash_applies(q.shape[1], q.dtype, mask)
+              and (jax.device_count() == 1 or splash_shard_axes(q.shape[0]))):
+            implementation = "splash"
+        else:
+            implementation = "xla"
     elif implementation == "cudnn" and not (fits and _on_nvidia_gpu()):
         raise ValueError(f"attention='cudnn' needs an NVIDIA GPU, bf16/fp16 inputs, a head dim that is "
                          f"a multiple of 8 up to 128 and no mask; got {jax.devices()[0].platform}, "
                          f"{q.dtype}, head dim {q.shape[-1]}, mask {mask is not None}: use 'auto'")
+    elif implementation == "splash" and not (_on_tpu() and splash_supports(q.dtype, mask)):
+        raise ValueError(f"attention='splash' (model.mtd.attention) needs a TPU, bf16/fp32 inputs "
+                         f"and no mask; got {jax.devices()[0].platform}, {q.dtype}, mask "
+                         f"{mask is not None}: set model.mtd.attention='auto' (splash on TPU where "
+                         "it applies, else XLA) or 'xla'")
+    if implementation == "splash":
+        return splash_attention(q, k, v)
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
 
 
