@@ -46,7 +46,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_list("guidance", ["1", "7.5"], "classifier-free guidance scales (1 = none)", **d)
     flags.DEFINE_enum("mtd", "sd", ["sd", "small", "tiny"], "MTD / text encoder size", **d)
     flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "compute dtype", **d)
-    flags.DEFINE_enum("attention", "auto", ["auto", "xla", "cudnn"], "attention kernels", **d)
+    flags.DEFINE_enum("attention", "auto", ["auto", "xla", "cudnn", "splash"], "attention kernels", **d)
     flags.DEFINE_string("max_segments_per_call", "auto", "'auto', a number or 'none'", **d)
     flags.DEFINE_float("memory_fraction", engine.DEFAULT_MEMORY_FRACTION, "for 'auto'", **d)
     flags.DEFINE_integer("L", 16, "frames per call", lower_bound=2, **d)

@@ -183,7 +183,8 @@ class MTDConfig(_Block):
     # before the policies existed) read as 'full' / 'none'.
     remat: str = "none"
     # Attention kernels (models/layers.attend): 'auto' = cuDNN's fused flash attention on NVIDIA GPUs
-    # where it applies (bf16, head dim <= 128), else XLA; 'xla'; 'cudnn' (an error where it cannot).
+    # where it applies (bf16, head dim <= 128), Pallas splash attention on TPU where it applies
+    # (queries >= 128, bf16/fp32), else XLA; 'xla'; 'cudnn' / 'splash' (an error where they cannot).
     attention: str = "auto"
     # A `convert --kind=unet` folder: the spatial layers start from its weights, the temporal,
     # condition and level layers at identity (so step 0 is the image UNet frame by frame).
@@ -240,9 +241,10 @@ class MTDConfig(_Block):
         if self.condition_injection not in ("multiscale", "highest", "none"):
             raise ConfigError(f"{path}.condition_injection={self.condition_injection!r}; use "
                               "'multiscale', 'highest' or 'none'")
-        if self.attention not in ("auto", "xla", "cudnn"):
+        if self.attention not in ("auto", "xla", "cudnn", "splash"):
             raise ConfigError(f"{path}.attention={self.attention!r}; use 'auto' (cuDNN flash attention "
-                              "on NVIDIA GPUs where it applies, else XLA), 'xla' or 'cudnn'")
+                              "on NVIDIA GPUs, splash attention on TPU, where they apply, else XLA), "
+                              "'xla', 'cudnn' or 'splash'")
         if self.remat not in REMAT_POLICIES:
             raise ConfigError(f"{path}.remat={self.remat!r}; use 'none', 'full' (recompute each UNet "
                               "block) or 'dots_saveable' (keep matmul outputs, recompute the rest)")
