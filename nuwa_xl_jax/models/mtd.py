@@ -224,7 +224,7 @@ class MTDUNet(nn.Module):
     num_levels: int
     dtype: Dtype
     remat: str  # one of REMAT_POLICIES
-    attention: str  # layers.attend: 'auto' = cuDNN flash on NVIDIA GPUs where it applies
+    attention: str  # layers.attend: 'auto' = cuDNN flash on NVIDIA GPUs, splash on TPU, where they apply
 
     @classmethod
     def from_config(cls, cfg) -> "MTDUNet":

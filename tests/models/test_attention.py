@@ -1,5 +1,6 @@
 """Attention implementations (models/layers.attend): XLA everywhere, cuDNN's flash kernel where the
-hardware exists (the GPU test skips elsewhere), and 'auto' choosing between them."""
+hardware exists (the GPU test skips elsewhere), Pallas' TPU splash kernel in Pallas' interpreter on
+CPU, and 'auto' choosing between them."""
 import jax
 import jax.numpy as jnp
 import numpy as np
