@@ -247,7 +247,7 @@ def score_video(pipe, prompts, mode: str, seed: int, steps, extend=False, out=No
 
 def eval_generators(arm: Arm, workdir: str, a) -> list:
     from nuwa_xl_jax.dod.plan import num_frames
-    from nuwa_xl_jax.io.storyboards import load_storyboard
+    from nuwa_xl_jax.io.storyboards import StoryboardError, load_storyboard
     from nuwa_xl_jax.pipeline import NuwaXLPipeline
     pipe = NuwaXLPipeline.from_pretrained(workdir, load_ar="ar" in arm.modes,
                                           load_artv="artv" in arm.modes)
@@ -263,7 +263,14 @@ def eval_generators(arm: Arm, workdir: str, a) -> list:
             if n in seen:  # the demo's length may be the full one
                 continue
             seen.add(n)
-            prompts = list(load_storyboard(story, max(n, 2)))
+            try:
+                prompts = list(load_storyboard(story, max(n, 2)))
+            except StoryboardError as e:  # e.g. depth 1 at L = 8: 8 frames for 10 scenes
+                rows += [{"arm": arm.name, "mode": mode, "length": lname, "frames": n,
+                          "storyboard": os.path.basename(story),
+                          "note": "fewer frames than scenes"} for mode in arm.modes]
+                print(f"{arm.name}: {e}", flush=True)
+                continue
             for mode in arm.modes:
                 extend = n > num_frames(L, depth)
                 if mode == "dod" and extend and depth < 2:
