@@ -44,9 +44,8 @@ def run(FLAGS: flags.FlagValues) -> int:
     elif not FLAGS.vae_workdir:
         cli.fail("--encoder=tklvae needs --vae_workdir (a training workdir whose vae stage is done)",
                  2)
-    config = FLAGS.config
     try:
-        configuration.validate(config)
+        config = configuration.validate(FLAGS.config)  # the one check; the library reads this
         split = FLAGS.split or config.data.split
         if encoder.startswith("pool:"):
             latent_cache.build_pooled(config, FLAGS.out, int(factor), split)

@@ -19,7 +19,7 @@ def _tiny():
 
 def test_a_good_config_becomes_typed_objects_with_its_values():
     config = _tiny()
-    model = configuration.validate(config)
+    model = configuration.validate(config).model
     assert isinstance(model, ModelConfig)
     assert isinstance(model.vae, VAEConfig) and isinstance(model.mtd, MTDConfig)
     assert isinstance(model.text, TextConfig)
@@ -92,7 +92,7 @@ def test_a_block_built_in_python_is_checked_the_same_way():
 
 def test_models_from_typed_objects_equal_those_from_config_blocks():
     config = _tiny()
-    model = configuration.validate(config)
+    model = configuration.validate(config).model
     assert TKLVAE.from_config(model.vae) == TKLVAE.from_config(config.model.vae)
     assert MTDUNet.from_config(model.mtd) == MTDUNet.from_config(config.model.mtd)
     assert CLIPTextModel.from_config(model.text) == CLIPTextModel.from_config(config.model.text)
@@ -110,4 +110,4 @@ def test_an_older_stored_config_json_loads(tmp_path):
     config["model"]["mtd"]["remat"] = False
     (tmp_path / "config.json").write_text(json.dumps(config))
     model = configuration.model_config(store.load_config(str(tmp_path)))
-    assert model == configuration.validate(_tiny())
+    assert model == configuration.validate(_tiny()).model

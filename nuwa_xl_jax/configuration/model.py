@@ -10,90 +10,23 @@ naming the dotted field and the fix. Models take these objects as they are (no r
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 from typing import Any, ClassVar, Optional, Union
 
+from nuwa_xl_jax.configuration.block import Block, is_number as _is_number, positive_int
 from nuwa_xl_jax.configuration.checks import ConfigError, check_fields
 
-# The dotted name errors use for the block being checked: "model.mtd" for a config's block, the
-# file's name for a converted checkpoint's config.json (from_dict(..., path=...)).
-_PATH: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("config_path", default=None)
 
-
-@contextlib.contextmanager
-def _at(path: str):
-    token = _PATH.set(path)
-    try:
-        yield
-    finally:
-        _PATH.reset(token)
-
-
-def positive_int(value, field: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{field} must be a positive integer, got {value!r}")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-class _Block:
-    """What the three blocks share: the field checks' path, dict conversion, normalisation."""
-    PATH: ClassVar[str]
-    TUPLES: ClassVar[tuple[str, ...]] = ()
-    FLOATS: ClassVar[tuple[str, ...]] = ()
-    BOOLS: ClassVar[tuple[str, ...]] = ()
-
-    @property
-    def _path(self) -> str:
-        return _PATH.get() or self.PATH
-
-    def _set(self, name: str, value) -> None:
-        object.__setattr__(self, name, value)  # normalising a frozen instance in __post_init__
+class _Block(Block):
+    """What the three model blocks add: ``init_from`` (where the weights start) is a folder."""
 
     def _normalise_and_check_types(self) -> str:
-        """Lists -> tuples, ints -> floats where a float is meant; bools and numbers must be
-        what they say. Returns the path errors name."""
-        path = self._path
-        for f in self.TUPLES:
-            v = getattr(self, f)
-            if isinstance(v, (list, tuple)):
-                self._set(f, tuple(v))
-            else:
-                raise ConfigError(f"{path}.{f} must be a list of values, got {v!r}")
-        for f in self.FLOATS:
-            v = getattr(self, f)
-            if not _is_number(v):
-                raise ConfigError(f"{path}.{f} must be a number, got {v!r}")
-            self._set(f, float(v))
-        for f in self.BOOLS:
-            if not isinstance(getattr(self, f), bool):
-                raise ConfigError(f"{path}.{f} must be True or False, got {getattr(self, f)!r}")
+        path = super()._normalise_and_check_types()
         v = getattr(self, "init_from", "")
         if not isinstance(v, str):
             raise ConfigError(f"{path}.init_from must be a folder written by python -m "
                               f"nuwa_xl_jax.convert (or '' for a fresh init), got {v!r}")
         return path
-
-    @classmethod
-    def from_dict(cls, block: Any, path: Optional[str] = None):
-        """The typed block for a ConfigDict / dict (e.g. a stored ``config.json``'s block): an
-        unknown field is an error, a missing one takes its default (files written before it
-        existed)."""
-        path = path or cls.PATH
-        if isinstance(block, cls):
-            return block
-        names = [f.name for f in dataclasses.fields(cls)]
-        check_fields(block, names, path)
-        with _at(path):
-            return cls(**{k: block[k] for k in block.keys()})
-
-    def to_dict(self) -> dict:
-        """The block as a plain dict (tuples kept): ``ConfigDict(c.to_dict())`` is its config block."""
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Sized variants of the config blocks, and the pieces every config file assembles.
 
 The blocks of record (every allowed field, with the paper's defaults) are in
-``nuwa_xl_jax.configuration`` (``__init__.py``, ``data.py``, ``train.py``); this module picks
+the typed blocks of ``nuwa_xl_jax.configuration`` (``data.py``, ``train.py``, ``model.py``, ...); this module picks
 variants of them (``vae("tiny")``, ``mtd("small")``, ...). Config files import it from the library,
 never from each other, so a config file copied anywhere still loads.
 """
@@ -58,22 +58,9 @@ def text(variant: str = "clip-l") -> ml_collections.ConfigDict:
 
 
 def vae_loss() -> ml_collections.ConfigDict:
-    """The T-KLVAE loss (LDM's LPIPSWithDiscriminator, see docs/PAPERS.md)."""
-    c = ml_collections.ConfigDict()
-    c.l1_weight = 1.0
-    c.l2_weight = 0.0  # [ours] a squared term for few-pixel objects (see train/vae_loss.py)
-    c.kl_weight = 1e-6
-    c.lpips_weight = 1.0
-    c.lpips_path = ""  # a local file of LPIPS weights; "" disables the term (nothing is downloaded)
-    c.disc_weight = 0.5
-    c.disc_start = 50001
-    c.disc_num_layers = 3
-    c.disc_channels = 64
-    # [ours] initial log-variance of the posterior (the bias of quant_conv's logvar half) when
-    # training from scratch: 0 (std 1) buries a fresh encoder's small means in noise; -8 (std
-    # 0.02) lets the decoder see them from the first step. Not used when starting from weights.
-    c.init_logvar = 0.0
-    return c
+    """The T-KLVAE loss (LDM's LPIPSWithDiscriminator, see docs/PAPERS.md): VAELossConfig's
+    fields and defaults."""
+    return configuration.vae_loss_block()
 
 
 def data(**overrides) -> ml_collections.ConfigDict:

@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nuwa_xl_jax.configuration import Config
 from nuwa_xl_jax.data import sources
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.models import windows
@@ -141,6 +142,7 @@ def build(config: Any, out_dir: str, vae_variables: Any, latent_scale: float, sp
           progress: bool = True) -> str:
     """The cache of ``config.data``'s ``split`` encoded by a trained T-KLVAE, unless a complete one
     made with the same scale and windows is already there (then it is reused)."""
+    config = Config.from_dict(config)
     index = read_index(out_dir, split)
     want = {"latent_scale": float(latent_scale), "vae_frames": int(config.vae_frames),
             "vae_context": int(config.vae_context)}
@@ -157,9 +159,10 @@ def build_pooled(config: Any, out_dir: str, factor: int, split: str = "train",
                  progress: bool = True) -> str:
     """The cache of ``split`` with average pooling by ``factor`` as the encoder (pixel-space runs
     and tests; see :func:`pool_encoder`)."""
+    config = Config.from_dict(config)
     return encode_split(sources.episode_reader(config.data, split), pool_encoder(factor),
                         sources.caption_tokenizer(config), out_dir, split,
-                        config.get("vae_frames", 16), config.get("vae_context", 0),
+                        config.vae_frames, config.vae_context,
                         progress=progress)
 
 

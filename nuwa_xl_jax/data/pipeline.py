@@ -29,7 +29,7 @@ import numpy as np
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.data import latent_cache, sampling, sources
-from nuwa_xl_jax.configuration.data import validate_data
+from nuwa_xl_jax.configuration.data import DataConfig
 
 
 def spec_from_config(c: Any) -> sampling.Spec:
@@ -97,7 +97,7 @@ def make_dataset(c: Any, process_index: int | None = None, process_count: int | 
     ``tokenizer`` maps captions to ids [n, T]; the synthetic world's word tokenizer by default
     (flintstones_hd needs one, e.g. ``models.tokenizers.make_tokenizer(config.model.text)``).
     """
-    validate_data(c)
+    c = DataConfig.from_dict(c)  # a DataConfig as it is; a ConfigDict block checked here
     pi = jax.process_index() if process_index is None else int(process_index)
     pc = jax.process_count() if process_count is None else int(process_count)
     if not 0 <= pi < pc:

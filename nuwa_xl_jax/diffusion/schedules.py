@@ -19,6 +19,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from nuwa_xl_jax.configuration.diffusion import DiffusionConfig
+
 SCHEDULES = ("linear", "scaled_linear", "cosine")
 PREDICTION_TYPES = ("epsilon", "v")
 
@@ -86,7 +88,9 @@ def make_schedule(name: str = "scaled_linear", num_train_timesteps: int = 1000,
 
 
 def from_config(c: Any) -> Schedule:
-    """The schedule of a ``diffusion`` config block (see configuration.diffusion_block)."""
+    """The schedule of a :class:`DiffusionConfig` (a ConfigDict ``diffusion`` block is checked
+    into one first)."""
+    c = DiffusionConfig.from_dict(c)
     return make_schedule(c.schedule, c.num_train_timesteps, c.beta_start, c.beta_end,
                          c.prediction_type)
 

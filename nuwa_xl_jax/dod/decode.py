@@ -59,7 +59,7 @@ def config_windows(config) -> tuple[int, int]:
     """(window, context) of the decode calls of a family: calls of ``config.vae_frames`` frames
     (the VAE's training clip) keeping the middle, ``config.vae_context`` frames each side; the
     latent cache encodes with the same calls (models/windows.py)."""
-    return windows.vae_windows(config.vae_frames, config.get("vae_context", 0))
+    return windows.vae_windows(config.vae_frames, config.vae_context)
 
 
 def compute_decoder(vae, variables, dtype):

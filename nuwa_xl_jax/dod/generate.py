@@ -22,10 +22,10 @@ import time
 from typing import Any, Iterator, Optional
 
 import jax
-import ml_collections
 import numpy as np
 
 from nuwa_xl_jax import parallel
+from nuwa_xl_jax.configuration import Config
 from nuwa_xl_jax.dod import artv as artv_gen
 from nuwa_xl_jax.dod import baselines, decode, engine
 from nuwa_xl_jax.dod.plan import Plan, depth_for, make_plan, num_frames
@@ -41,7 +41,7 @@ from nuwa_xl_jax.io import contact_sheets, storyboards, videos
 
 @dataclasses.dataclass
 class Family:
-    config: ml_collections.ConfigDict
+    config: Config
     models: MTDModels
     global_params: Any
     local_params: list  # one per trained local depth (or [shared])

@@ -29,7 +29,7 @@ TRAINING_ONLY = ("vae_image",)  # stages generation never reads
 
 def required_stages(config) -> list[str]:
     """The stages diffusion over diffusion needs: the VAE, the global and the local MTD(s)."""
-    if config.get("local_models") == "shared":
+    if config.local_models == "shared":
         local = ["mtd_local"]
     else:
         local = [f"mtd_local{d}" for d in range(1, config.data.depth)]

@@ -30,7 +30,7 @@ WINDOW = 3
 
 def artv_settings(config):
     """The config's ``artv`` block, or the defaults of record for configs written before it."""
-    return config.get("artv") or configuration.artv_block()
+    return config.artv or configuration.ARTVConfig()
 
 
 class ARTVModels:

@@ -27,8 +27,9 @@ class MTDModels:
     """The frozen VAE, the MTD UNet, the text encoder, the tokenizer and the schedule of a config."""
 
     def __init__(self, config, workdir: str | None, vae_params: Any = None):
-        self.config = config
-        self.model = model = configuration.model_config(config)  # the typed model blocks
+        # a Config as it is (validated once where it was loaded); a ConfigDict is checked here
+        self.config = config = configuration.Config.from_dict(config)
+        self.model = model = config.model
         vae_cfg = model.vae
         if vae_params is None:  # the EMA weights the vae stage exported, and its latent scale
             vae_params, scale = store.read_vae(workdir, config)

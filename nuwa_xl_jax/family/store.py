@@ -30,12 +30,12 @@ from typing import Any, Optional
 
 import flax.linen as nn
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from nuwa_xl_jax import parallel
+from nuwa_xl_jax.configuration import Config
 
 CONFIG = "config.json"
 MODEL_CONFIG = "model_config.json"
@@ -201,8 +201,9 @@ def check_family(path: str) -> Optional[dict]:
     return info
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a family was trained with (``WORKDIR/config.json``; a workdir or an export)."""
+def load_config(workdir: str) -> Config:
+    """The config a family was trained with (``WORKDIR/config.json``; a workdir or an export),
+    validated into the typed :class:`Config` (fields an older file lacks take their defaults)."""
     check_family(workdir)
     path = os.path.join(workdir, CONFIG)
     if not os.path.exists(path):
@@ -217,7 +218,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     tok = text.get("tokenizer", "word")
     if tok != "word" and not os.path.isabs(tok) and os.path.isdir(os.path.join(workdir, tok)):
         text["tokenizer"] = os.path.join(os.path.abspath(workdir), tok)  # an export's own copy
-    return ml_collections.ConfigDict(config)
+    return Config.from_dict(config)
 
 
 def read_vae(workdir: str, config=None) -> tuple[Any, float]:

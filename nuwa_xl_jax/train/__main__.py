@@ -47,10 +47,10 @@ def main(argv):
     from nuwa_xl_jax import configuration
     from nuwa_xl_jax.train import pipeline
 
-    config = FLAGS.config
     try:
-        configuration.validate(config)
-        mesh = parallel.make_mesh(tuple(config.mesh.shape), tuple(config.mesh.axes))
+        config = configuration.validate(FLAGS.config)  # the one check; the library reads this
+        m = config.mesh or configuration.MeshConfig()
+        mesh = parallel.make_mesh(m.shape, m.axes)
         pipeline.run(config, FLAGS.workdir, mesh, FLAGS.stages)
     except pipeline.USER_ERRORS as e:
         cli.fail(f"{type(e).__name__}: {e}")

@@ -35,6 +35,7 @@ def start_weights(block, path: str, component: str) -> Optional[dict]:
     """``{"params": ...}`` of the converted folder ``block.init_from`` names (None when unset),
     less the layers NUWA-XL adds. A folder of another component or architecture is one
     ConfigError naming the field and the fix."""
+    block = block.to_dict()  # a typed model block (configuration.model)
     folder = block.get("init_from", "")
     if not folder:
         return None

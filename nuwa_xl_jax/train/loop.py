@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.train import checkpoint as ckpt_lib
-from nuwa_xl_jax.configuration import train as train_config
+from nuwa_xl_jax.configuration.train import TrainConfig, check_batch_divides
 from nuwa_xl_jax.train import state as train_state
 
 Batch = dict[str, np.ndarray]
@@ -176,10 +176,10 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
     """Trains ``stage`` to ``cfg.steps`` (a train block, named ``cfg_path`` in errors), resuming
     from ``workdir`` if it holds a checkpoint of the same stage and architecture. ``stop_after``
     ends early after that many steps of this call (tests)."""
-    train_config.validate_train(cfg, cfg_path)
+    cfg = TrainConfig.from_dict(cfg, cfg_path)  # a ConfigDict block (tests, Python callers)
     mesh = mesh if mesh is not None else parallel.make_mesh()
     nproc, pidx = jax.process_count(), jax.process_index()
-    train_config.check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh), nproc,
+    check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh), nproc,
                                      f"{cfg_path}.batch_size")
     stage_dir = os.path.join(workdir, stage.name)
     tx = train_state.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.weight_decay,

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import jax
 
-from nuwa_xl_jax.configuration import ConfigError, train_block_name
+from nuwa_xl_jax.configuration import Config, ConfigError, train_block_name
 from nuwa_xl_jax.data.builders.flintstones_hd import CaptionsError
 from nuwa_xl_jax.data.sampling import EpisodeTooShortError
 from nuwa_xl_jax.dod import generate as gen
@@ -29,12 +29,13 @@ USER_ERRORS = (ConfigError, storyboards.StoryboardError, FileExistsError,
                ExportError, WorkdirLockedError)
 
 
-def save_config(config, workdir: str) -> None:
+def save_config(config: Config, workdir: str) -> None:
     if jax.process_index() != 0:
         return
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "config.json")
-    text = config.to_json_best_effort(indent=1, sort_keys=True)
+    # the same text as the ConfigDict's to_json_best_effort: an unchanged config rewrites nothing
+    text = json.dumps(config.to_dict(), indent=1, sort_keys=True)
     if os.path.exists(path):
         with open(path) as f:
             if f.read() == text:
@@ -48,7 +49,9 @@ def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
         progress: bool = True) -> dict:
     """Trains ``only`` (default: ``config.stages``) in order, holding the workdir's lock (a second
     run on the same workdir is refused). Returns ``{stage: final step}``; stops early (returning
-    what ran) if a stage was preempted."""
+    what ran) if a stage was preempted. ``config``: a :class:`Config` (the CLI's, validated once),
+    or a ConfigDict, validated here."""
+    config = Config.from_dict(config)
     names = list(only or config.stages)
     for name in names:
         if name not in config.stages and not name.startswith("mtd_"):
@@ -78,7 +81,7 @@ def _run_locked(config, workdir: str, mesh, names: list, only, progress: bool) -
             if progress and jax.process_index() == 0:
                 print(f"[{name}] already trained ({done[name]} steps), exported at {export}")
             continue
-        cfg = stages_lib.train_block_for(config, name)
+        cfg = config.train_block(name)
         result = loop.train(stage, cfg, workdir, mesh, seed=config.seed, progress=progress,
                             cfg_path=train_block_name(config, name))
         done[name] = result.step
@@ -94,7 +97,7 @@ def _run_locked(config, workdir: str, mesh, names: list, only, progress: bool) -
                            "final_loss": result.losses[-1] if result.losses else None}, f)
     if not only and len(done) == len(names) and all(
             os.path.exists(os.path.join(export_dir(workdir, n), DONE)) for n in names):
-        g = config.get("generate")
+        g = config.generate
         if g is not None and g.enabled and jax.process_index() == 0:
             generate_video(config, workdir, mesh)
     return done
@@ -102,6 +105,7 @@ def _run_locked(config, workdir: str, mesh, names: list, only, progress: bool) -
 
 def generate_video(config, workdir: str, mesh=None) -> dict | None:
     """The main job's last step: a long video from the storyboard with the family just trained."""
+    config = Config.from_dict(config)
     g, d = config.generate, config.diffusion
     out = g.out if os.path.isabs(g.out) else os.path.join(workdir, g.out)
     sheet = gen.sheet_path(out)
@@ -116,6 +120,6 @@ def generate_video(config, workdir: str, mesh=None) -> dict | None:
         family, list(prompts), out, sampler=sampler, steps=g.steps or d.sample_steps,
         guidance_scale=d.guidance_scale if g.guidance_scale < 0 else g.guidance_scale,
         eta=d.ddim_eta if sampler == "ddim" else 0.0, seed=g.seed, mesh=mesh,
-        max_segments_per_call=g.max_segments_per_call, memory_fraction=g.get("memory_fraction", 0.8),
+        max_segments_per_call=g.max_segments_per_call, memory_fraction=g.memory_fraction,
         fps=g.fps, sheet=sheet)
     return gen.report(result)

@@ -25,12 +25,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from nuwa_xl_jax.configuration import VAEConfig, text_trainable, train_block_name
+from nuwa_xl_jax.configuration import Config, DataConfig
 from nuwa_xl_jax.data import latent_cache, pipeline
 from nuwa_xl_jax.diffusion import samplers, schedules
 # The on-disk format and runtime live in the family layer; these names stay importable from here.
@@ -44,24 +43,20 @@ from nuwa_xl_jax.train import init_from, loop, prompt_table, vae_loss
 
 
 def _to_dict(c: Any) -> dict:
-    """A model block as fingerprinted and exported: ``init_from`` (where the weights started) and
-    ``trainable`` are not architecture, so a workdir trained before they existed still resumes."""
-    if hasattr(c, "to_json_best_effort"):  # a ConfigDict block
-        d = json.loads(c.to_json_best_effort())
-    elif hasattr(c, "to_dict"):  # a typed block (configuration.model): tuples as JSON lists
-        d = json.loads(json.dumps(c.to_dict()))
-    else:
-        d = dict(c)
+    """A typed block as fingerprinted and exported (tuples as JSON lists: the same JSON as the
+    ConfigDict block it came from, so fingerprints of older workdirs hold): ``init_from`` (where
+    the weights started) and ``trainable`` are not architecture, so a workdir trained before they
+    existed still resumes."""
+    d = json.loads(json.dumps(c.to_dict()))
     d.pop("init_from", None)
     d.pop("trainable", None)  # a frozen text encoder is its own entry (_mtd_model_config)
     return d
 
 
-def data_config(config, **overrides) -> ml_collections.ConfigDict:
-    """``config.data`` for one stage; the batch size always comes from the stage's train block."""
-    c = ml_collections.ConfigDict(config.data.to_dict())
-    c.update(overrides)
-    return c
+def data_config(config: Config, **overrides) -> DataConfig:
+    """``config.data`` for one stage (a new block, checked as such); the batch size always comes
+    from the stage's train block."""
+    return dataclasses.replace(config.data, **overrides)
 
 
 def _grain_data(dcfg, tokenizer=None, table=None):
@@ -105,8 +100,9 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
     copied, temporal layers at identity) and trains on clips of ``vae_frames`` consecutive frames.
     [ours: the paper inflates SD's VAE; the embedded default has none, so it trains one first.]
     """
-    vae_cfg = VAEConfig.from_dict(config.model.vae)
-    train_cfg = config.vae_image_train if image else config.vae_train
+    config = Config.from_dict(config)
+    vae_cfg = config.model.vae
+    train_cfg = config.train_block("vae_image" if image else "vae")
     if image:
         vae_cfg = dataclasses.replace(vae_cfg, temporal=False)
         F = 3  # frames_per_call >= 3 in the data spec; the image VAE sees each frame alone
@@ -138,7 +134,7 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
         variables = vae.init(k_vae, clip)
         if image_weights is not None or public is not None:
             variables = overlay(variables, public if image_weights is None else image_weights)
-        elif cfg.get("init_logvar", 0.0):
+        elif cfg.init_logvar:
             variables = init_logvar(variables, vae_cfg.latent_channels, cfg.init_logvar)
         params = {"vae": variables}
         if use_gan:
@@ -164,7 +160,7 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
                 loss, metrics = vae_loss.autoencoder_loss(video, recon, mean, logvar, cfg, dist)
                 return loss, (metrics, recon)
             nll_fn = lambda r: vae_loss.reconstruction_nll(video, r, cfg.l1_weight, dist, cfg.lpips_weight,
-                                                           cfg.get("l2_weight", 0.0))
+                                                           cfg.l2_weight)
             g_fn = lambda r: vae_loss.generator_loss(logits(params["disc"], r))
             g_nll, g_gan = vae_loss.last_layer_grads(
                 lambda p: vae.apply(p, z, method="decode"), vae_params, [nll_fn, g_fn],
@@ -296,6 +292,7 @@ def ensure_latent_cache(config, workdir: str, progress: bool = True) -> str:
     """Builds ``WORKDIR/latents`` from the vae stage's export unless ``data.latent_dir`` names a
     cache or a complete one with the same scale and windows exists. Process 0 writes; every
     process waits for it (the folder must be shared storage on multi-host runs)."""
+    config = Config.from_dict(config)
     if config.data.latent_dir:
         return config.data.latent_dir
     out = latent_dir(config, workdir)
@@ -309,6 +306,7 @@ def ensure_latent_cache(config, workdir: str, progress: bool = True) -> str:
 
 
 def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.Stage:
+    config = Config.from_dict(config)
     overrides = stage_data_overrides(config, name)  # a bad stage name fails before any loading
     models = MTDModels(config, workdir, vae_params)
     cache = latent_dir(config, workdir)
@@ -324,8 +322,7 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
 
     def loss(params, batch, key, step, table_states=None):
         return mtd_loss(models, params, batch, key, train_cfg.prompt_dropout,
-                        config.diffusion.get("min_snr_gamma", 0.0),
-                        train_cfg.get("saliency_weight", 0.0), table_states,
+                        config.diffusion.min_snr_gamma, train_cfg.saliency_weight, table_states,
                         None if table is None else table().null_row)
 
     def sample(params, step, directory):
@@ -340,7 +337,7 @@ def frozen_prompts(config, models: MTDModels, cache: str):
     """None when the text encoder trains with the MTD (``model.text.trainable``); frozen: a
     cached ``() -> PromptTable`` of the latent cache's distinct prompts (prompt_table.py), read
     when the stage first needs it (after the pipeline has built the cache)."""
-    if text_trainable(config.model.text):
+    if config.model.text.trains:
         return None
     return functools.cache(lambda: prompt_table.PromptTable.of(
         latent_cache.distinct_prompt_ids(cache, config.data.split), models.null_ids))
@@ -358,7 +355,7 @@ def _init_fn(fresh, config, train_cfg, workdir: str):
     """``init(key)``: ``fresh(key)`` overlaid with the starting weights, if any: an earlier stage's
     export (``train_cfg.init_from``), else public weights (``model.mtd`` / ``model.text``
     ``.init_from``, spatial layers only)."""
-    if train_cfg.get("init_from"):
+    if train_cfg.init_from:
         # Read now, not in init: a missing export fails before any compile. overlay keeps the
         # fresh init of what the source lacks (a shared local model's level embedding, ART•V's
         # mask head).
@@ -376,19 +373,16 @@ def _mtd_model_config(config, train_cfg) -> dict:
     return {"mtd": _to_dict(config.model.mtd), "text": _to_dict(config.model.text),
             # what the weights predict: resuming or reusing them under another schedule / target
             # would silently mislead
-            "diffusion": {k: config.diffusion[k] for k in (
-                "schedule", "num_train_timesteps", "beta_start", "beta_end", "prediction_type")},
-            "init_from": train_cfg.get("init_from", ""),
+            "diffusion": config.diffusion.schedule_fields(),
+            "init_from": train_cfg.init_from,
             # a frozen encoder has no optimizer state: its checkpoints are another tree
-            **({} if text_trainable(config.model.text) else {"text_frozen": True})}
+            **({} if config.model.text.trains else {"text_frozen": True})}
 
 
 def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) -> str:
     """Samples the first example of the stage's data with its own prompts and given frames and
     writes ``step_N.png``: the real frames (through the VAE) above, the generated ones below."""
-    c = ml_collections.ConfigDict(dcfg.to_dict())
-    c.batch_size = 1
-    batch = next(pipeline.make_iterator(c, process_index=0, process_count=1,
+    batch = next(pipeline.make_iterator(dataclasses.replace(dcfg, batch_size=1), process_index=0, process_count=1,
                                         tokenizer=models.tokenizer))
     z0 = jnp.asarray(batch["latents"])
     mask = jnp.asarray(batch["mask"], jnp.float32)
@@ -417,6 +411,7 @@ def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) ->
 def artv_stage(config, workdir: str, vae_params=None) -> loop.Stage:
     """The ``mtd_artv`` stage (train/artv.py): ``artv`` windows of the latent cache, the ``train``
     block, the MTD's model config plus the ``artv`` settings."""
+    config = Config.from_dict(config)
     name = "mtd_artv"
     artv = ARTVModels(MTDModels(config, workdir, vae_params))
     cache = latent_dir(config, workdir)
@@ -428,7 +423,7 @@ def artv_stage(config, workdir: str, vae_params=None) -> loop.Stage:
 
     def loss(params, batch, key, step, table_states=None):
         return artv_lib.artv_loss(artv, params, batch, key, train_cfg.prompt_dropout,
-                                  config.diffusion.get("min_snr_gamma", 0.0), table_states,
+                                  config.diffusion.min_snr_gamma, table_states,
                                   None if table is None else table().null_row)
 
     return loop.Stage(name, _init_fn(artv.init, config, train_cfg, workdir), loss,
@@ -439,6 +434,8 @@ def artv_stage(config, workdir: str, vae_params=None) -> loop.Stage:
 
 
 def build(config, name: str, workdir: str) -> loop.Stage:
+    """Stage ``name`` of ``config`` (a :class:`Config`; a ConfigDict is validated into one)."""
+    config = Config.from_dict(config)
     if name in ("vae", "vae_image"):
         return vae_stage(config, workdir, image=name == "vae_image")
     if name == "mtd_artv":
@@ -450,5 +447,5 @@ def build(config, name: str, workdir: str) -> loop.Stage:
 
 
 def train_block_for(config, name: str):
-    """The train block of stage ``name`` (configuration.train_block_name)."""
-    return config[train_block_name(config, name)]
+    """The train block of stage ``name`` (:meth:`Config.train_block`)."""
+    return Config.from_dict(config).train_block(name)

@@ -120,7 +120,7 @@ def autoencoder_loss(inputs: jax.Array, recon: jax.Array, mean: jax.Array, logva
     ``(loss, scalar metrics)`` like every training stage's loss.
     """
     nll = reconstruction_nll(inputs, recon, cfg.l1_weight, lpips_distance, cfg.lpips_weight,
-                             cfg.get("l2_weight", 0.0))
+                             cfg.l2_weight)
     kl = kl_loss(mean, logvar)
     total = nll + cfg.kl_weight * kl
     return total, {"nll": nll, "kl": kl}
@@ -136,7 +136,7 @@ def generator_objective(cfg: Any, inputs: jax.Array, recon: jax.Array, mean: jax
     off before ``cfg.disc_start``.
     """
     nll = reconstruction_nll(inputs, recon, cfg.l1_weight, lpips_distance, cfg.lpips_weight,
-                             cfg.get("l2_weight", 0.0))
+                             cfg.l2_weight)
     kl = kl_loss(mean, logvar)
     g = generator_loss(logits_fake)
     factor = discriminator_factor(step, cfg.disc_start)
