@@ -25,6 +25,7 @@ Prints a table, then one JSON line per stage (prefixed ``JSON ``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -142,9 +143,7 @@ def write_random_vae_export(config, workdir: str, name: str = "vae") -> None:
     from nuwa_xl_jax.train import stages
 
     if "vae_image" in config.stages:  # the vae stage would start from its export: skip that
-        config = config.copy_and_resolve_references()
-        with config.unlocked():
-            config.stages = tuple(s for s in config.stages if s != "vae_image")
+        config = dataclasses.replace(config, stages=tuple(s for s in config.stages if s != "vae_image"))
     stage = stages.build(config, name, workdir)
     params = jax.jit(lambda k: nn.meta.unbox(stage.init(k)))(jax.random.key(config.seed))
     stages.write_export(stages.export_dir(workdir, name), params, stage.model_config)
@@ -168,7 +167,7 @@ def write_random_latent_cache(config, directory: str, prompt_ids, scale: float) 
     with open(os.path.join(dest, "index.json"), "w") as fh:
         json.dump({"episodes": [{"name": "random", "frames": len(ids)}], "latent_shape": shape,
                    "latent_scale": float(scale), "vae_frames": config.vae_frames,
-                   "vae_context": config.get("vae_context", 0)}, fh)
+                   "vae_context": config.vae_context}, fh)
     return directory
 
 
@@ -185,15 +184,13 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
 
     from nuwa_xl_jax.configuration import train_block_name
 
-    cfg = stages.train_block_for(config, name)
+    cfg = config.train_block(name)  # typed: validated once in main
     cfg_path = train_block_name(config, name)
-    train_config.validate_train(cfg, cfg_path)
     train_config.check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh),
                                      jax.process_count(), f"{cfg_path}.batch_size")
-    from nuwa_xl_jax.configuration import text_trainable
     from nuwa_xl_jax.train import prompt_table
 
-    frozen_text = name.startswith("mtd_") and not text_trainable(config.model.text)
+    frozen_text = name.startswith("mtd_") and not config.model.text.trains
     local = None
     if FLAGS.data != "pipeline":
         local = random_batch(config, name, cfg.batch_size // jax.process_count(),
@@ -309,9 +306,8 @@ def text_variants(config, name: str) -> list:
         return [config]
     out = []
     for value in FLAGS.text_trainable:
-        c = config.copy_and_resolve_references()
-        c.model.text.trainable = value
-        out.append(c)
+        text = dataclasses.replace(config.model.text, trainable=value)  # checked as a new block
+        out.append(dataclasses.replace(config, model=dataclasses.replace(config.model, text=text)))
     return out
 
 
@@ -324,9 +320,9 @@ def main(flag_values):
 
     from nuwa_xl_jax import configuration, parallel
 
-    config = FLAGS.config
-    configuration.validate(config)
-    mesh = parallel.make_mesh(tuple(config.mesh.shape), tuple(config.mesh.axes))
+    config = configuration.validate(FLAGS.config)  # the one check; everything below reads it
+    m = config.mesh or configuration.MeshConfig()
+    mesh = parallel.make_mesh(m.shape, m.axes)
     print(f"backend {jax.default_backend()}, {mesh.devices.size} x {jax.devices()[0].device_kind}, "
           f"mesh {dict(mesh.shape)}, stages {','.join(FLAGS.stage)}, {FLAGS.steps} timed steps "
           f"after {FLAGS.warmup} warmup, data={FLAGS.data}", flush=True)

@@ -7,7 +7,7 @@ import pytest
 from nuwa_xl_jax import cache_latents, parallel
 from nuwa_xl_jax.configuration import ConfigError
 from nuwa_xl_jax.data import latent_cache, pipeline, sources, synthetic
-from nuwa_xl_jax.configuration.data import data_block, validate_data
+from nuwa_xl_jax.configuration.data import DataConfig, data_block
 
 
 @pytest.fixture(scope="module")
@@ -150,22 +150,22 @@ def test_global_batches_are_sharded_over_the_mesh(config):
 
 def test_data_config_errors_name_the_field(config):
     c = data_block()
-    validate_data(c)
+    DataConfig.from_dict(c)
     c.episode_length = 3000
     with pytest.raises(ConfigError, match=r"data\.episode_length=3000 is shorter than one window of 3376"):
-        validate_data(c)
+        DataConfig.from_dict(c)
     c = data_block()
     c.batch_size = 0
     with pytest.raises(ConfigError, match=r"data\.batch_size must be an integer >= 1"):
-        validate_data(c)
+        DataConfig.from_dict(c)
     c = data_block()
     c.level = 5
     with pytest.raises(ConfigError, match=r"data\.level must be -1"):
-        validate_data(c)
+        DataConfig.from_dict(c)
     c = data_block()
     c.unknown_field = 1
     with pytest.raises(ConfigError, match=r"unknown config field.*data\.unknown_field"):
-        validate_data(c)
+        DataConfig.from_dict(c)
 
 
 def test_latent_cache_round_trip(config, tmp_path):

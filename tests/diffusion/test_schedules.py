@@ -95,7 +95,7 @@ def test_bad_schedule_inputs():
         S.q_sample(sch, jnp.zeros((2, 3)), jnp.zeros((3,), jnp.int32), jnp.zeros((2, 3)))
 
 
-def test_from_config_and_validate_diffusion():
+def test_from_config_and_the_diffusion_block_checks():
     c = configuration.diffusion_block()
     sch = S.from_config(c)
     assert sch.name == "scaled_linear" and sch.num_train_timesteps == 1000
@@ -109,4 +109,4 @@ def test_from_config_and_validate_diffusion():
         bad = configuration.diffusion_block()
         bad[field] = value
         with pytest.raises(configuration.ConfigError, match=match):
-            configuration.validate_diffusion(bad)
+            configuration.DiffusionConfig.from_dict(bad)

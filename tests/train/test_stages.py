@@ -69,7 +69,7 @@ def test_local_stage_starts_from_the_global_export(config, mesh, workdir):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(flat(cold), flat(start)))
     # the global stage itself keeps its block (train): no init_from there
-    assert stages.train_block_for(c, "mtd_global") is c.train
+    assert stages.train_block_for(c, "mtd_global") == configuration.TrainConfig.from_dict(c.train)
     assert stages.train_block_for(c, "mtd_local1").init_from == "mtd_global"
 
 
