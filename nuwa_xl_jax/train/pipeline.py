@@ -29,7 +29,9 @@ USER_ERRORS = (ConfigError, storyboards.StoryboardError, FileExistsError,
                ExportError, WorkdirLockedError)
 
 
-def save_config(config: Config, workdir: str) -> None:
+def save_config(config, workdir: str) -> None:
+    """``WORKDIR/config.json``: ``config`` (a :class:`Config`; a ConfigDict is validated first)."""
+    config = Config.from_dict(config)
     if jax.process_index() != 0:
         return
     os.makedirs(workdir, exist_ok=True)
