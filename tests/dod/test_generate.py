@@ -18,6 +18,7 @@ def tiny_config(shared: bool = False):
     c = configuration.load("configs/synthetic.py:tiny")  # L=4, depth 2: 10 frames
     if shared:
         c.local_models = "shared"
+        c.stages = ("vae", "mtd_global", "mtd_local")  # a valid shared config (MTDModels checks it)
         c.model.mtd.num_levels = c.data.depth
     return c
 

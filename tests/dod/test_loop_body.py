@@ -4,6 +4,8 @@ distinct prompt of the video (and the null prompt, for guidance) is encoded once
 compute dtype, by a program of its own whose states the level program gathers per frame; the scan
 body runs the UNet only. Checked on the traced programs (no compile), by the Flax module names of
 their operations."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,8 +79,9 @@ def test_level_program_loop_body_runs_only_the_unet():
     ids = jnp.zeros((3, m.null_ids.shape[0]), jnp.int32)
     encode = engine._encode_program(m, mesh)
     assert found(module_names(jax.make_jaxpr(encode)(params, ids).jaxpr, False), "text_model")
-    bf16 = m.config.copy_and_resolve_references()
-    bf16.model.mtd.dtype = "bfloat16"
+    model = m.config.model  # typed: a changed copy is checked as a new config
+    bf16 = dataclasses.replace(m.config, model=dataclasses.replace(
+        model, mtd=dataclasses.replace(model.mtd, dtype="bfloat16")))
     b = MTDModels(bf16, None, vae_params={})
     assert jax.eval_shape(engine._encode_program(b, mesh), params, ids).dtype == jnp.bfloat16
     # The inspection sees step-invariant work in the loop when it is there: the whole
