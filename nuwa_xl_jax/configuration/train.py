@@ -23,7 +23,7 @@ class TrainConfig(Block):
     warmup_steps: int = 100
     end_lr_fraction: float = 0.1
     weight_decay: float = 0.01
-    clip_norm: float = 1.0
+    clip_norm: float = 1.0  # global-norm gradient clipping; 0 = none
     b1: float = 0.9
     b2: float = 0.999
     ema_decay: float = 0.999
@@ -49,6 +49,8 @@ class TrainConfig(Block):
     BOOLS: ClassVar[tuple[str, ...]] = ("async_checkpoints",)
 
     def __post_init__(self):
+        if self.clip_norm is None:  # ConfigDicts accept None for "no clipping": 0 says the same
+            self._set("clip_norm", 0.0)
         path = self._normalise_and_check_types()
         for f in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
                   "accumulate_steps"):
@@ -57,6 +59,8 @@ class TrainConfig(Block):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"{path}.{f} must be an integer >= 0, got {v!r}")
+        if not self.clip_norm >= 0:
+            raise ConfigError(f"{path}.clip_norm must be >= 0 (0 = no clipping), got {self.clip_norm}")
         if not self.learning_rate > 0:
             raise ConfigError(f"{path}.learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.ema_decay < 1.0:
