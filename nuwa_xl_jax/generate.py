@@ -64,7 +64,7 @@ def run_from_flags() -> dict:
         gen.plan_for(config, frames, FLAGS.extend)  # a length it cannot run fails before loading
     prompts = storyboards.load_storyboard(FLAGS.storyboard, frames)  # a bad storyboard too
     pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir, load_ar=FLAGS.mode == "ar",
-                                          load_artv=FLAGS.mode == "artv")
+                                          load_artv=FLAGS.mode == "artv", config=config)
     out = pipe.write(FLAGS.out, list(prompts), sheet=FLAGS.sheet or True, fps=FLAGS.fps,
                      overwrite=FLAGS.overwrite, mode=FLAGS.mode, sampler=FLAGS.sampler,
                      steps=FLAGS.steps, guidance=FLAGS.guidance, seed=FLAGS.seed,

@@ -81,14 +81,16 @@ class NuwaXLPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str, *, mesh=None, load_ar: bool = False,
-                        load_artv: bool = False) -> "NuwaXLPipeline":
+                        load_artv: bool = False, config=None) -> "NuwaXLPipeline":
         """Loads the family a training workdir holds (``python -m nuwa_xl_jax.train --workdir``):
         its config, VAE, text encoder and every level's MTD, placed once on ``mesh`` (default:
         all devices). The AR baseline's model is loaded now with ``load_ar=True``, else on the
-        first ``mode="ar"`` call; ART•V's likewise (``load_artv``, ``mode="artv"``)."""
+        first ``mode="ar"`` call; ART•V's likewise (``load_artv``, ``mode="artv"``). ``config``:
+        the family's config when the caller has already loaded it (``family.load_config(path)``)."""
         mesh = parallel.make_mesh() if mesh is None else mesh
-        return cls(gen.load_family(path, need_ar=load_ar, mesh=mesh, need_artv=load_artv), mesh,
-                   path)
+        family = gen.load_family(path, need_ar=load_ar, mesh=mesh, need_artv=load_artv,
+                                 config=config)
+        return cls(family, mesh, path)
 
     @property
     def config(self):

@@ -88,3 +88,13 @@ def test_bad_calls_are_clear_errors(pipe, kwargs, error, match):
 def test_from_pretrained_on_a_folder_that_is_not_a_family(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         NuwaXLPipeline.from_pretrained(str(tmp_path))
+
+
+def test_from_pretrained_takes_an_already_loaded_config(pipe, monkeypatch):
+    """The generate CLI reads and validates config.json once and hands it over: the family is
+    loaded with that config, not from a second read of the file."""
+    from nuwa_xl_jax.dod import generate as gen
+    config = pipe.config
+    monkeypatch.setattr(gen, "load_config", lambda workdir: pytest.fail("config.json read again"))
+    again = NuwaXLPipeline.from_pretrained(pipe.workdir, mesh=pipe.mesh, config=config)
+    assert again.config is config

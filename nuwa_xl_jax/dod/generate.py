@@ -50,10 +50,13 @@ class Family:
     artv_runtime: Any = None  # its ARTVModels, built once (its jitted programs are cached on it)
 
 
-def load_family(workdir: str, need_ar: bool = False, mesh=None, need_artv: bool = False) -> Family:
+def load_family(workdir: str, need_ar: bool = False, mesh=None, need_artv: bool = False,
+                config=None) -> Family:
     """The family's models with every weight (MTDs, text encoder, VAE decoder) placed on ``mesh``
-    (default: all devices) once here: generation calls then copy no weights."""
-    config = load_config(workdir)
+    (default: all devices) once here: generation calls then copy no weights. ``config``: the
+    workdir's already loaded (validated) config, so a caller that read it first does not read and
+    validate it again."""
+    config = load_config(workdir) if config is None else config
     mesh = parallel.make_mesh() if mesh is None else mesh
     place = lambda params: engine.place_params(params, mesh)
     models = MTDModels(config, workdir)
