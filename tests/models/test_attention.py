@@ -61,9 +61,9 @@ def test_cudnn_equals_xla_in_bf16(head_dim, seq, ctx):
     assert "cudnn" in lowered.compile().as_text().lower()  # 'auto' took the fused kernel
 
 
-def test_the_mtd_threads_its_attention_setting_to_every_attention():
+def tiny_mtd_block():
+    """A two-level MTD block small enough for CPU tests, with cross-attention in both levels."""
     from nuwa_xl_jax.configuration import mtd_block
-    from nuwa_xl_jax.models.mtd import MTDUNet
     c = mtd_block()
     c.block_out_channels = (32, 64)
     c.layers_per_block = 1
@@ -72,6 +72,12 @@ def test_the_mtd_threads_its_attention_setting_to_every_attention():
     c.norm_num_groups = 8
     c.down_block_types = ("CrossAttnDownBlock2D", "DownBlock2D")
     c.up_block_types = ("UpBlock2D", "CrossAttnUpBlock2D")
+    return c
+
+
+def test_the_mtd_threads_its_attention_setting_to_every_attention():
+    from nuwa_xl_jax.models.mtd import MTDUNet
+    c = tiny_mtd_block()
     c.attention = "cudnn"  # with fp32 compute cuDNN never applies, so every backend refuses it
     m = MTDUNet.from_config(c)
     args = (jnp.zeros((1, 2, 8, 8, 4)), jnp.zeros((1,)), jnp.zeros((1, 2, 3, 16)),
@@ -180,16 +186,8 @@ def test_auto_takes_splash_on_a_tpu_only_where_it_applies(monkeypatch):
 
 @pytest.mark.slow  # the MTD with every attention interpreted: ~1.5 min of CPU
 def test_the_mtd_with_splash_equals_xla(monkeypatch):
-    from nuwa_xl_jax.configuration import mtd_block
     from nuwa_xl_jax.models.mtd import MTDUNet
-    c = mtd_block()
-    c.block_out_channels = (32, 64)
-    c.layers_per_block = 1
-    c.attention_head_dim = 4
-    c.cross_attention_dim = 16
-    c.norm_num_groups = 8
-    c.down_block_types = ("CrossAttnDownBlock2D", "DownBlock2D")
-    c.up_block_types = ("UpBlock2D", "CrossAttnUpBlock2D")
+    c = tiny_mtd_block()
     r = np.random.default_rng(0)
     args = tuple(jnp.asarray(r.normal(size=s), jnp.float32) for s in
                  [(1, 2, 8, 8, 4), (1,), (1, 2, 3, 16), (1, 2, 8, 8, 4), (1, 2)])
