@@ -7,6 +7,7 @@ memory, and every model then shards on any device count.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Callable, Sequence
 
@@ -42,6 +43,45 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
 
+
+
+_BARRIERS = itertools.count()  # every process meets the barriers in the same order: ids agree
+
+
+def sync_processes(name: str, timeout_s: float = 3600.0) -> None:
+    """Waits until every process has reached this point (nothing with one process).
+
+    A barrier of the coordination service that ``jax.distributed`` starts, not a device
+    collective (``multihost_utils.sync_global_devices``): on CPU that is a gloo collective, whose
+    fixed 30 s timeout fails while one process builds a latent cache or compiles more slowly.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the client JAX and Orbax use; no public accessor yet
+
+    distributed.global_state.client.wait_at_barrier(
+        f"nuwa_xl_jax/{name}/{next(_BARRIERS)}", int(timeout_s * 1000))
+
+
+def compile_together(jitted: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``jitted`` as is with one process. With several, a callable that compiles it for the
+    arguments of its first call, waits for every process to have compiled (``sync_processes``),
+    then runs it. Why: the first run of a program with cross-process collectives connects the
+    processes (gloo on CPU) with a 30 s timeout, and processes can finish compiling minutes apart
+    (a loaded host, a cold compilation cache). The program must keep its shapes from call to call.
+    """
+    if jax.process_count() == 1:
+        return jitted
+    compiled = None
+
+    def run(*args):
+        nonlocal compiled
+        if compiled is None:
+            compiled = jitted.lower(*args).compile()
+            sync_processes(f"compiled/{name}")
+        return compiled(*args)
+
+    return run
 
 def make_mesh(shape: Sequence[int] = (-1, 1), axes: Sequence[str] = ("data", "fsdp"),
               devices: Sequence[jax.Device] | None = None) -> Mesh:

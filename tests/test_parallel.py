@@ -1,7 +1,6 @@
 """Mesh construction and logical-axis sharding (8 fake CPU devices, see conftest.py)."""
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -49,3 +48,9 @@ def test_init_sharded_matches_plain_init():
 def test_batch_devices():
     assert parallel.batch_devices(parallel.make_mesh((2, 4))) == 8
     assert parallel.batch_devices(parallel.make_mesh((2, 4)), "data") == 2
+
+
+def test_one_process_needs_no_barrier_or_ahead_of_time_compile():
+    f = jax.jit(lambda x: x + 1)
+    assert parallel.compile_together(f, "f") is f
+    parallel.sync_processes("nothing to wait for")  # one process: returns at once

@@ -27,7 +27,7 @@ on; the latent cache encodes MTD's training targets with the same calls.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable, Iterator, Optional, Union
+from typing import Callable, Iterable, Iterator, Union
 
 import numpy as np
 

@@ -21,7 +21,6 @@ import os
 import time
 from typing import Any, Iterator, Optional
 
-import jax
 import numpy as np
 
 from nuwa_xl_jax import parallel

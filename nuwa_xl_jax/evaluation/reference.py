@@ -112,7 +112,7 @@ def check_resolutions(paths: Sequence[str], expected: Optional[tuple[int, int]],
     for p in paths:
         shape = frame_shape(p)
         if expected is None:
-            expected, first = shape, p
+            expected = shape
         elif shape != tuple(expected):
             raise EvaluationError(
                 f"mismatched resolutions: {what} {p!r} is {shape[0]}x{shape[1]}, but "

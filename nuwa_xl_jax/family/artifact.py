@@ -50,10 +50,7 @@ def inference_stages(config, workdir: str) -> list[str]:
 
 
 def _sync(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
+    parallel.sync_processes(name)
 
 
 def write_family(workdir: str, out: str, mesh=None, progress: bool = True) -> str:

@@ -32,7 +32,6 @@ import flax.linen as nn
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.configuration import Config
@@ -52,8 +51,7 @@ class ExportError(ValueError):
 
 
 def _sync(name: str) -> None:
-    if jax.process_count() > 1:  # every process writes its shards: all finish before the rename
-        multihost_utils.sync_global_devices(name)
+    parallel.sync_processes(name)  # every process writes its shards: all finish before the rename
 
 
 def export_dir(workdir: str, stage: str) -> str:

@@ -195,6 +195,9 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
             "model_config": stage.model_config}
 
     data_iter = stage.data(pidx, nproc)
+    # Orbax's first calls broadcast through a device collective (gloo on CPU, 30 s to connect):
+    # processes that got here minutes apart (data set-up on a loaded host) meet first.
+    parallel.sync_processes(f"{stage.name}/start")
     ckpt = ckpt_lib.Checkpointer(os.path.join(stage_dir, "checkpoints"), cfg.keep_checkpoints,
                                  cfg.async_checkpoints)
     start = ckpt.latest_step()
@@ -207,7 +210,8 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
             print(f"[{stage.name}] resuming from step {start} in {stage_dir}")
     else:
         start = 0
-        state = jax.jit(lambda k: nn.meta.unbox(init_state(k)), out_shardings=shardings)(init_key)
+        init_fn = jax.jit(lambda k: nn.meta.unbox(init_state(k)), out_shardings=shardings)
+        state = parallel.compile_together(init_fn, f"{stage.name}/init")(init_key)
 
     batch_sharding = parallel.batch_sharding(mesh, 1)
     inputs = prepare_inputs(stage, state.params, mesh)
@@ -215,6 +219,7 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
                       in_shardings=(shardings, NamedSharding(mesh, batch_sharding.spec))
                       + (parallel.replicated(mesh),) * len(inputs),
                       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+    step_fn = parallel.compile_together(step_fn, f"{stage.name}/step")
 
     logger = _Logger(stage_dir, pidx == 0)
     bar = None
@@ -282,7 +287,8 @@ def prepare_inputs(stage: Stage, params: Any, mesh) -> tuple:
     restored params on a resume, so it always matches the weights it stands for."""
     if stage.prepare is None:
         return ()
-    return (jax.jit(stage.prepare, out_shardings=parallel.replicated(mesh))(params),)
+    prepare = jax.jit(stage.prepare, out_shardings=parallel.replicated(mesh))
+    return (parallel.compile_together(prepare, f"{stage.name}/prepare")(params),)
 
 
 def _check_finite(step: int, metrics: Any, last_good: int | None) -> None:

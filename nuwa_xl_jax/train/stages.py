@@ -26,9 +26,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from PIL import Image
 
+from nuwa_xl_jax import parallel
 from nuwa_xl_jax.configuration import Config, DataConfig
 from nuwa_xl_jax.data import latent_cache, pipeline
 from nuwa_xl_jax.diffusion import samplers, schedules
@@ -300,8 +300,7 @@ def ensure_latent_cache(config, workdir: str, progress: bool = True) -> str:
         variables, scale = read_vae(workdir, config)
         latent_cache.build(config, out, variables, scale, config.data.split,
                            progress=progress)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("latent_cache")
+    parallel.sync_processes("latent_cache")
     return out
 
 

@@ -7,7 +7,6 @@ import pytest
 from nuwa_xl_jax.data import scripted, synthetic
 from nuwa_xl_jax.eval import storyboard_probe
 from nuwa_xl_jax.io import load_storyboard
-from nuwa_xl_jax.vocabulary import ACTIONS, CHARACTERS, SCENES
 
 STORY = "configs/storyboards/cartoon.txt"
 

@@ -11,7 +11,7 @@ from nuwa_xl_jax import configuration
 from nuwa_xl_jax.diffusion import schedules
 from nuwa_xl_jax.dod import artv as artv_gen
 from nuwa_xl_jax.dod import engine
-from nuwa_xl_jax.family.artv import NEW, PREVIOUS, ARTVModels
+from nuwa_xl_jax.family.artv import NEW, ARTVModels
 from nuwa_xl_jax.family.runtime import MTDModels
 from nuwa_xl_jax.models.artv import blend_prediction
 

@@ -9,8 +9,6 @@ import jax
 import numpy as np
 import pytest
 
-from nuwa_xl_jax import parallel
-from nuwa_xl_jax.models import layers
 from nuwa_xl_jax.train import checkpoint, state as train_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,10 +1,9 @@
 """load_hf_clip_text: parity with transformers' CLIPTextModel on random weights, and strict keys."""
 import json
-import os
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from nuwa_xl_jax.weights.clip import load_hf_clip_text
 from nuwa_xl_jax.weights.common import WeightsError
