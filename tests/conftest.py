@@ -1,9 +1,31 @@
-"""Test setup: 8 fake CPU devices (set before JAX is imported) so sharding tests run anywhere."""
+"""Test setup: 8 fake CPU devices (set before JAX is imported) so sharding tests run anywhere, and
+one persistent compilation cache per test run, shared by the xdist workers and the CLIs the tests
+start: many tests compile the same tiny programs in other processes (an engine per loaded family,
+the training command run several times), and a program compiled once is then read from disk."""
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
+CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"  # read by JAX at import, inherited by workers and CLIs
+_made_cache = None
 
-jax.config.update("jax_default_matmul_precision", "highest")
+
+def pytest_configure(config):
+    """The controller (or a run without xdist) makes the folder before any worker starts; a folder
+    the caller chose (the variable already set) is kept and never removed."""
+    global _made_cache
+    if not hasattr(config, "workerinput") and CACHE_ENV not in os.environ:
+        _made_cache = tempfile.mkdtemp(prefix="nuwa_xl_jax_test_compile_cache_")
+        os.environ[CACHE_ENV] = _made_cache
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    jax.config.update("jax_compilation_cache_dir", os.environ[CACHE_ENV])
+
+
+def pytest_unconfigure(config):
+    if _made_cache:
+        shutil.rmtree(_made_cache, ignore_errors=True)

@@ -45,6 +45,7 @@ def _wait_for(path, proc, timeout=300):
         time.sleep(0.02)
 
 
+@pytest.mark.slow  # three runs of the CLI; the default run keeps test_loop's bitwise resume
 def test_sigkill_then_same_command_resumes_exactly(tmp_path, data_dir):
     full = run(command(tmp_path / "full", data_dir))
     assert full.returncode == 0, full.stderr[-3000:]

@@ -87,6 +87,7 @@ def _stage_losses(workdir):
         return [json.loads(line)["loss"] for line in f]
 
 
+@pytest.mark.slow  # two minutes: the default run keeps test_two_processes_match_one
 def test_launch_script_real_stage_matches_one_process(tmp_path):
     """launch/local_multiprocess.sh, 2 processes x 2 devices, the real VAE stage and data pipeline
     (whose global batches do not depend on the process count) = 1 process x 4 devices."""
