@@ -58,15 +58,13 @@ def _run(mode, directory, devices):
 
 
 def test_restore_on_other_device_counts(tmp_path):
-    saved = _run("save", tmp_path / "a", 8)
+    """Written FSDP-sharded on 4 devices; restored on fewer (1) and on more (8)."""
+    saved = _run("save", tmp_path / "a", 4)
     assert saved["step"] == 1 and "fsdp" in saved["spec"]
-    for devices in (1, 4):
+    for devices in (1, 8):
         got = _run("restore", tmp_path / "a", devices)
         assert got["devices"] == devices
         np.testing.assert_array_equal(got["sums"], saved["sums"])
-    # ... and back: written on 4, restored on 8
-    saved4 = _run("save", tmp_path / "b", 4)
-    np.testing.assert_array_equal(_run("restore", tmp_path / "b", 8)["sums"], saved4["sums"])
 
 
 def test_mismatched_architecture_is_refused(tmp_path):

@@ -30,8 +30,12 @@ ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX
            PYTHONPATH=ROOT)
 
 
-def run(cmd, timeout=600):
-    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+# Runs that train use one device: the same command, and half the compile of a 4-device program.
+ONE = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+
+
+def run(cmd, timeout=600, env=ENV):
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _wait_for(path, proc, timeout=300):
@@ -47,15 +51,15 @@ def _wait_for(path, proc, timeout=300):
 
 @pytest.mark.slow  # three runs of the CLI; the default run keeps test_loop's bitwise resume
 def test_sigkill_then_same_command_resumes_exactly(tmp_path, data_dir):
-    full = run(command(tmp_path / "full", data_dir))
+    full = run(command(tmp_path / "full", data_dir), env=ONE)
     assert full.returncode == 0, full.stderr[-3000:]
     cmd = command(tmp_path / "killed", data_dir)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ONE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(tmp_path / "killed" / "vae" / "checkpoints" / "4", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    resumed = run(cmd)
+    resumed = run(cmd, env=ONE)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from step" in resumed.stdout + resumed.stderr
     a, _ = stages.read_export(stages.export_dir(str(tmp_path / "full"), "vae"))
@@ -66,7 +70,7 @@ def test_sigkill_then_same_command_resumes_exactly(tmp_path, data_dir):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
     cmd = command(tmp_path, data_dir, steps=400)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ONE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(tmp_path / "vae" / "checkpoints" / "4", proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
@@ -93,10 +97,10 @@ def test_bad_config_is_one_clear_line(tmp_path, data_dir, extra, match):
 
 
 def test_foreign_checkpoint_and_missing_dataset(tmp_path, data_dir):
-    ok = run(command(tmp_path, data_dir, steps=4))
+    ok = run(command(tmp_path, data_dir, steps=4), env=ONE)
     assert ok.returncode == 0, ok.stderr[-3000:]
     before = sorted(os.listdir(tmp_path / "vae" / "checkpoints"))
-    r = run(command(tmp_path, data_dir, "--config.model.vae.layers_per_block=2", steps=8))
+    r = run(command(tmp_path, data_dir, "--config.model.vae.layers_per_block=2", steps=8), env=ONE)
     assert r.returncode == 1 and "another architecture" in r.stderr and "Traceback" not in r.stderr
     assert sorted(os.listdir(tmp_path / "vae" / "checkpoints")) == before
     r = run([sys.executable, "-m", "nuwa_xl_jax.train", "--config=configs/flintstones.py:128",
