@@ -44,7 +44,6 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
                                num_processes=num_processes, process_id=process_id)
 
 
-
 _BARRIERS = itertools.count()  # every process meets the barriers in the same order: ids agree
 
 
@@ -82,6 +81,7 @@ def compile_together(jitted: Callable[..., Any], name: str) -> Callable[..., Any
         return compiled(*args)
 
     return run
+
 
 def make_mesh(shape: Sequence[int] = (-1, 1), axes: Sequence[str] = ("data", "fsdp"),
               devices: Sequence[jax.Device] | None = None) -> Mesh:
