@@ -2,7 +2,7 @@
 
 python benchmarks/paper_tables.py --root=runs/tables [--settings=tiny|default] [--tables=1,2a,2b,2c]
     [--steps=N] [--sample_steps=S] [--seeds=0,1,2] [--storyboards=heldout.txt,...]
-    [--out=docs/results.md] [--dry_run]
+    [--long_frames_per_call=L] [--arms=FAMILY,...] [--out=docs/results.md] [--dry_run]
 
 Every arm is a model family trained by ``nuwa_xl_jax.train``'s pipeline into ``ROOT/<arm>`` with
 the same budget, then scored by the synthetic world's probe (eval/storyboard_probe) on videos of
@@ -18,7 +18,8 @@ every arm has seen the same number of batches. The VAE is trained once per famil
 Tables:
   1   DoD vs AR (FDM*) vs ART•V, one family (one VAE) with the three generators: probe scores at
       the demo's length and the family's full length, split by thirds of the video (distance from
-      the start), flicker, identity, wall time, sequential sampler calls.
+      the start), flicker, identity, wall time, sequential sampler calls; and a second such family
+      of depth 3 at its full length (L of --long_frames_per_call), the paper's long setting.
   2a  T-KLVAE temporal layers: identity-initialised (NUWA-XL) vs randomly initialised (every
       temporal kernel LeCun-normal, std 1/sqrt(fan-in) [ours]) vs none (temporal=False), each
       trained ``vae_train.steps`` from the same image VAE; reconstruction MSE (pixels in [-1, 1])
@@ -76,7 +77,9 @@ class Arm:
 def arms(tables) -> list[Arm]:
     out = []
     if "1" in tables:
-        out += [Arm("1", "dod vs ar vs artv", modes=("dod", "ar", "artv"), family="table1")]
+        out += [Arm("1", "dod vs ar vs artv", modes=("dod", "ar", "artv"), family="table1"),
+                Arm("1", "dod vs ar vs artv, depth 3", (("data.depth", 3),),
+                    modes=("dod", "ar", "artv"), family="table1_depth3")]
     if "2a" in tables:
         out += [Arm("2a", f"vae {v}", vae_init=v, family=f"vae_{v}")
                 for v in ("identity", "random", "none")]
@@ -103,11 +106,18 @@ def base_config(settings: str, tfds_dir: str):
     return config
 
 
-def arm_config(arm: Arm, settings: str, tfds_dir: str, table2c_frames_per_call: int = 0):
+def is_long(arm: Arm) -> bool:
+    """Whether the arm's family takes ``--long_frames_per_call``: Table 2c's depth families and
+    Table 1's depth-3 family (the arms compared at the depth-3 length)."""
+    return arm.table == "2c" or (arm.table == "1" and ("data.depth", 3) in arm.overrides)
+
+
+def arm_config(arm: Arm, settings: str, tfds_dir: str, long_frames_per_call: int = 0):
     """The arm's whole config, validated: the settings' config with the arm's overrides, its
-    stages (Table 1 adds mtd_ar and mtd_artv), every MTD stage trained from scratch. Table 2c's
-    families use ``table2c_frames_per_call`` (L) when it is set: a depth-3 family at the default
-    L = 16 makes 3376-frame videos, hours of generation and scoring on a 2-core CPU [ours]."""
+    stages (Table 1 adds mtd_ar and mtd_artv), every MTD stage trained from scratch. The long
+    families (:func:`is_long`) use ``long_frames_per_call`` (L) when it is set: a depth-3 family
+    at the default L = 16 makes 3376-frame videos, hours of generation and scoring on a 2-core
+    CPU [ours]."""
     from nuwa_xl_jax import configuration
     from nuwa_xl_jax.configuration import presets
     config = base_config(settings, tfds_dir)
@@ -117,8 +127,10 @@ def arm_config(arm: Arm, settings: str, tfds_dir: str, table2c_frames_per_call: 
         for p in path:
             block = block[p]
         block[last] = value
-    if arm.table == "2c" and table2c_frames_per_call:
-        config.data.frames_per_call = table2c_frames_per_call
+    if is_long(arm) and long_frames_per_call:
+        config.data.frames_per_call = long_frames_per_call
+        # AR's given prefix stays half its window, as at the settings' L (8 of 16) [ours]
+        config.data.ar_prefix = min(config.data.ar_prefix, long_frames_per_call // 2)
     depth = config.data.depth
     # a deeper family needs episodes as long as its window ((L-1)^depth + 1 frames)
     L = config.data.frames_per_call
@@ -256,6 +268,8 @@ def eval_generators(arm: Arm, workdir: str, a) -> list:
     lengths = {"demo": min(c.generate.frames, num_frames(L, depth)), "full": num_frames(L, depth)}
     if arm.table == "2c":
         lengths = {"own full": num_frames(L, depth), "depth-3 full": num_frames(L, 3)}
+    elif is_long(arm):  # Table 1's depth-3 family: its full length (the demo's is the other arm's)
+        lengths = {"depth-3 full": num_frames(L, depth)}
     rows = []
     for story in a.storyboards:
         seen = set()
@@ -493,9 +507,12 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
                       "networks (comparable within one run only)", **d)
     flags.DEFINE_list("reference_seeds", ["0", "1"], "staging seeds of the world's reference "
                       "videos for the Fréchet metrics", **d)
-    flags.DEFINE_integer("table2c_frames_per_call", 0, "L of Table 2c's depth 1 / 2 / 3 families "
-                         "(0: the settings' L; 8 makes the depth-3 length 344 frames instead of "
-                         "3376 at L = 16, which fits a CPU's budget)", **d)
+    flags.DEFINE_integer("long_frames_per_call", 0, "L of the families compared at the depth-3 "
+                         "length: Table 1's depth-3 family and Table 2c's depth 1 / 2 / 3 (0: the "
+                         "settings' L; 8 makes the depth-3 length 344 frames instead of 3376 at "
+                         "L = 16, which fits a CPU's budget)", **d)
+    flags.DEFINE_list("arms", [], "only these arms of the tables, by family (workdir) name, e.g. "
+                      "table1_depth3 (default: every arm; --dry_run lists them)", **d)
     flags.DEFINE_bool("dry_run", False, "list the arms, their stages and budgets only", **d)
     flags.mark_flag_as_required("root", flag_values=fv)
 
@@ -504,13 +521,18 @@ def options(fv: flags.FlagValues, argv: Sequence[str]) -> types.SimpleNamespace:
     a = types.SimpleNamespace(**{name: fv[name].value for name in (
         "root", "settings", "tables", "steps", "sample_steps", "seeds", "storyboards",
         "vae_episodes", "vae_frames", "out", "dry_run", "vae_from", "fid_weights", "fvd_weights",
-        "random_feature_weights", "reference_seeds", "table2c_frames_per_call")})
+        "random_feature_weights", "reference_seeds", "long_frames_per_call", "arms")})
     bad = [t for t in a.tables if t not in TABLES]
     if bad or not a.tables:
         cli.fail(f"--tables: unknown {bad}; choose from {','.join(TABLES)}", 2)
-    if a.table2c_frames_per_call and a.table2c_frames_per_call < 3:
-        cli.fail(f"--table2c_frames_per_call must be 0 (the settings' L) or >= 3, got "
-                 f"{a.table2c_frames_per_call}", 2)
+    if a.long_frames_per_call and a.long_frames_per_call < 3:
+        cli.fail(f"--long_frames_per_call must be 0 (the settings' L) or >= 3, got "
+                 f"{a.long_frames_per_call}", 2)
+    families = [arm.family for arm in arms(a.tables)]
+    unknown = [f for f in a.arms if f not in families]
+    if unknown:
+        cli.fail(f"--arms: {unknown} are not arms of --tables={','.join(a.tables)}; choose from "
+                 f"{','.join(families)}", 2)
     for name in ("seeds", "reference_seeds"):
         try:
             setattr(a, name, [int(s) for s in getattr(a, name)])
@@ -536,7 +558,9 @@ def measure(a) -> dict:
     tfds_dir = os.path.join(a.root, "tfds")
     plan = []
     for arm in arms(a.tables):
-        config = arm_config(arm, a.settings, tfds_dir, a.table2c_frames_per_call)
+        if a.arms and arm.family not in a.arms:
+            continue
+        config = arm_config(arm, a.settings, tfds_dir, a.long_frames_per_call)
         steps = a.steps or (3 if a.settings == "tiny" else config.train.steps)
         plan.append((arm, config, steps))
         print(f"[{arm.table}] {arm.name}: {arm.family} stages {tuple(config.stages)} "

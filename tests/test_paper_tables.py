@@ -24,10 +24,15 @@ def test_dry_run_plans_every_arm_with_the_same_budget(tmp_path):
     pt = load()
     plan = pt.main([f"--root={tmp_path}", "--settings=tiny", "--steps=6", "--dry_run"])["plan"]
     by_name = {name: (table, stages, budget) for table, name, stages, budget in plan}
-    assert [t for t, *_ in plan] == ["1", "2a", "2a", "2a", "2b", "2b", "2b", "2c", "2c", "2c"]
+    assert [t for t, *_ in plan] == ["1", "1", "2a", "2a", "2a", "2b", "2b", "2b", "2c", "2c",
+                                     "2c"]
     table, stages, budget = by_name["dod vs ar vs artv"]
     assert {"mtd_global", "mtd_local1", "mtd_ar", "mtd_artv"} <= set(stages)
     assert budget["mtd_global"] + budget["mtd_local1"] == budget["mtd_ar"] == budget["mtd_artv"] == 6
+    _, stages, budget = by_name["dod vs ar vs artv, depth 3"]  # the long setting
+    assert {"mtd_global", "mtd_local1", "mtd_local2", "mtd_ar", "mtd_artv"} <= set(stages)
+    assert (budget["mtd_global"] + budget["mtd_local1"] + budget["mtd_local2"] == budget["mtd_ar"]
+            == budget["mtd_artv"] == 6)
     assert by_name["depth 1"][2] == {"mtd_global": 6}
     assert sum(by_name["depth 3"][2].values()) == 6 and len(by_name["depth 3"][2]) == 3
     assert all(not s.startswith("mtd_") for s in by_name["vae random"][1])
@@ -39,19 +44,36 @@ def test_dry_run_plans_every_arm_with_the_same_budget(tmp_path):
         pt.main([f"--root={tmp_path}", "--tables=9", "--dry_run"])
 
 
-def test_table_2c_can_run_at_a_smaller_L(tmp_path):
-    """--table2c_frames_per_call sets L of the depth families only (the depth-3 length shrinks
-    from (16-1)^3+1 = 3376 to (8-1)^3+1 = 344); other tables keep the settings' L."""
+def test_the_long_families_can_run_at_a_smaller_L(tmp_path):
+    """--long_frames_per_call sets L of the families compared at the depth-3 length only (Table
+    2c's and Table 1's depth-3 family: the depth-3 length shrinks from (16-1)^3+1 = 3376 to
+    (8-1)^3+1 = 344, AR's prefix to half the window); other arms keep the settings' L."""
     pt = load()
     depth3 = pt.Arm("2c", "depth 3", (("data.depth", 3),), family="depth3")
     c = pt.arm_config(depth3, "default", str(tmp_path), 8)
     assert c.data.frames_per_call == 8 and c.data.depth == 3
     assert c.data.episode_length >= 344
     assert pt.arm_config(depth3, "default", str(tmp_path)).data.frames_per_call == 16
-    other = pt.Arm("2b", "x", (("model.mtd.condition_injection", "highest"),))
-    assert pt.arm_config(other, "default", str(tmp_path), 8).data.frames_per_call == 16
+    long1, = [arm for arm in pt.arms(["1"]) if arm.family == "table1_depth3"]
+    c = pt.arm_config(long1, "default", str(tmp_path), 8)
+    assert (c.data.frames_per_call, c.data.depth, c.data.ar_prefix) == (8, 3, 4)
+    assert {"mtd_local2", "mtd_ar", "mtd_artv"} <= set(c.stages)
+    for other in (pt.Arm("2b", "x", (("model.mtd.condition_injection", "highest"),)),
+                  pt.arms(["1"])[0]):
+        c = pt.arm_config(other, "default", str(tmp_path), 8)
+        assert (c.data.frames_per_call, c.data.ar_prefix) == (16, 8)
     with pytest.raises(SystemExit):
-        pt.main([f"--root={tmp_path}", "--tables=2c", "--table2c_frames_per_call=2", "--dry_run"])
+        pt.main([f"--root={tmp_path}", "--tables=2c", "--long_frames_per_call=2", "--dry_run"])
+
+
+def test_arms_flag_runs_a_subset_and_names_the_choices(tmp_path, capsys):
+    pt = load()
+    plan = pt.main([f"--root={tmp_path}", "--settings=tiny", "--tables=1,2c",
+                    "--arms=table1_depth3,depth2", "--dry_run"])["plan"]
+    assert [name for _, name, *_ in plan] == ["dod vs ar vs artv, depth 3", "depth 2"]
+    with pytest.raises(SystemExit):
+        pt.main([f"--root={tmp_path}", "--tables=2c", "--arms=table1", "--dry_run"])
+    assert "depth1,depth2,depth3" in capsys.readouterr().err
 
 
 def test_report_has_every_table_and_the_provenance():
