@@ -190,8 +190,12 @@ def test_tiny_table_1_end_to_end(tmp_path):
     out = tmp_path / "results.md"
     result = pt.main([f"--root={tmp_path}", "--settings=tiny", "--tables=1", "--steps=2",
                       "--sample_steps=2", "--seeds=0", f"--out={out}"])
-    modes = {r["mode"] for r in result["rows"]}
-    assert modes == {"dod", "ar", "artv"}
-    calls = {r["mode"]: r["sequential_calls"] for r in result["rows"]}
-    assert calls["dod"] == 2 and calls["artv"] == 10  # 10 frames: one loop per frame
+    rows = {(r["arm"], r["mode"]): r for r in result["rows"]}
+    demo, long = "dod vs ar vs artv", "dod vs ar vs artv, depth 3"
+    assert set(rows) == {(arm, m) for arm in (demo, long) for m in ("dod", "ar", "artv")}
+    # 10 frames: DoD one loop per level, ART•V one per frame
+    assert rows[demo, "dod"]["sequential_calls"] == 2 and rows[demo, "artv"]["sequential_calls"] == 10
+    # the depth-3 family (L = 4) at its full length, (4-1)^3+1 = 28 frames, in every scheme
+    assert {rows[long, m]["frames"] for m in ("dod", "ar", "artv")} == {28}
+    assert rows[long, "dod"]["sequential_calls"] == 3 and rows[long, "artv"]["sequential_calls"] == 28
     assert "Table 1" in out.read_text() and (tmp_path / "results.json").exists()
