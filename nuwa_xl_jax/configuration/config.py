@@ -24,7 +24,8 @@ from nuwa_xl_jax.configuration.model import ModelConfig
 from nuwa_xl_jax.configuration.train import TrainConfig
 from nuwa_xl_jax.configuration.vae_loss import VAELossConfig
 
-STAGE_NAMES = ("vae_image", "vae", "mtd_global", "mtd_local", "mtd_ar", "mtd_artv")  # + mtd_local<d> for each local depth
+# + mtd_local<d> for each local depth; mtd_image is a text-to-image base's UNet (single frames)
+STAGE_NAMES = ("vae_image", "vae", "mtd_image", "mtd_global", "mtd_local", "mtd_ar", "mtd_artv")
 # The blocks of a config and their types; None (absent) blocks stay absent.
 BLOCKS = {"model": ModelConfig, "vae_loss": VAELossConfig, "diffusion": DiffusionConfig,
           "data": DataConfig, "vae_image_train": TrainConfig, "vae_train": TrainConfig,
@@ -131,6 +132,12 @@ class Config:
                                   "embedding); set it to data.depth")
         if "vae_image" in stages and self.vae_image_train is None:
             raise ConfigError("stage 'vae_image' needs a vae_image_train block (steps, batch_size, ...)")
+        mtd = self.model.mtd if self.model is not None else None
+        if "mtd_image" in stages and mtd is not None and (mtd.temporal or
+                                                          mtd.condition_injection != "none"):
+            raise ConfigError("stage 'mtd_image' trains an image UNet (single frames, nothing "
+                              "given): set model.mtd.temporal=False and "
+                              "model.mtd.condition_injection='none'")
         for i, s in enumerate(stages):
             if s not in STAGE_NAMES and not (s.startswith("mtd_local") and s[9:].isdigit()):
                 raise ConfigError(f"stages[{i}]={s!r} is not a stage; use {', '.join(STAGE_NAMES)} "

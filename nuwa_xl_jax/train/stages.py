@@ -83,6 +83,7 @@ def to_video(frames: jax.Array) -> jax.Array:
 # The T-KLVAE stage.
 
 IMAGE_STRIDE = 97  # frames between the 3 frames of a vae_image example: 3 unrelated images
+IMAGE_FRAMES = 3  # frames of an image example (frames_per_call >= 3 in the data spec)
 
 
 def image_stride(config) -> int:
@@ -103,9 +104,13 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
     config = Config.from_dict(config)
     vae_cfg = config.model.vae
     train_cfg = config.train_block("vae_image" if image else "vae")
+    name = "vae_image" if image else "vae"
+    # A family whose VAE has no temporal layers (an image base, configs/synthetic_base.py) trains
+    # its vae stage as vae_image does: on unrelated single frames.
+    image = image or not vae_cfg.temporal
     if image:
         vae_cfg = dataclasses.replace(vae_cfg, temporal=False)
-        F = 3  # frames_per_call >= 3 in the data spec; the image VAE sees each frame alone
+        F = IMAGE_FRAMES  # the image VAE sees each frame alone
         dcfg = data_config(config, mode="ar", frames_per_call=F, ar_stride=image_stride(config),
                            ar_prefix=0, batch_size=train_cfg.batch_size)
     else:
@@ -123,7 +128,7 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
     disc_stats = disc.init(jax.random.key(0), clip)["batch_stats"] if use_gan else None
     lpips = vae_loss.make_lpips(cfg)
     image_weights = None
-    if not image and "vae_image" in config.stages:
+    if name == "vae" and "vae_image" in config.stages:
         image_weights = read_export(export_dir(workdir, "vae_image"))[0]["vae"]
     # public weights (model.vae.init_from) start the first VAE stage; the vae_image stage's pass on
     public = None if image_weights is not None else init_from.start_weights(
@@ -191,7 +196,7 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
                                 for _ in range(batches)])
         return {"latent_scale": float(1.0 / max(means.std(), 1e-6))}
 
-    return loop.Stage("vae_image" if image else "vae", init, None, _grain_data(dcfg, _no_prompts),
+    return loop.Stage(name, init, None, _grain_data(dcfg, _no_prompts),
                       model_config={"vae": _to_dict(vae_cfg), "gan": use_gan},
                       grads=grads, frames_per_example=F, export_meta=export_meta)
 
@@ -228,6 +233,9 @@ def init_logvar(variables: Any, latent_channels: int, value: float) -> Any:
 
 def stage_data_overrides(config, name: str) -> dict:
     depth = config.data.depth
+    if name == "mtd_image":  # unrelated frames of one episode, each its own image (image_batch)
+        return dict(mode="ar", frames_per_call=IMAGE_FRAMES, ar_stride=image_stride(config),
+                    ar_prefix=0)
     if name == "mtd_global":
         return dict(mode="dod", level=0)
     if name == "mtd_local":
@@ -283,6 +291,15 @@ def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float,
     return loss, {"mse": mse}
 
 
+def image_batch(batch: dict) -> dict:
+    """``[B, F, ...]`` windows as ``[B * F, 1, ...]`` single frames: the mtd_image stage's UNet
+    (no temporal layers) sees each frame alone, with its own timestep and noise."""
+    F = batch["latents"].shape[1]
+    return {k: (jnp.repeat(v, F, axis=0) if v.ndim == 1  # per example (level, stride)
+                else v.reshape(v.shape[0] * F, 1, *v.shape[2:]))
+            for k, v in batch.items()}
+
+
 def latent_dir(config, workdir: str) -> str:
     """The latent cache MTD stages read: ``data.latent_dir``, else the one the pipeline builds."""
     return config.data.latent_dir or os.path.join(workdir, "latents")
@@ -316,10 +333,14 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
     if name == "mtd_local" and not models.model.mtd.num_levels:
         raise ValueError("stage 'mtd_local' (one shared local model) needs model.mtd.num_levels > 0 "
                          "for its level embedding; set it to data.depth")
+    if name == "mtd_image":
+        L = 1
     init = _init_fn(lambda key: models.init(key, L), config, train_cfg, workdir)
     table = frozen_prompts(config, models, cache)
 
     def loss(params, batch, key, step, table_states=None):
+        if name == "mtd_image":
+            batch = image_batch(batch)
         return mtd_loss(models, params, batch, key, train_cfg.prompt_dropout,
                         config.diffusion.min_snr_gamma, train_cfg.saliency_weight, table_states,
                         None if table is None else table().null_row)
@@ -329,7 +350,8 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
 
     return loop.Stage(name, init, loss, _grain_data(dcfg, models.tokenizer, table),
                       model_config=_mtd_model_config(config, train_cfg),
-                      frames_per_example=L, sample=sample, **_text_fields(models, table))
+                      frames_per_example=IMAGE_FRAMES if name == "mtd_image" else L,
+                      sample=sample, **_text_fields(models, table))
 
 
 def frozen_prompts(config, models: MTDModels, cache: str):
