@@ -25,8 +25,11 @@ STORYBOARD = files.find("configs/storyboards/cartoon.txt")
 
 
 def get_config(arg: str = "default") -> ml_collections.ConfigDict:
-    if arg not in ("default", "tiny"):
-        raise ValueError(f"configs/synthetic.py: unknown variant {arg!r}; expected 'default' or 'tiny'")
+    if arg not in ("default", "tiny", "base"):
+        raise ValueError(f"configs/synthetic.py: unknown variant {arg!r}; expected 'default', "
+                         "'base' or 'tiny'")
+    if arg == "base":
+        return from_base(get_config("default"))
     tiny = arg == "tiny"
     config = ml_collections.ConfigDict()
     config.seed = 0
@@ -108,4 +111,18 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     config.generate.enabled = True
     config.generate.storyboard = STORYBOARD
     config.generate.frames = 10 if tiny else 226
+    return config
+
+
+def from_base(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The family started from the shipped text-to-image base (configs/synthetic_base.py), as
+    NUWA-XL starts from Stable Diffusion: the T-KLVAE is the base's image VAE with temporal
+    layers at identity, and only those train; every MTD's spatial layers and the (frozen) text
+    encoder are the base's, the layers NUWA-XL adds start at identity."""
+    config.model.vae.block_out_channels = (16, 32, 64)  # the base's architecture
+    for block, component in (("vae", "vae"), ("mtd", "unet"), ("text", "text")):
+        config.model[block].init_from = files.shipped_base(component)
+    config.stages = presets.stages(config.data.depth)  # the base's VAE: no vae_image stage
+    del config["vae_image_train"]
+    config.vae_train.update(train_layers="added", steps=150)
     return config

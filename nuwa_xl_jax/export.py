@@ -7,6 +7,12 @@ VAE's latent scale, the tokenizer), loadable by ``NuwaXLPipeline.from_pretrained
 (nuwa_xl_jax/family/artifact.py). Weights pass through FSDP shards on ``--mesh_shape``; on a
 multi-process run every process runs this command (same flags as ``train``'s).
 
+``--format=base``: a text-to-image base's workdir (configs/synthetic_base.py: its ``vae`` and
+``mtd_image`` stages) as the three folders ``convert`` writes for Stable Diffusion (``OUT/vae``,
+``OUT/unet``, ``OUT/text``) and ``OUT/manifest.json`` (config, commit, steps, training time,
+checksums, and the quality ``--quality`` names: benchmarks/base_quality.py's JSON);
+nuwa_xl_jax/family/base.py. Video families start from it with ``model.*.init_from``.
+
 ``--format=diffusers``: the spatial VAE and the spatial UNet of ``--stage`` as diffusers folders
 (``OUT/vae``, ``OUT/unet``: config.json + diffusion_pytorch_model.safetensors), the inverse of
 ``python -m nuwa_xl_jax.convert`` (nuwa_xl_jax/family/diffusers.py).
@@ -29,9 +35,12 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_string("workdir", None, "a training workdir (or an artifact written by this "
                         "command; --format=diffusers also takes a convert output)", flag_values=fv)
     flags.DEFINE_string("out", None, "a new folder for the export", flag_values=fv)
-    flags.DEFINE_enum("format", "family", ["family", "diffusers"],
-                      "family: the whole model family; diffusers: the spatial VAE and UNet",
+    flags.DEFINE_enum("format", "family", ["family", "diffusers", "base"],
+                      "family: the whole model family; diffusers: the spatial VAE and UNet; base: "
+                      "a text-to-image base in convert's format, with its manifest",
                       flag_values=fv)
+    flags.DEFINE_string("quality", None, "--format=base: the JSON benchmarks/base_quality.py "
+                        "wrote, recorded in the manifest", flag_values=fv)
     flags.DEFINE_string("stage", "mtd_global", "--format=diffusers: the MTD stage whose UNet to "
                         "write", flag_values=fv)
     flags.DEFINE_list("mesh_shape", ["1", "-1"], "(data, fsdp) mesh the weights pass through",
@@ -61,6 +70,16 @@ def run(FLAGS: flags.FlagValues) -> int:
         if FLAGS.format == "family":
             mesh = parallel.make_mesh(tuple(int(s) for s in FLAGS.mesh_shape))
             out = artifact.write_family(FLAGS.workdir, FLAGS.out, mesh)
+        elif FLAGS.format == "base":
+            import json
+
+            from nuwa_xl_jax.family import base
+
+            quality = None
+            if FLAGS.quality:
+                with open(FLAGS.quality) as f:
+                    quality = json.load(f)
+            out = base.write_base(FLAGS.workdir, FLAGS.out, quality)
         else:
             from nuwa_xl_jax.family import diffusers
 

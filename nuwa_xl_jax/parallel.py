@@ -140,9 +140,11 @@ def tree_shardings(abstract_boxed: Any, mesh: Mesh,
     """
     specs = nn.get_partition_spec(abstract_boxed)
     shapes = nn.meta.unbox(abstract_boxed)
+    # an empty node (optax's MaskedNode: no state for parameters an optimizer leaves fixed)
+    # comes back as it is
     return jax.tree.map(
-        lambda spec, x: logical_to_sharding(spec, x.shape, mesh, rules), specs, shapes,
-        is_leaf=lambda x: isinstance(x, P))
+        lambda spec, x: logical_to_sharding(spec, x.shape, mesh, rules) if hasattr(x, "shape")
+        else x, specs, shapes, is_leaf=lambda x: isinstance(x, P))
 
 
 def init_sharded(init_fn: Callable[..., Any], mesh: Mesh, *args,

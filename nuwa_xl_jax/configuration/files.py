@@ -21,6 +21,21 @@ PREFIX = "configs"
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The synthetic world's text-to-image base, shipped as package data (nuwa_xl_jax/family/base.py
+# writes and checks it; configs/synthetic.py starts from it).
+SHIPPED_BASE = os.path.join(_PACKAGE, "assets", "synthetic_base")
+BASE_COMPONENTS = ("vae", "unet", "text")
+
+
+def shipped_base(component: str) -> str:
+    """The folder of ``component`` ('vae', 'unet' or 'text') of the shipped synthetic base, for
+    ``model.{vae,mtd,text}.init_from`` (checked when a stage reads it, not here)."""
+    if component not in BASE_COMPONENTS:
+        raise ConfigError(f"unknown base component {component!r}; expected one of "
+                          f"{', '.join(BASE_COMPONENTS)}")
+    return os.path.join(SHIPPED_BASE, component)
+
+
 def shipped_roots() -> list[str]:
     """Folders holding the shipped configs: the installed copy, then a source checkout's."""
     roots = [os.path.join(_PACKAGE, PREFIX)]

@@ -41,6 +41,12 @@ class TrainConfig(Block):
     # "mtd_global" for local stages: the paper starts every MTD from one pretrained text-to-image
     # UNet; without one, the trained global model is the nearest thing (same architecture)
     init_from: str = ""
+    # Which layers train when the model starts from an image model (model.*.init_from, or the
+    # vae stage after vae_image): 'all', or 'added' (only the layers NUWA-XL adds: temporal convs
+    # and attentions, the condition cascades and injections, the level embedding; the image
+    # model's own layers stay as they were). The text encoder has its own switch
+    # (model.text.trainable).
+    train_layers: str = "all"
 
     PATH: ClassVar[str] = "train"
     FLOATS: ClassVar[tuple[str, ...]] = ("learning_rate", "end_lr_fraction", "weight_decay",
@@ -72,6 +78,9 @@ class TrainConfig(Block):
                                                    not self.init_from.startswith("mtd_")):
             raise ConfigError(f"{path}.init_from must be '' or an MTD stage (e.g. 'mtd_global'), "
                               f"got {self.init_from!r}")
+        if self.train_layers not in ("all", "added"):
+            raise ConfigError(f"{path}.train_layers must be 'all' or 'added' (only the layers "
+                              f"NUWA-XL adds to the image model), got {self.train_layers!r}")
         if not 0.0 <= self.prompt_dropout <= 1.0:
             raise ConfigError(f"{path}.prompt_dropout must be in [0, 1], got {self.prompt_dropout}")
 

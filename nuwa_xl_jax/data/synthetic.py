@@ -22,6 +22,7 @@ benchmarks/data_pipeline.py: 8.2 episodes/s).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Sequence
 
 import numpy as np
@@ -92,6 +93,19 @@ def caption(subject: int, action: int, others: Sequence[int], scene: int) -> str
     if others:
         words += ["with", " and ".join(CHARACTERS[o] for o in others)]
     return " ".join(words + ["in", "the", SCENES[scene]])
+
+
+def caption_patterns() -> list[str]:
+    """One caption for every (scene, subject, others) the grammar can produce (others: up to
+    CAST_SIZE - 1 of the other characters, in cast order), the actions taken in turn so each
+    appears about equally: what a text-to-image base of this world must draw (576 captions)."""
+    out = []
+    for scene in range(len(SCENES)):
+        for subject in range(len(CHARACTERS)):
+            rest = [c for c in range(len(CHARACTERS)) if c != subject]
+            for others in (g for k in range(CAST_SIZE) for g in itertools.combinations(rest, k)):
+                out.append(caption(subject, len(out) % len(ACTIONS), others, scene))
+    return out
 
 
 def _ground_y(scene: int, size):

@@ -154,6 +154,15 @@ def _restore(path: str, mesh=None) -> Any:
     return ocp.StandardCheckpointer().restore(path, target)
 
 
+def read_model_config(directory: str) -> dict:
+    """The ``model_config.json`` of one export folder, without reading its weights."""
+    path = os.path.join(directory, MODEL_CONFIG)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no {MODEL_CONFIG} in {directory}: give a folder written by "
+                                "python -m nuwa_xl_jax.convert or a training stage's export")
+    return _json_object(directory, path, STAGE_FIX)
+
+
 def read_export(directory: str, mesh=None) -> tuple[Any, dict]:
     """``(params, model_config)`` of one stage's export folder: numpy arrays, or with ``mesh``
     jax.Arrays read straight into FSDP shards on it (each process reads only its own shards)."""

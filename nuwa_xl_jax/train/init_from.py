@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 from flax import traverse_util
 
 from nuwa_xl_jax.configuration import ConfigError
-from nuwa_xl_jax.family import store
+from nuwa_xl_jax.family import base, store
 from nuwa_xl_jax.models.tklvae import is_temporal_param
 from nuwa_xl_jax.weights.common import flatten
 from nuwa_xl_jax.weights.unet import is_new_layer
@@ -31,6 +31,17 @@ def _same(a: Any, b: Any) -> bool:
     return norm(a) == norm(b)
 
 
+def latent_scale(block) -> Optional[float]:
+    """The ``latent_scale`` of the converted VAE folder ``block.init_from`` names (None if unset or
+    the folder has none)."""
+    folder = block.init_from
+    if not folder:
+        return None
+    base.check(folder)
+    meta = store.read_model_config(folder)
+    return float(meta["latent_scale"]) if "latent_scale" in meta else None
+
+
 def start_weights(block, path: str, component: str) -> Optional[dict]:
     """``{"params": ...}`` of the converted folder ``block.init_from`` names (None when unset),
     less the layers NUWA-XL adds. A folder of another component or architecture is one
@@ -40,6 +51,7 @@ def start_weights(block, path: str, component: str) -> Optional[dict]:
     if not folder:
         return None
     kind, new_layer = _COMPONENTS[component]
+    base.check(folder)  # a base with a manifest: every file there, with its checksum
     params, meta = store.read_export(folder)  # a missing / damaged folder: one clear error
     if component not in params or component not in meta:
         raise ConfigError(f"{path}.init_from={folder!r} holds {sorted(params)} weights, not "

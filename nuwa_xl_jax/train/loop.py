@@ -55,6 +55,8 @@ class Stage:
     prepare(params) -> inputs: optional, step-invariant inputs computed once from the initialised
         or restored params (a frozen text encoder's prompt-state table); the loss then takes them
         as a fifth argument, ``loss(params, batch, key, step, inputs)``.
+    fixed(path) -> bool: optional, parameters (by path, ``"vae/params/..."``) the optimizer leaves
+        at their starting values: a pretrained image model's layers while the added ones train.
     """
     name: str
     init: Callable[[jax.Array], Any]
@@ -67,6 +69,7 @@ class Stage:
     export_meta: Callable[[Any], dict] | None = None  # extra facts stored with the exported weights
     frozen: tuple[str, ...] = ()
     prepare: Callable[[Any], Any] | None = None
+    fixed: Callable[[str], bool] | None = None
 
 
 @dataclasses.dataclass
@@ -183,7 +186,7 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
     stage_dir = os.path.join(workdir, stage.name)
     tx = train_state.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.weight_decay,
                                     cfg.clip_norm, cfg.b1, cfg.b2, cfg.accumulate_steps,
-                                    cfg.end_lr_fraction)
+                                    cfg.end_lr_fraction, stage.fixed)
     init_key, state_key = jax.random.split(jax.random.key(seed))
 
     def init_state(key):

@@ -29,17 +29,18 @@ import numpy as np
 from PIL import Image
 
 from nuwa_xl_jax import parallel
-from nuwa_xl_jax.configuration import Config, DataConfig
+from nuwa_xl_jax.configuration import Config, ConfigError, DataConfig, train_block_name
 from nuwa_xl_jax.data import latent_cache, pipeline
 from nuwa_xl_jax.diffusion import samplers, schedules
 # The on-disk format and runtime live in the family layer; these names stay importable from here.
 from nuwa_xl_jax.family.runtime import MTDModels
 from nuwa_xl_jax.family.store import export_dir, read_export, read_vae, write_export  # noqa: F401
 from nuwa_xl_jax.models.discriminator import NLayerDiscriminator
-from nuwa_xl_jax.models.tklvae import TKLVAE
+from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
 from nuwa_xl_jax.family.artv import WINDOW as ARTV_WINDOW, ARTVModels
 from nuwa_xl_jax.train import artv as artv_lib
 from nuwa_xl_jax.train import init_from, loop, prompt_table, vae_loss
+from nuwa_xl_jax.weights.unet import is_new_layer
 
 
 def _to_dict(c: Any) -> dict:
@@ -134,6 +135,14 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
     public = None if image_weights is not None else init_from.start_weights(
         config.model.vae, "model.vae", "vae")
 
+    fixed = None
+    if train_cfg.train_layers == "added":
+        if image or (image_weights is None and public is None):
+            raise ConfigError(f"{train_block_name(config, name)}.train_layers='added' trains only "
+                              "the T-KLVAE's temporal layers: it needs a temporal model.vae that "
+                              "starts from an image VAE (model.vae.init_from, or a vae_image stage)")
+        fixed = lambda path: path.startswith("vae/") and not is_temporal_param(path)
+
     def init(key):
         k_vae, k_disc = jax.random.split(key)
         variables = vae.init(k_vae, clip)
@@ -189,16 +198,28 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
 
     def export_meta(ema_params, batches: int = 4) -> dict:
         """LDM's latent scale: 1 / std of the posterior means on a few training batches, so the
-        diffusion models see unit-variance latents (SD's 0.18215 is right for SD's VAE only)."""
+        diffusion models see unit-variance latents (SD's 0.18215 is right for SD's VAE only).
+        A VAE whose image layers stay those of a converted image VAE keeps its scale: the image
+        UNet that MTDs start from was trained at it (as SD's UNet at 0.18215)."""
+        if fixed is not None and source_scale is not None:
+            return {"latent_scale": source_scale}
         it = _grain_data(dcfg, _no_prompts)(0, 1)
         encode = jax.jit(lambda p, f: vae.apply(p, to_video(f), method="encode")[0])
         means = np.concatenate([np.asarray(encode(ema_params["vae"], next(it)["frames"])).ravel()
                                 for _ in range(batches)])
         return {"latent_scale": float(1.0 / max(means.std(), 1e-6))}
 
+    source_scale = init_from.latent_scale(config.model.vae) if public is not None else None
     return loop.Stage(name, init, None, _grain_data(dcfg, _no_prompts),
-                      model_config={"vae": _to_dict(vae_cfg), "gan": use_gan},
-                      grads=grads, frames_per_example=F, export_meta=export_meta)
+                      model_config={"vae": _to_dict(vae_cfg), "gan": use_gan,
+                                    **_layers_field(train_cfg)},
+                      grads=grads, frames_per_example=F, export_meta=export_meta, fixed=fixed)
+
+
+def _layers_field(train_cfg) -> dict:
+    """``train_layers`` in a stage's fingerprint when not 'all' (its optimizer state is another
+    tree; older workdirs, all 'all', keep their fingerprints)."""
+    return {} if train_cfg.train_layers == "all" else {"train_layers": train_cfg.train_layers}
 
 
 def overlay(variables: Any, weights: Any) -> Any:
@@ -337,6 +358,7 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
         L = 1
     init = _init_fn(lambda key: models.init(key, L), config, train_cfg, workdir)
     table = frozen_prompts(config, models, cache)
+    fixed = _fixed_mtd_layers(config, train_cfg, name)
 
     def loss(params, batch, key, step, table_states=None):
         if name == "mtd_image":
@@ -351,7 +373,20 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
     return loop.Stage(name, init, loss, _grain_data(dcfg, models.tokenizer, table),
                       model_config=_mtd_model_config(config, train_cfg),
                       frames_per_example=IMAGE_FRAMES if name == "mtd_image" else L,
-                      sample=sample, **_text_fields(models, table))
+                      sample=sample, fixed=fixed, **_text_fields(models, table))
+
+
+def _fixed_mtd_layers(config, train_cfg, name: str):
+    """With ``train_layers='added'``: the MTD's image-UNet layers, held at their starting weights
+    (the layers NUWA-XL adds train; the text encoder follows model.text.trainable)."""
+    if train_cfg.train_layers == "all":
+        return None
+    if not (train_cfg.init_from or config.model.mtd.init_from):
+        raise ConfigError(f"{train_block_name(config, name)}.train_layers='added' trains only the "
+                          "layers NUWA-XL adds: the MTD must start from an image UNet "
+                          "(model.mtd.init_from) or an earlier stage (init_from)")
+    prefix = "mtd/params/"
+    return lambda path: path.startswith(prefix) and not is_new_layer(path[len(prefix):])
 
 
 def frozen_prompts(config, models: MTDModels, cache: str):
@@ -395,7 +430,7 @@ def _mtd_model_config(config, train_cfg) -> dict:
             # what the weights predict: resuming or reusing them under another schedule / target
             # would silently mislead
             "diffusion": config.diffusion.schedule_fields(),
-            "init_from": train_cfg.init_from,
+            "init_from": train_cfg.init_from, **_layers_field(train_cfg),
             # a frozen encoder has no optimizer state: its checkpoints are another tree
             **({} if config.model.text.trains else {"text_frozen": True})}
 

@@ -9,7 +9,7 @@ only the trained groups (no moments for frozen weights) and no gradients are tak
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import jax
@@ -32,8 +32,13 @@ class TrainState:
 def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int,
                    weight_decay: float = 0.0, clip_norm: float | None = 1.0,
                    b1: float = 0.9, b2: float = 0.999, accumulate_steps: int = 1,
-                   end_lr_fraction: float = 0.0) -> optax.GradientTransformation:
+                   end_lr_fraction: float = 0.0,
+                   fixed: Callable[[str], bool] | None = None) -> optax.GradientTransformation:
     """AdamW with linear warmup and cosine decay, gradient clipping, optional accumulation.
+
+    ``fixed(path)`` (``"vae/params/encoder/conv_in/kernel"``): parameters held at their starting
+    values (a pretrained image model's layers while the added ones train): zero updates, no
+    optimizer moments, no weight decay, and left out of the clipping norm.
 
     ``warmup_steps`` and ``total_steps`` count training steps (micro-batches); with
     ``accumulate_steps=k`` the inner optimizer updates once every k of them, so its schedule runs
@@ -47,9 +52,22 @@ def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int,
     parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
     parts.append(optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
     tx = optax.chain(*parts)
+    if fixed is not None:
+        tx = optax.multi_transform({"train": tx, "fixed": optax.set_to_zero()},
+                                   lambda params: path_labels(params, fixed))
     if accumulate_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accumulate_steps)
     return tx
+
+
+def path_labels(params: Any, fixed: Callable[[str], bool]) -> Any:
+    """``"fixed"`` / ``"train"`` for every leaf of ``params`` by its path (dict keys joined by
+    ``/``; a boxed leaf's ``value`` attribute is not part of it)."""
+    def label(path, _):
+        name = "/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+        return "fixed" if fixed(name) else "train"
+
+    return jax.tree_util.tree_map_with_path(label, params)
 
 
 def split(params: Any, frozen=()) -> tuple[Any, dict]:
