@@ -43,7 +43,9 @@ setup(
     # nuwa_xl_jax.configuration.files finds ``configs/NAME.py`` when no such file is at hand.
     packages=find_packages(include=["nuwa_xl_jax", "nuwa_xl_jax.*"]) + ["nuwa_xl_jax.configs"],
     package_dir={"nuwa_xl_jax.configs": "configs"},
-    package_data={"nuwa_xl_jax.configs": ["storyboards/*"]},
+    # The synthetic world's text-to-image base (nuwa_xl_jax/family/base.py) is package data too.
+    package_data={"nuwa_xl_jax.configs": ["storyboards/*"],
+                  "nuwa_xl_jax": ["assets/synthetic_base/*", "assets/synthetic_base/**/*"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

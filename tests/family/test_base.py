@@ -218,3 +218,24 @@ def test_caption_patterns_cover_the_grammar():
     # every pattern is a caption the world writes: others in cast order
     video_captions = set(synthetic.episode(0, 0, 1200, (32, 32))[1])
     assert video_captions & set(patterns)
+
+
+def test_base_quality_benchmark_reads_exports_and_checkpoints(trained_base, tmp_path, capsys):
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location(
+        "base_quality", os.path.join(root, "benchmarks", "base_quality.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _, workdir, _, _ = trained_base
+    out, sheet = tmp_path / "q.json", tmp_path / "sheet.png"
+    result = bench.main([f"--workdir={workdir}", f"--unet_step={STEPS}", f"--vae_step={STEPS}",
+                         "--steps=2", "--batch=96", "--vae_frames=20", f"--out={out}",
+                         f"--sheet={sheet}"])
+    assert result["unet"]["images"] == len(synthetic.caption_patterns())
+    assert result["vae"]["real"]["both"] == 1.0 and result["vae"]["frames"] == 20
+    for part in (result["vae"]["reconstructed"], result["unet"]):
+        assert 0 <= part["both"] <= part["scene"] <= 1
+    assert json.loads(out.read_text())["unet_step"] == STEPS and sheet.stat().st_size > 0
+    assert "UNet, one image per caption pattern" in capsys.readouterr().out
