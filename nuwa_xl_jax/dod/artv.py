@@ -18,6 +18,7 @@ only the UNet and the mask head. Frame n draws its noise from
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Optional
 
 import jax
@@ -40,9 +41,12 @@ def _sample_window(artv: ARTVModels, params, sampling: samplers.Settings, key, s
                    given, mask, ref, given_t):
     """One sampler loop on a batch of one window ``[1, 3, h, w, c]``; returns the window."""
     features = artv.condition(params, given, mask, ref, given_t)  # once, outside the loop
+    # JAX's trace caches keep the step function (a static argument of the sampler loop) for the
+    # life of the process; it reaches the model through a proxy, so it keeps no family alive.
+    step_model = weakref.proxy(artv)
 
     def model_fn(x, t, states, features):
-        return artv.unet(params, x, t, states, features)
+        return step_model.unet(params, x, t, states, features)
 
     return samplers.sample(
         sampling.name, model_fn, artv.schedule, key, given.shape, steps=sampling.steps,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import weakref
 from typing import Any, Sequence
 
 import jax
@@ -80,6 +81,9 @@ def _level_program(denoise, schedule, sampling: samplers.Settings, mesh: Mesh, r
     sh = _shardings(mesh, replicate)
     eta = sampling.eta if sampling.name == "ddim" else 0.0
     model = as_denoiser(denoise)
+    # JAX's trace caches keep the step function (a static argument of the sampler loop) for the
+    # life of the process; it reaches the denoiser through a proxy, so it keeps no family alive.
+    step_model = weakref.proxy(model)
     guided = sampling.guidance_scale != 1.0
 
     def program(params, level_key, seg_index, table, index, given, mask, level):
@@ -93,7 +97,7 @@ def _level_program(denoise, schedule, sampling: samplers.Settings, mesh: Mesh, r
         features = model.condition(params, given, mask)  # batch-first pytree
 
         def model_fn(x, t, states, features, level):
-            return model.unet(params, x, t, states, features, level)
+            return step_model.unet(params, x, t, states, features, level)
 
         def one(index, states, features, g, m, level):
             # One segment as a batch of 1: its own key makes its noise independent of the batch.
