@@ -120,7 +120,8 @@ def build_models(config, a, depth: int):
     # As the generate command: levels past the trained depth (--extend) reuse the deepest local
     # model, and a shared one is never passed a level past its level embedding.
     # models is a Denoiser (dod/level_models.py): prompts and condition features are encoded once
-    # per call, as in the generate command. Weights are placed on the devices once, here, for every method.
+    # per call, as in the generate command. Weights are placed on the devices once, here, for
+    # every method.
     mesh = parallel.make_mesh()
     levels = level_models.place_models(level_models_for(config, models, glob, local, depth), mesh)
     ar_model = level_models.place_models([level_models.LevelModel(models, ar)], mesh)[0]

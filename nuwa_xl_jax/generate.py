@@ -39,8 +39,9 @@ flags.DEFINE_integer("seed", 0, "the video is a function of the seed, not of the
 flags.DEFINE_string("max_segments_per_call", "auto", "segments per batched sampler call: 'auto' "
                     "(the most that fit --memory_fraction of one device's memory), a number, or "
                     "'none' (no limit)")
-flags.DEFINE_float("memory_fraction", memory.DEFAULT_MEMORY_FRACTION, "the share of one device's memory a sampler call may "
-                   "use, for --max_segments_per_call=auto and for decoding")
+flags.DEFINE_float("memory_fraction", memory.DEFAULT_MEMORY_FRACTION, "the share of one "
+                   "device's memory a sampler or decoder call may use, for "
+                   "--max_segments_per_call=auto and for decoding")
 flags.DEFINE_integer("fps", 8, "frames per second of the written video")
 flags.DEFINE_bool("overwrite", False, "replace existing output files")
 flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off' "

@@ -182,11 +182,17 @@ class NuwaXLPipeline:
             params = store.read_export(store.export_dir(self.workdir, stage))[0]
             setattr(self.family, field, place_params(params, self.mesh))
 
+    def _plan(self, prompts: list, mode: str, extend: bool, plan: Optional[Plan]):
+        """The DoD plan of a video, made once: a length it cannot run fails before any work."""
+        if mode == "dod" and plan is None:
+            plan = gen.plan_for(self.config, len(prompts), extend)
+        return plan
+
     def _sample(self, prompts: list, mode: str, plan: Optional[Plan], extend: bool, mesh,
-                settings: dict) -> Sampled:
+                sampler, steps, guidance, eta, **settings) -> Sampled:
         self._load_ar(mode)
         return gen.sample(self.family, prompts, mode=mode, mesh=mesh, extend=extend, plan=plan,
-                          **settings)
+                          sampling=self.sampling(sampler, steps, guidance, eta), **settings)
 
     def _decode(self, latents, mesh, memory_fraction: float):
         return gen.decode_frames(self.family, latents, mesh=mesh, memory_fraction=memory_fraction)
@@ -220,14 +226,12 @@ class NuwaXLPipeline:
         ``score`` runs the synthetic world's storyboard probe. ``plan``: the DoD plan when the
         caller has already made it (``dod.generate.plan_for``), so it is made once per video."""
         prompts = self.prompts_for(prompts, frames)
-        if mode == "dod" and plan is None:  # a length it cannot run fails before any work
-            plan = gen.plan_for(self.config, len(prompts), extend)
+        plan = self._plan(prompts, mode, extend, plan)
         mesh = self.mesh if mesh is None else mesh
         t0 = time.perf_counter()
-        s = self._sample(prompts, mode, plan, extend, mesh, dict(
-            sampling=self.sampling(sampler, steps, guidance, eta), seed=seed,
-            max_segments_per_call=max_segments_per_call, memory_fraction=memory_fraction,
-            progress=progress))
+        s = self._sample(prompts, mode, plan, extend, mesh, sampler, steps, guidance, eta,
+                         seed=seed, max_segments_per_call=max_segments_per_call,
+                         memory_fraction=memory_fraction, progress=progress)
         frames_out = np.concatenate(list(self._decode(s.latents, mesh, memory_fraction)))
         seconds = time.perf_counter() - t0
         keyframes = [contact_sheets.LevelKeyframes(ix, frames_out[ix], len(ix))
@@ -248,16 +252,14 @@ class NuwaXLPipeline:
         hold; returns the :class:`Video` with ``frames=None``, its paths, timing and probe
         scores (on the synthetic world, unless ``score=False``)."""
         prompts = self.prompts_for(prompts, frames)
-        if mode == "dod" and plan is None:  # before any output or model work
-            plan = gen.plan_for(self.config, len(prompts), extend)
+        plan = self._plan(prompts, mode, extend, plan)
         sheet = sheet_path(out) if sheet is True else (sheet or None)
-        _check_outputs(out, sheet, overwrite)
-        mesh = self.mesh if mesh is None else mesh
+        _check_outputs(out, sheet, overwrite)  # before any model work
         t0 = time.perf_counter()
-        s = self._sample(prompts, mode, plan, extend, mesh, dict(
-            sampling=self.sampling(sampler, steps, guidance, eta), seed=seed,
-            max_segments_per_call=max_segments_per_call, memory_fraction=memory_fraction,
-            progress=progress))
+        mesh = self.mesh if mesh is None else mesh
+        s = self._sample(prompts, mode, plan, extend, mesh, sampler, steps, guidance, eta,
+                         seed=seed, max_segments_per_call=max_segments_per_call,
+                         memory_fraction=memory_fraction, progress=progress)
         h, w = tuple(self.config.data.resolution)
         collector = contact_sheets.KeyframeCollector(s.level_indices)
         kept = [] if score and self.can_score else None  # the probe reads it all at the end

@@ -23,7 +23,8 @@ class Denoiser(Protocol):
         """``[..., T]`` token ids -> prompt states ``[..., T, D]``."""
 
     def condition(self, params, cond, mask) -> Any:
-        """Given latents ``[B, F, h, w, c]`` and mask ``[B, F]`` -> features (a batch-first pytree)."""
+        """Given latents ``[B, F, h, w, c]`` and mask ``[B, F]`` -> features (a batch-first
+        pytree)."""
 
     def unet(self, params, x, t, states, features, level) -> jax.Array:
         """One step's prediction from the encoded prompts and condition features."""

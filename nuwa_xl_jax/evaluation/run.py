@@ -113,7 +113,8 @@ def _check(o: Options):
             if mode == "dod":  # made once here, run by every DoD video
                 plan = gen.plan_for(config, frames, o.extend)
                 continue
-            stage, what = {"ar": ("mtd_ar", "AR baseline"), "artv": ("mtd_artv", "ART•V model")}[mode]
+            stage, what = {"ar": ("mtd_ar", "AR baseline"),
+                           "artv": ("mtd_artv", "ART•V model")}[mode]
             if not store.has_export(o.workdir, stage):
                 raise EvaluationError(f"--modes={mode}: {o.workdir} has no trained {what} "
                                       f"(stage {stage}); train it (python -m nuwa_xl_jax.train "
