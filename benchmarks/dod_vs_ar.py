@@ -35,7 +35,7 @@ import numpy as np
 from absl import flags
 
 from nuwa_xl_jax import cli, configuration, family, parallel
-from nuwa_xl_jax.dod import baselines, engine, plan as planlib
+from nuwa_xl_jax.dod import baselines, engine, level_models, plan as planlib
 from nuwa_xl_jax.dod.generate import level_models_for, plan_for
 
 METHODS = ("dod", "per-seg", "ar")
@@ -119,11 +119,13 @@ def build_models(config, a, depth: int):
         what = "random (seeded init; timing does not depend on weights)"
     # As the generate command: levels past the trained depth (--extend) reuse the deepest local
     # model, and a shared one is never passed a level past its level embedding.
-    # models is an engine.Denoiser: prompts and condition features are encoded once per call, as
-    # in the generate command. Weights are placed on the devices once, here, for every method.
+    # models is a Denoiser (dod/level_models.py): prompts and condition features are encoded once
+    # per call, as in the generate command. Weights are placed on the devices once, here, for
+    # every method.
     mesh = parallel.make_mesh()
-    levels = engine.place_models(level_models_for(config, models, glob, local, depth), mesh)
-    return models, levels, engine.place_models([engine.LevelModel(models, ar)], mesh)[0], what
+    levels = level_models.place_models(level_models_for(config, models, glob, local, depth), mesh)
+    ar_model = level_models.place_models([level_models.LevelModel(models, ar)], mesh)[0]
+    return models, levels, ar_model, what
 
 
 def prompt_ids(models, frames: int) -> np.ndarray:

@@ -34,7 +34,8 @@ from absl import flags
 from nuwa_xl_jax import cli, configuration, family, parallel
 from nuwa_xl_jax.configuration import presets
 from nuwa_xl_jax.data import synthetic
-from nuwa_xl_jax.dod import engine, plan as planlib
+from nuwa_xl_jax.dod import engine, memory, plan as planlib
+from nuwa_xl_jax.dod.level_models import place_models, place_params
 from nuwa_xl_jax.dod.generate import level_models_for
 
 
@@ -48,7 +49,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "compute dtype", **d)
     flags.DEFINE_enum("attention", "auto", ["auto", "xla", "cudnn", "splash"], "attention kernels", **d)
     flags.DEFINE_string("max_segments_per_call", "auto", "'auto', a number or 'none'", **d)
-    flags.DEFINE_float("memory_fraction", engine.DEFAULT_MEMORY_FRACTION, "for 'auto'", **d)
+    flags.DEFINE_float("memory_fraction", memory.DEFAULT_MEMORY_FRACTION, "for 'auto'", **d)
     flags.DEFINE_integer("L", 16, "frames per call", lower_bound=2, **d)
     flags.DEFINE_integer("seed", 0, "weights' and sampler's seed", **d)
     flags.DEFINE_string("json", None, "also write the results to this file", **d)
@@ -113,8 +114,8 @@ def run_case(a, frames: int, pixels: int, scales: list[float]) -> list[dict]:
     models = family.MTDModels(config, None, vae_params={})  # the VAE is never called here
     keys = jax.random.split(jax.random.key(a.seed), 2)
     mesh = parallel.make_mesh()
-    weights = [engine.place_params(jax.jit(models.init, static_argnums=1)(k, a.L), mesh) for k in keys]
-    levels = engine.place_models(level_models_for(config, models, weights[0], [weights[1]] * (depth - 1),
+    weights = [place_params(jax.jit(models.init, static_argnums=1)(k, a.L), mesh) for k in keys]
+    levels = place_models(level_models_for(config, models, weights[0], [weights[1]] * (depth - 1),
                                                   depth), mesh)
     flops = unet_flops_per_segment_step(models, weights[0], a.L)
     # One caption per frame from a synthetic episode (the built-in tokenizer's words).
@@ -122,7 +123,7 @@ def run_case(a, frames: int, pixels: int, scales: list[float]) -> list[dict]:
     rows = []
     for g in scales:
         kw = dict(sampler="ddim", steps=a.steps, guidance_scale=g, seed=a.seed, mesh=mesh,
-                  max_segments_per_call=engine.check_max_segments(a.max_segments_per_call),
+                  max_segments_per_call=memory.check_max_segments(a.max_segments_per_call),
                   memory_fraction=a.memory_fraction)
         t0 = time.perf_counter()
         jax.block_until_ready(engine.run(plan, levels, ids, models.null_ids, models.schedule,

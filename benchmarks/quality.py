@@ -7,7 +7,7 @@ python benchmarks/quality.py --workdir=DIR [--seeds=0,1,2] [--storyboards=A.txt,
 For every storyboard (default: the demo's cartoon.txt, village.txt, and heldout.txt, which no
 tuning run may look at), mode (dod; ar when the workdir has an ``mtd_ar`` export), length (the
 demo's ``generate.frames`` and the family's full (L-1)^depth + 1, once if equal) and seed, it
-generates a video with ``dod.generate.generate`` exactly as the main job does (the config's
+generates a video through ``NuwaXLPipeline.write`` exactly as the main job does (the config's
 sampler, steps, guidance) and keeps its probe scores (eval/storyboard_probe.agreement: scene,
 characters, both, unknown, flicker, identity, keyframes / in-between). Prints one row per run and
 the mean over seeds per storyboard / mode / length, writes everything to ``--out`` (JSON) and
@@ -98,22 +98,20 @@ def lengths(config, names) -> dict:
     return out
 
 
-def run_one(family, prompts, video: str, mode: str, seed: int, mesh, steps=None) -> dict:
-    """One video as the main job makes it (pipeline.generate_video's settings); its scores."""
-    from nuwa_xl_jax.dod import generate as gen
-
-    g, d = family.config.generate, family.config.diffusion
-    sampler = g.sampler or d.sampler
-    out = gen.generate(
-        family, list(prompts), video, mode=mode, sampler=sampler, steps=steps or g.steps or d.sample_steps,
-        guidance_scale=d.guidance_scale if g.guidance_scale < 0 else g.guidance_scale,
-        eta=d.ddim_eta if sampler == "ddim" else 0.0, seed=seed, mesh=mesh,
-        max_segments_per_call=g.max_segments_per_call, fps=g.fps,
-        sheet=gen.sheet_path(video), overwrite=True, progress=False)
+def run_one(pipe, prompts, video: str, mode: str, seed: int, steps=None) -> dict:
+    """One video as the main job makes it (its ``generate`` block's settings); its scores."""
+    g = pipe.config.generate
+    overrides = g.sampler_overrides()
+    overrides["steps"] = steps or overrides["steps"]
+    out = pipe.write(video, list(prompts), mode=mode, seed=seed,
+                     max_segments_per_call=g.max_segments_per_call,
+                     memory_fraction=g.memory_fraction, fps=g.fps, overwrite=True,
+                     progress=False, **overrides)
     if out.agreement is None:
         raise ValueError("no probe scores: benchmarks/quality.py needs a synthetic_cartoon family")
-    return {"video": out.video, "contact_sheet": out.contact_sheet, "seconds": round(out.seconds, 1),
-            "sequential_calls": out.sequential_calls, **out.agreement}
+    return {"video": out.path, "contact_sheet": out.contact_sheet,
+            "seconds": round(out.seconds, 1), "sequential_calls": out.sequential_calls,
+            **out.agreement}
 
 
 def held_out_episodes(config, episodes: int, frames: int):
@@ -157,17 +155,14 @@ def mean_scores(rows) -> dict:
 
 
 def run(a) -> dict:
-    from nuwa_xl_jax import parallel
-    from nuwa_xl_jax.dod import generate as gen
     from nuwa_xl_jax.family.store import export_dir
     from nuwa_xl_jax.io.storyboards import load_storyboard
+    from nuwa_xl_jax.pipeline import NuwaXLPipeline
 
-    config = gen.load_config(a.workdir)
     has_ar = os.path.isdir(export_dir(a.workdir, "mtd_ar"))
     modes = [m for m in a.modes if m == "dod" or has_ar]
-    family = gen.load_family(a.workdir, need_ar="ar" in modes)
-    mesh = parallel.make_mesh()
-    sizes = lengths(family.config, a.lengths)
+    pipe = NuwaXLPipeline.from_pretrained(a.workdir, load_ar="ar" in modes)
+    sizes = lengths(pipe.config, a.lengths)
     os.makedirs(a.videos, exist_ok=True)
     runs = []
     for path in a.storyboards:
@@ -179,7 +174,7 @@ def run(a) -> dict:
                     video = os.path.join(a.videos, f"{name}_{mode}_{n}_seed{seed}.mp4")
                     row = {"storyboard": name, "mode": mode, "length": length_name, "frames": n,
                            "seed": seed}
-                    row.update(run_one(family, prompts, video, mode, seed, mesh, a.steps))
+                    row.update(run_one(pipe, prompts, video, mode, seed, a.steps))
                     runs.append(row)
                     print(row_line(row), flush=True)
     means = []
@@ -192,7 +187,7 @@ def run(a) -> dict:
               "storyboards": a.storyboards, "modes": modes, "ar_trained": has_ar,
               "lengths": sizes, "seeds": a.seeds, "steps": a.steps, "runs": runs, "means": means}
     if a.vae:
-        result["vae_ceiling"] = vae_ceiling(a.workdir, family.config, a.vae_episodes, a.vae_frames)
+        result["vae_ceiling"] = vae_ceiling(a.workdir, pipe.config, a.vae_episodes, a.vae_frames)
     return result
 
 

@@ -3,7 +3,7 @@
 Runs one level program (the engine's batched sampler loop over a level's segments) twice on the
 same weights and inputs: "in loop" passes ``MTDModels.denoise`` (text encoder, null prompt and
 condition cascades at every step: the engine before the change), "once per call" passes
-``MTDModels`` itself (engine.Denoiser: prompts and conditions encoded once, the scan runs the UNet
+``MTDModels`` itself (a dod Denoiser: prompts and conditions encoded once, the scan runs the UNet
 only). Both are compiled first; then warm calls are timed alternately and the medians compared.
 Random weights (speed does not depend on training).
 
@@ -19,7 +19,9 @@ import numpy as np
 from absl import flags
 
 from nuwa_xl_jax import cli, configuration, parallel
-from nuwa_xl_jax.dod import engine
+from nuwa_xl_jax.diffusion import samplers
+from nuwa_xl_jax.dod import segments
+from nuwa_xl_jax.dod.level_models import LevelModel
 from nuwa_xl_jax.family import MTDModels
 
 
@@ -41,7 +43,7 @@ def run(a):
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.02, s.shape), s.dtype), shapes)
     mesh = parallel.make_mesh(devices=jax.devices()[:1])
-    sampling = engine.Sampling("ddim", a.steps, a.guidance)
+    sampling = samplers.Settings("ddim", a.steps, a.guidance)
     C = a.segments
     ids = np.asarray(m.tokenizer(["fred walks left in the forest"] * (C * L))).reshape(C, L, -1)
     mask = np.zeros((C, L), np.float32)
@@ -50,8 +52,8 @@ def run(a):
     modes = {"in loop": m.denoise, "once per call": m}
 
     def call(denoise):
-        return engine.sample_segments(
-            engine.LevelModel(denoise, params), m.schedule, sampling, mesh,
+        return segments.sample_segments(
+            LevelModel(denoise, params), m.schedule, sampling, mesh,
             level_key=jax.random.key(0), seg_index=np.arange(C), ids=ids, given=given, mask=mask,
             level=np.zeros(C, np.int32), null_ids=m.null_ids, replicate=True).block_until_ready()
 

@@ -2,7 +2,7 @@
 --fvd_weights=W2 --out=DIR``
 
 The paper's metrics (Avg-FID, B-FVD-16) and, on the synthetic world, the storyboard probe's scores,
-for videos generated through :class:`nuwa_xl_jax.pipeline.NuwaXLPipeline` (``--modes=dod,ar``,
+for videos generated through :class:`nuwa_xl_jax.pipeline.NuwaXLPipeline` (``--modes=dod,ar,artv``,
 ``--seeds``) or read from files (``--videos``). The reference is the synthetic world acting out the
 same storyboards (default, cached to ``.npz``), or ``--reference`` (real videos, or a ``.npz``).
 Writes ``metrics.json`` and ``metrics.md`` to ``--out``. Feature networks come from folders written
@@ -31,7 +31,8 @@ flags.DEFINE_list("storyboards", [], "storyboard files (comma separated): the pr
                   "and of the synthetic world's reference")
 flags.DEFINE_integer("frames", None, "frames per generated video (default: the family's trained "
                      "length); B-FVD-16 needs >= 16")
-flags.DEFINE_list("modes", ["dod", "ar"], "dod and/or ar (ar needs the trained mtd_ar stage)")
+flags.DEFINE_list("modes", ["dod", "ar"], "dod, ar and/or artv (ar needs the trained mtd_ar "
+                  "stage, artv the mtd_artv stage)")
 flags.DEFINE_list("seeds", ["0", "1"], "generation seeds: one video per storyboard, mode and seed")
 flags.DEFINE_bool("extend", False, "allow --frames past the trained length (DoD)")
 flags.DEFINE_integer("steps", None, "sampler steps (default: the config's)")

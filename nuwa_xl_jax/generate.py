@@ -17,12 +17,12 @@ import sys
 from absl import app, flags, logging
 
 from nuwa_xl_jax import compile_cache
-from nuwa_xl_jax.dod import engine
 from nuwa_xl_jax.dod import generate as gen
+from nuwa_xl_jax.dod import memory
 from nuwa_xl_jax.dod.plan import num_frames
 from nuwa_xl_jax.family.store import load_config
 from nuwa_xl_jax.io import storyboards
-from nuwa_xl_jax.pipeline import NuwaXLPipeline
+from nuwa_xl_jax.pipeline import NuwaXLPipeline, report
 
 flags.DEFINE_string("workdir", None, "a training workdir (config.json + exported stages)")
 flags.DEFINE_string("storyboard", None, "prompts: a text file (one per line) or JSON/YAML scenes")
@@ -39,8 +39,9 @@ flags.DEFINE_integer("seed", 0, "the video is a function of the seed, not of the
 flags.DEFINE_string("max_segments_per_call", "auto", "segments per batched sampler call: 'auto' "
                     "(the most that fit --memory_fraction of one device's memory), a number, or "
                     "'none' (no limit)")
-flags.DEFINE_float("memory_fraction", 0.8, "the share of one device's memory a sampler call may "
-                   "use, for --max_segments_per_call=auto")
+flags.DEFINE_float("memory_fraction", memory.DEFAULT_MEMORY_FRACTION, "the share of one "
+                   "device's memory a sampler or decoder call may use, for "
+                   "--max_segments_per_call=auto and for decoding")
 flags.DEFINE_integer("fps", 8, "frames per second of the written video")
 flags.DEFINE_bool("overwrite", False, "replace existing output files")
 flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off' "
@@ -53,24 +54,24 @@ FLAGS = flags.FLAGS
 def run_from_flags() -> dict:
     if not FLAGS.workdir or not FLAGS.storyboard:
         raise ValueError("--workdir and --storyboard are required")
-    max_segments = engine.check_max_segments(FLAGS.max_segments_per_call)
+    max_segments = memory.check_max_segments(FLAGS.max_segments_per_call)
     if not 0.0 < FLAGS.memory_fraction <= 1.0:
         raise ValueError(f"--memory_fraction must be in (0, 1], got {FLAGS.memory_fraction}")
     config = load_config(FLAGS.workdir)
     frames = FLAGS.frames
     if frames is None:  # the family's full trained length
         frames = num_frames(config.data.frames_per_call, config.data.depth)
-    if FLAGS.mode == "dod":
-        gen.plan_for(config, frames, FLAGS.extend)  # a length it cannot run fails before loading
+    # A length it cannot run fails before loading; the pipeline runs this plan, not another.
+    plan = gen.plan_for(config, frames, FLAGS.extend) if FLAGS.mode == "dod" else None
     prompts = storyboards.load_storyboard(FLAGS.storyboard, frames)  # a bad storyboard too
     pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir, load_ar=FLAGS.mode == "ar",
                                           load_artv=FLAGS.mode == "artv", config=config)
-    out = pipe.write(FLAGS.out, list(prompts), sheet=FLAGS.sheet or True, fps=FLAGS.fps,
-                     overwrite=FLAGS.overwrite, mode=FLAGS.mode, sampler=FLAGS.sampler,
-                     steps=FLAGS.steps, guidance=FLAGS.guidance, seed=FLAGS.seed,
-                     max_segments_per_call=max_segments,
-                     memory_fraction=FLAGS.memory_fraction, extend=FLAGS.extend)
-    return gen.report(out)
+    video = pipe.write(FLAGS.out, list(prompts), sheet=FLAGS.sheet or True, fps=FLAGS.fps,
+                       overwrite=FLAGS.overwrite, mode=FLAGS.mode, sampler=FLAGS.sampler,
+                       steps=FLAGS.steps, guidance=FLAGS.guidance, seed=FLAGS.seed,
+                       max_segments_per_call=max_segments,
+                       memory_fraction=FLAGS.memory_fraction, extend=FLAGS.extend, plan=plan)
+    return report(video)
 
 
 def main(argv):

@@ -12,10 +12,16 @@ sharded call), the autoregressive baseline (``mode="ar"``) or ART•V frame by f
 (``mode="artv"``, the ``mtd_artv`` stage) on the weights placed on the devices
 at load, and decodes the whole video into memory. For videos too long to hold decoded,
 :meth:`NuwaXLPipeline.write` streams the frames to a file instead (the generate CLI's path).
+
+This is the one generation path: the generate command, the training command's last video,
+``evaluate`` and the benchmarks all come here. Sampler settings are resolved from the config here
+(``samplers.config_kwargs``), the plan is made once per video, and the synthetic world's
+storyboard probe is an optional step of this edge (``score``), never of the generation core.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Optional, Sequence, Union
@@ -23,24 +29,36 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from nuwa_xl_jax import parallel
-from nuwa_xl_jax.dod import engine
+from nuwa_xl_jax.diffusion import samplers
 from nuwa_xl_jax.dod import generate as gen
-from nuwa_xl_jax.dod.plan import num_frames
+from nuwa_xl_jax.dod import memory
+from nuwa_xl_jax.dod.level_models import place_params
+from nuwa_xl_jax.dod.plan import Plan, num_frames
+from nuwa_xl_jax.dod.result import Sampled
+from nuwa_xl_jax.eval import storyboard_probe
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.io import contact_sheets, storyboards, videos
 
 
+def sheet_path(out: str) -> str:
+    """The default contact sheet of a video: its name + ``_sheet.png``."""
+    return os.path.splitext(out.rstrip("/"))[0] + "_sheet.png"
+
+
 @dataclasses.dataclass
 class Video:
-    """A generated video, all in memory.
+    """A generated video: in memory (a call of the pipeline) or streamed to a file
+    (:meth:`NuwaXLPipeline.write`).
 
-    ``frames`` uint8 ``[N, H, W, 3]``; ``latents`` ``[N, h, w, c]`` as the MTD diffused them
-    (scaled by the VAE's latent scale); ``keyframes`` one :class:`nuwa_xl_jax.io.LevelKeyframes`
-    per level, level 0 first (the frame indices that level generated and their frames; for
-    ``mode="ar"`` and ``mode="artv"`` one row of evenly spaced frames); ``agreement`` the synthetic world's storyboard
-    probe scores when asked for (``score=True``), else None.
+    ``frames`` uint8 ``[N, H, W, 3]``, or None when the frames were streamed to ``path``;
+    ``latents`` ``[N, h, w, c]`` as the MTD diffused them (scaled by the VAE's latent scale);
+    ``keyframes`` one :class:`nuwa_xl_jax.io.LevelKeyframes` per level, level 0 first (the frame
+    indices that level generated and their frames; for ``mode="ar"`` and ``mode="artv"`` one row
+    of evenly spaced frames; at most 16 per level when streamed); ``agreement`` the synthetic
+    world's storyboard probe scores when asked for (``score=True``), else None; ``path`` and
+    ``contact_sheet`` where the video and its sheet were written, if they were.
     """
-    frames: np.ndarray
+    frames: Optional[np.ndarray]
     latents: np.ndarray
     keyframes: list
     prompts: list
@@ -48,9 +66,11 @@ class Video:
     sequential_calls: int
     seconds: float
     agreement: Optional[dict] = None
+    path: Optional[str] = None
+    contact_sheet: Optional[str] = None
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.latents)
 
     def save(self, path: str, sheet: Union[str, bool] = True, fps: int = 8,
              overwrite: bool = False) -> tuple[str, Optional[str]]:
@@ -58,17 +78,47 @@ class Video:
         the contact sheet of each level's keyframes (default: ``path``'s name + ``_sheet.png``).
         Returns ``(video path, sheet path or None)``; existing files are kept unless
         ``overwrite=True``."""
-        sheet_path = gen.sheet_path(path) if sheet is True else (sheet or None)
-        videos.check_output(path, overwrite)  # both checked before either is written
-        if sheet_path and not overwrite and os.path.exists(sheet_path):
-            raise FileExistsError(f"{sheet_path!r} already exists; pass overwrite=True or choose "
-                                  "another sheet path")
+        if self.frames is None:
+            raise ValueError(f"this video was streamed to {self.path}; read it from there")
+        sheet = sheet_path(path) if sheet is True else (sheet or None)
+        _check_outputs(path, sheet, overwrite)  # both checked before either is written
         h, w = self.frames.shape[1:3]
         with videos.VideoWriter(path, fps, (h, w), overwrite=overwrite) as writer:
             writer.write(self.frames)
-        if sheet_path:
-            contact_sheets.contact_sheet(self.keyframes, sheet_path, self.prompts, overwrite=overwrite)
-        return path, sheet_path
+        if sheet:
+            contact_sheets.contact_sheet(self.keyframes, sheet, self.prompts, overwrite=overwrite)
+        return path, sheet
+
+    def summary(self) -> dict:
+        """What the generate command prints last, as one JSON line."""
+        out = {"video": self.path, "contact_sheet": self.contact_sheet, "frames": len(self),
+               "seconds": round(self.seconds, 1), "sequential_model_calls": self.sequential_calls}
+        if self.agreement:
+            out["storyboard_agreement"] = self.agreement
+        return out
+
+
+def _check_outputs(path: str, sheet: Optional[str], overwrite: bool) -> None:
+    videos.check_output(path, overwrite)
+    if sheet and not overwrite and os.path.exists(sheet):
+        raise FileExistsError(f"{sheet!r} already exists; pass overwrite=True (--overwrite) or "
+                              "choose another sheet path")
+
+
+def report(video: Video) -> dict:
+    """Prints what a written video holds (paths, timing, the probe's scores) and its summary as
+    the last line, JSON; returns the summary."""
+    summary = video.summary()
+    print(f"video: {video.path} ({len(video)} frames, {video.seconds:.1f} s, "
+          f"{video.sequential_calls} sequential model calls)")
+    if video.contact_sheet:
+        print(f"contact sheet: {video.contact_sheet}")
+    if video.agreement:
+        a = video.agreement
+        print(f"storyboard agreement (synthetic-world probe): scene {a['scene']:.2f}, "
+              f"characters {a['characters']:.2f}, both {a['both']:.2f}")
+    print(json.dumps(summary))
+    return summary
 
 
 class NuwaXLPipeline:
@@ -116,13 +166,12 @@ class NuwaXLPipeline:
                              "frames)")
         return prompts
 
-    def _settings(self, sampler, steps, guidance, eta) -> dict:
-        """The sampler settings of a call: what is given, else the config's (as the CLI does)."""
-        d = self.config.diffusion
-        sampler = sampler or d.sampler
-        return dict(sampler=sampler, steps=steps or d.sample_steps,
-                    guidance_scale=d.guidance_scale if guidance is None else guidance,
-                    eta=(d.ddim_eta if sampler == "ddim" else 0.0) if eta is None else eta)
+    def sampling(self, sampler: Optional[str] = None, steps: Optional[int] = None,
+                 guidance: Optional[float] = None, eta: Optional[float] = None
+                 ) -> samplers.Settings:
+        """The sampler settings of a call: what is given, else the config's ``diffusion`` block."""
+        return samplers.Settings(**samplers.config_kwargs(
+            self.config.diffusion, sampler=sampler, steps=steps, guidance_scale=guidance, eta=eta))
 
     def _load_ar(self, mode: str) -> None:
         """The AR (``mode="ar"``) or ART•V (``mode="artv"``) weights, on their first use."""
@@ -131,38 +180,63 @@ class NuwaXLPipeline:
         if stage and getattr(self.family, field) is None and self.workdir \
                 and store.has_export(self.workdir, stage):
             params = store.read_export(store.export_dir(self.workdir, stage))[0]
-            setattr(self.family, field, engine.place_params(params, self.mesh))
+            setattr(self.family, field, place_params(params, self.mesh))
+
+    def _plan(self, prompts: list, mode: str, extend: bool, plan: Optional[Plan]):
+        """The DoD plan of a video, made once: a length it cannot run fails before any work."""
+        if mode == "dod" and plan is None:
+            plan = gen.plan_for(self.config, len(prompts), extend)
+        return plan
+
+    def _sample(self, prompts: list, mode: str, plan: Optional[Plan], extend: bool, mesh,
+                sampler, steps, guidance, eta, **settings) -> Sampled:
+        self._load_ar(mode)
+        return gen.sample(self.family, prompts, mode=mode, mesh=mesh, extend=extend, plan=plan,
+                          sampling=self.sampling(sampler, steps, guidance, eta), **settings)
+
+    def _decode(self, latents, mesh, memory_fraction: float):
+        return gen.decode_frames(self.family, latents, mesh=mesh, memory_fraction=memory_fraction)
+
+    @property
+    def can_score(self) -> bool:
+        """Whether the storyboard probe reads this family's videos (the synthetic world's)."""
+        return self.config.data.dataset == "synthetic_cartoon"
+
+    def _score(self, frames: np.ndarray, prompts: list, keyframes) -> Optional[dict]:
+        """The synthetic world's storyboard probe, the optional last step (None elsewhere)."""
+        if not self.can_score:
+            return None
+        return storyboard_probe.agreement(frames, prompts, keyframes=keyframes)
 
     def __call__(self, prompts: Union[str, Sequence[str]], frames: Optional[int] = None, *,
                  mode: str = "dod", sampler: Optional[str] = None, steps: Optional[int] = None,
                  guidance: Optional[float] = None, eta: Optional[float] = None, seed: int = 0,
-                 mesh=None, max_segments_per_call: engine.MaxSegments = "auto",
-                 memory_fraction: float = engine.DEFAULT_MEMORY_FRACTION, extend: bool = False,
-                 score: bool = False, progress: bool = True) -> Video:
+                 mesh=None, max_segments_per_call: memory.MaxSegments = "auto",
+                 memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION, extend: bool = False,
+                 score: bool = False, progress: bool = True, plan: Optional[Plan] = None
+                 ) -> Video:
         """A video of ``frames`` frames (default: one per prompt, or the trained length for a
         storyboard file). ``sampler`` ('ddpm' | 'ddim' | 'dpm++2m'), ``steps``, ``guidance``
         (classifier-free guidance scale) and ``eta`` default to the config's; the video is a
         function of ``seed``, not of the device count. ``mesh`` defaults to the one the weights
-        were placed on. ``extend`` allows more frames than trained (extra levels reuse the
-        deepest local model). ``max_segments_per_call``: segments per batched call, ``"auto"``
-        (the largest that fits ``memory_fraction`` of one device's memory), an int, or None (no
-        limit). ``score`` runs the synthetic world's storyboard probe."""
+        were placed on; sampling and decoding run on it. ``extend`` allows more frames than
+        trained (extra levels reuse the deepest local model). ``max_segments_per_call``:
+        segments per batched call, ``"auto"`` (the largest that fits ``memory_fraction`` of one
+        device's memory; decoding is sized to the same share), an int, or None (no limit).
+        ``score`` runs the synthetic world's storyboard probe. ``plan``: the DoD plan when the
+        caller has already made it (``dod.generate.plan_for``), so it is made once per video."""
         prompts = self.prompts_for(prompts, frames)
-        if mode == "dod":
-            gen.plan_for(self.config, len(prompts), extend)  # a length it cannot run: before work
-        self._load_ar(mode)
+        plan = self._plan(prompts, mode, extend, plan)
+        mesh = self.mesh if mesh is None else mesh
         t0 = time.perf_counter()
-        s = gen.sample(self.family, prompts, mode=mode, seed=seed,
-                       mesh=self.mesh if mesh is None else mesh,
-                       max_segments_per_call=max_segments_per_call,
-                       memory_fraction=memory_fraction, progress=progress,
-                       extend=extend, **self._settings(sampler, steps, guidance, eta))
-        frames_out = np.concatenate(list(gen.decode_frames(self.family, s.latents)))
+        s = self._sample(prompts, mode, plan, extend, mesh, sampler, steps, guidance, eta,
+                         seed=seed, max_segments_per_call=max_segments_per_call,
+                         memory_fraction=memory_fraction, progress=progress)
+        frames_out = np.concatenate(list(self._decode(s.latents, mesh, memory_fraction)))
         seconds = time.perf_counter() - t0
-        keyframes = [contact_sheets.LevelKeyframes(np.asarray(ix, int), frames_out[np.asarray(ix, int)],
-                                                   len(ix))
-                     for ix in s.level_indices]
-        scores = gen.agreement(self.config, frames_out, prompts, s.keyframes) if score else None
+        keyframes = [contact_sheets.LevelKeyframes(ix, frames_out[ix], len(ix))
+                     for ix in (np.asarray(ix, int) for ix in s.level_indices)]
+        scores = self._score(frames_out, prompts, s.keyframes) if score else None
         return Video(frames_out, s.latents, keyframes, prompts, mode, s.sequential_calls, seconds,
                      scores)
 
@@ -170,18 +244,34 @@ class NuwaXLPipeline:
               sheet: Union[str, bool] = True, fps: int = 8, overwrite: bool = False,
               mode: str = "dod", sampler: Optional[str] = None, steps: Optional[int] = None,
               guidance: Optional[float] = None, eta: Optional[float] = None, seed: int = 0,
-              mesh=None, max_segments_per_call: engine.MaxSegments = "auto",
-                 memory_fraction: float = engine.DEFAULT_MEMORY_FRACTION, extend: bool = False,
-              score: bool = True, progress: bool = True) -> gen.Output:
+              mesh=None, max_segments_per_call: memory.MaxSegments = "auto",
+              memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION, extend: bool = False,
+              score: bool = True, progress: bool = True, plan: Optional[Plan] = None) -> Video:
         """Like calling the pipeline, but the frames stream to ``out`` (and the contact sheet,
         default ``out``'s name + ``_sheet.png``) as they are decoded, so no length is too long to
-        hold; returns the paths, the timing and the probe scores (:class:`dod.generate.Output`)."""
+        hold; returns the :class:`Video` with ``frames=None``, its paths, timing and probe
+        scores (on the synthetic world, unless ``score=False``)."""
         prompts = self.prompts_for(prompts, frames)
-        self._load_ar(mode)
-        return gen.generate(
-            self.family, prompts, out, mode=mode, seed=seed,
-            mesh=self.mesh if mesh is None else mesh, max_segments_per_call=max_segments_per_call,
-            memory_fraction=memory_fraction,
-            fps=fps, sheet=gen.sheet_path(out) if sheet is True else (sheet or None),
-            overwrite=overwrite, progress=progress, score=score, extend=extend,
-            **self._settings(sampler, steps, guidance, eta))
+        plan = self._plan(prompts, mode, extend, plan)
+        sheet = sheet_path(out) if sheet is True else (sheet or None)
+        _check_outputs(out, sheet, overwrite)  # before any model work
+        t0 = time.perf_counter()
+        mesh = self.mesh if mesh is None else mesh
+        s = self._sample(prompts, mode, plan, extend, mesh, sampler, steps, guidance, eta,
+                         seed=seed, max_segments_per_call=max_segments_per_call,
+                         memory_fraction=memory_fraction, progress=progress)
+        h, w = tuple(self.config.data.resolution)
+        collector = contact_sheets.KeyframeCollector(s.level_indices)
+        kept = [] if score and self.can_score else None  # the probe reads it all at the end
+        with videos.VideoWriter(out, fps, (h, w), overwrite=overwrite) as writer:
+            for chunk in self._decode(s.latents, mesh, memory_fraction):
+                writer.write(chunk)
+                collector.add(chunk)
+                if kept is not None:
+                    kept.append(chunk)
+        seconds = time.perf_counter() - t0
+        if sheet:
+            contact_sheets.contact_sheet(collector.levels, sheet, prompts, overwrite=overwrite)
+        scores = self._score(np.concatenate(kept), prompts, s.keyframes) if kept else None
+        return Video(None, s.latents, collector.levels, prompts, mode, s.sequential_calls,
+                     seconds, scores, out, sheet)

@@ -18,7 +18,7 @@ from nuwa_xl_jax import io as nio
 from nuwa_xl_jax.evaluation import features, run
 from nuwa_xl_jax.evaluation.statistics import EvaluationError
 
-from tiny_family import write_random_family
+from tiny_family import STAGES, write_random_family
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
@@ -137,3 +137,18 @@ def test_bad_videos_fail_before_any_feature_network_runs(family, tmp_path):
     # the same video set is fine up to the networks (which this test never loads)
     with pytest.raises(features.FeatureWeightsError, match="--fid_weights"):
         run.evaluate(opts(tmp_path, family, videos=f"{a},{b}", reference=a, **base))
+
+
+def test_artv_videos_are_scored(tmp_path):
+    """--modes=artv: ART•V videos generated through the pipeline and scored like the others."""
+    family = write_random_family(str(tmp_path / "family"), STAGES + ("mtd_artv",))
+    story = tmp_path / "story.txt"
+    story.write_text("fred walks left in the cave\nwilma jumps in the desert\n")
+    report = run.evaluate(run.Options(
+        out=str(tmp_path / "eval"), workdir=family, storyboards=[str(story)], frames=4,
+        modes=("artv",), seeds=(0,), metrics=("probe",), steps=1, reference_seeds=(0,),
+        progress=False))
+    res = report["results"]["artv"]
+    assert res["videos"] == 1 and res["frames"] == 4
+    assert {"scene", "characters", "both"} <= set(res["probe"])
+    assert [(r["mode"], r["sequential_calls"]) for r in report["runs"]] == [("artv", 4)]

@@ -1,15 +1,20 @@
 """NuwaXLPipeline on a tiny family with random weights (plumbing, not quality): frames, latents and
 each level's keyframes in memory, saved as video + contact sheet, equal to the streaming path the
 generate CLI takes; prompts as a list or a storyboard file; clear errors."""
+import gc
 import os
+import weakref
 
+import jax
 import numpy as np
 import pytest
 
+from nuwa_xl_jax import parallel
+from nuwa_xl_jax.dod import decode
 from nuwa_xl_jax.io.videos import read_video
 from nuwa_xl_jax.pipeline import NuwaXLPipeline, Video
 
-from tiny_family import write_random_family
+from tiny_family import STAGES, write_random_family
 
 PROMPTS = ["fred walks left in the cave"] * 4 + ["wilma jumps in the desert"] * 3
 
@@ -50,8 +55,8 @@ def test_streaming_write_equals_the_call(pipe, video, tmp_path):
     """pipe.write (the CLI's path: frames streamed to the file) gives the same video as a call."""
     out = pipe.write(str(tmp_path / "frames"), PROMPTS, sheet=str(tmp_path / "s.png"), steps=2,
                      seed=3, progress=False)
-    np.testing.assert_array_equal(read_video(out.video), video.frames)
-    assert os.path.getsize(out.contact_sheet) > 0 and out.frames == 7
+    np.testing.assert_array_equal(read_video(out.path), video.frames)
+    assert os.path.getsize(out.contact_sheet) > 0 and len(out) == 7 and out.frames is None
     assert {"scene", "characters", "both"} <= set(out.agreement)
 
 
@@ -98,3 +103,37 @@ def test_from_pretrained_takes_an_already_loaded_config(pipe, monkeypatch):
     monkeypatch.setattr(gen, "load_config", lambda workdir: pytest.fail("config.json read again"))
     again = NuwaXLPipeline.from_pretrained(pipe.workdir, mesh=pipe.mesh, config=config)
     assert again.config is config
+
+
+def test_decoding_is_sized_on_the_calls_mesh_and_memory_fraction(pipe, monkeypatch, tmp_path):
+    """A call's mesh and memory_fraction reach decoding (as they reach sampling): its windows per
+    device call are sized to that share of one device of that mesh (on CPU, the host's memory
+    shared by the mesh's local devices), for a video in memory and a streamed one alike."""
+    if jax.devices()[0].memory_stats():
+        pytest.skip("the expected budget below is the CPU one (host memory)")
+    budgets, sized = [], decode.sized_decode_fn
+    monkeypatch.setattr(decode, "sized_decode_fn",
+                        lambda *a, **k: budgets.append(a[6]) or sized(*a, **k))
+    one = parallel.make_mesh(devices=jax.devices()[:1])
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    pipe(PROMPTS, steps=2, seed=3, progress=False, mesh=one, memory_fraction=0.5)
+    pipe.write(str(tmp_path / "frames"), PROMPTS, steps=2, seed=3, progress=False, mesh=one,
+               memory_fraction=0.25, score=False)
+    assert budgets == [int(host * 0.5), int(host * 0.25)]
+
+
+def test_a_released_pipeline_frees_its_device_weights(tmp_path):
+    """Compiled programs are cached with the family that ran them, not for the process: once a
+    pipeline is dropped, none of its device weights stay alive (benchmarks/paper_tables.py loads
+    one family after another)."""
+    pipe = NuwaXLPipeline.from_pretrained(
+        write_random_family(str(tmp_path), STAGES + ("mtd_artv",)))
+    for mode in ("dod", "artv"):
+        pipe(PROMPTS[:4], mode=mode, steps=1, progress=False)
+    f = pipe.family
+    refs = [weakref.ref(a) for a in jax.tree.leaves(
+        (f.models.vae_params, f.global_params, f.local_params, f.artv_params))]
+    assert refs
+    del pipe, f
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0

@@ -21,7 +21,7 @@ class GenerateConfig(Block):
     seed: int = 0
     fps: int = 8
     # Segments per batched sampler call: "auto" = the largest that fits memory_fraction of one
-    # device's memory (dod/engine.py), a number as text ("16"), or "none" = no limit.
+    # device's memory (dod/memory.py), a number as text ("16"), or "none" = no limit.
     max_segments_per_call: str = "auto"
     memory_fraction: float = 0.8
 
@@ -48,3 +48,9 @@ class GenerateConfig(Block):
                               f"a number of segments such as '16', or 'none' (no limit)")
         if not 0.0 < self.memory_fraction <= 1.0:
             raise ConfigError(f"{path}.memory_fraction must be in (0, 1], got {self.memory_fraction}")
+
+    def sampler_overrides(self) -> dict:
+        """The sampler settings this block sets, as the pipeline's keyword arguments; None where it
+        leaves the ``diffusion`` block's default (``""``, ``0``, a negative guidance scale)."""
+        return dict(sampler=self.sampler or None, steps=self.steps or None,
+                    guidance=None if self.guidance_scale < 0 else self.guidance_scale)

@@ -25,6 +25,7 @@ when the model takes per-frame t. Training must show the model the same thing (d
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Optional
 
 import jax
@@ -170,6 +171,42 @@ def _loop(model_fn, prediction_type, stochastic, t_ndim, given_t,
 _jitted_loop = jax.jit(_loop, static_argnums=(0, 1, 2, 3, 4))
 
 DEFAULT_SPACING = {"ddpm": "linspace", "ddim": "logsnr", "dpm++2m": "logsnr"}
+DEFAULT_STEPS = 50  # model calls of DDIM and DPM-Solver++ when no number is given
+
+
+def default_steps(name: str, schedule: Schedule) -> int:
+    """Steps when none are given: DDPM's whole chain (the paper's sampler), else DEFAULT_STEPS."""
+    return schedule.num_train_timesteps if name == "ddpm" else DEFAULT_STEPS
+
+
+def _check_sampler(name: str, eta) -> None:
+    if name not in TABLES:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(TABLES)}")
+    if eta != 0.0 and name != "ddim":
+        raise ValueError(f"eta is a DDIM setting; sampler {name!r} does not take it")
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The sampler settings of a generation call; hashable, so they can key a compiled program."""
+    name: str = "ddim"
+    steps: Optional[int] = None
+    guidance_scale: float = 1.0
+    eta: float = 0.0
+    spacing: Optional[str] = None
+
+    def check(self, schedule: Schedule) -> None:
+        """Fails before any compile on what :func:`sample` would reject inside a trace."""
+        _check_sampler(self.name, self.eta)
+        steps = default_steps(self.name, schedule) if self.steps is None else self.steps
+        timesteps(schedule, steps, self.spacing or DEFAULT_SPACING[self.name])
+
+    def keywords(self) -> dict:
+        """The keyword arguments the generation schemes take (dod/engine.run, ...)."""
+        return dict(sampler=self.name, steps=self.steps, guidance_scale=self.guidance_scale,
+                    eta=self.eta, spacing=self.spacing)
 
 TABLES: dict[str, Callable[..., np.ndarray]] = {
     "ddpm": ddpm_table,
@@ -223,7 +260,7 @@ def sample(name: str, model_fn: Callable[..., Any], schedule: Schedule, key, sha
            dtype=jnp.float32):
     """Draws samples of ``shape`` with sampler ``name`` ('ddpm' | 'ddim' | 'dpm++2m').
 
-    steps: number of model calls (default: every training timestep for 'ddpm', 50 otherwise).
+    steps: number of model calls (default: :func:`default_steps`).
     cond / null_cond: keyword arrays for ``model_fn`` (batch first); with ``null_cond`` and
       ``guidance_scale != 1`` each step is ONE model call on [cond; null] concatenated along the
       batch, and eps = eps_u + g (eps_c - eps_u). Entries of ``null_cond`` broadcast to ``cond``'s
@@ -233,19 +270,13 @@ def sample(name: str, model_fn: Callable[..., Any], schedule: Schedule, key, sha
     x_T: starting noise (default: N(0, I) from ``key``). eta: DDIM only.
     spacing: 'linspace' | 'logsnr' timestep grid (default per sampler, see DEFAULT_SPACING).
     """
-    if name not in TABLES:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(TABLES)}")
-    if eta != 0.0 and name != "ddim":
-        raise ValueError(f"eta is a DDIM setting; sampler {name!r} does not take it")
-    if not eta >= 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    _check_sampler(name, eta)
     shape = tuple(shape)
     cond = dict(cond or {})
     mask = None if mask is None else jnp.asarray(mask)
     t_ndim = (mask.ndim if given_t is not None and mask is not None else 1) if t_ndim is None else t_ndim
     _check(shape, cond, null_cond, given, mask, given_t, t_ndim)
-    n = schedule.num_train_timesteps
-    steps = (n if name == "ddpm" else 50) if steps is None else steps
+    steps = default_steps(name, schedule) if steps is None else steps
     ts = timesteps(schedule, steps, spacing or DEFAULT_SPACING[name])
     table = TABLES[name](schedule, ts, eta) if name == "ddim" else TABLES[name](schedule, ts)
     stochastic = bool(np.any(table[:, 6] > 0))
@@ -276,9 +307,18 @@ def dpm_solver_pp_2m(model_fn, schedule, key, shape, **kwargs):
     return sample("dpm++2m", model_fn, schedule, key, shape, **kwargs)
 
 
-def config_kwargs(c: Any) -> dict:
-    """``sample`` keyword arguments from a ``diffusion`` config block (name, steps, g, eta)."""
-    kw = dict(name=c.sampler, steps=c.sample_steps, guidance_scale=c.guidance_scale)
-    if c.sampler == "ddim":
+def config_kwargs(c: Any, *, sampler: Optional[str] = None, steps: Optional[int] = None,
+                  guidance_scale: Optional[float] = None, eta: Optional[float] = None) -> dict:
+    """``sample`` keyword arguments (name, steps, guidance_scale, eta) from a ``diffusion`` config
+    block, each overridden where given: the one place a call's sampler settings are resolved
+    (the pipeline, the generate command, the main job's video and the benchmarks come here).
+    ``steps`` 0 or None and ``sampler`` "" or None mean the config's; ``eta`` defaults to the
+    block's ``ddim_eta`` for DDIM and is left out for the other samplers."""
+    name = sampler or c.sampler
+    kw = dict(name=name, steps=steps or c.sample_steps,
+              guidance_scale=c.guidance_scale if guidance_scale is None else guidance_scale)
+    if eta is not None:
+        kw["eta"] = eta
+    elif name == "ddim":
         kw["eta"] = c.ddim_eta
     return kw

@@ -17,9 +17,8 @@ only the UNet and the mask head. Frame n draws its noise from
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import time
+import weakref
 from typing import Optional
 
 import jax
@@ -28,27 +27,26 @@ import numpy as np
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.diffusion import samplers, schedules
-from nuwa_xl_jax.dod import engine
+from nuwa_xl_jax.dod import checks, compiled
+from nuwa_xl_jax.dod.level_models import LevelModel, place_params
+from nuwa_xl_jax.dod.progress import progress_bar
+from nuwa_xl_jax.dod.result import Sampled
 from nuwa_xl_jax.family.artv import ANCHOR, NEW, PREVIOUS, WINDOW, ARTVModels
 from nuwa_xl_jax.models import text
 
 CHUNK = 16  # frames per jitted call (a progress-bar tick); balanced so the last one is not short
 
 
-@dataclasses.dataclass(frozen=True)
-class ARTVResult:
-    latents: jax.Array  # [N, h, w, c]
-    sequential_calls: int
-    wall_s: float
-
-
-def _sample_window(artv: ARTVModels, params, sampling: engine.Sampling, key, states, null_states,
+def _sample_window(artv: ARTVModels, params, sampling: samplers.Settings, key, states, null_states,
                    given, mask, ref, given_t):
     """One sampler loop on a batch of one window ``[1, 3, h, w, c]``; returns the window."""
     features = artv.condition(params, given, mask, ref, given_t)  # once, outside the loop
+    # JAX's trace caches keep the step function (a static argument of the sampler loop) for the
+    # life of the process; it reaches the model through a proxy, so it keeps no family alive.
+    step_model = weakref.proxy(artv)
 
     def model_fn(x, t, states, features):
-        return artv.unet(params, x, t, states, features)
+        return step_model.unet(params, x, t, states, features)
 
     return samplers.sample(
         sampling.name, model_fn, artv.schedule, key, given.shape, steps=sampling.steps,
@@ -62,8 +60,8 @@ def frame_key(seed: int, frame) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0), frame)
 
 
-@functools.lru_cache(maxsize=8)
-def _programs(artv: ARTVModels, sampling: engine.Sampling):
+@compiled.per_denoiser
+def _programs(artv: ARTVModels, sampling: samplers.Settings):
     """(anchor program, chunk program), jitted once per model and settings."""
     guided = sampling.guidance_scale != 1.0
     aug_t = int(artv.settings.noise_aug_t)
@@ -114,10 +112,10 @@ def chunk_size(frames: int, cap: int = CHUNK) -> int:
     return -(-frames // calls)
 
 
-def generate(model: engine.LevelModel, prompt_ids, null_ids, *, sampler: str = "ddim",
+def generate(model: LevelModel, prompt_ids, null_ids, *, sampler: str = "ddim",
              steps: Optional[int] = None, guidance_scale: float = 1.0, eta: float = 0.0,
              spacing: Optional[str] = None, seed: int = 0, anchor=None, mesh=None,
-             chunk: int = CHUNK, progress: bool = False) -> ARTVResult:
+             chunk: int = CHUNK, progress: bool = False) -> Sampled:
     """``len(prompt_ids)`` frames of latents, one per sampler loop.
 
     model: a LevelModel whose ``denoise`` is an :class:`ARTVModels` and ``params`` its weights.
@@ -128,14 +126,8 @@ def generate(model: engine.LevelModel, prompt_ids, null_ids, *, sampler: str = "
     if not isinstance(artv, ARTVModels):
         raise TypeError("ART•V generation needs an ARTVModels denoiser (family/artv.py), got "
                         f"{type(artv).__name__}")
-    sampling = engine.Sampling(sampler, steps, float(guidance_scale), float(eta), spacing)
-    sampling.check(artv.schedule)
-    prompt_ids = np.asarray(prompt_ids)
-    if prompt_ids.ndim != 2 or prompt_ids.shape[0] < 1:
-        raise ValueError(f"prompt_ids must be [N, T] with N >= 1, got shape {prompt_ids.shape}")
-    null_ids = np.asarray(null_ids)
-    if null_ids.shape != prompt_ids.shape[1:]:
-        raise ValueError(f"null_ids must be [T]={prompt_ids.shape[1:]}, got shape {null_ids.shape}")
+    sampling = checks.sampling(artv.schedule, sampler, steps, guidance_scale, eta, spacing)
+    prompt_ids, null_ids = checks.prompts(prompt_ids, null_ids)
     if not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
     N = prompt_ids.shape[0]
@@ -144,7 +136,7 @@ def generate(model: engine.LevelModel, prompt_ids, null_ids, *, sampler: str = "
         raise ValueError(f"anchor must be the first frame's latents {list(shape)}, got shape "
                          f"{tuple(np.shape(anchor))}")
     mesh = parallel.make_mesh(devices=jax.devices()[:1]) if mesh is None else mesh
-    params = engine.place_params(model.params, mesh)  # once per video; a no-op when placed
+    params = place_params(model.params, mesh)  # once per video; a no-op when placed
     encode, first, run_chunk = _programs(artv, sampling)
     t0 = time.perf_counter()
     seed_key = jax.random.fold_in(jax.random.key(seed), 0)
@@ -160,7 +152,7 @@ def generate(model: engine.LevelModel, prompt_ids, null_ids, *, sampler: str = "
     rest = N - 1
     C = chunk_size(rest, chunk)
     n_calls = -(-rest // C) if rest else 0
-    bar = engine._progress(rest, "ART•V", progress, unit="frame")
+    bar = progress_bar(rest, "ART•V", progress, unit="frame")
     prev = anchor_latent
     for c in range(n_calls):  # sequential by nature: chunk c needs chunk c - 1's last frame
         frames = jnp.arange(1 + c * C, 1 + (c + 1) * C, dtype=jnp.int32)
@@ -174,4 +166,4 @@ def generate(model: engine.LevelModel, prompt_ids, null_ids, *, sampler: str = "
         bar.close()
     latents = jnp.concatenate(out)
     latents.block_until_ready()
-    return ARTVResult(latents, calls + rest, time.perf_counter() - t0)
+    return Sampled(latents, calls + rest, time.perf_counter() - t0)

@@ -31,6 +31,8 @@ from typing import Callable, Iterable, Iterator, Union
 
 import numpy as np
 
+from nuwa_xl_jax.dod import memory
+from nuwa_xl_jax.dod.compiled import program_bytes
 from nuwa_xl_jax.models import windows
 
 
@@ -119,12 +121,10 @@ def sized_decode_fn(vae, variables, latent_shape, frames: int, window: int, cont
     """``(decode_fn, calls_per_batch)`` for decoding ``frames`` latent frames of ``latent_shape``
     (``(h, w, c)``) with :func:`decode_windows`: as many windows' calls per device call as XLA's
     memory analysis of the compiled decoder fits in ``budget`` bytes (all of them when they fit),
-    sized like the DoD engine's chunks (:func:`engine.auto_chunk_size`). The returned function runs
+    sized like the DoD engine's chunks (:func:`memory.auto_chunk_size`). The returned function runs
     those compiled executables (a short last batch is padded, not recompiled) and falls back to
     the jitted decoder for a video shorter than one call."""
     import jax
-
-    from nuwa_xl_jax.dod import engine
 
     call = window + 2 * context
     jitted = _jitted_decode(vae, scaled, True)
@@ -137,7 +137,7 @@ def sized_decode_fn(vae, variables, latent_shape, frames: int, window: int, cont
         return compiled[k]
 
     calls = -(-frames // window) if frames > call else 1  # one call per window
-    k = engine.auto_chunk_size(calls, 1, lambda n: engine.program_bytes(executable(n)), budget)
+    k = memory.auto_chunk_size(calls, 1, lambda n: program_bytes(executable(n)), budget)
 
     def decode_fn(z):
         z = np.asarray(z, np.float32)

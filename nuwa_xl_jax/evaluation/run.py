@@ -62,7 +62,8 @@ def _name(path: str) -> str:
 
 def _check(o: Options):
     """Every input error that needs no model: raised before any work. Returns (config or None,
-    frames, {storyboard name: prompts}, which metrics, the paths of --videos, their resolution)."""
+    frames, {storyboard name: prompts}, which metrics, the paths of --videos, their resolution,
+    the DoD plan of the generated videos or None)."""
     unknown = sorted(set(o.metrics) - set(METRICS))
     if unknown or not o.metrics:
         raise EvaluationError(f"--metrics: unknown {unknown}; choose from {', '.join(METRICS)}")
@@ -74,9 +75,10 @@ def _check(o: Options):
         raise EvaluationError("--videos without --workdir needs --reference (real videos or a .npz "
                               "of statistics); with --workdir of a synthetic-world family the world "
                               "renders the reference for --storyboards")
-    bad_modes = sorted(set(o.modes) - {"dod", "ar"})
+    bad_modes = sorted(set(o.modes) - set(gen.MODES))
     if bad_modes or not o.modes:
-        raise EvaluationError(f"--modes: {bad_modes or 'none'}; expected dod and/or ar")
+        raise EvaluationError(f"--modes: {bad_modes or 'none'}; expected some of "
+                              f"{', '.join(gen.MODES)}")
     if not o.seeds or not o.reference_seeds:
         raise EvaluationError("--seeds and --reference_seeds need at least one value each")
     for path in (os.path.join(o.out, RESULTS_JSON), os.path.join(o.out, RESULTS_MD)):
@@ -105,14 +107,18 @@ def _check(o: Options):
         names = [_name(p) for p in o.storyboards]
         if len(set(names)) != len(names):
             raise EvaluationError(f"--storyboards: two files share a name ({names}); rename one")
+    plan = None
     if o.workdir and not o.videos:
         for mode in o.modes:
-            if mode == "dod":
-                gen.plan_for(config, frames, o.extend)
-            elif not store.has_export(o.workdir, "mtd_ar"):
-                raise EvaluationError(f"--modes=ar: {o.workdir} has no trained AR baseline "
-                                      "(stage mtd_ar); train it (python -m nuwa_xl_jax.train "
-                                      f"--config=... --workdir={o.workdir} --stages=mtd_ar) or "
+            if mode == "dod":  # made once here, run by every DoD video
+                plan = gen.plan_for(config, frames, o.extend)
+                continue
+            stage, what = {"ar": ("mtd_ar", "AR baseline"),
+                           "artv": ("mtd_artv", "ART•V model")}[mode]
+            if not store.has_export(o.workdir, stage):
+                raise EvaluationError(f"--modes={mode}: {o.workdir} has no trained {what} "
+                                      f"(stage {stage}); train it (python -m nuwa_xl_jax.train "
+                                      f"--config=... --workdir={o.workdir} --stages={stage}) or "
                                       "pass --modes=dod")
         storyboards = {_name(p): list(nio.load_storyboard(p, frames)) for p in o.storyboards}
     paths = reference.expand_videos(o.videos) if o.videos else []
@@ -133,7 +139,7 @@ def _check(o: Options):
                 raise EvaluationError(f"{path} has {n} frames; B-FVD-16 needs at least "
                                       f"{frechet.BLOCK} (one block). Pass longer videos, or leave "
                                       "b_fvd16 out of --metrics")
-    return config, frames, storyboards, want, paths, resolution
+    return config, frames, storyboards, want, paths, resolution, plan
 
 
 def _prompts_for_video(o: Options, index: int, length: int) -> Optional[list]:
@@ -164,7 +170,7 @@ def evaluate(o: Options) -> dict:
     """Runs the evaluation and writes ``out/metrics.json`` and ``out/metrics.md``; returns the
     JSON's content."""
     t0 = time.time()
-    config, frames, storyboards, want, paths, resolution = _check(o)
+    config, frames, storyboards, want, paths, resolution, plan = _check(o)
     nets = features.load_feature_networks(
         o.fid_weights, o.fvd_weights, random=o.random_feature_weights, need_fid=want["fid"],
         need_fvd=want["fvd"], fid_size=o.fid_size, fvd_size=o.fvd_size, fvd_output=o.fvd_output)
@@ -204,14 +210,16 @@ def evaluate(o: Options) -> dict:
     else:
         from nuwa_xl_jax.pipeline import NuwaXLPipeline  # only when generating
 
-        pipe = NuwaXLPipeline.from_pretrained(o.workdir, load_ar="ar" in o.modes)
+        pipe = NuwaXLPipeline.from_pretrained(o.workdir, load_ar="ar" in o.modes,
+                                              load_artv="artv" in o.modes)
         runs = [(m, s, seed) for m in o.modes for s in storyboards for seed in o.seeds]
         for mode in o.modes:
             sets[mode] = VideoSetStats(nets.identity, want["fid"], want["fvd"])
             probes[mode] = []
         for mode, name, seed in tqdm(runs, desc="generating and measuring", disable=not o.progress):
             video = pipe(storyboards[name], mode=mode, seed=seed, steps=o.steps,
-                         extend=o.extend, score=want["probe"], progress=False)
+                         extend=o.extend, score=want["probe"], progress=False,
+                         plan=plan if mode == "dod" else None)
             label = f"{name} {mode} seed {seed}"
             if want["fid"] or want["fvd"]:
                 sets[mode].add(label, video.frames, nets, o.fid_batch, o.fvd_batch)

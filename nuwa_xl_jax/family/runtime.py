@@ -3,7 +3,7 @@ schedule, built from a config (and the workdir's VAE export), with the calls tra
 generation make: ``decode``, ``encode_prompts``, ``condition``, ``unet``, ``denoise``.
 
 It holds no MTD / text weights: every call takes ``params = {"mtd": ..., "text": ...}``, so one
-runtime serves every level's model of a family (dod/engine.py's ``Denoiser``).
+runtime serves every level's model of a family (dod/level_models.py's ``Denoiser``).
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ class MTDModels:
         return states.reshape(*lead, *states.shape[-2:])
 
     # A sampler keeps prompts and given frames fixed over all its steps: it encodes them once
-    # (encode_prompts, condition) and runs only `unet` per step (dod/engine.py).
+    # (encode_prompts, condition) and runs only `unet` per step (dod/segments.py).
     def encode_prompts(self, params, ids):
         """``[..., T]`` ids -> ``[..., T, D]`` prompt states (the text encoder)."""
         return self.text_states(params["text"], ids)

@@ -10,10 +10,10 @@ import jax
 from nuwa_xl_jax.configuration import Config, ConfigError, train_block_name
 from nuwa_xl_jax.data.builders.flintstones_hd import CaptionsError
 from nuwa_xl_jax.data.sampling import EpisodeTooShortError
-from nuwa_xl_jax.dod import generate as gen
 from nuwa_xl_jax.family.store import ExportError, export_dir, write_export
 from nuwa_xl_jax.io import storyboards
 from nuwa_xl_jax.models.tokenizers import TokenizerError, UnknownWordError
+from nuwa_xl_jax.pipeline import NuwaXLPipeline, report, sheet_path
 from nuwa_xl_jax.train import checkpoint, loop, stages as stages_lib
 from nuwa_xl_jax.train.workdir_lock import WorkdirLock, WorkdirLockedError
 from nuwa_xl_jax.weights.common import WeightsError
@@ -106,22 +106,19 @@ def _run_locked(config, workdir: str, mesh, names: list, only, progress: bool) -
 
 
 def generate_video(config, workdir: str, mesh=None) -> dict | None:
-    """The main job's last step: a long video from the storyboard with the family just trained."""
+    """The main job's last step: a long video from the storyboard with the family just trained,
+    through the pipeline on ``mesh`` (the generate command's path)."""
     config = Config.from_dict(config)
-    g, d = config.generate, config.diffusion
+    g = config.generate
     out = g.out if os.path.isabs(g.out) else os.path.join(workdir, g.out)
-    sheet = gen.sheet_path(out)
+    sheet = sheet_path(out)
     if os.path.exists(out):
         print(f"video: {out} (already generated; delete it to generate again)")
         print(f"contact sheet: {sheet}")
         return None
     prompts = storyboards.load_storyboard(g.storyboard, g.frames)
-    family = gen.load_family(workdir)
-    sampler = g.sampler or d.sampler
-    result = gen.generate(
-        family, list(prompts), out, sampler=sampler, steps=g.steps or d.sample_steps,
-        guidance_scale=d.guidance_scale if g.guidance_scale < 0 else g.guidance_scale,
-        eta=d.ddim_eta if sampler == "ddim" else 0.0, seed=g.seed, mesh=mesh,
-        max_segments_per_call=g.max_segments_per_call, memory_fraction=g.memory_fraction,
-        fps=g.fps, sheet=sheet)
-    return gen.report(result)
+    pipe = NuwaXLPipeline.from_pretrained(workdir, mesh=mesh, config=config)
+    video = pipe.write(out, list(prompts), sheet=sheet, fps=g.fps, seed=g.seed,
+                       max_segments_per_call=g.max_segments_per_call,
+                       memory_fraction=g.memory_fraction, **g.sampler_overrides())
+    return report(video)

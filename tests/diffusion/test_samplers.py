@@ -201,3 +201,16 @@ def test_ddim_eta_one_is_ddpm_variance_and_config_kwargs():
     c = configuration.diffusion_block()
     c.sampler, c.ddim_eta = "ddim", 0.3
     assert M.config_kwargs(c) == dict(name="ddim", steps=50, guidance_scale=1.0, eta=0.3)
+
+
+def test_the_default_step_count_is_written_once(monkeypatch):
+    """The sampler loop and the settings check read one default (DDIM and DPM-Solver++ run
+    DEFAULT_STEPS model calls when no number is given; DDPM its whole chain)."""
+    sch = S.make_schedule("linear", num_train_timesteps=20)
+    monkeypatch.setattr(M, "DEFAULT_STEPS", 30)  # more than the schedule has: both must refuse
+    with pytest.raises(ValueError, match=r"num_train_timesteps=20\], got 30"):
+        M.Settings("ddim").check(sch)
+    with pytest.raises(ValueError, match=r"num_train_timesteps=20\], got 30"):
+        M.sample("ddim", lambda x, t: x, sch, jax.random.key(0), (1, 2))
+    M.Settings("ddpm").check(sch)  # DDPM: every training timestep, whatever DEFAULT_STEPS says
+    assert M.default_steps("ddpm", sch) == 20 and M.default_steps("dpm++2m", sch) == 30

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nuwa_xl_jax.dod import baselines, engine, plan as planlib
+from nuwa_xl_jax.dod import level_models as lm
 
 from test_engine import LATENT, NULL, SCHEDULE, T, mesh_of, models_for, prompts, toy_denoise, \
     toy_params
@@ -30,14 +31,14 @@ def counting_denoise():
 
 
 def ar(n, model=None, **kw):
-    model = model or engine.LevelModel(toy_denoise, toy_params(5))
+    model = model or lm.LevelModel(toy_denoise, toy_params(5))
     return baselines.autoregressive(model, prompts(9)[:n], NULL, SCHEDULE, LATENT, L=L, prefix=P,
                                     seed=1, **{**KW, **kw})
 
 
 def test_autoregressive_makes_n_frames_in_the_expected_sequential_calls():
     denoise, count = counting_denoise()
-    res = ar(9, engine.LevelModel(denoise, toy_params(5)))
+    res = ar(9, lm.LevelModel(denoise, toy_params(5)))
     # 4 frames, then 2 new frames per call: 4 + 2 + 2 + 2 >= 9 -> 4 calls of 3 steps each.
     assert res.sequential_calls == baselines.ar_num_calls(L, 9, P) == 4
     assert count[0] == 4 * 3
@@ -62,7 +63,7 @@ def test_autoregressive_from_a_given_prefix_and_a_first_model():
     assert res.sequential_calls == 2 and np.array_equal(out[:2], np.asarray(prefix))
     plain = np.asarray(ar(6).latents)
     assert np.abs(out[2:] - plain[2:]).max() > 1e-3
-    first = np.asarray(ar(6, first=engine.LevelModel(toy_denoise, toy_params(0))).latents)
+    first = np.asarray(ar(6, first=lm.LevelModel(toy_denoise, toy_params(0))).latents)
     assert np.abs(first[:4] - plain[:4]).max() > 1e-3
 
 
@@ -79,7 +80,7 @@ def test_sequential_calls_of_dod_per_segment_and_ar():
 
 
 def test_baseline_bad_input():
-    m = engine.LevelModel(toy_denoise, toy_params(5))
+    m = lm.LevelModel(toy_denoise, toy_params(5))
     with pytest.raises(ValueError, match="prefix must be an integer in 1..3"):
         baselines.autoregressive(m, prompts(6), NULL, SCHEDULE, LATENT, L=L, prefix=4)
     with pytest.raises(ValueError, match="unknown sampler"):

@@ -43,7 +43,8 @@ def stubbed_run(monkeypatch, *argv):
     """run() with every model call stubbed: records the DoD plan and the AR call's arguments."""
     import numpy as np
 
-    from nuwa_xl_jax.dod import baselines, engine
+    from nuwa_xl_jax.dod import baselines, engine, level_models
+    from nuwa_xl_jax.dod.result import Sampled
     from nuwa_xl_jax.family import MTDModels
 
     mod = load()
@@ -51,20 +52,20 @@ def stubbed_run(monkeypatch, *argv):
 
     def dod(plan, models, ids, null, schedule, shape, **kw):
         seen["plan"], seen["models"] = plan, models
-        return engine.Result(np.zeros((plan.frames, *shape), np.float32), ())
+        return Sampled(np.zeros((plan.frames, *shape), np.float32))
 
     def per_segment(plan, models, ids, null, schedule, shape, **kw):
-        return baselines.BaselineResult(np.zeros((plan.frames, *shape), np.float32), 1, 0.0)
+        return Sampled(np.zeros((plan.frames, *shape), np.float32), 1, 0.0)
 
     def ar(model, ids, null, schedule, shape, **kw):
         seen["ar"] = kw
-        return baselines.BaselineResult(np.zeros((len(ids), *shape), np.float32), 1, 0.0)
+        return Sampled(np.zeros((len(ids), *shape), np.float32), 1, 0.0)
 
     monkeypatch.setattr(engine, "run", dod)
     monkeypatch.setattr(baselines, "dod_per_segment", per_segment)
     monkeypatch.setattr(baselines, "autoregressive", ar)
     monkeypatch.setattr(MTDModels, "init", lambda self, key, frames: "random weights")
-    monkeypatch.setattr(engine, "place_models", lambda models, mesh: tuple(models))
+    monkeypatch.setattr(level_models, "place_models", lambda models, mesh: tuple(models))
     mod.run(mod.parse(list(argv)))
     return seen
 

@@ -13,7 +13,7 @@ from flax import traverse_util
 from nuwa_xl_jax.configuration.presets import vae as vae_config
 from nuwa_xl_jax.dod.decode import (_jitted_decode, compute_decoder, decode_windows, receptive_field,
                                     sized_decode_fn, vae_decode_fn)
-from nuwa_xl_jax.dod.engine import program_bytes
+from nuwa_xl_jax.dod.compiled import program_bytes
 from nuwa_xl_jax.io import videos
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
 from nuwa_xl_jax.weights.vae import identity_temporal_params

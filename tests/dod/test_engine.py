@@ -13,7 +13,8 @@ import pytest
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.diffusion import schedules, samplers
-from nuwa_xl_jax.dod import baselines, engine, plan as planlib
+from nuwa_xl_jax.dod import baselines, engine, memory, plan as planlib, segments
+from nuwa_xl_jax.dod import level_models as lm
 
 L = 4
 LATENT = (8, 8, 4)
@@ -53,8 +54,8 @@ NULL = np.zeros(T, np.int32)
 
 def models_for(depth: int, shared: bool = False):
     if shared:
-        return engine.level_models(toy_denoise, toy_params(0), toy_params(1), depth, "shared")
-    return engine.level_models(toy_denoise, toy_params(0), [toy_params(k) for k in range(1, depth)],
+        return lm.level_models(toy_denoise, toy_params(0), toy_params(1), depth, "shared")
+    return lm.level_models(toy_denoise, toy_params(0), [toy_params(k) for k in range(1, depth)],
                                depth)
 
 
@@ -109,7 +110,7 @@ def test_one_segment_equals_a_plain_sampler_call():
     def model_fn(x, t, ids, cond, mask, level):
         return toy_denoise(params, x, t, ids, cond, mask, level)
 
-    key = engine.segment_keys(7, 1, [seg])[0]
+    key = segments.segment_keys(7, 1, [seg])[0]
     ids = prompts(plan.frames)[lv.prompts[seg]][None]
     want = samplers.sample("ddpm", model_fn, SCHEDULE, key, given.shape, steps=3,
                            cond={"ids": ids, "cond": given, "mask": mask,
@@ -119,8 +120,8 @@ def test_one_segment_equals_a_plain_sampler_call():
     got = np.asarray(res.latents)[frames[1:-1]]
     np.testing.assert_allclose(got, np.asarray(want)[1:-1], rtol=1e-5, atol=1e-5)
     # The level reaches the model: the same params as level 2 of a shared model differ.
-    other = engine.sample_segments(
-        engine.LevelModel(toy_denoise, params), SCHEDULE, engine.Sampling(**{
+    other = segments.sample_segments(
+        lm.LevelModel(toy_denoise, params), SCHEDULE, samplers.Settings(**{
             "name": "ddpm", "steps": 3, "guidance_scale": 2.0}), mesh_of(1),
         level_key=jax.random.fold_in(jax.random.key(7), 1), seg_index=np.arange(3),
         ids=prompts(plan.frames)[lv.prompts], given=seen[0][lv.frames] * lv.given[..., None, None, None],
@@ -150,9 +151,9 @@ def test_chunks_equal_one_call_and_compile_once_per_shape():
     assert [(s.calls, s.chunk) for s in chunked.levels] == [(1, 1), (2, 2), (5, 2)]
     assert chunked.levels[1].traces <= 1 and chunked.levels[2].traces == 0
     assert chunked.sequential_calls == 8
-    before = engine.trace_count()
+    before = segments.trace_count()
     again = run(plan, mesh_of(1), max_segments_per_call=2)
-    assert engine.trace_count() == before and [s.traces for s in again.levels] == [0, 0, 0]
+    assert segments.trace_count() == before and [s.traces for s in again.levels] == [0, 0, 0]
     np.testing.assert_allclose(np.asarray(chunked.latents), np.asarray(whole.latents),
                                rtol=1e-5, atol=1e-5)
 
@@ -164,10 +165,10 @@ def test_another_storyboard_reuses_the_compile():
     three = prompts(3)[np.arange(plan.frames) % 3]
     five = prompts(5, seed=1)[np.arange(plan.frames) % 5]
     first = run(plan, mesh_of(1), ids=three)
-    before = engine.trace_count()
+    before = segments.trace_count()
     second = run(plan, mesh_of(1), ids=five)
-    assert engine.trace_count() == before and [s.traces for s in second.levels] == [0, 0]
-    table, index = engine.encode_table(engine.LevelModel(toy_denoise, toy_params(0)), mesh_of(1),
+    assert segments.trace_count() == before and [s.traces for s in second.levels] == [0, 0]
+    table, index = segments.encode_table(lm.LevelModel(toy_denoise, toy_params(0)), mesh_of(1),
                                        three, NULL)
     assert table.shape[0] == 8 and index.max() == 2  # 3 prompts + null, padded with null rows
     assert np.abs(np.asarray(first.latents) - np.asarray(second.latents)).max() > 1e-3
@@ -205,8 +206,8 @@ def test_given_frames_are_carried_bit_exact():
     lv = plan.levels[1]
     mask = lv.given.astype(np.float32)
     given = after[0][lv.frames] * mask[..., None, None, None]
-    x = np.asarray(engine.sample_segments(
-        models_for(3)[1], SCHEDULE, engine.Sampling("ddpm", 3, 2.0), mesh_of(1),
+    x = np.asarray(segments.sample_segments(
+        models_for(3)[1], SCHEDULE, samplers.Settings("ddpm", 3, 2.0), mesh_of(1),
         level_key=jax.random.fold_in(jax.random.key(7), 1), seg_index=np.arange(3),
         ids=prompts(plan.frames)[lv.prompts], given=given, mask=mask, level=np.ones(3, np.int32),
         null_ids=NULL))
@@ -245,9 +246,9 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="max_segments_per_call"):
         engine.run(plan, ms, prompts(7), NULL, SCHEDULE, LATENT, max_segments_per_call=-2)
     with pytest.raises(ValueError, match="needs 2 local models"):
-        engine.level_models(toy_denoise, toy_params(0), [toy_params(1)], 3)
+        lm.level_models(toy_denoise, toy_params(0), [toy_params(1)], 3)
     with pytest.raises(ValueError, match="local_models='joint'"):
-        engine.level_models(toy_denoise, toy_params(0), toy_params(1), 3, "joint")
+        lm.level_models(toy_denoise, toy_params(0), toy_params(1), 3, "joint")
 
 
 def tiny_mtd(num_levels: int = 2):
@@ -281,9 +282,9 @@ def test_real_tiny_mtd_batched_equals_per_segment():
     plan = planlib.make_plan(L, 2, frames=8)
     ids = np.asarray(m.tokenizer(["fred walks left in the forest", "wilma jumps in the cave"] * 4))
     kw = dict(sampler="ddim", steps=2, guidance_scale=3.0, eta=0.5, seed=3)
-    batched = engine.run(plan, engine.level_models(m, params[0], params[1], 2, "shared"), ids,
+    batched = engine.run(plan, lm.level_models(m, params[0], params[1], 2, "shared"), ids,
                          m.null_ids, m.schedule, m.latent_shape, mesh=mesh_of(1), **kw)
-    whole = engine.level_models(m.denoise, params[0], params[1], 2, "shared")
+    whole = lm.level_models(m.denoise, params[0], params[1], 2, "shared")
     single = baselines.dod_per_segment(plan, whole, ids, m.null_ids, m.schedule, m.latent_shape,
                                        **kw)
     assert [s.segments for s in batched.levels] == [1, 3] and single.sequential_calls == 4
@@ -333,11 +334,11 @@ def test_weights_are_copied_to_the_devices_once_per_run_not_per_call(weight_puts
     assert sorted(puts) == sorted(id(v) for m in models for v in jax.tree.leaves(m.params))
     # Placed weights (as load_family keeps them) are never copied again, and placing them again
     # returns the very same arrays.
-    placed = engine.place_models(models, mesh_of(1))
+    placed = lm.place_models(models, mesh_of(1))
     puts.clear()
     run(plan, mesh_of(1), models=placed, max_segments_per_call=2)
     assert puts == []
-    again = engine.place_models(placed, mesh_of(1))
+    again = lm.place_models(placed, mesh_of(1))
     assert all(a is b for p, q in zip(placed, again)
                for a, b in zip(jax.tree.leaves(p.params), jax.tree.leaves(q.params)))
 
@@ -358,7 +359,7 @@ def test_autoregressive_copies_weights_once(weight_puts):
     (9, 2, 1, 2), (9, 4, 1, 3), (10, 4, 1, 4), (3, 5, 2, 4), (8, None, 8, 8), (1, 4, 8, 1),
 ])
 def test_balanced_chunk_sizes(segments, max_segments, devices, chunk):
-    assert engine._chunk_size(segments, max_segments, devices) == chunk
+    assert memory.chunk_size(segments, max_segments, devices) == chunk
 
 
 def test_chunks_are_balanced_and_as_few_as_the_budget_allows():
@@ -366,7 +367,7 @@ def test_chunks_are_balanced_and_as_few_as_the_budget_allows():
         for max_segments in (1, 2, 3, 5, 8, 16):
             cap = -(-max_segments // devices) * devices  # the budget, rounded up to the devices
             for segments in range(2, 80):
-                c = engine._chunk_size(segments, max_segments, devices)
+                c = memory.chunk_size(segments, max_segments, devices)
                 calls = -(-segments // c)
                 assert c % devices == 0 and c <= cap
                 assert calls == -(-segments // min(cap, -(-segments // devices) * devices))
@@ -402,11 +403,11 @@ def linear_peak(base: int, per_row: int, calls: list):
 ])
 def test_auto_chunk_size_is_the_largest_balanced_chunk_that_fits(segments, devices, budget, chunk):
     calls = []
-    got = engine.auto_chunk_size(segments, devices, linear_peak(1000, 100, calls), budget)
+    got = memory.auto_chunk_size(segments, devices, linear_peak(1000, 100, calls), budget)
     assert got == chunk
     assert 1000 + 100 * got <= budget
     # Largest: the balanced chunk of one more device row would not fit (or there is none).
-    bigger = engine._chunk_size(segments, got + devices, devices)
+    bigger = memory.chunk_size(segments, got + devices, devices)
     assert bigger == got or 1000 + 100 * bigger > budget
     assert len(calls) <= 5  # the whole level, two probes, confirm, one size up
 
@@ -415,13 +416,13 @@ def test_auto_chunk_size_steps_down_when_the_linear_estimate_is_optimistic():
     # Memory that grows faster than linearly past 4 rows: the estimate from 1 and 2 rows says 9
     # fit, compiling 9 says no, and the sizer steps down until a compiled size fits.
     peak = lambda c: 100 * c + (0 if c <= 4 else 1000 * (c - 4))
-    got = engine.auto_chunk_size(40, 1, peak, 900)
+    got = memory.auto_chunk_size(40, 1, peak, 900)
     assert peak(got) <= 900 and got == 4
 
 
 def test_auto_chunk_size_names_the_budget_when_nothing_fits():
     with pytest.raises(MemoryError, match="memory_fraction"):
-        engine.auto_chunk_size(9, 2, lambda c: 10**9 * c, 10**9)
+        memory.auto_chunk_size(9, 2, lambda c: 10**9 * c, 10**9)
 
 
 def test_auto_sizes_chunks_from_the_compiled_programs_memory(monkeypatch):
@@ -429,12 +430,12 @@ def test_auto_sizes_chunks_from_the_compiled_programs_memory(monkeypatch):
     mesh = mesh_of(1)
     whole = run(plan, mesh)
     # XLA's own estimate for 3-segment calls, as the budget: level 2 must then run in 3 x 3.
-    three = engine._program_peak(
-        models_for(3)[2], SCHEDULE, engine.Sampling("ddpm", 3, 2.0), mesh,
+    three = segments.program_peak(
+        models_for(3)[2], SCHEDULE, samplers.Settings("ddpm", 3, 2.0), mesh,
         level_key=jax.random.key(0), chunk=3, frames=L,
-        table=engine.encode_table(models_for(3)[2], mesh, prompts(plan.frames), NULL)[0],
+        table=segments.encode_table(models_for(3)[2], mesh, prompts(plan.frames), NULL)[0],
         latent_shape=LATENT, replicate=False)
-    monkeypatch.setattr(engine, "memory_budget", lambda mesh, fraction: three)
+    monkeypatch.setattr(memory, "memory_budget", lambda mesh, fraction: three)
     auto = run(plan, mesh, max_segments_per_call="auto")
     assert [(s.calls, s.chunk) for s in auto.levels] == [(1, 1), (1, 3), (3, 3)]
     assert all(0 < s.program_bytes <= three for s in auto.levels[1:])
@@ -452,21 +453,21 @@ def test_auto_runs_a_level_in_one_call_when_it_fits():
 @pytest.mark.parametrize("bad", [-1, 2.5, "half", "-3", True])
 def test_bad_max_segments_per_call_is_named(bad):
     with pytest.raises(ValueError, match="max_segments_per_call.*'auto'"):
-        engine.check_max_segments(bad)
+        memory.check_max_segments(bad)
 
 
 @pytest.mark.parametrize("given,taken", [
     (None, None), (0, None), ("none", None), ("", None), ("auto", "auto"), (" AUTO", "auto"),
     (16, 16), ("16", 16), (np.int64(3), 3)])
 def test_max_segments_per_call_spellings(given, taken):
-    assert engine.check_max_segments(given) == taken
+    assert memory.check_max_segments(given) == taken
 
 
 def test_memory_budget_is_a_fraction_of_the_device_memory():
     mesh = mesh_of(1)
-    assert 0 < engine.memory_budget(mesh, 0.5) <= engine.memory_budget(mesh, 1.0)
+    assert 0 < memory.memory_budget(mesh, 0.5) <= memory.memory_budget(mesh, 1.0)
     with pytest.raises(ValueError, match="memory_fraction"):
-        engine.memory_budget(mesh, 1.5)
+        memory.memory_budget(mesh, 1.5)
 
 
 def test_the_latent_buffer_is_donated_to_each_write():
@@ -475,7 +476,7 @@ def test_the_latent_buffer_is_donated_to_each_write():
     mesh = mesh_of(1)
     buffer = jax.device_put(jnp.ones((plan.span, *LATENT), jnp.float32), parallel.replicated(mesh))
     out, stats = engine.run_level(lv, models_for(2)[1], buffer, prompts(plan.frames), NULL, SCHEDULE,
-                                  engine.Sampling("ddpm", 3, 2.0), seed=0, mesh=mesh)
+                                  samplers.Settings("ddpm", 3, 2.0), seed=0, mesh=mesh)
     assert buffer.is_deleted() and not out.is_deleted()
     given = np.unique(lv.frames[lv.given])
     np.testing.assert_array_equal(np.asarray(out)[given], 1.0)  # given frames kept bit-exact

@@ -8,8 +8,10 @@ import pytest
 from nuwa_xl_jax import configuration
 from nuwa_xl_jax.dod import decode, engine
 from nuwa_xl_jax.dod import generate as gen
+from nuwa_xl_jax.dod.result import Sampled
 from nuwa_xl_jax.eval import storyboard_probe
 from nuwa_xl_jax.family import MTDModels
+from nuwa_xl_jax.pipeline import NuwaXLPipeline
 
 from test_engine import LATENT, NULL, SCHEDULE, mesh_of, prompts, toy_denoise, toy_params
 
@@ -31,7 +33,7 @@ def captured(monkeypatch, tmp_path):
 
     def run(plan, models, ids, *a, **k):
         seen["plan"], seen["models"] = plan, models
-        return engine.Result(np.zeros((plan.frames, *LATENT), np.float32), ())
+        return Sampled(np.zeros((plan.frames, *LATENT), np.float32))
 
     def agreement(frames, prompts, keyframes=None):
         seen["keyframes"] = keyframes
@@ -47,8 +49,8 @@ def captured(monkeypatch, tmp_path):
         family = gen.Family(config, MTDModels(config, None, vae_params={}), "global",
                             ["local"])
         out = tmp_path / f"v{len(list(tmp_path.iterdir()))}/"
-        gen.generate(family, ["fred walks left in the cave"] * frames, str(out), progress=False,
-                     **kw)
+        NuwaXLPipeline(family).write(str(out), ["fred walks left in the cave"] * frames,
+                                     sheet=False, progress=False, **kw)
         return seen
 
     return generate
@@ -123,7 +125,7 @@ def test_generation_decodes_in_calls_of_the_vae_training_clip(monkeypatch, tmp_p
     lengths = []
 
     def run(plan, models, ids, *a, **k):
-        return engine.Result(np.zeros((plan.frames, *LATENT), np.float32), ())
+        return Sampled(np.zeros((plan.frames, *LATENT), np.float32))
 
     def decode_fn(*a, **k):
         def fn(z):
@@ -135,8 +137,8 @@ def test_generation_decodes_in_calls_of_the_vae_training_clip(monkeypatch, tmp_p
     monkeypatch.setattr(decode, "sized_decode_fn", decode_fn)
     config = tiny_config()
     family = gen.Family(config, MTDModels(config, None, vae_params={}), "global", ["local"])
-    gen.generate(family, ["fred walks left in the cave"] * 10, str(tmp_path / "v.mp4"),
-                 progress=False, score=False)
+    NuwaXLPipeline(family).write(str(tmp_path / "v.mp4"), ["fred walks left in the cave"] * 10,
+                                 sheet=False, progress=False, score=False)
     assert lengths and set(lengths) == {config.vae_frames}
     window, context = decode.config_windows(config)
     assert (window, context) == (config.vae_frames - 2 * config.vae_context, config.vae_context)

@@ -4,7 +4,7 @@ import jax
 from jax.sharding import NamedSharding
 
 from nuwa_xl_jax import parallel
-from nuwa_xl_jax.dod import engine
+from nuwa_xl_jax.dod import level_models as lm
 from nuwa_xl_jax.dod import generate as gen
 
 from tiny_family import write_random_family
@@ -21,5 +21,5 @@ def test_load_family_places_weights_once(tmp_path):
             assert leaf.sharding.mesh == mesh
     # Generation's per-call placement is then the identity: no copy.
     for tree in trees:
-        again = engine.place_params(tree, mesh)
+        again = lm.place_params(tree, mesh)
         assert all(a is b for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(again)))

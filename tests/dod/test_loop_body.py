@@ -12,7 +12,9 @@ import numpy as np
 from jax.extend import core as jcore
 
 from nuwa_xl_jax import parallel
-from nuwa_xl_jax.dod import engine
+from nuwa_xl_jax.diffusion import samplers
+from nuwa_xl_jax.dod import level_models as lm
+from nuwa_xl_jax.dod import segments
 from nuwa_xl_jax.family import MTDModels
 from nuwa_xl_jax.models import text
 
@@ -47,14 +49,14 @@ def module_names(jaxpr, in_loop: bool) -> set:
 
 
 def level_program_jaxpr(denoise, m, params, guidance_scale=3.0):
-    sampling = engine.Sampling("ddim", 2, guidance_scale)
+    sampling = samplers.Settings("ddim", 2, guidance_scale)
     mesh = parallel.make_mesh(devices=jax.devices()[:1])
-    program = engine._level_program(denoise, m.schedule, sampling, mesh, False)
+    program = segments._level_program(denoise, m.schedule, sampling, mesh, False)
     T = m.null_ids.shape[0]
     C, P = 2, 3
     ids = jnp.zeros((P, T), jnp.int32)
     # the table as the level gets it: encode_prompts' output on P distinct prompts
-    table = jax.eval_shape(engine.as_denoiser(denoise).encode_prompts, params, ids)
+    table = jax.eval_shape(lm.as_denoiser(denoise).encode_prompts, params, ids)
     args = (params, jax.random.key(0), jnp.zeros(C, jnp.uint32), table, jnp.zeros((C, L), jnp.int32),
             jnp.zeros((C, L, *m.latent_shape)), jnp.zeros((C, L)), jnp.zeros(C, jnp.int32))
     return jax.make_jaxpr(program)(*args).jaxpr
@@ -77,13 +79,13 @@ def test_level_program_loop_body_runs_only_the_unet():
     # The text encoder runs in the level's prompt-table program, in the compute dtype.
     mesh = parallel.make_mesh(devices=jax.devices()[:1])
     ids = jnp.zeros((3, m.null_ids.shape[0]), jnp.int32)
-    encode = engine._encode_program(m, mesh)
+    encode = segments._encode_program(m, mesh)
     assert found(module_names(jax.make_jaxpr(encode)(params, ids).jaxpr, False), "text_model")
     model = m.config.model  # typed: a changed copy is checked as a new config
     bf16 = dataclasses.replace(m.config, model=dataclasses.replace(
         model, mtd=dataclasses.replace(model.mtd, dtype="bfloat16")))
     b = MTDModels(bf16, None, vae_params={})
-    assert jax.eval_shape(engine._encode_program(b, mesh), params, ids).dtype == jnp.bfloat16
+    assert jax.eval_shape(segments._encode_program(b, mesh), params, ids).dtype == jnp.bfloat16
     # The inspection sees step-invariant work in the loop when it is there: the whole
     # denoise(params, x, t, ids, cond, mask, level) per step, the engine's structure before.
     whole = module_names(level_program_jaxpr(m.denoise, m, params), True)

@@ -10,7 +10,7 @@ import pytest
 from nuwa_xl_jax import configuration
 from nuwa_xl_jax.diffusion import schedules
 from nuwa_xl_jax.dod import artv as artv_gen
-from nuwa_xl_jax.dod import engine
+from nuwa_xl_jax.dod import level_models as lm
 from nuwa_xl_jax.family.artv import NEW, ARTVModels
 from nuwa_xl_jax.family.runtime import MTDModels
 from nuwa_xl_jax.models.artv import blend_prediction
@@ -146,7 +146,7 @@ def test_anchor_conditions_every_frame(artv):
     rs = np.random.RandomState(3)
     anchor = jnp.asarray(rs.standard_normal(artv.latent_shape), jnp.float32)
     ids = np.asarray(artv.tokenizer(["fred stands in the cave"] * 7))
-    r = artv_gen.generate(engine.LevelModel(echo, {}), ids, np.asarray(artv.null_ids),
+    r = artv_gen.generate(lm.LevelModel(echo, {}), ids, np.asarray(artv.null_ids),
                           sampler="ddim", steps=3, anchor=anchor, chunk=4)
     lat = np.asarray(r.latents)
     assert lat.shape == (7, *artv.latent_shape) and r.sequential_calls == 6
@@ -160,7 +160,7 @@ def test_generation_is_independent_of_chunking_and_draws_its_anchor(artv, params
     """Random-weight ART•V: the same video in chunks of 2 or 16 frames (per-frame keys); without a
     given anchor, frame 0 is drawn first (one more sequential call)."""
     ids = np.asarray(artv.tokenizer(["fred walks left in the cave"] * 5))
-    model = engine.LevelModel(artv, params)
+    model = lm.LevelModel(artv, params)
     a = artv_gen.generate(model, ids, np.asarray(artv.null_ids), steps=2, chunk=2)
     b = artv_gen.generate(model, ids, np.asarray(artv.null_ids), steps=2, chunk=16)
     assert a.sequential_calls == b.sequential_calls == 5
