@@ -215,7 +215,7 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
 
     batch_sharding = parallel.batch_sharding(mesh, 1)
     inputs = prepare_inputs(stage, state.params, mesh)
-    step_fn = jax.jit(_make_step(stage, tx, cfg.ema_decay),
+    step_fn = jax.jit(parallel.under_mesh(_make_step(stage, tx, cfg.ema_decay), mesh),
                       in_shardings=(shardings, NamedSharding(mesh, batch_sharding.spec))
                       + (parallel.replicated(mesh),) * len(inputs),
                       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))

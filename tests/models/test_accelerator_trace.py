@@ -122,6 +122,14 @@ def test_sd_mtd_bf16_auto_traces_forward_and_gradient_on_a_gpu(monkeypatch, capa
 def test_sd_level_program_traces_under_vmap_with_guidance_on_a_gpu(monkeypatch):
     """The DoD level program (vmap over segments, classifier-free guidance) at SD size."""
     fake.fake_nvidia_gpu(monkeypatch)
+    program, args = sd_level_program()
+    jaxpr = jax.make_jaxpr(program)(*args)
+    assert "dot_product_attention_fwd_wrapper" in fake.primitives(jaxpr)
+
+
+def sd_level_program(guidance: float = 7.5, mesh=None):
+    """The SD-size level program (128 px, L=16, CLIP-L text states) and abstract arguments for
+    two segments."""
     from nuwa_xl_jax import configuration, parallel
     from nuwa_xl_jax.dod import engine
     from nuwa_xl_jax.family import MTDModels
@@ -138,12 +146,23 @@ def test_sd_level_program_traces_under_vmap_with_guidance_on_a_gpu(monkeypatch):
     m = MTDModels(config, None, vae_params={})
     L = config.data.frames_per_call
     params = jax.eval_shape(lambda k: m.init(k, L), jax.random.key(0))
-    mesh = parallel.make_mesh(devices=jax.devices()[:1])
-    program = engine._level_program(m, m.schedule, engine.Sampling("ddim", 2, 7.5), mesh, False)
-    T, C = m.null_ids.shape[0], 2
+    mesh = mesh or parallel.make_mesh(devices=jax.devices()[:1])
+    sampling = engine.Sampling("ddim", 2, guidance)
+    program = engine._level_program(m, m.schedule, sampling, mesh, False)
+    T, C = m.null_ids.shape[0], 8
     table = jax.eval_shape(m.encode_prompts, params, jnp.zeros((8, T), jnp.int32))
     args = (params, jax.random.key(0), jnp.zeros(C, jnp.uint32), table,
             jnp.zeros((C, L), jnp.int32), jnp.zeros((C, L, *m.latent_shape)), jnp.zeros((C, L)),
             jnp.zeros(C, jnp.int32))
-    jaxpr = jax.make_jaxpr(program)(*args)
-    assert "dot_product_attention_fwd_wrapper" in fake.primitives(jaxpr)
+    return program, args
+
+
+def test_sd_level_program_takes_splash_on_a_tpu_pod(monkeypatch):
+    """On 8 TPU chips 'auto' takes splash in the level program, shard_mapped over the mesh the
+    engine runs on (it sets it as the context mesh while tracing): traced with the real kernel
+    (Pallas' interpreter stands in for Mosaic)."""
+    from nuwa_xl_jax import parallel
+    fake.fake_tpu(monkeypatch)
+    program, args = sd_level_program(mesh=parallel.make_mesh((2, 4)))
+    names = fake.primitives(jax.make_jaxpr(program)(*args))
+    assert {"shard_map", "pallas_call"} <= names, names
