@@ -348,15 +348,16 @@ def memory_budget(mesh: Mesh, fraction: float = DEFAULT_MEMORY_FRACTION) -> int:
     report none; there the host's physical memory is shared by its local devices."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"memory_fraction must be in (0, 1], got {fraction!r}")
-    device = mesh.devices.flat[0]
+    # one of this process's devices: another host's device cannot be queried (multi-host)
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    device = local[0] if local else jax.local_devices()[0]
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and stats.get("bytes_limit"):
         limit = int(stats["bytes_limit"])
     else:
         import os
         host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        limit = host // max(1, len([d for d in mesh.devices.flat
-                                    if d.process_index == jax.process_index()]))
+        limit = host // max(1, len(local))
     return int(limit * fraction)
 
 
