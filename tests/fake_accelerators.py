@@ -40,17 +40,11 @@ def fake_tpu(monkeypatch):
 def primitives(jaxpr) -> set:
     """Every primitive name in a (closed) jaxpr, sub-jaxprs included."""
     from jax.extend import core as jcore
-    out = set()
 
     def walk(j):
         for eqn in j.eqns:
-            out.add(eqn.primitive.name)
-            for value in eqn.params.values():
-                for v in value if isinstance(value, (list, tuple)) else [value]:
-                    if isinstance(v, jcore.ClosedJaxpr):
-                        walk(v.jaxpr)
-                    elif isinstance(v, jcore.Jaxpr):
-                        walk(v)
+            yield eqn.primitive.name
+            for sub in jcore.jaxprs_in_params(eqn.params):
+                yield from walk(sub)
 
-    walk(getattr(jaxpr, "jaxpr", jaxpr))
-    return out
+    return set(walk(getattr(jaxpr, "jaxpr", jaxpr)))
