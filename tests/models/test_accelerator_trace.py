@@ -166,3 +166,35 @@ def test_sd_level_program_takes_splash_on_a_tpu_pod(monkeypatch):
     program, args = sd_level_program(mesh=parallel.make_mesh((2, 4)))
     names = fake.primitives(jax.make_jaxpr(program)(*args))
     assert {"shard_map", "pallas_call"} <= names, names
+
+
+def test_sd_level_program_lowers_for_cuda(monkeypatch):
+    """The guided SD-size level program lowered for 'cuda' from CPU: platform-only rules (cuDNN's
+    custom calls and their layouts) are checked here, not first on a GPU."""
+    fake.fake_nvidia_gpu(monkeypatch)
+    program, args = sd_level_program()
+    text = program.trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+    assert "__cudnn$fmha" in text
+
+
+def test_sd_mtd_gradient_lowers_for_cuda_under_fsdp(monkeypatch):
+    """The SD-size MTD's bf16 gradient, FSDP over 8 devices (flintstones' mesh), lowered for
+    'cuda'. On a mesh JAX's cuDNN attention is a custom-partitioned call whose partitioning rules
+    (q, k and v sharded alike) run only when XLA compiles: what lowering can check, it does."""
+    import flax.linen as nn
+    from nuwa_xl_jax import parallel
+    fake.fake_nvidia_gpu(monkeypatch)
+    mesh = parallel.make_mesh((1, -1))
+    model, args = sd_mtd(), sd_inputs(batch=8)
+    boxed = jax.eval_shape(model.init, jax.random.key(0), *args)
+    shardings = parallel.tree_shardings(boxed, mesh)
+    params = nn.meta.unbox(boxed)
+
+    def loss(p, x, t, states, cond, mask):
+        return jnp.mean(jnp.square(model.apply(p, x, t, states, cond, mask).astype(jnp.float32)))
+
+    batch = tuple(parallel.batch_sharding(mesh, len(a.shape)) for a in args)
+    step = jax.jit(parallel.under_mesh(jax.grad(loss), mesh), in_shardings=(shardings, *batch),
+                   out_shardings=shardings)
+    text = step.trace(params, *args).lower(lowering_platforms=("cuda",)).as_text()
+    assert "CustomSPMDPartitioning" in text  # cuDNN's forward and backward, partitioned later
