@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKERS ?= 2
 
-.PHONY: install test test-slow demo clean
+.PHONY: install test test-slow demo clean device-bundle
 
 DEMO_WORKDIR ?= runs/demo
 
@@ -36,6 +36,15 @@ test-slow: $(VENV)/.installed-test
 # Running it again resumes (or, once done, only prints where the outputs are).
 demo: $(VENV)/.installed-lib
 	$(PY) -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=$(DEMO_WORKDIR)
+
+# What benchmarks/device_check.py needs beyond an accelerator machine's jax, flax, optax, orbax,
+# absl and numpy: ml_collections, as a pure-Python wheel that the script imports from
+# .device_bundle/ (git-ignored, well under 64 MiB) without installing anything there.
+device-bundle: $(VENV)/.installed-lib
+	rm -rf .device_bundle && mkdir -p .device_bundle
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		-d .device_bundle ml_collections
+	du -sh .device_bundle
 
 clean:
 	rm -rf $(VENV) .pytest_cache

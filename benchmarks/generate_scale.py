@@ -1,8 +1,10 @@
 """Diffusion over diffusion at the paper's scale: wall time, peak memory and model TFLOP/s.
 
-python benchmarks/generate_scale.py [--cases=1024x128,3376x256] [--steps=50] [--guidance=1,7.5]
-    [--mtd=sd] [--dtype=bfloat16] [--attention=auto] [--max_segments_per_call=auto]
-    [--memory_fraction=0.8] [--L=16] [--json=FILE]
+python benchmarks/generate_scale.py       # a smoke test: tiny MTD, 17 frames at 32 px, 2 steps
+python benchmarks/generate_scale.py --mtd=sd --cases=1024x128,3376x256 --steps=50 --L=16 \
+    --guidance=1,7.5                      # the paper's scale (PAPER), on an accelerator
+    [--dtype=bfloat16] [--attention=auto] [--max_segments_per_call=auto]
+    [--memory_fraction=0.8] [--json=FILE]
 
 A Stable-Diffusion-size MTD (SD v1's UNet layout with temporal layers and condition injection)
 and a CLIP-L-size text encoder with random weights (speed does not depend on them), L frames per
@@ -15,8 +17,8 @@ UNet's forward FLOPs (XLA's count for one step of one segment) times the segment
 x2 with guidance; the text encoder and condition features (once per call) are not counted.
 
 The targets of issue 10 (one H100/H200): 1024 frames at 128 px in <= 10 s warm (<= 15 s with
-guidance); 3376 frames at 256 px under 40 GB peak. On a CPU only tiny settings run, e.g.
-``--mtd=tiny --cases=17x32 --steps=2 --L=4`` (the CI smoke test).
+guidance); 3376 frames at 256 px under 40 GB peak. On a CPU only tiny settings run (the
+defaults, the CI smoke test).
 """
 from __future__ import annotations
 
@@ -42,17 +44,22 @@ from nuwa_xl_jax.dod.generate import level_models_for
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     del argv
     d = dict(flag_values=fv)
-    flags.DEFINE_list("cases", ["1024x128", "3376x256"], "FRAMESxPIXELS, one per case", **d)
-    flags.DEFINE_integer("steps", 50, "DDIM steps", lower_bound=1, **d)
-    flags.DEFINE_list("guidance", ["1", "7.5"], "classifier-free guidance scales (1 = none)", **d)
-    flags.DEFINE_enum("mtd", "sd", ["sd", "small", "tiny"], "MTD / text encoder size", **d)
+    # Defaults: a smoke test (seconds on a CPU); the paper's scale is PAPER below.
+    flags.DEFINE_list("cases", ["17x32"], "FRAMESxPIXELS, one per case", **d)
+    flags.DEFINE_integer("steps", 2, "DDIM steps", lower_bound=1, **d)
+    flags.DEFINE_list("guidance", ["1"], "classifier-free guidance scales (1 = none)", **d)
+    flags.DEFINE_enum("mtd", "tiny", ["sd", "small", "tiny"], "MTD / text encoder size", **d)
     flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "compute dtype", **d)
     flags.DEFINE_enum("attention", "auto", ["auto", "xla", "cudnn", "splash"], "attention kernels", **d)
     flags.DEFINE_string("max_segments_per_call", "auto", "'auto', a number or 'none'", **d)
     flags.DEFINE_float("memory_fraction", memory.DEFAULT_MEMORY_FRACTION, "for 'auto'", **d)
-    flags.DEFINE_integer("L", 16, "frames per call", lower_bound=2, **d)
+    flags.DEFINE_integer("L", 4, "frames per call", lower_bound=2, **d)
     flags.DEFINE_integer("seed", 0, "weights' and sampler's seed", **d)
     flags.DEFINE_string("json", None, "also write the results to this file", **d)
+
+
+# The paper's scale (issue 10's targets), on an accelerator.
+PAPER = ["--mtd=sd", "--cases=1024x128,3376x256", "--steps=50", "--L=16", "--guidance=1,7.5"]
 
 
 def parse(argv: Sequence[str] = ()) -> flags.FlagValues:
@@ -138,6 +145,9 @@ def run_case(a, frames: int, pixels: int, scales: list[float]) -> list[dict]:
             frames=frames, pixels=pixels, depth=depth, guidance=g, wall_s=wall, warmup_s=first,
             compile_s=max(0.0, first - wall), sequential_calls=result.sequential_calls,
             chunks=[(s.calls, s.chunk) for s in result.levels],
+            level_wall_s=[s.wall_s for s in result.levels],
+            # the allocator's peak since the process started (JAX cannot reset it): the largest
+            # case so far; benchmarks/device_check.py runs each case in a process of its own
             peak_device_bytes=peak_device_bytes(),
             largest_program_bytes=max(s.program_bytes for s in result.levels),
             unet_gflop_per_segment_step=flops / 1e9,

@@ -15,7 +15,10 @@ mesh, explicit in/out shardings, donated state) and reports
 - examples/s and frames/s of the global batch,
 - FLOPs per step from XLA's cost analysis of the compiled step (the per-device program; the
   whole step: forward, backward, optimizer, EMA, and for MTD the frozen VAE encoder), and on an
-  accelerator MFU = FLOPs per device / step time / the device's peak dense bf16 FLOP/s.
+  accelerator HFU (hardware FLOP utilisation) = those FLOPs per device / step time / the
+  device's peak dense bf16 FLOP/s. They are the compiled program's FLOPs, remat recompute
+  included (+32% with remat full), so this is not MFU; benchmarks/device_check.py reports MFU
+  from model FLOPs (a remat-free lowering) and HFU apart.
 
 MTD stages read the VAE that the ``vae`` stage exports; the benchmark writes one from randomly
 initialised VAE weights into a temporary workdir (step time does not depend on trained weights).
@@ -46,7 +49,7 @@ def define_flags(fv, argv):
     flags.DEFINE_integer("warmup", 2, "untimed steps after compilation", **d)
     flags.DEFINE_enum("data", "random", ["random", "pipeline"], "random uint8 batches of the "
                       "stage's shapes, or the real pipeline's first batch", **d)
-    flags.DEFINE_float("peak_flops", None, "peak FLOP/s per device for MFU (default: from the "
+    flags.DEFINE_float("peak_flops", None, "peak FLOP/s per device for HFU (default: from the "
                        "table)", **d)
     flags.DEFINE_string("json", None, "also append the JSON lines to this file", **d)
     flags.DEFINE_list("text_trainable", [], "time each MTD stage once per value of "
@@ -253,7 +256,8 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
     device = jax.devices()[0]
     accelerator = jax.default_backend() != "cpu"
     peak = FLAGS.peak_flops or (peak_flops(device) if accelerator else None)
-    mfu = flops / step_time / peak if (flops and peak and accelerator) else None
+    # the compiled step's FLOPs (remat recompute included): hardware FLOP utilisation
+    hfu = flops / step_time / peak if (flops and peak and accelerator) else None
     frames = cfg.batch_size * stage.frames_per_example
     return {
         "stage": name, "backend": jax.default_backend(), "device_kind": device.device_kind,
@@ -268,7 +272,7 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
         "frames_per_s": frames / step_time, "flops_per_step_per_device": flops,
         "flops_per_step": flops * mesh.devices.size if flops else None,
         "achieved_flops_per_s_per_device": flops / step_time if flops else None,
-        "peak_flops_per_device": peak, "mfu": mfu, "memory_bytes_per_device": mem,
+        "peak_flops_per_device": peak, "hfu": hfu, "memory_bytes_per_device": mem,
         "loss": loss,
     }
 
@@ -279,11 +283,11 @@ def _fmt(v, spec):
 
 def print_table(rows: list[dict]) -> None:
     cols = ("stage", "batch", "params", "compile s", "step ms (median)", "examples/s", "frames/s",
-            "GFLOP/step/dev", "TFLOP/s/dev", "MFU")
+            "GFLOP/step/dev", "TFLOP/s/dev", "HFU")
     lines = []
     for r in rows:
-        mfu = ("n/a on CPU" if r["backend"] == "cpu" else
-               _fmt(r["mfu"] * 100 if r["mfu"] is not None else None, ".1f") + ("%" if r["mfu"] else ""))
+        hfu = ("n/a on CPU" if r["backend"] == "cpu" else
+               _fmt(r["hfu"] * 100 if r["hfu"] is not None else None, ".1f") + ("%" if r["hfu"] else ""))
         text = {None: "", True: " (text trained)", False: " (text frozen)"}[r.get("text_trainable")]
         lines.append((r["stage"] + text, f'{r["batch_size"]}x{r["frames_per_example"]}',
                       f'{r["params"] / 1e6:.2f}M', f'{r["lower_s"] + r["compile_s"]:.1f}',
@@ -292,7 +296,7 @@ def print_table(rows: list[dict]) -> None:
                       _fmt(r["flops_per_step_per_device"] and r["flops_per_step_per_device"] / 1e9, ".1f"),
                       _fmt(r["achieved_flops_per_s_per_device"] and
                            r["achieved_flops_per_s_per_device"] / 1e12, ".3f"),
-                      mfu))
+                      hfu))
     widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(cols)]
     print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
     print("-+-".join("-" * w for w in widths))

@@ -7,6 +7,7 @@ memory, and every model then shards on any device count.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Any, Callable, Sequence
@@ -83,9 +84,23 @@ def compile_together(jitted: Callable[..., Any], name: str) -> Callable[..., Any
     return run
 
 
+def under_mesh(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
+    """``fn`` traced with ``mesh`` as the context mesh (``jax.sharding.use_abstract_mesh``), so
+    code that reads the context mesh sees the mesh the program runs on: the TPU splash kernel is
+    shard_mapped over its batch axes (models/layers.splash_shard_axes) and ``'auto'`` takes it on
+    several chips. Wrap a function before ``jax.jit``."""
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args, **kwargs)
+
+    return traced
+
+
 def make_mesh(shape: Sequence[int] = (-1, 1), axes: Sequence[str] = ("data", "fsdp"),
               devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A mesh over ``devices`` (all by default). One ``-1`` in ``shape`` takes the remaining devices."""
+    """A mesh over ``devices`` (all by default), laid out by ``jax.make_mesh``. One ``-1`` in
+    ``shape`` takes the remaining devices."""
     devices = list(jax.devices() if devices is None else devices)
     shape = list(shape)
     if len(shape) != len(axes):
@@ -101,7 +116,10 @@ def make_mesh(shape: Sequence[int] = (-1, 1), axes: Sequence[str] = ("data", "fs
         raise ValueError(
             f"mesh.shape {tuple(shape)} needs {math.prod(shape)} devices but {len(devices)} are "
             "visible; set mesh.shape to match (use -1 for 'the rest')")
-    return Mesh(np.asarray(devices).reshape(shape), tuple(axes))
+    # jax.make_mesh orders the devices by the physical topology (TPU torus, hosts) where a
+    # reshape of the device list would not; Auto axes: shardings stay explicit in our jits.
+    auto = (jax.sharding.AxisType.Auto,) * len(axes)
+    return jax.make_mesh(tuple(shape), tuple(axes), axis_types=auto, devices=devices)
 
 
 def _mesh_axes_size(mesh: Mesh, axes: Any) -> int:

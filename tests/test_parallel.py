@@ -54,3 +54,13 @@ def test_one_process_needs_no_barrier_or_ahead_of_time_compile():
     f = jax.jit(lambda x: x + 1)
     assert parallel.compile_together(f, "f") is f
     parallel.sync_processes("nothing to wait for")  # one process: returns at once
+
+
+def test_make_mesh_lays_devices_out_by_topology(monkeypatch):
+    """jax.make_mesh (physical topology on TPU pods and multi-host GPUs), Auto axes."""
+    calls = []
+    real = jax.make_mesh
+    monkeypatch.setattr(jax, "make_mesh", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    mesh = parallel.make_mesh((-1, 2))
+    assert calls and calls[0][0] == ((4, 2), ("data", "fsdp"))
+    assert set(mesh.axis_types) == {jax.sharding.AxisType.Auto}

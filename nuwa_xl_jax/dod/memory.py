@@ -43,14 +43,15 @@ def memory_budget(mesh: Mesh, fraction: float = DEFAULT_MEMORY_FRACTION) -> int:
     (``memory_stats()["bytes_limit"]``: on GPU that is the pool JAX preallocated). CPU devices
     report none; there the host's physical memory is shared by its local devices."""
     check_memory_fraction(fraction)
-    device = mesh.devices.flat[0]
+    # one of this process's devices: another host's device cannot be queried (multi-host)
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    device = local[0] if local else jax.local_devices()[0]
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and stats.get("bytes_limit"):
         limit = int(stats["bytes_limit"])
     else:
         host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        limit = host // max(1, len([d for d in mesh.devices.flat
-                                    if d.process_index == jax.process_index()]))
+        limit = host // max(1, len(local))
     return int(limit * fraction)
 
 

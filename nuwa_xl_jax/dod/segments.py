@@ -115,7 +115,8 @@ def _level_program(denoise, schedule, sampling: samplers.Settings, mesh: Mesh, r
 
         return jax.vmap(one)(seg_index, states, features, given, mask, level)
 
-    return jax.jit(program,
+    # under the mesh: the TPU splash kernel is shard_mapped over it (models/layers.attend)
+    return jax.jit(parallel.under_mesh(program, mesh),
                    # params: None = the shardings place_params gave them (replicated or FSDP).
                    in_shardings=(None, parallel.replicated(mesh), sh(1), parallel.replicated(mesh),
                                  sh(2), sh(5), sh(2), sh(1)),

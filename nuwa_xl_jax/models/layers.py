@@ -17,6 +17,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 Dtype = Any
 
@@ -154,11 +155,61 @@ def _on_tpu() -> bool:
     return jax.devices()[0].platform == "tpu"
 
 
-def cudnn_applies(head_dim: int, dtype, mask) -> bool:
+def _cuda_compute_capability() -> tuple[int, int]:
+    """The first device's CUDA compute capability, e.g. ``(9, 0)`` on Hopper; ``(0, 0)`` off
+    NVIDIA GPUs. Tests patch this (with JAX's own probes) to trace for a GPU on CPU."""
+    if not _on_nvidia_gpu():
+        return (0, 0)
+    major, minor = str(jax.devices()[0].compute_capability).split(".")[:2]
+    return int(major), int(minor)
+
+
+def cudnn_max_head_dim() -> int:
+    """The largest head dim cuDNN's flash attention takes: 256 from Hopper (sm90) on, else 128."""
+    return 256 if _cuda_compute_capability() >= (9, 0) else 128
+
+
+def cudnn_applies(head_dim: int, dtype, mask, max_head_dim: Optional[int] = None) -> bool:
     """Whether cuDNN's fused (flash) attention takes these inputs: bf16/fp16, a head dim that is a
-    multiple of 8 up to 128 (SD's 40 and 80; its 160 falls back to XLA), no explicit mask."""
+    multiple of 8 up to ``max_head_dim`` (None: :func:`cudnn_max_head_dim` of this GPU; SD's 40
+    and 80 everywhere, its 160 from Hopper on), no explicit mask. Any sequence lengths: odd ones
+    are padded by one and masked (:func:`cudnn_attention`)."""
+    max_head_dim = cudnn_max_head_dim() if max_head_dim is None else max_head_dim
     return (jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-            and head_dim % 8 == 0 and head_dim <= 128 and mask is None)
+            and head_dim % 8 == 0 and head_dim <= max_head_dim and mask is None)
+
+
+_CUDNN_REFUSED: set = set()  # shapes cuDNN refused, each logged once
+
+
+def cudnn_attention(q, k, v):
+    """``[N, S, H, D]`` attention through cuDNN's flash kernel.
+
+    JAX's cuDNN wrapper always passes a (placeholder) bias, and with a bias the backward pass
+    needs even query and key lengths: an odd length (77 prompt tokens) is padded by one token and
+    the real lengths are passed (cuDNN's padding mask), so training works at any length; padded
+    queries are cut. Where JAX's checks still refuse a shape (a newer rule, say), this falls back
+    to XLA with one log line per shape."""
+    q_len, kv_len = q.shape[1], k.shape[1]
+    kw = {}
+    if q_len % 2 or kv_len % 2:
+        pad = lambda t: jnp.pad(t, ((0, 0), (0, t.shape[1] % 2), (0, 0), (0, 0)))
+        q, k, v = pad(q), pad(k), pad(v)
+        # Lengths computed from q's values, so that under vmap they are batched like q (JAX's
+        # batching rule reshapes them to the batched size); the value is the constant length.
+        like_q = jnp.isnan(q[:, 0, 0, 0])
+        kw = dict(query_seq_lengths=jnp.where(like_q, q_len, q_len).astype(jnp.int32),
+                  key_value_seq_lengths=jnp.where(like_q, kv_len, kv_len).astype(jnp.int32))
+    try:
+        out = jax.nn.dot_product_attention(q, k, v, implementation="cudnn", **kw)
+    except NotImplementedError as e:  # JAX's shape rules for the kernel (trace time)
+        key = (q.shape, k.shape, str(q.dtype))
+        if key not in _CUDNN_REFUSED:
+            _CUDNN_REFUSED.add(key)
+            logging.warning("cuDNN attention refused q %s, k %s (%s): XLA attention instead",
+                            q.shape, k.shape, e)
+        out = jax.nn.dot_product_attention(q, k, v, implementation="xla", **kw)
+    return out[:, :q_len]
 
 
 def splash_supports(dtype, mask) -> bool:
@@ -285,7 +336,8 @@ def attend(q, k, v, mask=None, implementation: str = "xla"):
             implementation = "xla"
     elif implementation == "cudnn" and not (fits and _on_nvidia_gpu()):
         raise ValueError(f"attention='cudnn' needs an NVIDIA GPU, bf16/fp16 inputs, a head dim that is "
-                         f"a multiple of 8 up to 128 and no mask; got {jax.devices()[0].platform}, "
+                         f"a multiple of 8 up to {cudnn_max_head_dim()} and no mask; got "
+                         f"{jax.devices()[0].platform}, "
                          f"{q.dtype}, head dim {q.shape[-1]}, mask {mask is not None}: use 'auto'")
     elif implementation == "splash" and not (_on_tpu() and splash_supports(q.dtype, mask)):
         raise ValueError(f"attention='splash' (model.mtd.attention) needs a TPU, bf16/fp32 inputs "
@@ -294,6 +346,8 @@ def attend(q, k, v, mask=None, implementation: str = "xla"):
                          "it applies, else XLA) or 'xla'")
     if implementation == "splash":
         return splash_attention(q, k, v)
+    if implementation == "cudnn":
+        return cudnn_attention(q, k, v)
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from nuwa_xl_jax import paths
+
 
 class CheckpointMismatchError(ValueError):
     """The workdir holds a checkpoint of another architecture or stage."""
@@ -31,7 +33,7 @@ def fingerprint(model_config: Any) -> str:
 
 class Checkpointer:
     def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True):
-        self.directory = os.path.abspath(directory)
+        self.directory = paths.absolute(directory)  # a bucket URL stays a URL
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save)
         item_handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}

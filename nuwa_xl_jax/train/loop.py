@@ -47,7 +47,8 @@ class Stage:
         ``get_state``/``set_state`` (a grain DatasetIterator), restored with the checkpoint.
     model_config: what decides parameter shapes; its fingerprint guards the workdir.
     frames_per_example: for the frames/s readout.
-    sample(params, step, directory): optional, writes sample frames every ``sample_every`` steps.
+    sample(params, step, directory): optional, writes sample frames every ``sample_every`` steps;
+        run on process 0 (with several processes: on a host copy of the weights, see _sample).
     export_meta(ema_params): optional, facts measured on the final weights that later stages read
         from the export (the VAE's latent scale).
     frozen: top-level parameter groups held fixed (state.py): no optimizer state, no gradients;
@@ -218,7 +219,7 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
 
     batch_sharding = parallel.batch_sharding(mesh, 1)
     inputs = prepare_inputs(stage, state.params, mesh)
-    step_fn = jax.jit(_make_step(stage, tx, cfg.ema_decay),
+    step_fn = jax.jit(parallel.under_mesh(_make_step(stage, tx, cfg.ema_decay), mesh),
                       in_shardings=(shardings, NamedSharding(mesh, batch_sharding.spec))
                       + (parallel.replicated(mesh),) * len(inputs),
                       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
@@ -264,9 +265,8 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
                     t0, steps_since = time.perf_counter(), 0
                 if bar is not None:
                     bar.update(1)
-                if stage.sample is not None and cfg.sample_every and step % cfg.sample_every == 0 \
-                        and pidx == 0:
-                    stage.sample(state.ema_params, step, os.path.join(stage_dir, "samples"))
+                if stage.sample is not None and cfg.sample_every and step % cfg.sample_every == 0:
+                    _sample(stage, state.ema_params, step, os.path.join(stage_dir, "samples"))
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps or preemption.requested:
                     _check_finite(step, jax.device_get(metrics), last_good)
                     ckpt.save(step, state, meta, data_iter, force=True)
@@ -283,6 +283,21 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
         print(f"[{stage.name}] SIGTERM: saved a checkpoint at step {step} in {stage_dir}; "
               "run the same command to resume.")
     return Result(state, step, preempted, losses)
+
+
+def _sample(stage: Stage, params: Any, step: int, directory: str) -> None:
+    """``stage.sample`` on process 0, called by every process. With several processes the EMA
+    weights are FSDP-sharded across hosts, which process 0 alone cannot compute on or fetch:
+    every process joins the gather of a host copy (a collective), process 0 samples from it and
+    writes, and the others wait at a coordination barrier (sampling can outlast the collectives'
+    timeouts) so that all go on to the next step together."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() == 0:
+        stage.sample(params, step, directory)
+    parallel.sync_processes(f"{stage.name}/sampled/{step}")
 
 
 def prepare_inputs(stage: Stage, params: Any, mesh) -> tuple:

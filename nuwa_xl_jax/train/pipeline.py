@@ -7,6 +7,7 @@ from typing import Sequence
 
 import jax
 
+from nuwa_xl_jax import paths
 from nuwa_xl_jax.configuration import Config, ConfigError, train_block_name
 from nuwa_xl_jax.data.builders.flintstones_hd import CaptionsError
 from nuwa_xl_jax.data.sampling import EpisodeTooShortError
@@ -34,17 +35,16 @@ def save_config(config, workdir: str) -> None:
     config = Config.from_dict(config)
     if jax.process_index() != 0:
         return
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
+    directory = paths.as_path(workdir)  # a local folder or a bucket URL
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.json"
     # the same text as the ConfigDict's to_json_best_effort: an unchanged config rewrites nothing
     text = json.dumps(config.to_dict(), indent=1, sort_keys=True)
-    if os.path.exists(path):
-        with open(path) as f:
-            if f.read() == text:
-                return
-        os.replace(path, path + ".previous")  # keep the older one: nothing is lost
-    with open(path, "w") as f:
-        f.write(text)
+    if path.exists():
+        if path.read_text() == text:
+            return
+        path.rename(directory / "config.json.previous")  # keep the older one: nothing is lost
+    path.write_text(text)
 
 
 def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
@@ -67,14 +67,13 @@ def _run_locked(config, workdir: str, mesh, names: list, only, progress: bool) -
     done = {}
     for name in names:
         export = export_dir(workdir, name)
-        marker = os.path.join(export, DONE)
-        if name.startswith("mtd_") and not os.path.exists(marker):
+        marker = paths.as_path(export) / DONE
+        if name.startswith("mtd_") and not marker.exists():
             stages_lib.ensure_latent_cache(config, workdir, progress)
         stage = stages_lib.build(config, name, workdir)
         fingerprint = checkpoint.fingerprint(stage.model_config)
-        if os.path.exists(marker):
-            with open(marker) as f:
-                finished = json.load(f)
+        if marker.exists():
+            finished = json.loads(marker.read_text())
             if finished.get("fingerprint") != fingerprint:
                 raise checkpoint.CheckpointMismatchError(
                     f"{export} holds a finished {name!r} stage of another architecture. Nothing "
@@ -94,11 +93,11 @@ def _run_locked(config, workdir: str, mesh, names: list, only, progress: bool) -
             meta.update(stage.export_meta(result.state.ema_params))
         write_export(export, result.state.ema_params, meta)
         if jax.process_index() == 0:
-            with open(marker, "w") as f:
-                json.dump({"step": result.step, "fingerprint": fingerprint,
-                           "final_loss": result.losses[-1] if result.losses else None}, f)
+            marker.write_text(json.dumps({"step": result.step, "fingerprint": fingerprint,
+                                          "final_loss": result.losses[-1] if result.losses
+                                          else None}))
     if not only and len(done) == len(names) and all(
-            os.path.exists(os.path.join(export_dir(workdir, n), DONE)) for n in names):
+            (paths.as_path(export_dir(workdir, n)) / DONE).exists() for n in names):
         g = config.generate
         if g is not None and g.enabled and jax.process_index() == 0:
             generate_video(config, workdir, mesh)

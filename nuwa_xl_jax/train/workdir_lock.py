@@ -5,6 +5,13 @@ refused with that name; a lock left by a process that died (killed, crashed, mac
 is free by construction (the kernel drops a dead process's flock) and is taken over with a note.
 On a multi-host run process 0 holds the lock for all processes and every process learns the
 outcome, so none of them trains when it is refused.
+
+A bucket workdir (``gs://...``) has no ``flock``: there the lock is an object written when absent
+and deleted at the end. A second run that starts after the first has written it is refused as
+above, but the check and the write are not atomic (two runs starting in the same seconds can both
+pass), and a run that dies leaves the object behind: delete it, as the message says. What guards
+a bucket workdir is one job per workdir in the scheduler (a Slurm job name with
+``--dependency=singleton``, one TPU slice per run); the lock catches the common mistake.
 """
 from __future__ import annotations
 
@@ -18,6 +25,8 @@ from typing import Optional
 
 import jax
 
+from nuwa_xl_jax import paths
+
 LOCK_FILE = "train.lock"
 
 
@@ -27,8 +36,7 @@ class WorkdirLockedError(RuntimeError):
 
 def _holder_text(path: str) -> str:
     try:
-        with open(path) as f:
-            h = json.load(f)
+        h = json.loads(paths.as_path(path).read_text())
         return f"process {h['pid']} on host {h['host']} (since {h.get('since', '?')})"
     except (OSError, ValueError, KeyError, TypeError):
         return "an unknown process"
@@ -54,12 +62,28 @@ class WorkdirLock:
     for explicit use. ``stale`` is the holder text of a dead process's lock taken over, else None."""
 
     def __init__(self, workdir: str):
-        self.path = os.path.join(os.path.abspath(workdir), LOCK_FILE)
+        self.path = os.path.join(paths.absolute(workdir), LOCK_FILE)
+        self._remote = paths.is_url(workdir)  # a bucket: an object, no flock (module docstring)
         self._fd: Optional[int] = None
         self.stale: Optional[str] = None
 
+    def _info(self) -> str:
+        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since":
+                           datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+
+    def _try_acquire_remote(self) -> Optional[str]:
+        path = paths.as_path(self.path)
+        if path.exists():
+            return _holder_text(self.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self._info())
+        self._fd = -1  # held (no descriptor)
+        return None
+
     def _try_acquire(self) -> Optional[str]:
         """None when acquired, else the holder's description."""
+        if self._remote:
+            return self._try_acquire_remote()
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -77,10 +101,8 @@ class WorkdirLock:
             os.close(fd)
         if os.fstat(fd).st_size:  # a holder that died without releasing
             self.stale = _holder_text(self.path)
-        info = {"host": socket.gethostname(), "pid": os.getpid(),
-                "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(info).encode())
+        os.write(fd, self._info().encode())
         os.fsync(fd)
         self._fd = fd
         return None
@@ -101,6 +123,10 @@ class WorkdirLock:
 
     def release(self) -> None:
         if self._fd is None:
+            return
+        if self._remote:
+            paths.as_path(self.path).unlink(missing_ok=True)
+            self._fd = None
             return
         try:
             os.unlink(self.path)  # before unlocking: a waiter re-checks the inode it locked

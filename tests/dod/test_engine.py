@@ -480,3 +480,21 @@ def test_the_latent_buffer_is_donated_to_each_write():
     assert buffer.is_deleted() and not out.is_deleted()
     given = np.unique(lv.frames[lv.given])
     np.testing.assert_array_equal(np.asarray(out)[given], 1.0)  # given frames kept bit-exact
+
+
+def test_memory_budget_reads_a_device_of_this_process():
+    """On a multi-host mesh the first device may be another host's: it cannot be queried."""
+    import types
+
+    class Device:
+        def __init__(self, process, limit):
+            self.process_index, self.limit = process, limit
+
+        def memory_stats(self):
+            if self.process_index != jax.process_index():
+                raise RuntimeError("not addressable from this process")
+            return {"bytes_limit": self.limit}
+
+    mesh = types.SimpleNamespace(devices=np.array([Device(jax.process_index() + 1, 1),
+                                                   Device(jax.process_index(), 1000)]))
+    assert memory.memory_budget(mesh, 0.5) == 500

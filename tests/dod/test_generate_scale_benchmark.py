@@ -25,7 +25,9 @@ def test_cases_and_bad_cases():
 
 def test_the_paper_size_configs():
     mod = load()
-    a = mod.parse([])
+    smoke = mod.parse([])  # the default is a smoke test, not ~290 PFLOP of sampling
+    assert smoke.cases == ["17x32"] and smoke.steps == 2 and smoke.mtd == "tiny"
+    a = mod.parse(mod.PAPER)
     assert a.cases == ["1024x128", "3376x256"] and a.steps == 50 and a.mtd == "sd"
     c = mod.scale_config(a, 256, 3)
     # SD v1's UNet, CLIP-L's width, x8 latents: 3376 frames at 256 px are 32x32x4 latents.

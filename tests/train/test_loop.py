@@ -89,3 +89,27 @@ def test_bad_batch_size_and_foreign_checkpoint(tmp_path):
         c = cfg()
         c.stpes = 3
         loop.train(make_stage(), c, str(tmp_path / "x"), mesh(), progress=False)
+
+
+def test_the_step_is_traced_under_its_mesh_so_splash_runs_on_a_tpu_pod(tmp_path, monkeypatch):
+    """'auto' takes the TPU splash kernel on several chips only inside a context mesh: the loop
+    traces its step under the mesh it runs on (kernel stubbed, TPU simulated)."""
+    import jax.numpy as jnp
+
+    from nuwa_xl_jax.models import layers
+    import fake_accelerators as fake
+
+    toy = make_stage()
+    taken = []
+    fake.fake_tpu(monkeypatch)
+    monkeypatch.setattr(layers, "splash_attention",
+                        lambda q, k, v: taken.append(layers.splash_shard_axes(q.shape[0])) or q)
+
+    def loss(params, batch, key, step):
+        pred = toy.loss(params, batch, key, step)[0]
+        q = jnp.broadcast_to(batch["x"][:, None, None, :], (8, 128, 1, 8))  # 128 tokens
+        return pred + jnp.mean(layers.attend(q, q, q, implementation="auto")), {}
+
+    stage = loop.Stage("attn", toy.init, loss, toy.data, model_config={})
+    loop.train(stage, cfg(steps=1), str(tmp_path), mesh(), progress=False)
+    assert taken == [("data", "fsdp")]

@@ -1,5 +1,6 @@
 """Multi-host: 2 processes x 2 fake CPU devices on localhost (gloo collectives) give the same losses
-as 1 process x 4 devices for the same steps."""
+as 1 process x 4 devices for the same steps, with FSDP over both hosts, samples during training
+(process 0 writes them) and the export."""
 import json
 import os
 import subprocess
@@ -30,9 +31,21 @@ WORKER = textwrap.dedent("""
     assert jax.device_count() == 4, jax.device_count()
     c = train_config.train_block()
     c.update(steps=6, batch_size=8, learning_rate=0.05, warmup_steps=0, log_every=1,
-             checkpoint_every=3, async_checkpoints=False)
+             checkpoint_every=3, async_checkpoints=False, sample_every=3)
+    import dataclasses, os
+    import numpy as np
+    from nuwa_xl_jax.family import store
+
+    def sample(params, step, directory):  # computes on the weights, as write_samples does
+        os.makedirs(directory, exist_ok=True)
+        kernel = np.asarray(params["params"]["proj"]["kernel"])
+        np.save(os.path.join(directory, f"step_{step}_process_{jax.process_index()}.npy"), kernel)
+
+    stage = dataclasses.replace(make_stage(), sample=sample)
     time.sleep(late)
-    r = loop.train(make_stage(), c, workdir, parallel.make_mesh((-1, 2)), progress=False)
+    # FSDP over all 4 devices: with 2 processes every weight is split across the hosts
+    r = loop.train(stage, c, workdir, parallel.make_mesh((1, -1)), progress=False)
+    store.write_export(os.path.join(workdir, "toy", "export"), r.state.ema_params, {"width": 4})
     print("LOSSES", json.dumps(r.losses))
 """)
 
@@ -63,6 +76,13 @@ def test_two_processes_match_one(tmp_path):
     assert len(single) == 6
     for losses in multi:
         np.testing.assert_allclose(losses, single, rtol=1e-5)
+    # samples (on FSDP weights split across the hosts) and the export: written once, by process 0
+    from nuwa_xl_jax.family import store
+    samples = tmp_path / "multi" / "toy" / "samples"
+    assert sorted(os.listdir(samples)) == ["step_3_process_0.npy", "step_6_process_0.npy"]
+    exported, _ = store.read_export(str(tmp_path / "multi" / "toy" / "export"))
+    np.testing.assert_array_equal(np.load(samples / "step_6_process_0.npy"),
+                                  exported["params"]["proj"]["kernel"])
 
 
 @pytest.mark.slow

@@ -1,0 +1,69 @@
+"""A bucket workdir (``gs://...``) stays a bucket: never made absolute into ``./gs:/...`` on each
+worker's disk. Tested on a fake ``gs://`` (fsspec's in-memory file system registered for GCS,
+which etils.epath uses without TensorFlow); Orbax's array writes (TensorStore's own GCS driver)
+are not simulated: the checkpoint directory is checked to stay the URL."""
+import json
+import os
+
+import fsspec
+import pytest
+from fsspec.implementations.memory import MemoryFileSystem
+
+from nuwa_xl_jax import configuration, paths
+from nuwa_xl_jax.train import checkpoint, pipeline
+from nuwa_xl_jax.train.workdir_lock import WorkdirLock, WorkdirLockedError
+
+
+class FakeGCS(MemoryFileSystem):
+    protocol = ("gs", "gcs")
+    root_marker = ""
+
+    def __init__(self, *args, finalize_on_close=None, **kwargs):  # what epath passes for gs
+        super().__init__(*args, **kwargs)
+
+
+@pytest.fixture
+def bucket(monkeypatch, tmp_path):
+    from etils.epath import backend, gpath
+    fsspec.register_implementation("gcs", FakeGCS, clobber=True)
+    fsspec.register_implementation("gs", FakeGCS, clobber=True)
+    backend.fsspec_backend._get_filesystem.cache_clear()
+    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)  # epath: fsspec, not gfile
+    from orbax.checkpoint._src.path import gcs_utils  # asks GCS itself about the bucket
+    monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
+    monkeypatch.chdir(tmp_path)  # a mangled path would land here
+    FakeGCS.store.clear()
+    yield "gs://bucket/run"
+    FakeGCS.store.clear()
+    assert not os.path.exists(tmp_path / "gs:")  # nothing went to local disk
+
+
+def test_urls_are_never_made_absolute():
+    assert paths.absolute("gs://b/x") == "gs://b/x"
+    assert paths.absolute("runs/x") == os.path.abspath("runs/x")
+    assert str(paths.as_path("gs://b/x") / "y") == "gs://b/x/y"
+
+
+def test_config_json_goes_to_the_bucket(bucket):
+    config = configuration.load("configs/synthetic.py:tiny")
+    pipeline.save_config(config, bucket)
+    text = paths.as_path(bucket + "/config.json").read_text()
+    assert json.loads(text)["seed"] == config.seed
+    config.seed += 1
+    pipeline.save_config(config, bucket)  # a changed config keeps the older one
+    assert paths.as_path(bucket + "/config.json.previous").read_text() == text
+
+
+def test_the_lock_of_a_bucket_workdir_refuses_a_second_run(bucket):
+    with WorkdirLock(bucket) as lock:
+        assert lock.path == bucket + "/train.lock"
+        with pytest.raises(WorkdirLockedError, match="in use by process"):
+            WorkdirLock(bucket).acquire()
+    assert not paths.as_path(bucket + "/train.lock").exists()  # released
+    WorkdirLock(bucket).acquire().release()
+
+
+def test_checkpoints_stay_in_the_bucket(bucket):
+    ckpt = checkpoint.Checkpointer(bucket + "/toy/checkpoints", async_save=False)
+    assert str(ckpt.directory) == bucket + "/toy/checkpoints"
+    assert str(ckpt.manager.directory) == bucket + "/toy/checkpoints"
