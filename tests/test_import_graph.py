@@ -31,7 +31,7 @@ LAYERS = (
     ("family",),            # a trained family: on-disk format and runtime
     ("weights", "io"),      # public weights -> parameter trees; storyboards, videos
     ("models", "diffusion"),
-    ("configuration", "parallel", "vocabulary", "compile_cache", "cli"),
+    ("configuration", "parallel", "paths", "vocabulary", "compile_cache", "cli"),
 )
 
 
