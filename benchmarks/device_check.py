@@ -34,7 +34,15 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT] + sorted(glob.glob(os.path.join(ROOT, ".device_bundle", "*.whl")))
+# The device machine has the tree, not an install: the tree, benchmarks/ and the bundle's wheels go
+# on PYTHONPATH (this process starts again with it once; every part's process inherits it).
+_PATH = os.pathsep.join([ROOT, os.path.join(ROOT, "benchmarks")]
+                        + sorted(glob.glob(os.path.join(ROOT, ".device_bundle", "*.whl"))))
+if __name__ == "__main__" and os.environ.get("NUWA_XL_DEVICE_CHECK_PATH") != _PATH:
+    _paths = [_PATH] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
+              dict(os.environ, PYTHONPATH=os.pathsep.join(_paths),
+                   NUWA_XL_DEVICE_CHECK_PATH=_PATH))
 
 from absl import flags  # noqa: E402
 
@@ -84,8 +92,7 @@ def _peak_bytes() -> int:
 
 def _peak_flops() -> float | None:
     import jax
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    from train_step import peak_flops
+    from train_step import peak_flops  # benchmarks/ is on PYTHONPATH (above)
     return peak_flops(jax.local_devices()[0])
 
 
@@ -213,8 +220,7 @@ def part_train(a) -> list[dict]:
 
 
 def _scale_flags(a, case: str, steps: int, guidance: str):
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import generate_scale
+    import generate_scale  # benchmarks/ is on PYTHONPATH (above)
     argv = [f"--cases={case}", f"--steps={steps}", f"--guidance={guidance}"]
     argv += (["--mtd=tiny", "--L=4", "--dtype=float32"] if a.tiny
              else ["--mtd=sd", "--L=16", "--dtype=bfloat16"])

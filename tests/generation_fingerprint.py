@@ -2,7 +2,7 @@
 path changes no byte: the sha256 of each video's uint8 frames and float latents, per mode and
 settings (same seeds, same random weights). Not a test: run it before and after, compare.
 
-    .venv/bin/python tests/generation_fingerprint.py OUT.json   # from the repo root
+    PYTHONPATH=tests .venv/bin/python tests/generation_fingerprint.py OUT.json   # repo root
 """
 import hashlib
 import json
@@ -12,8 +12,7 @@ import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-from tiny_family import STAGES, write_random_family  # noqa: E402
+from tiny_family import STAGES, write_random_family  # noqa: E402  (tests/ on PYTHONPATH)
 
 from nuwa_xl_jax.io.videos import read_video  # noqa: E402
 from nuwa_xl_jax.pipeline import NuwaXLPipeline  # noqa: E402
