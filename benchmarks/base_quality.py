@@ -32,7 +32,7 @@ from nuwa_xl_jax import cli
 from nuwa_xl_jax.data import synthetic
 from nuwa_xl_jax.data.builders.synthetic_cartoon import TEST_SEED_OFFSET
 from nuwa_xl_jax.diffusion import samplers
-from nuwa_xl_jax.eval import storyboard_probe
+from nuwa_xl_jax.metrics import storyboard_probe
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.family.runtime import MTDModels
 from nuwa_xl_jax.io import contact_sheets

@@ -9,7 +9,7 @@ from absl import flags
 
 from nuwa_xl_jax import cli
 from nuwa_xl_jax.configuration.data import data_block
-from nuwa_xl_jax.data import pipeline, sources, synthetic
+from nuwa_xl_jax.data import batches, sources, synthetic
 
 
 def define_flags(fv, argv):
@@ -42,7 +42,7 @@ def run(a):
               f"{a.episodes / (time.perf_counter() - t):.2f} episodes/s")
         for level in range(c.depth):
             c.level = level
-            it = pipeline.make_iterator(c)
+            it = batches.make_iterator(c)
             next(it)
             t = time.perf_counter()
             for _ in range(a.batches):

@@ -14,7 +14,7 @@ Without ``--workdir`` every model has random weights (timing does not depend on 
 and local MTDs of the config and, for AR, the local architecture. With ``--workdir`` the trained
 exports are read (``mtd_ar`` if it was trained, else the deepest local model stands in) and the
 config is ``WORKDIR/config.json``. DoD runs the plan of the family's depth, as the generate
-command does (dod/generate.plan_for): with ``--workdir`` the trained ``data.depth``, and more
+command does (dod/runner.plan_for): with ``--workdir`` the trained ``data.depth``, and more
 frames than it covers need ``--extend``; with random weights ``--depth`` (default the config's
 ``data.depth``, or the smallest depth covering ``--frames`` if that is deeper) stands in for the
 trained depth. Each method runs once as a warm-up (its time, compile included,
@@ -36,7 +36,7 @@ from absl import flags
 
 from nuwa_xl_jax import cli, configuration, family, parallel
 from nuwa_xl_jax.dod import baselines, engine, level_models, plan as planlib
-from nuwa_xl_jax.dod.generate import level_models_for, plan_for
+from nuwa_xl_jax.dod.runner import level_models_for, plan_for
 
 METHODS = ("dod", "per-seg", "ar")
 

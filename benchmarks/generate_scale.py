@@ -38,7 +38,7 @@ from nuwa_xl_jax.configuration import presets
 from nuwa_xl_jax.data import synthetic
 from nuwa_xl_jax.dod import engine, memory, plan as planlib
 from nuwa_xl_jax.dod.level_models import place_models, place_params
-from nuwa_xl_jax.dod.generate import level_models_for
+from nuwa_xl_jax.dod.runner import level_models_for
 
 
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:

@@ -4,10 +4,10 @@ python benchmarks/paper_tables.py --root=runs/tables [--settings=tiny|default] [
     [--steps=N] [--sample_steps=S] [--seeds=0,1,2] [--storyboards=heldout.txt,...]
     [--long_frames_per_call=L] [--arms=FAMILY,...] [--out=docs/results.md] [--dry_run]
 
-Every arm is a model family trained by ``nuwa_xl_jax.train``'s pipeline into ``ROOT/<arm>`` with
-the same budget, then scored by the synthetic world's probe (eval/storyboard_probe) on videos of
+Every arm is a model family trained by ``nuwa_xl_jax.train``'s stage runner into ``ROOT/<arm>`` with
+the same budget, then scored by the synthetic world's probe (metrics/storyboard_probe) on videos of
 held-out storyboards (default: configs/storyboards/heldout.txt, which no tuning run looks at), for
-every seed. Resumable: a finished stage is skipped (the pipeline's done markers), so rerunning the
+every seed. Resumable: a finished stage is skipped (the stage runner's done markers), so rerunning the
 command after an interruption continues.
 
 Budget [ours]: ``--steps`` optimizer steps of MTD training per arm. DoD's arm spends them over its
@@ -166,7 +166,7 @@ def budgets(config, steps: int) -> dict:
 
 def train_family(arm: Arm, config, workdir: str, steps: int, mesh) -> dict:
     """Trains every stage of the arm's family (resumable); MTD stages with their budget."""
-    from nuwa_xl_jax.train import pipeline
+    from nuwa_xl_jax.train import stage_runner
     done = {}
     for stage in config.stages:
         c = config.copy_and_resolve_references()
@@ -179,7 +179,7 @@ def train_family(arm: Arm, config, workdir: str, steps: int, mesh) -> dict:
         if stage == "vae" and arm.vae_init == "random":
             done.update(_train_vae_random(c, workdir, mesh))
             continue
-        done.update(pipeline.run(c, workdir, mesh, [stage], progress=False))
+        done.update(stage_runner.run(c, workdir, mesh, [stage], progress=False))
     return done
 
 
@@ -206,8 +206,8 @@ def _train_vae_random(config, workdir: str, mesh) -> dict:
     """The vae stage with its temporal kernels drawn at random instead of identity."""
     import jax
     from nuwa_xl_jax.family.store import export_dir, write_export
-    from nuwa_xl_jax.train import loop, pipeline, stages
-    marker = os.path.join(export_dir(workdir, "vae"), pipeline.DONE)
+    from nuwa_xl_jax.train import loop, stage_runner, stages
+    marker = os.path.join(export_dir(workdir, "vae"), stage_runner.DONE)
     if os.path.exists(marker):
         return {"vae": json.load(open(marker))["step"]}
     stage = stages.build(config, "vae", workdir)
@@ -217,7 +217,7 @@ def _train_vae_random(config, workdir: str, mesh) -> dict:
         return randomize_temporal_kernels(built_init(key), jax.random.fold_in(key, 7))
 
     stage = dataclasses.replace(stage, init=init)
-    pipeline.save_config(config, workdir)
+    stage_runner.save_config(config, workdir)
     result = loop.train(stage, config.vae_train, workdir, mesh, seed=config.seed, progress=False,
                         cfg_path="vae_train")
     meta = dict(stage.model_config)
@@ -230,7 +230,7 @@ def _train_vae_random(config, workdir: str, mesh) -> dict:
 
 def thirds(frames, prompts) -> list:
     """The probe's 'both' on each third of a video: distance from the start."""
-    from nuwa_xl_jax.eval import storyboard_probe
+    from nuwa_xl_jax.metrics import storyboard_probe
     n = len(frames)
     cuts = [0, n // 3, 2 * n // 3, n]
     return [storyboard_probe.agreement(frames[a:b], prompts[a:b])["both"] if b > a else None
@@ -241,7 +241,7 @@ def score_video(pipe, prompts, mode: str, seed: int, steps, extend=False, out=No
     """One video's probe scores; with ``out`` it is kept (mp4 + contact sheet beside it, its
     scores in ``out``'s ``.json``, reused by a rerun with the same sampler steps), so the schemes
     of Table 1 can be compared side by side on the same storyboard and seed."""
-    from nuwa_xl_jax.eval import storyboard_probe
+    from nuwa_xl_jax.metrics import storyboard_probe
     scores = os.path.splitext(out)[0] + ".json" if out else None
     if scores and os.path.exists(scores):
         with open(scores) as f:
@@ -308,7 +308,7 @@ def eval_vae(arm: Arm, workdir: str, a) -> list:
     """Reconstruction MSE (pixels in [-1, 1]) and the probe on reconstructions of held-out episodes."""
     from nuwa_xl_jax.data import latent_cache, synthetic
     from nuwa_xl_jax.data.builders.synthetic_cartoon import TEST_SEED_OFFSET
-    from nuwa_xl_jax.eval import storyboard_probe
+    from nuwa_xl_jax.metrics import storyboard_probe
     from nuwa_xl_jax.family.store import load_config
     c = load_config(workdir).data
     rows = []
@@ -332,8 +332,8 @@ def frechet_metrics(summary, rows, a) -> None:
     if not (a.fid_weights or a.fvd_weights or a.random_feature_weights):
         return
     from nuwa_xl_jax import io as nio
-    from nuwa_xl_jax.evaluation import features, reference
-    from nuwa_xl_jax.evaluation.statistics import VideoSetStats, compare
+    from nuwa_xl_jax.metrics import features, reference
+    from nuwa_xl_jax.metrics.statistics import VideoSetStats, compare
     nets = features.load_feature_networks(a.fid_weights, a.fvd_weights,
                                           random=a.random_feature_weights)
     paths = {os.path.basename(s): s for s in a.storyboards}
@@ -573,7 +573,7 @@ def measure(a) -> dict:
     if a.dry_run:
         return {"plan": [(arm.table, arm.name, tuple(c.stages), budgets(c, s)) for arm, c, s in plan]}
     from nuwa_xl_jax import parallel
-    from nuwa_xl_jax.train import pipeline
+    from nuwa_xl_jax.train import stage_runner
     mesh = parallel.make_mesh()
     t0 = time.perf_counter()
     rows = []
@@ -585,7 +585,7 @@ def measure(a) -> dict:
                 shutil.copytree(os.path.join(a.vae_from, "vae_image"),
                                 os.path.join(shared, "vae_image"),
                                 ignore=shutil.ignore_patterns("checkpoints"))
-            pipeline.run(config, shared, mesh, ["vae_image"], progress=False)  # skips if done
+            stage_runner.run(config, shared, mesh, ["vae_image"], progress=False)  # skips if done
             if not os.path.exists(os.path.join(workdir, "vae_image")):
                 shutil.copytree(os.path.join(shared, "vae_image"), os.path.join(workdir, "vae_image"))
         if arm.vae_init == "identity":
@@ -598,7 +598,7 @@ def measure(a) -> dict:
                 if not os.path.exists(os.path.join(shared, stage)):
                     shutil.copytree(os.path.join(a.vae_from, stage), os.path.join(shared, stage),
                                     ignore=shutil.ignore_patterns("checkpoints"))
-            pipeline.run(base, shared, mesh, list(base.stages), progress=False)  # skips if done
+            stage_runner.run(base, shared, mesh, list(base.stages), progress=False)  # skips if done
             for stage in list(base.stages) + copied:
                 if not os.path.exists(os.path.join(workdir, stage)):
                     shutil.copytree(os.path.join(shared, stage), os.path.join(workdir, stage))

@@ -8,7 +8,7 @@ For every storyboard (default: the demo's cartoon.txt, village.txt, and heldout.
 tuning run may look at), mode (dod; ar when the workdir has an ``mtd_ar`` export), length (the
 demo's ``generate.frames`` and the family's full (L-1)^depth + 1, once if equal) and seed, it
 generates a video through ``NuwaXLPipeline.write`` exactly as the main job does (the config's
-sampler, steps, guidance) and keeps its probe scores (eval/storyboard_probe.agreement: scene,
+sampler, steps, guidance) and keeps its probe scores (metrics/storyboard_probe.agreement: scene,
 characters, both, unknown, flicker, identity, keyframes / in-between). Prints one row per run and
 the mean over seeds per storyboard / mode / length, writes everything to ``--out`` (JSON) and
 keeps the videos and contact sheets in ``--videos`` (default: next to --out).
@@ -132,7 +132,7 @@ def held_out_episodes(config, episodes: int, frames: int):
 def vae_ceiling(workdir: str, config, episodes: int, frames: int) -> dict:
     """The probe on real held-out frames and on the VAE's reconstructions of them (mean over episodes)."""
     from nuwa_xl_jax.data import latent_cache
-    from nuwa_xl_jax.eval import storyboard_probe
+    from nuwa_xl_jax.metrics import storyboard_probe
 
     real, recon = [], []
     for video, captions in held_out_episodes(config, episodes, frames):

@@ -8,7 +8,7 @@ same storyboards (default, cached to ``.npz``), or ``--reference`` (real videos,
 Writes ``metrics.json`` and ``metrics.md`` to ``--out``. Feature networks come from folders written
 by ``python -m nuwa_xl_jax.convert --kind=inception|i3d``; ``--random_feature_weights`` uses random
 ones instead, for smoke tests only (the numbers are then not comparable with anything). The logic
-is :func:`nuwa_xl_jax.evaluation.run.evaluate`; docs/evaluation.md has the definitions.
+is :func:`nuwa_xl_jax.evaluation.evaluate`; docs/evaluation.md has the definitions.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import sys
 from absl import app, flags, logging
 
 from nuwa_xl_jax import compile_cache
-from nuwa_xl_jax.evaluation import run
+from nuwa_xl_jax import evaluation
 
 flags.DEFINE_string("workdir", None, "a trained family (training workdir); videos are generated "
                     "through it, and its config names the world and the resolution")
@@ -51,7 +51,7 @@ flags.DEFINE_integer("fvd_size", 224, "I3D frame size; 224 is FVD's (smaller: of
 flags.DEFINE_enum("fvd_output", "logits", ["logits", "features"], "I3D output FVD reads")
 flags.DEFINE_integer("fid_batch", 32, "frames per Inception call")
 flags.DEFINE_integer("fvd_batch", 4, "16-frame clips per I3D call")
-flags.DEFINE_list("metrics", list(run.METRICS), "avg_fid, b_fvd16, probe (synthetic world)")
+flags.DEFINE_list("metrics", list(evaluation.METRICS), "avg_fid, b_fvd16, probe (synthetic world)")
 flags.DEFINE_string("out", "eval", "output folder: metrics.json, metrics.md (and videos/)")
 flags.DEFINE_bool("save_videos", False, "also write every generated video and its contact sheet")
 flags.DEFINE_bool("overwrite", False, "replace existing results in --out")
@@ -63,13 +63,13 @@ def _ints(name: str, values) -> list[int]:
     try:
         return [int(v) for v in values]
     except ValueError:
-        raise run.EvaluationError(f"--{name} must be integers, got {','.join(values)}") from None
+        raise evaluation.EvaluationError(f"--{name} must be integers, got {','.join(values)}") from None
 
 
-def options_from_flags() -> run.Options:
+def options_from_flags() -> evaluation.Options:
     if FLAGS.workdir and FLAGS.export:
-        raise run.EvaluationError("give --workdir or --export, not both (both name the family)")
-    return run.Options(
+        raise evaluation.EvaluationError("give --workdir or --export, not both (both name the family)")
+    return evaluation.Options(
         out=FLAGS.out, workdir=FLAGS.workdir or FLAGS.export, videos=FLAGS.videos,
         storyboards=FLAGS.storyboards,
         frames=FLAGS.frames, modes=FLAGS.modes, seeds=_ints("seeds", FLAGS.seeds),
@@ -88,14 +88,14 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # progress bars, not Orbax's INFO lines
     try:
         compile_cache.configure(FLAGS.compilation_cache)
-        report = run.evaluate(options_from_flags())
+        report = evaluation.evaluate(options_from_flags())
     # What a user can fix: a flag, a missing weights folder or workdir, a short video, ...
     except (ValueError, FileExistsError, FileNotFoundError, OSError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)  # no Orbax teardown tracebacks under the one-line error (as generate does)
-    print(run.markdown(report))
+    print(evaluation.markdown(report))
     print(json.dumps({"out": os.path.abspath(FLAGS.out), **{k: {m: v for m, v in r.items()
                       if m in ("avg_fid", "b_fvd16")} for k, r in report["results"].items()}}))
 

@@ -17,7 +17,7 @@ import sys
 from absl import app, flags, logging
 
 from nuwa_xl_jax import compile_cache
-from nuwa_xl_jax.dod import generate as gen
+from nuwa_xl_jax.dod import runner
 from nuwa_xl_jax.dod import memory
 from nuwa_xl_jax.dod.plan import num_frames
 from nuwa_xl_jax.family.store import load_config
@@ -62,7 +62,7 @@ def run_from_flags() -> dict:
     if frames is None:  # the family's full trained length
         frames = num_frames(config.data.frames_per_call, config.data.depth)
     # A length it cannot run fails before loading; the pipeline runs this plan, not another.
-    plan = gen.plan_for(config, frames, FLAGS.extend) if FLAGS.mode == "dod" else None
+    plan = runner.plan_for(config, frames, FLAGS.extend) if FLAGS.mode == "dod" else None
     prompts = storyboards.load_storyboard(FLAGS.storyboard, frames)  # a bad storyboard too
     pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir, load_ar=FLAGS.mode == "ar",
                                           load_artv=FLAGS.mode == "artv", config=config)

@@ -30,12 +30,12 @@ import numpy as np
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.diffusion import samplers
-from nuwa_xl_jax.dod import generate as gen
+from nuwa_xl_jax.dod import runner
 from nuwa_xl_jax.dod import memory
 from nuwa_xl_jax.dod.level_models import place_params
 from nuwa_xl_jax.dod.plan import Plan, num_frames
 from nuwa_xl_jax.dod.result import Sampled
-from nuwa_xl_jax.eval import storyboard_probe
+from nuwa_xl_jax.metrics import storyboard_probe
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.io import contact_sheets, storyboards, videos
 
@@ -124,7 +124,7 @@ def report(video: Video) -> dict:
 class NuwaXLPipeline:
     """A trained model family with its weights on ``mesh``, ready to generate (see the module doc)."""
 
-    def __init__(self, family: gen.Family, mesh=None, workdir: Optional[str] = None):
+    def __init__(self, family: runner.Family, mesh=None, workdir: Optional[str] = None):
         self.family = family
         self.mesh = parallel.make_mesh() if mesh is None else mesh
         self.workdir = workdir
@@ -138,7 +138,7 @@ class NuwaXLPipeline:
         first ``mode="ar"`` call; ART•V's likewise (``load_artv``, ``mode="artv"``). ``config``:
         the family's config when the caller has already loaded it (``family.load_config(path)``)."""
         mesh = parallel.make_mesh() if mesh is None else mesh
-        family = gen.load_family(path, need_ar=load_ar, mesh=mesh, need_artv=load_artv,
+        family = runner.load_family(path, need_ar=load_ar, mesh=mesh, need_artv=load_artv,
                                  config=config)
         return cls(family, mesh, path)
 
@@ -185,17 +185,17 @@ class NuwaXLPipeline:
     def _plan(self, prompts: list, mode: str, extend: bool, plan: Optional[Plan]):
         """The DoD plan of a video, made once: a length it cannot run fails before any work."""
         if mode == "dod" and plan is None:
-            plan = gen.plan_for(self.config, len(prompts), extend)
+            plan = runner.plan_for(self.config, len(prompts), extend)
         return plan
 
     def _sample(self, prompts: list, mode: str, plan: Optional[Plan], extend: bool, mesh,
                 sampler, steps, guidance, eta, **settings) -> Sampled:
         self._load_ar(mode)
-        return gen.sample(self.family, prompts, mode=mode, mesh=mesh, extend=extend, plan=plan,
+        return runner.sample(self.family, prompts, mode=mode, mesh=mesh, extend=extend, plan=plan,
                           sampling=self.sampling(sampler, steps, guidance, eta), **settings)
 
     def _decode(self, latents, mesh, memory_fraction: float):
-        return gen.decode_frames(self.family, latents, mesh=mesh, memory_fraction=memory_fraction)
+        return runner.decode_frames(self.family, latents, mesh=mesh, memory_fraction=memory_fraction)
 
     @property
     def can_score(self) -> bool:
@@ -224,7 +224,7 @@ class NuwaXLPipeline:
         segments per batched call, ``"auto"`` (the largest that fits ``memory_fraction`` of one
         device's memory; decoding is sized to the same share), an int, or None (no limit).
         ``score`` runs the synthetic world's storyboard probe. ``plan``: the DoD plan when the
-        caller has already made it (``dod.generate.plan_for``), so it is made once per video."""
+        caller has already made it (``dod.runner.plan_for``), so it is made once per video."""
         prompts = self.prompts_for(prompts, frames)
         plan = self._plan(prompts, mode, extend, plan)
         mesh = self.mesh if mesh is None else mesh

@@ -164,9 +164,9 @@ class _Stop(Exception):
 
 
 def test_training_validates_the_config_once(validations, monkeypatch, tmp_path):
-    """The CLI's path: validate after the overrides, then pipeline.run -> stages.build ->
+    """The CLI's path: validate after the overrides, then stage_runner.run -> stages.build ->
     loop.train read that object; no block (the model section included) is checked again."""
-    from nuwa_xl_jax.train import loop, pipeline
+    from nuwa_xl_jax.train import loop, stage_runner
 
     c = _tiny()  # (load validates too, then returns the ConfigDict for overrides)
     validations.clear()
@@ -181,7 +181,7 @@ def test_training_validates_the_config_once(validations, monkeypatch, tmp_path):
 
     monkeypatch.setattr(loop, "train", train)
     with pytest.raises(_Stop):
-        pipeline.run(typed, str(tmp_path), None, ["vae"], progress=False)
+        stage_runner.run(typed, str(tmp_path), None, ["vae"], progress=False)
     assert seen["cfg"] is typed.vae_train
     assert validations == after_validation
     # the MTD runtime of a stage or of generation reads the same objects

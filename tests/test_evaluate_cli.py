@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from nuwa_xl_jax import io as nio
-from nuwa_xl_jax.evaluation import features, run
-from nuwa_xl_jax.evaluation.statistics import EvaluationError
+from nuwa_xl_jax import evaluation
+from nuwa_xl_jax.metrics import features
+from nuwa_xl_jax.metrics.statistics import EvaluationError
 
 from tiny_family import STAGES, write_random_family
 
@@ -80,7 +81,7 @@ def opts(tmp_path, family, **kw):
     base = dict(out=str(tmp_path / "eval"), workdir=family, storyboards=[STORY], frames=16,
                 extend=True, modes=["dod"], progress=False)
     base.update(kw)
-    return run.Options(**base)
+    return evaluation.Options(**base)
 
 
 def write_video(path, frames):
@@ -91,23 +92,23 @@ def write_video(path, frames):
 
 def test_bad_inputs_fail_before_any_work(family, tmp_path):
     with pytest.raises(features.FeatureWeightsError, match="--random_feature_weights"):
-        run.evaluate(opts(tmp_path, family))  # no weights and no explicit random flag
+        evaluation.evaluate(opts(tmp_path, family))  # no weights and no explicit random flag
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     (wrong / "model_config.json").write_text(json.dumps({"kind": "i3d"}))
     with pytest.raises(features.FeatureWeightsError, match="holds converted 'i3d' weights"):
-        run.evaluate(opts(tmp_path, family, fid_weights=str(wrong), fvd_weights=str(wrong)))
+        evaluation.evaluate(opts(tmp_path, family, fid_weights=str(wrong), fvd_weights=str(wrong)))
     with pytest.raises(EvaluationError, match="B-FVD-16 needs videos of at least 16"):
-        run.evaluate(opts(tmp_path, family, frames=10, extend=False, random_feature_weights=True))
+        evaluation.evaluate(opts(tmp_path, family, frames=10, extend=False, random_feature_weights=True))
     with pytest.raises(EvaluationError, match="has no trained AR baseline"):
         no_ar = write_random_family(str(tmp_path / "no_ar"), stages=("mtd_global", "mtd_local1"))
-        run.evaluate(opts(tmp_path, no_ar, modes=["dod", "ar"], random_feature_weights=True))
+        evaluation.evaluate(opts(tmp_path, no_ar, modes=["dod", "ar"], random_feature_weights=True))
     with pytest.raises(EvaluationError, match="unknown \\['fvd'\\]"):
-        run.evaluate(opts(tmp_path, family, metrics=["fvd"], random_feature_weights=True))
+        evaluation.evaluate(opts(tmp_path, family, metrics=["fvd"], random_feature_weights=True))
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "metrics.json").write_text("{}")
     with pytest.raises(EvaluationError, match="pass --overwrite"):
-        run.evaluate(opts(tmp_path, family, random_feature_weights=True))
+        evaluation.evaluate(opts(tmp_path, family, random_feature_weights=True))
     assert (tmp_path / "eval" / "metrics.json").read_text() == "{}"  # nothing lost
 
 
@@ -120,23 +121,23 @@ def test_bad_videos_fail_before_any_feature_network_runs(family, tmp_path):
     # No weights and no random flag: each error must come before the networks would be loaded.
     base = dict(workdir=None, storyboards=[], frames=None, metrics=["avg_fid", "b_fvd16"])
     with pytest.raises(EvaluationError, match="mismatched resolutions: reference video"):
-        run.evaluate(opts(tmp_path, family, videos=f"{a},{b}", reference=small, **base))
+        evaluation.evaluate(opts(tmp_path, family, videos=f"{a},{b}", reference=small, **base))
     with pytest.raises(EvaluationError, match="mismatched resolutions: video"):
-        run.evaluate(opts(tmp_path, family, videos=f"{a},{small}", reference=b, **base))
+        evaluation.evaluate(opts(tmp_path, family, videos=f"{a},{small}", reference=b, **base))
     with pytest.raises(EvaluationError, match="needs --reference"):
-        run.evaluate(opts(tmp_path, family, videos=f"{a},{b}", **base))
+        evaluation.evaluate(opts(tmp_path, family, videos=f"{a},{b}", **base))
     with pytest.raises(EvaluationError, match="matches no file"):
-        run.evaluate(opts(tmp_path, family, videos=str(tmp_path / "*.mp4"), reference=a, **base))
+        evaluation.evaluate(opts(tmp_path, family, videos=str(tmp_path / "*.mp4"), reference=a, **base))
     with pytest.raises(EvaluationError, match="3 videos but 2 storyboards"):
-        run.evaluate(opts(tmp_path, family, videos=f"{a},{b},{a}", reference=a,
+        evaluation.evaluate(opts(tmp_path, family, videos=f"{a},{b},{a}", reference=a,
                           **{**base, "storyboards": [STORY, STORY.replace("cartoon", "village")]}))
     with pytest.raises(EvaluationError, match="has 8 frames; B-FVD-16 needs at least 16"):
-        run.evaluate(opts(tmp_path, family, videos=f"{a},{b}", reference=f"{a},{short}", **base))
+        evaluation.evaluate(opts(tmp_path, family, videos=f"{a},{b}", reference=f"{a},{short}", **base))
     with pytest.raises(EvaluationError, match="short.gif has 8 frames"):
-        run.evaluate(opts(tmp_path, family, videos=f"{short},{a}", reference=a, **base))
+        evaluation.evaluate(opts(tmp_path, family, videos=f"{short},{a}", reference=a, **base))
     # the same video set is fine up to the networks (which this test never loads)
     with pytest.raises(features.FeatureWeightsError, match="--fid_weights"):
-        run.evaluate(opts(tmp_path, family, videos=f"{a},{b}", reference=a, **base))
+        evaluation.evaluate(opts(tmp_path, family, videos=f"{a},{b}", reference=a, **base))
 
 
 def test_artv_videos_are_scored(tmp_path):
@@ -144,7 +145,7 @@ def test_artv_videos_are_scored(tmp_path):
     family = write_random_family(str(tmp_path / "family"), STAGES + ("mtd_artv",))
     story = tmp_path / "story.txt"
     story.write_text("fred walks left in the cave\nwilma jumps in the desert\n")
-    report = run.evaluate(run.Options(
+    report = evaluation.evaluate(evaluation.Options(
         out=str(tmp_path / "eval"), workdir=family, storyboards=[str(story)], frames=4,
         modes=("artv",), seeds=(0,), metrics=("probe",), steps=1, reference_seeds=(0,),
         progress=False))

@@ -109,7 +109,7 @@ def test_frechet_metrics_score_each_group_against_the_world(tmp_path, monkeypatc
 
     import numpy as np
     from nuwa_xl_jax.data import scripted
-    from nuwa_xl_jax.evaluation import features
+    from nuwa_xl_jax.metrics import features
     from nuwa_xl_jax.io.storyboards import load_storyboard
     pt = load()
 

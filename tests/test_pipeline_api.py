@@ -98,9 +98,9 @@ def test_from_pretrained_on_a_folder_that_is_not_a_family(tmp_path):
 def test_from_pretrained_takes_an_already_loaded_config(pipe, monkeypatch):
     """The generate CLI reads and validates config.json once and hands it over: the family is
     loaded with that config, not from a second read of the file."""
-    from nuwa_xl_jax.dod import generate as gen
+    from nuwa_xl_jax.dod import runner
     config = pipe.config
-    monkeypatch.setattr(gen, "load_config", lambda workdir: pytest.fail("config.json read again"))
+    monkeypatch.setattr(runner, "load_config", lambda workdir: pytest.fail("config.json read again"))
     again = NuwaXLPipeline.from_pretrained(pipe.workdir, mesh=pipe.mesh, config=config)
     assert again.config is config
 

@@ -10,7 +10,7 @@ import pytest
 
 from nuwa_xl_jax import configuration
 from nuwa_xl_jax.models.tklvae import TKLVAE
-from nuwa_xl_jax.train import pipeline, stages
+from nuwa_xl_jax.train import stage_runner, stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STORY = os.path.join(ROOT, "configs", "storyboards")
@@ -35,7 +35,7 @@ def family(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("family"))
     config = configuration.load("configs/synthetic.py:tiny")
     config.data.ar_prefix = 2  # < L=4, so the AR baseline can run
-    pipeline.save_config(config, workdir)
+    stage_runner.save_config(config, workdir)
     vae = TKLVAE.from_config(config.model.vae)
     vae_params = jax.eval_shape(vae.init, jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3)))
     stages.write_export(stages.export_dir(workdir, "vae"), {"vae": random_like(vae_params, 0)}, {})

@@ -8,7 +8,7 @@ import numpy as np
 from nuwa_xl_jax import configuration, family
 from nuwa_xl_jax.family.artv import ARTVModels
 from nuwa_xl_jax.models.tklvae import TKLVAE
-from nuwa_xl_jax.train import pipeline
+from nuwa_xl_jax.train import stage_runner
 
 STAGES = ("mtd_global", "mtd_local1", "mtd_ar")
 
@@ -21,7 +21,7 @@ def random_like(tree, seed):
 def write_random_family(workdir: str, stages=STAGES) -> str:
     """config.json, the vae export and every MTD stage in ``stages`` exported (random weights)."""
     config = configuration.load("configs/synthetic.py:tiny")
-    pipeline.save_config(config, workdir)
+    stage_runner.save_config(config, workdir)
     vae = TKLVAE.from_config(config.model.vae)
     vae_shapes = jax.eval_shape(vae.init, jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3)))
     family.write_export(family.export_dir(workdir, "vae"), {"vae": random_like(vae_shapes, 0)}, {})

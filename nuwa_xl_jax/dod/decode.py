@@ -20,7 +20,7 @@ Every call has the same length ``window + 2*context`` (one compile): windows nea
 their call to end at the last frame instead of padding with fake frames, which would change the
 decoder's edge padding. A video no longer than one call is decoded in one call.
 
-Generation (dod/generate.py) decodes with :func:`config_windows`: calls exactly as long as the
+Generation (dod/runner.py) decodes with :func:`config_windows`: calls exactly as long as the
 VAE's training clips, so its temporal attention never sees more positions than it was trained
 on; the latent cache encodes MTD's training targets with the same calls.
 """

@@ -58,7 +58,7 @@ class LevelModel:
     denoiser for every level so levels of equal shape share one compilation (params are an
     argument). ``level``: the level value the model is passed (default: the plan's level). A
     shared local model run deeper than it was trained gets its deepest trained level here, so its
-    level embedding is never read past ``num_levels`` (dod/generate.level_models_for)."""
+    level embedding is never read past ``num_levels`` (dod/runner.level_models_for)."""
     denoise: Any
     params: Any
     level: Optional[int] = None
@@ -85,7 +85,7 @@ def level_models(denoise: Denoise, global_params: Any, local_params: Any, depth:
 def place_params(params: Any, mesh: Mesh) -> Any:
     """Leaves already laid out on ``mesh`` (e.g. FSDP-sharded, or placed by an earlier call) are
     returned as they are; others (e.g. numpy weights of an export) are copied to the devices,
-    replicated. Place weights once per loaded family (dod/generate.load_family) or per run
+    replicated. Place weights once per loaded family (dod/runner.load_family) or per run
     (:func:`place_models`), never per call. The level program then takes the params' own
     shardings."""
     rep = parallel.replicated(mesh)

@@ -9,7 +9,7 @@ engine run a whole level as one batched call.
 A requested length N that is not of the form above uses the smallest depth whose N_m >= N
 [ours; the paper reports 256 and 1024 frames without saying how]; with both ``depth`` and
 ``frames`` the plan keeps ``depth`` and is cut at N (what a family trained at that depth must run:
-dod/generate.plan_for). Frames >= N are cut; a segment that starts at or past N - 1 is never
+dod/runner.plan_for). Frames >= N are cut; a segment that starts at or past N - 1 is never
 computed (it would write no frame < N, and neither would any segment below it). A segment that
 straddles N is computed whole, because its right end is needed as the condition of the segments
 below it.

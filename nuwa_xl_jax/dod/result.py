@@ -1,6 +1,6 @@
 """What a generation scheme returns: the latents of one video and what they cost. DoD
 (dod/engine.py), its per-segment and autoregressive baselines (dod/baselines.py) and ART•V
-(dod/artv.py) return the same type; dod/generate.sample adds where each level's frames are."""
+(dod/artv.py) return the same type; dod/runner.sample adds where each level's frames are."""
 from __future__ import annotations
 
 import dataclasses
@@ -30,10 +30,10 @@ class Sampled:
     """The latents of one video, before decoding.
 
     ``latents`` ``[N, h, w, c]`` as the MTD diffuses them (a device array from the schemes, numpy
-    from dod/generate.sample); ``sequential_calls`` the sampler loops that ran one after another
+    from dod/runner.sample); ``sequential_calls`` the sampler loops that ran one after another
     (one per chunk of each DoD level, one per AR call, one per ART•V frame); ``wall_s`` their
     seconds; ``levels`` DoD's per-level stats (empty for the baselines). From
-    dod/generate.sample also ``level_indices`` (per level, level 0 first, the frame indices it
+    dod/runner.sample also ``level_indices`` (per level, level 0 first, the frame indices it
     generated, < N; one row of evenly spaced frames for AR and ART•V) and ``keyframes`` (``[N]``
     bool: frames written by a level above the last one, which the storyboard probe scores apart).
     """

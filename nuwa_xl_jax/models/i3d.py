@@ -160,7 +160,7 @@ def videos_from_uint8(videos) -> jax.Array:
 
 def feature_fn(module: InceptionI3D, variables: dict, output: str = "logits"):
     """A jitted ``uint8 clips [n, T, H, W, 3] -> numpy [n, d]`` for
-    :func:`nuwa_xl_jax.eval.frechet.block_statistics`. ``output="logits"`` (400-d, the original
+    :func:`nuwa_xl_jax.metrics.frechet.block_statistics`. ``output="logits"`` (400-d, the original
     FVD's and StyleGAN-V's choice, the default) or ``"features"`` (1024-d pre-logit pool)."""
     if output not in ("logits", "features") or (output == "logits" and not module.num_classes):
         raise ValueError(f"feature_fn: output={output!r}; expected 'logits' or 'features'")

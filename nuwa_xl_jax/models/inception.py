@@ -253,7 +253,7 @@ def init_params(module: FIDInceptionV3, seed: int = 0) -> dict[str, Any]:
 
 def feature_fn(module: FIDInceptionV3, variables: dict, output: str = "pool"):
     """A jitted ``uint8 frames [n, H, W, 3] -> numpy [n, 2048]`` for
-    :func:`nuwa_xl_jax.eval.frechet.frame_statistics` (``output="logits"`` for the classifier)."""
+    :func:`nuwa_xl_jax.metrics.frechet.frame_statistics` (``output="logits"`` for the classifier)."""
     if output not in ("pool", "logits") or (output == "logits" and not module.num_classes):
         raise ValueError(f"feature_fn: output={output!r}; expected 'pool'"
                          + (" or 'logits'" if module.num_classes else " (this network has no fc)"))

@@ -45,14 +45,14 @@ def main(argv):
         parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)
     from nuwa_xl_jax import configuration
-    from nuwa_xl_jax.train import pipeline
+    from nuwa_xl_jax.train import stage_runner
 
     try:
         config = configuration.validate(FLAGS.config)  # the one check; the library reads this
         m = config.mesh or configuration.MeshConfig()
         mesh = parallel.make_mesh(m.shape, m.axes)
-        pipeline.run(config, FLAGS.workdir, mesh, FLAGS.stages)
-    except pipeline.USER_ERRORS as e:
+        stage_runner.run(config, FLAGS.workdir, mesh, FLAGS.stages)
+    except stage_runner.USER_ERRORS as e:
         cli.fail(f"{type(e).__name__}: {e}")
 
 

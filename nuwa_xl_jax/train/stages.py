@@ -9,7 +9,7 @@
 
 MTD stages read the VAE exported by the ``vae`` stage (``WORKDIR/vae/export``, with its latent
 scale) and train the MTD UNet together with the text encoder (built-in word tokenizer) on a latent
-cache (``data/latent_cache.py``, built once into ``WORKDIR/latents`` by the pipeline): every
+cache (``data/latent_cache.py``, built once into ``WORKDIR/latents`` by the stage runner): every
 frame encoded among its consecutive neighbours, as generation decodes it, and the level's frames
 picked out of those latents. No VAE runs in an MTD step. Given frames are shown to the model clean
 with t = 0 and excluded from the loss; the samplers do the same at inference (``given_t=0``).
@@ -30,7 +30,7 @@ from PIL import Image
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.configuration import Config, ConfigError, DataConfig, train_block_name
-from nuwa_xl_jax.data import latent_cache, pipeline
+from nuwa_xl_jax.data import batches, latent_cache
 from nuwa_xl_jax.diffusion import samplers, schedules
 # The on-disk format and runtime live in the family layer; these names stay importable from here.
 from nuwa_xl_jax.family.runtime import MTDModels
@@ -64,7 +64,7 @@ def _grain_data(dcfg, tokenizer=None, table=None):
     """``data(pidx, nproc)``; ``table()``: a frozen text encoder's PromptTable, whose row numbers
     are added to every batch (``prompt_index``)."""
     def data(pidx, nproc):
-        ds = pipeline.make_dataset(dcfg, process_index=pidx, process_count=nproc, tokenizer=tokenizer)
+        ds = batches.make_dataset(dcfg, process_index=pidx, process_count=nproc, tokenizer=tokenizer)
         return iter(ds if table is None else ds.map(table().add_index))
 
     return data
@@ -322,7 +322,7 @@ def image_batch(batch: dict) -> dict:
 
 
 def latent_dir(config, workdir: str) -> str:
-    """The latent cache MTD stages read: ``data.latent_dir``, else the one the pipeline builds."""
+    """The latent cache MTD stages read: ``data.latent_dir``, else the one the stage runner builds."""
     return config.data.latent_dir or os.path.join(workdir, "latents")
 
 
@@ -392,7 +392,7 @@ def _fixed_mtd_layers(config, train_cfg, name: str):
 def frozen_prompts(config, models: MTDModels, cache: str):
     """None when the text encoder trains with the MTD (``model.text.trainable``); frozen: a
     cached ``() -> PromptTable`` of the latent cache's distinct prompts (prompt_table.py), read
-    when the stage first needs it (after the pipeline has built the cache)."""
+    when the stage first needs it (after the stage runner has built the cache)."""
     if config.model.text.trains:
         return None
     return functools.cache(lambda: prompt_table.PromptTable.of(
@@ -438,7 +438,7 @@ def _mtd_model_config(config, train_cfg) -> dict:
 def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) -> str:
     """Samples the first example of the stage's data with its own prompts and given frames and
     writes ``step_N.png``: the real frames (through the VAE) above, the generated ones below."""
-    batch = next(pipeline.make_iterator(dataclasses.replace(dcfg, batch_size=1), process_index=0, process_count=1,
+    batch = next(batches.make_iterator(dataclasses.replace(dcfg, batch_size=1), process_index=0, process_count=1,
                                         tokenizer=models.tokenizer))
     z0 = jnp.asarray(batch["latents"])
     mask = jnp.asarray(batch["mask"], jnp.float32)

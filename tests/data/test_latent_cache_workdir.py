@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nuwa_xl_jax import cache_latents, configuration
-from nuwa_xl_jax.data import pipeline
+from nuwa_xl_jax.data import batches
 from nuwa_xl_jax.models.tklvae import TKLVAE
 from nuwa_xl_jax.train import stages
 
@@ -29,6 +29,6 @@ def test_cache_from_a_training_workdir(tmp_path):
     c = configuration.load(str(cfg))
     c.data.latent_dir = str(tmp_path / "lat")
     c.data.batch_size = 2
-    batch = next(pipeline.make_iterator(c.data, process_index=0, process_count=1))
+    batch = next(batches.make_iterator(c.data, process_index=0, process_count=1))
     assert batch["latents"].shape == (2, 4, 8, 8, 4)
     assert np.isfinite(batch["latents"]).all() and np.abs(batch["latents"]).max() > 0

@@ -9,7 +9,7 @@ import pytest
 from nuwa_xl_jax import configuration
 from nuwa_xl_jax.data import latent_cache, sources, synthetic
 from nuwa_xl_jax.models.tklvae import TKLVAE
-from nuwa_xl_jax.train import pipeline, stages
+from nuwa_xl_jax.train import stage_runner, stages
 
 F, C = 4, 1  # the tiny config's vae_frames / vae_context
 
@@ -86,7 +86,7 @@ def test_one_latent_scale_from_the_vae_export(temporal_vae, tmp_path):
     config.data.data_dir = str(tmp_path / "tfds")
     config.data.episodes = 1
     workdir = str(tmp_path / "run")
-    pipeline.save_config(config, workdir)
+    stage_runner.save_config(config, workdir)
     scale = 2.5  # not the config's scaling_factor (0.18215): the export's 1/std is what counts
     stages.write_export(stages.export_dir(workdir, "vae"), {"vae": variables}, {"latent_scale": scale})
     out = stages.ensure_latent_cache(config, workdir, progress=False)

@@ -91,9 +91,9 @@ def test_trained_family_past_its_length_needs_extend(tmp_path):
     import pytest
 
     from nuwa_xl_jax import configuration
-    from nuwa_xl_jax.train import pipeline
+    from nuwa_xl_jax.train import stage_runner
 
-    pipeline.save_config(configuration.load("configs/synthetic.py:tiny"), str(tmp_path))
+    stage_runner.save_config(configuration.load("configs/synthetic.py:tiny"), str(tmp_path))
     mod = load()
     with pytest.raises(SystemExit, match="trained for 10 .*--extend"):
         mod.run(mod.parse([f"--workdir={tmp_path}", "--frames=11"]))

@@ -5,7 +5,7 @@ from jax.sharding import NamedSharding
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.dod import level_models as lm
-from nuwa_xl_jax.dod import generate as gen
+from nuwa_xl_jax.dod import runner
 
 from tiny_family import write_random_family
 
@@ -13,7 +13,7 @@ from tiny_family import write_random_family
 def test_load_family_places_weights_once(tmp_path):
     workdir = write_random_family(str(tmp_path), stages=("mtd_global", "mtd_local1"))
     mesh = parallel.make_mesh(devices=jax.devices()[:2])
-    family = gen.load_family(workdir, mesh=mesh)
+    family = runner.load_family(workdir, mesh=mesh)
     trees = [family.global_params, *family.local_params, family.models.vae_params]
     for tree in trees:
         for leaf in jax.tree.leaves(tree):

@@ -13,11 +13,11 @@ import pytest
 from nuwa_xl_jax import configuration
 from nuwa_xl_jax.configuration import files
 from nuwa_xl_jax.data import synthetic
-from nuwa_xl_jax.eval import storyboard_probe
+from nuwa_xl_jax.metrics import storyboard_probe
 from nuwa_xl_jax.family import base, store
 from nuwa_xl_jax.family.runtime import MTDModels
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
-from nuwa_xl_jax.train import init_from, pipeline, stages
+from nuwa_xl_jax.train import init_from, stage_runner, stages
 from nuwa_xl_jax.weights.common import flatten
 from nuwa_xl_jax.weights.unet import is_new_layer
 
@@ -37,7 +37,7 @@ def trained_base(tmp_path_factory):
     """configs/synthetic_base.py:tiny trained for 2 steps a stage, written with write_base."""
     tmp = tmp_path_factory.mktemp("base")
     config = _base_config(tmp)
-    done = pipeline.run(config, str(tmp / "run"), progress=False)
+    done = stage_runner.run(config, str(tmp / "run"), progress=False)
     out = base.write_base(str(tmp / "run"), str(tmp / "base"), quality={"note": "test"})
     return config, str(tmp / "run"), out, done
 
@@ -94,7 +94,7 @@ def test_a_family_started_from_the_base_is_the_base_frame_by_frame_at_step_0(tra
     base_config, base_run, out, _ = trained_base
     config = configuration.validate(_video_config(out, tmp_path))
     workdir = str(tmp_path / "run")
-    pipeline.save_config(config, workdir)
+    stage_runner.save_config(config, workdir)
     # the video family's VAE: the base's image VAE with temporal layers at identity
     vae_stage = stages.build(config, "vae", workdir)
     vae_params = jax.jit(lambda k: nn.meta.unbox(vae_stage.init(k)))(jax.random.key(1))["vae"]
@@ -135,7 +135,7 @@ def test_train_layers_added_trains_only_the_new_layers(trained_base, tmp_path):
     config.stages = ("vae", "mtd_global")
     config.generate.enabled = False
     workdir = str(tmp_path / "run")
-    assert pipeline.run(config, workdir, progress=False) == {"vae": STEPS, "mtd_global": STEPS}
+    assert stage_runner.run(config, workdir, progress=False) == {"vae": STEPS, "mtd_global": STEPS}
     start = flatten(store.read_export(os.path.join(out, "vae"))[0]["vae"]["params"])
     vae, meta = store.read_export(store.export_dir(workdir, "vae"))
     trained = flatten(vae["vae"]["params"])

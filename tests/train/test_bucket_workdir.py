@@ -10,7 +10,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from nuwa_xl_jax import configuration, paths
-from nuwa_xl_jax.train import checkpoint, pipeline
+from nuwa_xl_jax.train import checkpoint, stage_runner
 from nuwa_xl_jax.train.workdir_lock import WorkdirLock, WorkdirLockedError
 
 
@@ -46,11 +46,11 @@ def test_urls_are_never_made_absolute():
 
 def test_config_json_goes_to_the_bucket(bucket):
     config = configuration.load("configs/synthetic.py:tiny")
-    pipeline.save_config(config, bucket)
+    stage_runner.save_config(config, bucket)
     text = paths.as_path(bucket + "/config.json").read_text()
     assert json.loads(text)["seed"] == config.seed
     config.seed += 1
-    pipeline.save_config(config, bucket)  # a changed config keeps the older one
+    stage_runner.save_config(config, bucket)  # a changed config keeps the older one
     assert paths.as_path(bucket + "/config.json.previous").read_text() == text
 
 

@@ -1,5 +1,5 @@
 """The real stages on the tiny synthetic config: the T-KLVAE (with and without its GAN phase)
-and the global MTD lower their loss clearly; the pipeline exports and skips finished stages."""
+and the global MTD lower their loss clearly; the stage runner exports and skips finished stages."""
 import json
 import os
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nuwa_xl_jax import configuration, parallel
-from nuwa_xl_jax.train import loop, pipeline, stages
+from nuwa_xl_jax.train import loop, stage_runner, stages
 
 from tiny_family import write_random_family
 
@@ -38,12 +38,12 @@ def test_vae_stage_learns_and_exports(config, mesh, workdir):
     """Measured on this config: the VAE loss falls to ~0.4x of the first logged value in 30 steps;
     the test asks for less than half. The export records LDM's latent scale; a finished stage is
     skipped when run again."""
-    done = pipeline.run(config, workdir, mesh, ["vae"], progress=False)
+    done = stage_runner.run(config, workdir, mesh, ["vae"], progress=False)
     assert done == {"vae": 30}
     _assert_learned_and_exported(workdir, "vae")
     _, meta = stages.read_export(stages.export_dir(workdir, "vae"))
     assert meta["latent_scale"] > 0
-    again = pipeline.run(config, workdir, mesh, ["vae"], progress=False)  # finished: skipped
+    again = stage_runner.run(config, workdir, mesh, ["vae"], progress=False)  # finished: skipped
     assert again == {"vae": 30}
 
 
@@ -54,7 +54,7 @@ def test_global_mtd_learns_and_samples(config, mesh, workdir):
     uses the VAE export's latent scale."""
     config.train.steps = 45
     config.train.sample_every = 45  # one sample sheet, at the end
-    done = pipeline.run(config, workdir, mesh, ["vae", "mtd_global"], progress=False)
+    done = stage_runner.run(config, workdir, mesh, ["vae", "mtd_global"], progress=False)
     assert done == {"vae": 30, "mtd_global": 45}
     assert os.path.getsize(os.path.join(workdir, "mtd_global", "samples", "step_45.png")) > 0
     _assert_learned_and_exported(workdir, "mtd_global")
@@ -67,7 +67,7 @@ def _assert_learned_and_exported(workdir, name):
     with open(os.path.join(workdir, name, "metrics.jsonl")) as f:
         losses = [json.loads(line)["loss"] for line in f]
     assert losses[-1] < 0.5 * losses[0], (name, losses)
-    assert os.path.exists(os.path.join(stages.export_dir(workdir, name), pipeline.DONE))
+    assert os.path.exists(os.path.join(stages.export_dir(workdir, name), stage_runner.DONE))
 
 
 def test_local_stage_starts_from_the_global_export(config, tmp_path):
@@ -144,7 +144,7 @@ def test_artv_stage_learns_and_its_mask_opens(config, mesh, workdir):
     under half of the first logged value in 60 steps, and the masked-diffusion gate (0 at init)
     has moved to take part of the reference (neighbouring frames are nearly equal here)."""
     config.train.steps = 60
-    done = pipeline.run(config, workdir, mesh, ["vae", "mtd_artv"], progress=False)
+    done = stage_runner.run(config, workdir, mesh, ["vae", "mtd_artv"], progress=False)
     assert done["mtd_artv"] == 60
     with open(os.path.join(workdir, "mtd_artv", "metrics.jsonl")) as f:
         losses = [json.loads(line)["loss"] for line in f]

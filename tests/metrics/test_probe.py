@@ -4,7 +4,7 @@ import pytest
 from scipy import ndimage
 
 from nuwa_xl_jax.data import synthetic
-from nuwa_xl_jax.eval import probe, storyboard_probe
+from nuwa_xl_jax.metrics import probe, storyboard_probe
 
 LENGTH = 226  # the demo's length
 

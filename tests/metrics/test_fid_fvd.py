@@ -8,7 +8,7 @@ full B-FVD-16 test with several blocks and copies is marked slow; a one-block ve
 import numpy as np
 import pytest
 
-from nuwa_xl_jax.eval import frechet
+from nuwa_xl_jax.metrics import frechet
 from nuwa_xl_jax.models import i3d, inception
 
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from nuwa_xl_jax.eval import frechet
-from nuwa_xl_jax.eval.frechet import FrechetError, RunningStats
+from nuwa_xl_jax.metrics import frechet
+from nuwa_xl_jax.metrics.frechet import FrechetError, RunningStats
 
 
 def _random_cov(rng, d, rank=None):

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from nuwa_xl_jax import io as nio
 from nuwa_xl_jax.data import scripted
-from nuwa_xl_jax.eval import storyboard_probe
-from nuwa_xl_jax.evaluation.statistics import EvaluationError, VideoSetStats
+from nuwa_xl_jax.metrics import storyboard_probe
+from nuwa_xl_jax.metrics.statistics import EvaluationError, VideoSetStats
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 

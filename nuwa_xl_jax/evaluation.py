@@ -15,11 +15,11 @@ from typing import Optional, Sequence
 from tqdm.auto import tqdm
 
 from nuwa_xl_jax import io as nio
-from nuwa_xl_jax.dod import generate as gen
+from nuwa_xl_jax.dod import runner
 from nuwa_xl_jax.dod.plan import num_frames
-from nuwa_xl_jax.eval import frechet, storyboard_probe
-from nuwa_xl_jax.evaluation import features, reference
-from nuwa_xl_jax.evaluation.statistics import EvaluationError, VideoSetStats, compare
+from nuwa_xl_jax.metrics import frechet, storyboard_probe
+from nuwa_xl_jax.metrics import features, reference
+from nuwa_xl_jax.metrics.statistics import EvaluationError, VideoSetStats, compare
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.models import i3d, inception
 
@@ -75,10 +75,10 @@ def _check(o: Options):
         raise EvaluationError("--videos without --workdir needs --reference (real videos or a .npz "
                               "of statistics); with --workdir of a synthetic-world family the world "
                               "renders the reference for --storyboards")
-    bad_modes = sorted(set(o.modes) - set(gen.MODES))
+    bad_modes = sorted(set(o.modes) - set(runner.MODES))
     if bad_modes or not o.modes:
         raise EvaluationError(f"--modes: {bad_modes or 'none'}; expected some of "
-                              f"{', '.join(gen.MODES)}")
+                              f"{', '.join(runner.MODES)}")
     if not o.seeds or not o.reference_seeds:
         raise EvaluationError("--seeds and --reference_seeds need at least one value each")
     for path in (os.path.join(o.out, RESULTS_JSON), os.path.join(o.out, RESULTS_MD)):
@@ -111,7 +111,7 @@ def _check(o: Options):
     if o.workdir and not o.videos:
         for mode in o.modes:
             if mode == "dod":  # made once here, run by every DoD video
-                plan = gen.plan_for(config, frames, o.extend)
+                plan = runner.plan_for(config, frames, o.extend)
                 continue
             stage, what = {"ar": ("mtd_ar", "AR baseline"),
                            "artv": ("mtd_artv", "ART•V model")}[mode]

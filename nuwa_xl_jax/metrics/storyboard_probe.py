@@ -1,4 +1,4 @@
-"""How well generated synthetic-world frames follow their storyboard, read by ``eval.probe``.
+"""How well generated synthetic-world frames follow their storyboard, read by ``metrics.probe``.
 
 Each caption names a scene and the characters on stage ("fred walks left with wilma in the
 cave"). Scores are shares of frames: ``scene`` (the probe reads the captioned scene; an unknown
@@ -8,7 +8,7 @@ caption names: named characters may have walked out of frame, but nobody unnamed
 ``flicker``: mean absolute difference (0-255) between consecutive frames under the same prompt.
 ``identity``: share of character detections (judgeable blobs) drawn in their own colour and shape.
 With a keyframe mask, ``keyframes`` and ``inbetween`` repeat scene / characters / both on each
-part. ``ceiling`` scores real rendered frames the same way (tests/eval/test_probe.py holds it).
+part. ``ceiling`` scores real rendered frames the same way (tests/metrics/test_probe.py holds it).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from nuwa_xl_jax.data import synthetic
-from nuwa_xl_jax.eval import probe
+from nuwa_xl_jax.metrics import probe
 
 
 def parse_caption(text: str) -> tuple[int, frozenset]:

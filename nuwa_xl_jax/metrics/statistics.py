@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from nuwa_xl_jax.eval import frechet
+from nuwa_xl_jax.metrics import frechet
 
 
 class EvaluationError(ValueError):

@@ -6,7 +6,7 @@ import pytest
 
 from nuwa_xl_jax import cache_latents, parallel
 from nuwa_xl_jax.configuration import ConfigError
-from nuwa_xl_jax.data import latent_cache, pipeline, sources, synthetic
+from nuwa_xl_jax.data import batches, latent_cache, sources, synthetic
 from nuwa_xl_jax.configuration.data import DataConfig, data_block
 
 
@@ -31,7 +31,7 @@ def same(a, b):
 
 
 def test_batch_contents_match_the_episode(config):
-    b = next(pipeline.make_iterator(config))
+    b = next(batches.make_iterator(config))
     assert b["frames"].shape == (4, 4, 16, 16, 3) and b["frames"].dtype == np.uint8
     assert b["prompt_ids"].shape == (4, 4, 16) and b["mask"].shape == (4, 4)
     tok = synthetic.tokenizer(16)
@@ -45,31 +45,31 @@ def test_batch_contents_match_the_episode(config):
 
 
 def test_same_seed_same_batches_other_seed_differs(config):
-    a = take(pipeline.make_iterator(config), 3)
-    assert same(a, take(pipeline.make_iterator(config), 3))
+    a = take(batches.make_iterator(config), 3)
+    assert same(a, take(batches.make_iterator(config), 3))
     other = config.copy_and_resolve_references()
     other.shuffle_seed = 1
-    assert not same(a, take(pipeline.make_iterator(other), 3))
+    assert not same(a, take(batches.make_iterator(other), 3))
 
 
 def test_restored_iterator_continues_exactly(config):
-    it = pipeline.make_iterator(config)
+    it = batches.make_iterator(config)
     take(it, 2)
     state = it.get_state()
     expected = take(it, 5)  # crosses an epoch boundary (24 examples / 4 = 6 batches per epoch)
-    restored = pipeline.make_iterator(config)
+    restored = batches.make_iterator(config)
     restored.set_state(state)
     assert same(expected, take(restored, 5))
-    host = pipeline.make_iterator(config, process_index=1, process_count=2)
+    host = batches.make_iterator(config, process_index=1, process_count=2)
     take(host, 4)
     state = host.get_state()
     expected = take(host, 4)  # crosses the epoch boundary
-    restored = pipeline.make_iterator(config, process_index=1, process_count=2)
+    restored = batches.make_iterator(config, process_index=1, process_count=2)
     restored.set_state(state)
     assert same(expected, take(restored, 4))
-    one = pipeline.make_iterator(config)
+    one = batches.make_iterator(config)
     assert all(np.array_equal(e["example"], b["example"][2:]) for e, b in zip(expected, take(one, 8)[4:]))
-    restored = pipeline.make_iterator(config, process_index=1, process_count=2)
+    restored = batches.make_iterator(config, process_index=1, process_count=2)
     restored.set_state(state)  # a 2-host state resumes a 1-host run at the same global step
     one.set_state(state)
     assert all(np.array_equal(a["frames"], b["frames"][2:]) for a, b in zip(take(restored, 2), take(one, 2)))
@@ -81,10 +81,10 @@ def test_global_batches_do_not_depend_on_the_process_count(config, per_episode, 
     c = config.copy_and_resolve_references()
     c.samples_per_episode, c.batch_size = per_episode, batch_size
     steps = 7  # 24 / 4 = 6 batches per epoch; 20 / 8 = 2.5 (batches straddle epochs)
-    one = take(pipeline.make_iterator(c, process_index=0, process_count=1), steps)
+    one = take(batches.make_iterator(c, process_index=0, process_count=1), steps)
     assert len({int(b["episode"].sum()) for b in one}) > 1  # not trivially constant batches
     for n in (2, 4):
-        hosts = [take(pipeline.make_iterator(c, process_index=p, process_count=n), steps)
+        hosts = [take(batches.make_iterator(c, process_index=p, process_count=n), steps)
                  for p in range(n)]
         for step in range(steps):
             assert all(len(h[step]["example"]) == batch_size // n for h in hosts)
@@ -95,7 +95,7 @@ def test_global_batches_do_not_depend_on_the_process_count(config, per_episode, 
 def test_processes_read_disjoint_rows_covering_the_data(config):
     c = config.copy_and_resolve_references()
     c.num_epochs = 1
-    per_host = [[b["example"] for b in pipeline.make_dataset(c, pi, 2)] for pi in range(2)]
+    per_host = [[b["example"] for b in batches.make_dataset(c, pi, 2)] for pi in range(2)]
     assert [len(h) for h in per_host] == [6, 6]  # 24 examples / global batch 4: 6 steps each
     for step in range(6):
         assert not set(per_host[0][step]) & set(per_host[1][step])
@@ -103,23 +103,23 @@ def test_processes_read_disjoint_rows_covering_the_data(config):
     assert len(seen[0]) == len(set(seen[0])) == 12 and len(seen[1]) == len(set(seen[1])) == 12
     assert set(seen[0]) | set(seen[1]) == set(range(24))
     c.num_epochs, c.samples_per_episode, c.batch_size = 1, 5, 8  # 20 examples: 2 full batches
-    assert [len(list(pipeline.make_dataset(c, pi, 4))) for pi in range(4)] == [2] * 4
+    assert [len(list(batches.make_dataset(c, pi, 4))) for pi in range(4)] == [2] * 4
     with pytest.raises(ValueError, match="batch_size=4 must be divisible by the 3 processes"):
-        pipeline.make_dataset(config, 0, 3)
+        batches.make_dataset(config, 0, 3)
     c.num_epochs, c.samples_per_episode, c.batch_size = 1, 1, 8
     with pytest.raises(ValueError, match="fewer examples than one global batch of 8"):
-        pipeline.make_dataset(c, 0, 1)
+        batches.make_dataset(c, 0, 1)
 
 
 def test_each_process_builds_only_its_own_rows(config, monkeypatch):
     """The other hosts' examples are never read or decoded here."""
     built = []
-    make = pipeline.ExampleMaker.__call__
-    monkeypatch.setattr(pipeline.ExampleMaker, "__call__",
+    make = batches.ExampleMaker.__call__
+    monkeypatch.setattr(batches.ExampleMaker, "__call__",
                         lambda self, example, rng: built.append(int(example)) or make(self, example, rng))
     c = config.copy_and_resolve_references()
     c.num_epochs = 1
-    mine = np.concatenate([b["example"] for b in pipeline.make_dataset(c, 1, 2)])
+    mine = np.concatenate([b["example"] for b in batches.make_dataset(c, 1, 2)])
     assert sorted(built) == sorted(mine.tolist()) and len(built) == 12
 
 
@@ -127,11 +127,11 @@ def test_multiprocess_prefetch_gives_the_same_batches(config):
     """Workers split whole host batches, so any worker count keeps the batches."""
     c = config.copy_and_resolve_references()
     c.workers = 2
-    want = take(pipeline.make_iterator(config, process_index=1, process_count=2), 3)
-    it = pipeline.make_iterator(c, process_index=1, process_count=2)
+    want = take(batches.make_iterator(config, process_index=1, process_count=2), 3)
+    it = batches.make_iterator(c, process_index=1, process_count=2)
     assert same(want[:2], take(it, 2))
     state = it.get_state()
-    restored = pipeline.make_iterator(c, process_index=1, process_count=2)
+    restored = batches.make_iterator(c, process_index=1, process_count=2)
     restored.set_state(state)
     assert same(want[2:], take(restored, 1))
 
@@ -140,12 +140,12 @@ def test_global_batches_are_sharded_over_the_mesh(config):
     c = config.copy_and_resolve_references()
     c.batch_size = 8
     mesh = parallel.make_mesh((-1, 1))
-    g = pipeline.to_global(next(pipeline.make_iterator(c)), mesh)
+    g = batches.to_global(next(batches.make_iterator(c)), mesh)
     assert g["frames"].shape == (8, 4, 16, 16, 3)
     assert g["frames"].sharding.is_equivalent_to(parallel.batch_sharding(mesh, 5), 5)
     assert len(g["frames"].addressable_shards) == jax.device_count() == 8
     with pytest.raises(ValueError, match="not divisible by the 8 devices"):
-        pipeline.to_global(next(pipeline.make_iterator(config)), mesh)
+        batches.to_global(next(batches.make_iterator(config)), mesh)
 
 
 def test_data_config_errors_name_the_field(config):
@@ -175,7 +175,7 @@ def test_latent_cache_round_trip(config, tmp_path):
                               vae_frames=8, vae_context=2)
     c = config.copy_and_resolve_references()
     c.latent_dir = str(tmp_path)
-    b = next(pipeline.make_iterator(c))
+    b = next(batches.make_iterator(c))
     assert "frames" not in b and b["latents"].shape == (4, 4, 4, 4, 3)
     frames, captions = reader.read(int(b["episode"][0]), b["indices"][0])
     want = encode(frames[None].astype(np.float32) / 127.5 - 1)[0]

@@ -7,9 +7,9 @@ import pytest
 
 from nuwa_xl_jax import configuration
 from nuwa_xl_jax.dod import decode, engine
-from nuwa_xl_jax.dod import generate as gen
+from nuwa_xl_jax.dod import runner
 from nuwa_xl_jax.dod.result import Sampled
-from nuwa_xl_jax.eval import storyboard_probe
+from nuwa_xl_jax.metrics import storyboard_probe
 from nuwa_xl_jax.family import MTDModels
 from nuwa_xl_jax.pipeline import NuwaXLPipeline
 
@@ -46,7 +46,7 @@ def captured(monkeypatch, tmp_path):
 
     def generate(frames, shared=False, **kw):
         config = tiny_config(shared)
-        family = gen.Family(config, MTDModels(config, None, vae_params={}), "global",
+        family = runner.Family(config, MTDModels(config, None, vae_params={}), "global",
                             ["local"])
         out = tmp_path / f"v{len(list(tmp_path.iterdir()))}/"
         NuwaXLPipeline(family).write(str(out), ["fred walks left in the cave"] * frames,
@@ -98,7 +98,7 @@ def test_extend_needs_a_trained_local_model():
     c = tiny_config()
     c.data.depth = 1
     with pytest.raises(ValueError, match="trained only the global model"):
-        gen.plan_for(c, 5, extend=True)
+        runner.plan_for(c, 5, extend=True)
 
 
 def test_shared_local_model_never_receives_a_level_past_num_levels():
@@ -111,8 +111,8 @@ def test_shared_local_model_never_receives_a_level_past_num_levels():
         jax.debug.callback(lambda lv: levels.update(np.asarray(lv).ravel().tolist()), level)
         return toy_denoise(params, x, t, ids, cond, mask, level)
 
-    plan = gen.plan_for(config, 11, extend=True)
-    models = gen.level_models_for(config, denoise, toy_params(0), [toy_params(1)], plan.depth)
+    plan = runner.plan_for(config, 11, extend=True)
+    models = runner.level_models_for(config, denoise, toy_params(0), [toy_params(1)], plan.depth)
     out = engine.run(plan, models, prompts(11), NULL, SCHEDULE, LATENT, sampler="ddim", steps=1,
                      mesh=mesh_of(1))
     assert np.all(np.isfinite(np.asarray(out.latents)))
@@ -136,7 +136,7 @@ def test_generation_decodes_in_calls_of_the_vae_training_clip(monkeypatch, tmp_p
     monkeypatch.setattr(engine, "run", run)
     monkeypatch.setattr(decode, "sized_decode_fn", decode_fn)
     config = tiny_config()
-    family = gen.Family(config, MTDModels(config, None, vae_params={}), "global", ["local"])
+    family = runner.Family(config, MTDModels(config, None, vae_params={}), "global", ["local"])
     NuwaXLPipeline(family).write(str(tmp_path / "v.mp4"), ["fred walks left in the cave"] * 10,
                                  sheet=False, progress=False, score=False)
     assert lengths and set(lengths) == {config.vae_frames}
