@@ -21,12 +21,13 @@ import dataclasses
 import importlib
 import json
 import os
-import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
+from absl import flags
 
+from nuwa_xl_jax import cli
 from nuwa_xl_jax.configuration import ConfigError
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.weights.common import WeightsError
@@ -138,35 +139,34 @@ def load_converted(dst: str) -> tuple[dict[str, Any], dict]:
     return {"kind": kind, "source": meta.get("source"), "model": meta[component]}, params[component]
 
 
-def main(argv) -> None:
-    from absl import flags
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+    del argv
+    flags.DEFINE_enum("kind", "vae", sorted(KINDS), "What to import.", flag_values=fv)
+    flags.DEFINE_string("src", None, "diffusers / Hugging Face model folder (config.json + "
+                        "*.safetensors).", flag_values=fv)
+    flags.DEFINE_string("dst", None, "New or empty folder for the weights (the family format).",
+                        flag_values=fv)
+    flags.DEFINE_bool("temporal", True, "kind=vae: add NUWA-XL's temporal layers at identity.",
+                      flag_values=fv)
 
-    FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments {argv[1:]}; use --kind, --src and --dst")
+
+def run(FLAGS: flags.FlagValues) -> int:
     if not FLAGS.src or not FLAGS.dst:
-        sys.exit("error: --src (the model folder to import) and --dst (a new folder) are required")
+        cli.fail("--src (the model folder to import) and --dst (a new folder) are required")
     options = {"temporal": FLAGS.temporal} if FLAGS.kind == "vae" else {}
-
     try:
         convert(FLAGS.kind, FLAGS.src, FLAGS.dst, **options)
     except (ConvertError, WeightsError, ConfigError) as e:
-        sys.exit(f"error: {e}")
+        cli.fail(str(e))
     print(f"wrote {FLAGS.kind} weights to {FLAGS.dst} ({store.PARAMS}/ and {store.MODEL_CONFIG}, "
           "the family format)")
+    return 0
 
 
-def _define_flags() -> None:
-    from absl import flags
-
-    flags.DEFINE_enum("kind", "vae", sorted(KINDS), "What to import.")
-    flags.DEFINE_string("src", None, "diffusers / Hugging Face model folder (config.json + *.safetensors).")
-    flags.DEFINE_string("dst", None, "New or empty folder for the weights (the family format).")
-    flags.DEFINE_bool("temporal", True, "kind=vae: add NUWA-XL's temporal layers at identity.")
+def main(argv: Sequence[str]) -> int:
+    """The command with ``argv`` (flags only), in-process; exits as the command does on errors."""
+    return run(cli.parse(define_flags, argv, "convert"))
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    _define_flags()
-    app.run(main)
+    cli.run(define_flags, run)

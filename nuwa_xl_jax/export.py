@@ -21,13 +21,15 @@ The output folder must be new (or empty); it appears only when complete.
 """
 from __future__ import annotations
 
-import os
-import sys
 from typing import Sequence
 
 from absl import flags, logging
 
 from nuwa_xl_jax import cli
+
+# What a user can fix (ExportError, WeightsError and ConfigError are ValueErrors): a workdir that
+# is not a family's, an unfinished stage, an existing output.
+USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError)
 
 
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
@@ -63,39 +65,33 @@ def run(FLAGS: flags.FlagValues) -> int:
     if FLAGS.coordinator_address or FLAGS.distributed:  # before any other JAX work
         parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)
-    from nuwa_xl_jax.family import ExportError, artifact
-    from nuwa_xl_jax.weights.common import WeightsError
+    from nuwa_xl_jax.family import artifact
 
-    try:
-        if FLAGS.format == "family":
-            mesh = parallel.make_mesh(tuple(int(s) for s in FLAGS.mesh_shape))
-            out = artifact.write_family(FLAGS.workdir, FLAGS.out, mesh)
-        elif FLAGS.format == "base":
-            import json
+    if FLAGS.format == "family":
+        mesh = parallel.make_mesh(tuple(int(s) for s in FLAGS.mesh_shape))
+        out = artifact.write_family(FLAGS.workdir, FLAGS.out, mesh)
+    elif FLAGS.format == "base":
+        import json
 
-            from nuwa_xl_jax.family import base
+        from nuwa_xl_jax.family import base
 
-            quality = None
-            if FLAGS.quality:
-                with open(FLAGS.quality) as f:
-                    quality = json.load(f)
-            out = base.write_base(FLAGS.workdir, FLAGS.out, quality)
-        else:
-            from nuwa_xl_jax.family import diffusers
+        quality = None
+        if FLAGS.quality:
+            with open(FLAGS.quality) as f:
+                quality = json.load(f)
+        out = base.write_base(FLAGS.workdir, FLAGS.out, quality)
+    else:
+        from nuwa_xl_jax.family import diffusers
 
-            out = diffusers.export_diffusers(FLAGS.workdir, FLAGS.out, FLAGS.stage)
-    except (ExportError, WeightsError, ValueError, FileExistsError, FileNotFoundError) as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(1)  # without Orbax's teardown tracebacks after a failed read (see generate.py)
+        out = diffusers.export_diffusers(FLAGS.workdir, FLAGS.out, FLAGS.stage)
     print(f"wrote the {FLAGS.format} export of {FLAGS.workdir} to {out}")
     return 0
 
 
 def main(argv: Sequence[str]) -> int:
-    """The command with ``argv`` (flags only), in-process."""
+    """The command with ``argv`` (flags only), in-process; errors a user can fix are raised."""
     return run(cli.parse(define_flags, argv, "export"))
 
 
 if __name__ == "__main__":
-    cli.run(define_flags, run)
+    cli.run(define_flags, run, USER_ERRORS)

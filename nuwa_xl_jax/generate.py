@@ -11,47 +11,63 @@ family was trained at, so ``--frames`` is at most its (L-1)^depth + 1 frames (th
 """
 from __future__ import annotations
 
-import os
-import sys
+from typing import Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from nuwa_xl_jax import compile_cache
-from nuwa_xl_jax.dod import runner
-from nuwa_xl_jax.dod import memory
+from nuwa_xl_jax import cli, compile_cache
+from nuwa_xl_jax.dod import memory, runner
 from nuwa_xl_jax.dod.plan import num_frames
 from nuwa_xl_jax.family.store import load_config
 from nuwa_xl_jax.io import storyboards
 from nuwa_xl_jax.pipeline import NuwaXLPipeline, report
 
-flags.DEFINE_string("workdir", None, "a training workdir (config.json + exported stages)")
-flags.DEFINE_string("storyboard", None, "prompts: a text file (one per line) or JSON/YAML scenes")
-flags.DEFINE_integer("frames", None, "frames to generate, exact; at most the family's trained "
-                     "length (L-1)^depth + 1, its default, unless --extend")
-flags.DEFINE_string("out", "video.mp4", "output: .mp4, .gif, or a folder for PNG frames")
-flags.DEFINE_string("sheet", None, "contact sheet PNG (default: the video's name + _sheet.png)")
-flags.DEFINE_enum("mode", "dod", ["dod", "ar", "artv"], "diffusion over diffusion, the AR "
-                  "baseline (stage mtd_ar) or ART•V frame by frame (stage mtd_artv)")
-flags.DEFINE_string("sampler", None, "ddpm | ddim | dpm++2m (default: the config's)")
-flags.DEFINE_integer("steps", None, "sampler steps (default: the config's)")
-flags.DEFINE_float("guidance", None, "classifier-free guidance scale (default: the config's)")
-flags.DEFINE_integer("seed", 0, "the video is a function of the seed, not of the device count")
-flags.DEFINE_string("max_segments_per_call", "auto", "segments per batched sampler call: 'auto' "
-                    "(the most that fit --memory_fraction of one device's memory), a number, or "
-                    "'none' (no limit)")
-flags.DEFINE_float("memory_fraction", memory.DEFAULT_MEMORY_FRACTION, "the share of one "
-                   "device's memory a sampler or decoder call may use, for "
-                   "--max_segments_per_call=auto and for decoding")
-flags.DEFINE_integer("fps", 8, "frames per second of the written video")
-flags.DEFINE_bool("overwrite", False, "replace existing output files")
-flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off' "
-                    "(default: $NUWA_XL_JAX_COMPILATION_CACHE, else ~/.cache/nuwa_xl_jax/jax)")
-flags.DEFINE_bool("extend", False, "allow --frames past the trained length: extra levels reuse the "
-                  "deepest local model (outside the training distribution)")
-FLAGS = flags.FLAGS
+# What a user can fix: a bad storyboard or flag (ValueError and its kind: StoryboardError,
+# ConfigError, UnknownWordError, ...), an existing output, a missing workdir or stage, a level that
+# does not fit the device's memory.
+USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, MemoryError)
 
 
-def run_from_flags() -> dict:
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+    del argv
+    flags.DEFINE_string("workdir", None, "a training workdir (config.json + exported stages)",
+                        flag_values=fv)
+    flags.DEFINE_string("storyboard", None, "prompts: a text file (one per line) or JSON/YAML "
+                        "scenes", flag_values=fv)
+    flags.DEFINE_integer("frames", None, "frames to generate, exact; at most the family's trained "
+                         "length (L-1)^depth + 1, its default, unless --extend", flag_values=fv)
+    flags.DEFINE_string("out", "video.mp4", "output: .mp4, .gif, or a folder for PNG frames",
+                        flag_values=fv)
+    flags.DEFINE_string("sheet", None, "contact sheet PNG (default: the video's name + "
+                        "_sheet.png)", flag_values=fv)
+    flags.DEFINE_enum("mode", "dod", ["dod", "ar", "artv"], "diffusion over diffusion, the AR "
+                      "baseline (stage mtd_ar) or ART•V frame by frame (stage mtd_artv)",
+                      flag_values=fv)
+    flags.DEFINE_string("sampler", None, "ddpm | ddim | dpm++2m (default: the config's)",
+                        flag_values=fv)
+    flags.DEFINE_integer("steps", None, "sampler steps (default: the config's)", flag_values=fv)
+    flags.DEFINE_float("guidance", None, "classifier-free guidance scale (default: the config's)",
+                       flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "the video is a function of the seed, not of the device count",
+                         flag_values=fv)
+    flags.DEFINE_string("max_segments_per_call", "auto", "segments per batched sampler call: "
+                        "'auto' (the most that fit --memory_fraction of one device's memory), a "
+                        "number, or 'none' (no limit)", flag_values=fv)
+    flags.DEFINE_float("memory_fraction", memory.DEFAULT_MEMORY_FRACTION, "the share of one "
+                       "device's memory a sampler or decoder call may use, for "
+                       "--max_segments_per_call=auto and for decoding", flag_values=fv)
+    flags.DEFINE_integer("fps", 8, "frames per second of the written video", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "replace existing output files", flag_values=fv)
+    flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off' "
+                        "(default: $NUWA_XL_JAX_COMPILATION_CACHE, else ~/.cache/nuwa_xl_jax/jax)",
+                        flag_values=fv)
+    flags.DEFINE_bool("extend", False, "allow --frames past the trained length: extra levels reuse "
+                      "the deepest local model (outside the training distribution)",
+                      flag_values=fv)
+
+
+def write_video(FLAGS: flags.FlagValues) -> dict:
+    """The video and its contact sheet, written; returns the printed report."""
     if not FLAGS.workdir or not FLAGS.storyboard:
         raise ValueError("--workdir and --storyboard are required")
     max_segments = memory.check_max_segments(FLAGS.max_segments_per_call)
@@ -74,29 +90,20 @@ def run_from_flags() -> dict:
     return report(video)
 
 
-def main(argv):
-    del argv
+def run(FLAGS: flags.FlagValues) -> int:
     logging.set_verbosity(logging.WARNING)  # progress bars, not Orbax's INFO lines
     try:  # before anything compiles
         compile_cache.configure(FLAGS.compilation_cache)
     except OSError as e:
-        print(f"error: --compilation_cache: {e}", file=sys.stderr)
-        sys.exit(1)
-    try:
-        run_from_flags()
-    # What a user can fix: a bad storyboard or flag (ValueError and its kind: StoryboardError,
-    # ConfigError, UnknownWordError, ...), an existing output, a missing workdir or stage, a
-    # level that does not fit the device's memory.
-    except (ValueError, FileExistsError, FileNotFoundError, MemoryError) as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        # A failed Orbax restore leaves its asyncio threads behind; at interpreter teardown they
-        # print "Event loop is closed" tracebacks under the one-line error. Nothing is left to
-        # write (outputs are checked before any work), so leave without the teardown.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # nor their last words before the exit
-        os._exit(1)
+        cli.fail(f"--compilation_cache: {e}")
+    write_video(FLAGS)
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    """The command with ``argv`` (flags only), in-process; errors a user can fix are raised."""
+    return run(cli.parse(define_flags, argv, "generate"))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(define_flags, run, USER_ERRORS)

@@ -8,31 +8,40 @@ clusters pass ``--coordinator_address``, ``--num_processes`` and ``--process_id`
 """
 from __future__ import annotations
 
-from absl import app, flags, logging
+from typing import Sequence
+
+from absl import flags, logging
 
 from nuwa_xl_jax import cli
 from nuwa_xl_jax.configuration.files import define_config_flag
 
-define_config_flag("config", "configs/NAME.py[:variant]: a config file, or one shipped with "
-                   "nuwa_xl_jax (configuration/files.py)")
-flags.DEFINE_string("workdir", None, "where checkpoints, logs, samples and exports go")
-flags.DEFINE_list("stages", None, "stages to run (default: config.stages)")
-flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() from the environment")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs)")
-flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)")
-flags.DEFINE_integer("process_id", None, "this process's index (multi-process runs)")
-flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off' "
-                    "(default: $NUWA_XL_JAX_COMPILATION_CACHE, else ~/.cache/nuwa_xl_jax/jax)")
-FLAGS = flags.FLAGS
+
+def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+    define_config_flag("config", "configs/NAME.py[:variant]: a config file, or one shipped with "
+                       "nuwa_xl_jax (configuration/files.py)", flag_values=fv, sys_argv=argv)
+    flags.DEFINE_string("workdir", None, "where checkpoints, logs, samples and exports go",
+                        flag_values=fv)
+    flags.DEFINE_list("stages", None, "stages to run (default: config.stages)", flag_values=fv)
+    flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() from the "
+                      "environment", flag_values=fv)
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs)",
+                        flag_values=fv)
+    flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)",
+                         flag_values=fv)
+    flags.DEFINE_integer("process_id", None, "this process's index (multi-process runs)",
+                         flag_values=fv)
+    flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off' "
+                        "(default: $NUWA_XL_JAX_COMPILATION_CACHE, else ~/.cache/nuwa_xl_jax/jax)",
+                        flag_values=fv)
 
 
-def main(argv):
-    del argv
+def run(FLAGS: flags.FlagValues) -> int:
     logging.set_verbosity(logging.WARNING)  # progress bars, not Orbax's INFO lines
     if FLAGS.config is None:
         cli.fail("--config is required, e.g. --config=configs/synthetic.py", 2)
     if not FLAGS.workdir:
         cli.fail("--workdir is required: the folder for checkpoints, logs and exported weights", 2)
+    # Deferred: a flag error answers before JAX and the training stack are imported.
     from nuwa_xl_jax import compile_cache
 
     try:  # before anything compiles: stages, resumes and generate reuse compiled programs
@@ -54,12 +63,13 @@ def main(argv):
         stage_runner.run(config, FLAGS.workdir, mesh, FLAGS.stages)
     except stage_runner.USER_ERRORS as e:
         cli.fail(f"{type(e).__name__}: {e}")
+    return 0
 
 
-def parse_flags(argv):
-    """absl's parser, with flag and config errors as one line (nuwa_xl_jax/cli.py)."""
-    return cli.parse_or_exit(FLAGS, argv)
+def main(argv: Sequence[str]) -> int:
+    """The command with ``argv`` (flags only), in-process; exits as the command does on errors."""
+    return run(cli.parse(define_flags, argv, "train"))
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(define_flags, run)

@@ -15,13 +15,12 @@ import json, sys, jax
 report = lambda *a, **k: print("CACHE " + json.dumps([jax.config.jax_compilation_cache_dir,
                                                         jax.config.jax_enable_compilation_cache]))
 if sys.argv[1] == "train":
-    from nuwa_xl_jax.train import __main__ as cli, stage_runner
+    from nuwa_xl_jax.train import __main__ as command, stage_runner
     stage_runner.run = report
-    cli.app.run(cli.main, argv=["train"] + sys.argv[2:], flags_parser=cli.parse_flags)
 else:
-    from nuwa_xl_jax import generate as cli
-    cli.run_from_flags = report
-    cli.app.run(cli.main, argv=["generate"] + sys.argv[2:])
+    from nuwa_xl_jax import generate as command
+    command.write_video = report
+command.main(sys.argv[2:])
 """
 
 
