@@ -1,8 +1,8 @@
 """Device mesh, logical-axis sharding rules, and helpers to create or move arrays sharded.
 
 Parameters carry *logical* axis names (``nn.with_logical_partitioning``); a rules table maps them
-to mesh axes. A logical axis whose size does not divide the mesh axes it maps to is left
-replicated (a 3-channel output conv on 8 devices, say) instead of failing: small layers cost little
+to mesh axes (the config's ``mesh.rules``, configuration/mesh.py). A logical axis whose size does
+not divide the mesh axes it maps to is left replicated (a 3-channel output conv on 8 devices, say) instead of failing: small layers cost little
 memory, and every model then shards on any device count.
 """
 from __future__ import annotations
@@ -17,21 +17,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-# Logical axis names used by the models.
-#   batch      examples (videos, or segments of a level)
-#   conv_in / conv_out   input / output channels of a conv kernel
-#   embed / mlp          input / output features of a dense kernel
-#   heads      attention projection width;  vocab  token embedding rows;  norm  norm scale/bias
-DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("conv_out", "fsdp"),
-    ("mlp", "fsdp"),
-    ("heads", "fsdp"),
-    ("vocab", "fsdp"),
-    ("conv_in", None),
-    ("embed", None),
-    ("norm", None),
-)
+# The rules table and batch axes of record live in the mesh config block, which checks them
+# against the mesh's axis names; these defaults serve callers without a config (tests, notebooks).
+from nuwa_xl_jax.configuration.mesh import DEFAULT_BATCH_AXES, DEFAULT_RULES
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -183,14 +171,14 @@ def shard_like(tree: Any, abstract_boxed: Any, mesh: Mesh,
     return jax.device_put(tree, tree_shardings(abstract_boxed, mesh, rules))
 
 
-def batch_sharding(mesh: Mesh, ndim: int, batch_axes: Any = ("data", "fsdp")) -> NamedSharding:
+def batch_sharding(mesh: Mesh, ndim: int, batch_axes: Any = DEFAULT_BATCH_AXES) -> NamedSharding:
     """Sharding that splits dim 0 over the batch mesh axes and replicates the rest."""
     axes = tuple(a for a in ((batch_axes,) if isinstance(batch_axes, str) else batch_axes)
                  if a in mesh.shape)
     return NamedSharding(mesh, P(axes if axes else None, *([None] * (ndim - 1))))
 
 
-def batch_devices(mesh: Mesh, batch_axes: Any = ("data", "fsdp")) -> int:
+def batch_devices(mesh: Mesh, batch_axes: Any = DEFAULT_BATCH_AXES) -> int:
     """How many ways the batch is split: a batch (or a level's segments) is padded to a multiple."""
     axes = tuple(a for a in ((batch_axes,) if isinstance(batch_axes, str) else batch_axes)
                  if a in mesh.shape)

@@ -31,7 +31,8 @@ LAYERS = (
     ("family",),            # a trained family: on-disk format and runtime
     ("weights", "io"),      # public weights -> parameter trees; storyboards, videos
     ("models", "diffusion"),
-    ("configuration", "parallel", "paths", "vocabulary", "compile_cache", "cli"),
+    ("parallel",),          # meshes and shardings, by the mesh block's rules
+    ("configuration", "paths", "vocabulary", "compile_cache", "cli"),
 )
 
 

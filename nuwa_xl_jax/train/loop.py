@@ -176,14 +176,16 @@ class _Logger:
 
 def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
           rules=parallel.DEFAULT_RULES, progress: bool = True,
-          stop_after: int | None = None, cfg_path: str = "train") -> Result:
+          stop_after: int | None = None, cfg_path: str = "train",
+          batch_axes=parallel.DEFAULT_BATCH_AXES) -> Result:
     """Trains ``stage`` to ``cfg.steps`` (a train block, named ``cfg_path`` in errors), resuming
-    from ``workdir`` if it holds a checkpoint of the same stage and architecture. ``stop_after``
-    ends early after that many steps of this call (tests)."""
+    from ``workdir`` if it holds a checkpoint of the same stage and architecture. ``rules`` and
+    ``batch_axes``: the config's ``mesh.rules`` / ``mesh.batch_axes``. ``stop_after`` ends early
+    after that many steps of this call (tests)."""
     cfg = TrainConfig.from_dict(cfg, cfg_path)  # a ConfigDict block (tests, Python callers)
     mesh = mesh if mesh is not None else parallel.make_mesh()
     nproc, pidx = jax.process_count(), jax.process_index()
-    check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh), nproc, f"{cfg_path}.batch_size")
+    check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh, batch_axes), nproc, f"{cfg_path}.batch_size")
     stage_dir = os.path.join(workdir, stage.name)
     tx = train_state.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.weight_decay,
                                     cfg.clip_norm, cfg.b1, cfg.b2, cfg.accumulate_steps,
@@ -217,7 +219,7 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
         init_fn = jax.jit(lambda k: nn.meta.unbox(init_state(k)), out_shardings=shardings)
         state = parallel.compile_together(init_fn, f"{stage.name}/init")(init_key)
 
-    batch_sharding = parallel.batch_sharding(mesh, 1)
+    batch_sharding = parallel.batch_sharding(mesh, 1, batch_axes)
     inputs = prepare_inputs(stage, state.params, mesh)
     step_fn = jax.jit(parallel.under_mesh(_make_step(stage, tx, cfg.ema_decay), mesh),
                       in_shardings=(shardings, NamedSharding(mesh, batch_sharding.spec))

@@ -8,7 +8,7 @@ from typing import Sequence
 import jax
 
 from nuwa_xl_jax import paths
-from nuwa_xl_jax.configuration import Config, ConfigError, train_block_name
+from nuwa_xl_jax.configuration import Config, ConfigError, MeshConfig, train_block_name
 from nuwa_xl_jax.data.builders.flintstones_hd import CaptionsError
 from nuwa_xl_jax.data.sampling import EpisodeTooShortError
 from nuwa_xl_jax.family.store import ExportError, export_dir, write_export
@@ -64,6 +64,7 @@ def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
 
 def _run_locked(config, workdir: str, mesh, names: list, only, progress: bool) -> dict:
     save_config(config, workdir)
+    sharding = config.mesh or MeshConfig()  # logical-axis rules and batch axes
     done = {}
     for name in names:
         export = export_dir(workdir, name)
@@ -84,7 +85,8 @@ def _run_locked(config, workdir: str, mesh, names: list, only, progress: bool) -
             continue
         cfg = config.train_block(name)
         result = loop.train(stage, cfg, workdir, mesh, seed=config.seed, progress=progress,
-                            cfg_path=train_block_name(config, name))
+                            cfg_path=train_block_name(config, name), rules=sharding.rules,
+                            batch_axes=sharding.batch_axes)
         done[name] = result.step
         if result.preempted:
             break
