@@ -153,24 +153,6 @@ def tree_shardings(abstract_boxed: Any, mesh: Mesh,
         else x, specs, shapes, is_leaf=lambda x: isinstance(x, P))
 
 
-def init_sharded(init_fn: Callable[..., Any], mesh: Mesh, *args,
-                 rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
-    """Runs ``init_fn(*args)`` under jit with parameters created directly in their shardings.
-
-    Never materialises a replicated copy first: ``eval_shape`` gives the logical specs, those give
-    ``out_shardings``. Returns the unboxed variables.
-    """
-    abstract = jax.eval_shape(init_fn, *args)
-    shardings = tree_shardings(abstract, mesh, rules)
-    return jax.jit(lambda *a: nn.meta.unbox(init_fn(*a)), out_shardings=shardings)(*args)
-
-
-def shard_like(tree: Any, abstract_boxed: Any, mesh: Mesh,
-               rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
-    """Moves an existing (unboxed) pytree onto the mesh following the logical names of ``abstract_boxed``."""
-    return jax.device_put(tree, tree_shardings(abstract_boxed, mesh, rules))
-
-
 def batch_sharding(mesh: Mesh, ndim: int, batch_axes: Any = DEFAULT_BATCH_AXES) -> NamedSharding:
     """Sharding that splits dim 0 over the batch mesh axes and replicates the rest."""
     axes = tuple(a for a in ((batch_axes,) if isinstance(batch_axes, str) else batch_axes)

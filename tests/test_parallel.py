@@ -8,6 +8,8 @@ from jax.sharding import PartitionSpec as P
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.models import layers
 
+from sharded_init import init_sharded
+
 
 def test_make_mesh_fills_minus_one():
     mesh = parallel.make_mesh((-1, 2))
@@ -36,7 +38,7 @@ def test_init_sharded_matches_plain_init():
     x = jax.random.normal(jax.random.key(0), (8 * 3, 8, 8, 16))  # 8 videos x 3 frames
     block = layers.ResnetBlock(32, norm_groups=8)
     init = lambda k: block.init(k, x, 3)
-    sharded = parallel.init_sharded(init, mesh, jax.random.key(1))
+    sharded = init_sharded(init, mesh, jax.random.key(1))
     plain = nn.meta.unbox(init(jax.random.key(1)))
     assert sharded["params"]["conv1"]["kernel"].sharding.spec == P(None, None, None, "fsdp")
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), sharded, plain)

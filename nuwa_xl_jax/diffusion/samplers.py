@@ -294,19 +294,6 @@ def sample(name: str, model_fn: Callable[..., Any], schedule: Schedule, key, sha
                         jnp.asarray(guidance_scale, dtype), given, mask)
 
 
-def ddpm(model_fn, schedule, key, shape, **kwargs):
-    """The paper's sampler: DDPM ancestral over all training timesteps unless ``steps`` is set."""
-    return sample("ddpm", model_fn, schedule, key, shape, **kwargs)
-
-
-def ddim(model_fn, schedule, key, shape, **kwargs):
-    return sample("ddim", model_fn, schedule, key, shape, **kwargs)
-
-
-def dpm_solver_pp_2m(model_fn, schedule, key, shape, **kwargs):
-    return sample("dpm++2m", model_fn, schedule, key, shape, **kwargs)
-
-
 def config_kwargs(c: Any, *, sampler: Optional[str] = None, steps: Optional[int] = None,
                   guidance_scale: Optional[float] = None, eta: Optional[float] = None) -> dict:
     """``sample`` keyword arguments (name, steps, guidance_scale, eta) from a ``diffusion`` config

@@ -56,10 +56,6 @@ def _sample_window(artv: ARTVModels, params, sampling: samplers.Settings, key, s
         eta=sampling.eta if sampling.name == "ddim" else 0.0, spacing=sampling.spacing)
 
 
-def frame_key(seed: int, frame) -> jax.Array:
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0), frame)
-
-
 @compiled.per_denoiser
 def _programs(artv: ARTVModels, sampling: samplers.Settings):
     """(anchor program, chunk program), jitted once per model and settings."""

@@ -39,12 +39,6 @@ def trace_count() -> int:
     return sum(_TRACES.values())
 
 
-def segment_keys(seed: int, level: int, segments: Sequence[int]) -> jax.Array:
-    """The keys of the given segments of a level: fold_in(fold_in(key(seed), level), segment)."""
-    base = jax.random.fold_in(jax.random.key(seed), level)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(segments, jnp.uint32))
-
-
 def _shardings(mesh: Mesh, replicate: bool):
     """(sharding for an array of ndim) -> batch-split, or replicated for single-segment calls."""
     if replicate:

@@ -1,6 +1,6 @@
 """Reads frames of the synthetic cartoon world: scene, characters, and whether each keeps its identity.
 
-Why not ``synthetic.probe``: it labels pixels by exact palette colour, so a frame with no
+Why not label pixels by nearest palette colour (the first probe did): then so a frame with no
 recognised pixel reads as scene 0 and a fade toward grey loses the scene. Here:
 
 - scene: every background template (``synthetic.backgrounds``) is fitted to the frame as

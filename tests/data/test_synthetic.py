@@ -84,25 +84,6 @@ def test_character_said_to_be_at_x_is_drawn_at_x():
     assert checked > 20
 
 
-def test_probe_recovers_truth_from_rendered_frames():
-    truth = S.simulate(5, 500)
-    frames = S.render(truth, (64, 64))
-    p = S.probe(frames)
-    assert np.array_equal(p.scene, truth.scene)
-    n = 0
-    for t in range(500):
-        for k in range(len(S.CHARACTERS)):
-            if truth.visible[t, k] and _clear(truth, t, k):
-                assert p.visible[t, k]
-                assert abs(p.x[t, k] - truth.x[t, k]) <= 1.5 / 64
-                assert abs(p.y[t, k] - truth.y[t, k]) <= 1.5 / 64
-                assert abs(p.size[t, k] - truth.size[t, k]) <= 2.5 / 64
-                n += 1
-            elif not truth.visible[t, k]:
-                assert not p.visible[t, k]
-    assert n > 200
-
-
 def test_render_any_resolution_and_bad_input():
     truth = S.simulate(0, 10)
     assert S.render(truth, (24, 40)).shape == (10, 24, 40, 3)
@@ -110,5 +91,3 @@ def test_render_any_resolution_and_bad_input():
         S.render(truth, (4, 4))
     with pytest.raises(ValueError, match="positive integer"):
         S.simulate(0, 0)
-    with pytest.raises(ValueError, match=r"uint8 frames \[T, H, W, 3\]"):
-        S.probe(np.zeros((2, 8, 8), np.uint8))

@@ -110,7 +110,7 @@ def test_one_segment_equals_a_plain_sampler_call():
     def model_fn(x, t, ids, cond, mask, level):
         return toy_denoise(params, x, t, ids, cond, mask, level)
 
-    key = segments.segment_keys(7, 1, [seg])[0]
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(7), 1), seg)  # DESIGN.md
     ids = prompts(plan.frames)[lv.prompts[seg]][None]
     want = samplers.sample("ddpm", model_fn, SCHEDULE, key, given.shape, steps=3,
                            cond={"ids": ids, "cond": given, "mask": mask,

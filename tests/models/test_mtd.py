@@ -16,6 +16,8 @@ from nuwa_xl_jax import parallel
 from nuwa_xl_jax.configuration import ConfigError, MTDConfig, mtd_block
 from nuwa_xl_jax.models.mtd import MTDUNet
 
+from sharded_init import init_sharded
+
 B, F, S, C, T, D = 2, 3, 8, 4, 5, 16
 
 
@@ -240,7 +242,7 @@ def test_sharded_equals_unsharded(model):
     mesh = parallel.make_mesh((2, 4), ("data", "fsdp"))
     args = inputs()
     init = lambda k, *a: m.init(k, *a)
-    sharded = parallel.init_sharded(init, mesh, key(), *args)
+    sharded = init_sharded(init, mesh, key(), *args)
     kernel = sharded["params"]["down_blocks_1"]["resnets_0"]["conv1"]["kernel"]
     assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, None, None, "fsdp")
     # non-identity new layers, so the temporal and condition paths are exercised too

@@ -18,6 +18,8 @@ from nuwa_xl_jax.configuration.presets import vae as vae_config
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
 from nuwa_xl_jax.weights.vae import identity_temporal_params
 
+from sharded_init import init_sharded
+
 VIDEO_SHAPE = (2, 3, 16, 16, 3)
 
 
@@ -129,7 +131,7 @@ def test_sharded_params_and_batch_equal_single_device(model):
     module = model[0]
     mesh = parallel.make_mesh((2, 4), ("data", "fsdp"))
     key = jax.random.key(5, impl="rbg")  # rbg: same quality, much faster to compile on CPU
-    variables = parallel.init_sharded(module.init, mesh, key, jnp.zeros((1, 1, 4, 4, 3)))
+    variables = init_sharded(module.init, mesh, key, jnp.zeros((1, 1, 4, 4, 3)))
     kernel = variables["params"]["encoder"]["down_blocks_1"]["resnets_0"]["conv1"]["kernel"]
     assert kernel.sharding.spec[-1] == "fsdp", "conv output channels must be sharded over fsdp"
     video = jax.random.uniform(jax.random.key(6), (8, 2, 16, 16, 3), minval=-1, maxval=1)
