@@ -18,6 +18,7 @@ from absl import flags, logging
 from nuwa_xl_jax import cli, compile_cache
 from nuwa_xl_jax.dod import memory, runner
 from nuwa_xl_jax.dod.plan import num_frames
+from nuwa_xl_jax.family import runtime
 from nuwa_xl_jax.family.store import load_config
 from nuwa_xl_jax.io import storyboards
 from nuwa_xl_jax.pipeline import NuwaXLPipeline, report
@@ -80,6 +81,7 @@ def write_video(FLAGS: flags.FlagValues) -> dict:
     # A length it cannot run fails before loading; the pipeline runs this plan, not another.
     plan = runner.plan_for(config, frames, FLAGS.extend) if FLAGS.mode == "dod" else None
     prompts = storyboards.load_storyboard(FLAGS.storyboard, frames)  # a bad storyboard too
+    storyboards.check_vocabulary(prompts, runtime.tokenizer(config))  # and an unknown word
     pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir, load_ar=FLAGS.mode == "ar",
                                           load_artv=FLAGS.mode == "artv", config=config)
     video = pipe.write(FLAGS.out, list(prompts), sheet=FLAGS.sheet or True, fps=FLAGS.fps,

@@ -89,3 +89,21 @@ def test_artv_mode_one_call_per_frame(family, tmp_path):
     assert summary["frames"] == 5 and summary["sequential_model_calls"] == 5
     assert read_video(str(tmp_path / "v.mp4")).shape[0] == 5
     assert os.path.getsize(tmp_path / "v_sheet.png") > 0
+
+
+def test_an_unknown_word_is_refused_before_any_weight_loads(tmp_path, monkeypatch):
+    """check_vocabulary runs on the family's tokenizer, built from its config alone, before the
+    pipeline loads a weight (it used to run after, inside generation)."""
+    from nuwa_xl_jax import configuration, generate
+    from nuwa_xl_jax.io.storyboards import StoryboardError
+    from nuwa_xl_jax.train import stage_runner
+
+    workdir = str(tmp_path / "family")
+    stage_runner.save_config(configuration.load("configs/synthetic.py:tiny"), workdir)
+    monkeypatch.setattr(generate.NuwaXLPipeline, "from_pretrained",
+                        lambda *a, **k: pytest.fail("weights loaded before the vocabulary check"))
+    story = tmp_path / "story.txt"
+    story.write_text("fred walks left in the cave\nfred rides a dragon\n")
+    with pytest.raises(StoryboardError, match="dragon"):
+        generate.main([f"--workdir={workdir}", f"--storyboard={story}", "--frames=4",
+                       f"--out={tmp_path / 'v.mp4'}", "--compilation_cache=off"])

@@ -23,6 +23,16 @@ from nuwa_xl_jax.models.tokenizers import make_tokenizer
 from nuwa_xl_jax.vocabulary import VOCABULARY
 
 
+def tokenizer(config: configuration.Config):
+    """The family's tokenizer, built from its config alone (no weights): prompts can be checked
+    against it before anything is loaded."""
+    vocabulary = VOCABULARY if config.data.dataset == "synthetic_cartoon" else None
+    tok = make_tokenizer(config.model.text, vocabulary)
+    if hasattr(tok, "max_length"):
+        tok.max_length = config.data.max_length
+    return tok
+
+
 class MTDModels:
     """The frozen VAE, the MTD UNet, the text encoder, the tokenizer and the schedule of a config."""
 
@@ -40,10 +50,7 @@ class MTDModels:
         # The text encoder computes in the MTD's compute dtype (its params stay float32), like
         # the UNet that reads its states.
         self.text = CLIPTextModel.from_config(model.text, jnp.dtype(model.mtd.dtype))
-        vocabulary = VOCABULARY if config.data.dataset == "synthetic_cartoon" else None
-        self.tokenizer = make_tokenizer(model.text, vocabulary)
-        if hasattr(self.tokenizer, "max_length"):
-            self.tokenizer.max_length = config.data.max_length
+        self.tokenizer = tokenizer(config)
         self.null_ids = jnp.asarray(self.tokenizer([""]))[0]  # [T]
         self.schedule = schedules.from_config(config.diffusion)
         self.scale = vae_cfg.scaling_factor
