@@ -32,7 +32,7 @@ test-slow: $(VENV)/.installed-test
 
 # The main job on the embedded default: train the image VAE, the T-KLVAE, the global and the local MTD on the
 # synthetic cartoon world, then generate a 226-frame video from configs/storyboards/cartoon.txt
-# (about 25-28 minutes on 2 CPU cores, install included).
+# (its measured time: the README's table, the one place it is stated).
 # Running it again resumes (or, once done, only prints where the outputs are).
 demo: $(VENV)/.installed-lib
 	$(PY) -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=$(DEMO_WORKDIR)

@@ -2,7 +2,7 @@
 
 Variants:
   default  32x32 frames, L=16, depth 2 (226-frame videos): the README's main job, sized to
-           train the whole family and generate on a 2-core CPU in about 25-28 minutes:
+           train the whole family and generate on a 2-core CPU (time: the README's table):
              python -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=runs/demo
            -> the generated dataset in TFDS's folder (~/tensorflow_datasets unless data.data_dir),
            then in runs/demo/: config.json, each stage's checkpoints and export (vae_image, vae,

@@ -38,3 +38,15 @@ def test_guides_name_attributes_that_exist():
                 if not hasattr(importlib.import_module(modules[module]), attr):
                     stale.append(f"{os.path.relpath(page, ROOT)}: {module}.{attr}")
     assert not stale, "guides name what does not exist: " + "; ".join(sorted(set(stale)))
+
+
+def test_the_demos_time_is_stated_once_in_the_readme():
+    """The Makefile and the config point to the README's measured table instead of stating a
+    time of their own (three statements had drifted apart)."""
+    makefile = open(os.path.join(ROOT, "Makefile")).read()
+    demo_comment = makefile[:makefile.index("\ndemo:")].rsplit("\n\n", 1)[-1]
+    config_doc = open(os.path.join(ROOT, "configs", "synthetic.py")).read().split('"""')[1]
+    for name, text in (("Makefile", demo_comment), ("configs/synthetic.py", config_doc)):
+        assert not re.search(r"\d+\s*(-\s*\d+\s*)?min", text), f"{name} states the demo's time"
+        assert "README" in text, f"{name} does not point to the README for the demo's time"
+    assert re.search(r"\| wall time \| \d+ min", open(os.path.join(ROOT, "README.md")).read())
