@@ -17,10 +17,9 @@ from tqdm.auto import tqdm
 from nuwa_xl_jax import io as nio
 from nuwa_xl_jax.dod import runner
 from nuwa_xl_jax.dod.plan import num_frames
-from nuwa_xl_jax.metrics import frechet, storyboard_probe
-from nuwa_xl_jax.metrics import features, reference
-from nuwa_xl_jax.metrics.statistics import EvaluationError, VideoSetStats, compare
 from nuwa_xl_jax.family import store
+from nuwa_xl_jax.metrics import features, frechet, reference, storyboard_probe
+from nuwa_xl_jax.metrics.statistics import EvaluationError, VideoSetStats, compare
 from nuwa_xl_jax.models import i3d, inception
 
 METRICS = ("avg_fid", "b_fvd16", "probe")

@@ -30,14 +30,13 @@ import numpy as np
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.diffusion import samplers
-from nuwa_xl_jax.dod import runner
-from nuwa_xl_jax.dod import memory
+from nuwa_xl_jax.dod import memory, runner
 from nuwa_xl_jax.dod.level_models import place_params
 from nuwa_xl_jax.dod.plan import Plan, num_frames
 from nuwa_xl_jax.dod.result import Sampled
-from nuwa_xl_jax.metrics import storyboard_probe
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.io import contact_sheets, storyboards, videos
+from nuwa_xl_jax.metrics import storyboard_probe
 
 
 def sheet_path(out: str) -> str:
