@@ -26,41 +26,54 @@ USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, OSError)
 
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     del argv
-    flags.DEFINE_string("workdir", None, "a trained family (training workdir); videos are generated "
-                        "through it, and its config names the world and the resolution", flag_values=fv)
-    flags.DEFINE_string("export", None, "an artifact written by python -m nuwa_xl_jax.export (read as "
-                        "--workdir is; give one of the two)", flag_values=fv)
-    flags.DEFINE_string("videos", None, "evaluate existing videos instead of generating: files, globs "
-                        "or folders, comma separated", flag_values=fv)
-    flags.DEFINE_list("storyboards", [], "storyboard files (comma separated): the prompts of the videos "
-                      "and of the synthetic world's reference", flag_values=fv)
-    flags.DEFINE_integer("frames", None, "frames per generated video (default: the family's trained "
-                         "length); B-FVD-16 needs >= 16", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "a trained family (training workdir); videos are "
+                        "generated through it, and its config names the world and the resolution",
+                        flag_values=fv)
+    flags.DEFINE_string("export", None, "an artifact written by python -m nuwa_xl_jax.export "
+                        "(read as --workdir is; give one of the two)", flag_values=fv)
+    flags.DEFINE_string("videos", None, "evaluate existing videos instead of generating: files, "
+                        "globs or folders, comma separated", flag_values=fv)
+    flags.DEFINE_list("storyboards", [], "storyboard files (comma separated): the prompts of the "
+                      "videos and of the synthetic world's reference", flag_values=fv)
+    flags.DEFINE_integer("frames", None, "frames per generated video (default: the family's "
+                         "trained length); B-FVD-16 needs >= 16", flag_values=fv)
     flags.DEFINE_list("modes", ["dod", "ar"], "dod, ar and/or artv (ar needs the trained mtd_ar "
                       "stage, artv the mtd_artv stage)", flag_values=fv)
-    flags.DEFINE_list("seeds", ["0", "1"], "generation seeds: one video per storyboard, mode and seed", flag_values=fv)
-    flags.DEFINE_bool("extend", False, "allow --frames past the trained length (DoD)", flag_values=fv)
+    flags.DEFINE_list("seeds", ["0", "1"], "generation seeds: one video per storyboard, mode and "
+                      "seed", flag_values=fv)
+    flags.DEFINE_bool("extend", False, "allow --frames past the trained length (DoD)",
+                      flag_values=fv)
     flags.DEFINE_integer("steps", None, "sampler steps (default: the config's)", flag_values=fv)
-    flags.DEFINE_string("reference", None, "real videos (files, globs, folders) or a .npz of reference "
-                        "statistics; default: the synthetic world acting out --storyboards", flag_values=fv)
-    flags.DEFINE_list("reference_seeds", ["0", "1"], "synthetic reference: staging seeds, one real "
-                      "video per storyboard and seed", flag_values=fv)
-    flags.DEFINE_string("reference_cache", None, "folder for cached reference statistics (default: "
-                        "OUT/reference_cache)", flag_values=fv)
-    flags.DEFINE_string("fid_weights", None, "folder from `convert --kind=inception`", flag_values=fv)
+    flags.DEFINE_string("reference", None, "real videos (files, globs, folders) or a .npz of "
+                        "reference statistics; default: the synthetic world acting out "
+                        "--storyboards", flag_values=fv)
+    flags.DEFINE_list("reference_seeds", ["0", "1"], "synthetic reference: staging seeds, one "
+                      "real video per storyboard and seed", flag_values=fv)
+    flags.DEFINE_string("reference_cache", None, "folder for cached reference statistics "
+                        "(default: OUT/reference_cache)", flag_values=fv)
+    flags.DEFINE_string("fid_weights", None, "folder from `convert --kind=inception`",
+                        flag_values=fv)
     flags.DEFINE_string("fvd_weights", None, "folder from `convert --kind=i3d`", flag_values=fv)
-    flags.DEFINE_bool("random_feature_weights", False, "use RANDOM feature networks (smoke tests only: "
-                      "the numbers are not comparable with the paper's or any other run's)", flag_values=fv)
-    flags.DEFINE_integer("fid_size", 299, "Inception input size; 299 is FID's (smaller: off protocol)", flag_values=fv)
-    flags.DEFINE_integer("fvd_size", 224, "I3D frame size; 224 is FVD's (smaller: off protocol)", flag_values=fv)
-    flags.DEFINE_enum("fvd_output", "logits", ["logits", "features"], "I3D output FVD reads", flag_values=fv)
+    flags.DEFINE_bool("random_feature_weights", False, "use RANDOM feature networks (smoke tests "
+                      "only: the numbers are not comparable with the paper's or any other run's)",
+                      flag_values=fv)
+    flags.DEFINE_integer("fid_size", 299, "Inception input size; 299 is FID's (smaller: off "
+                         "protocol)", flag_values=fv)
+    flags.DEFINE_integer("fvd_size", 224, "I3D frame size; 224 is FVD's (smaller: off protocol)",
+                         flag_values=fv)
+    flags.DEFINE_enum("fvd_output", "logits", ["logits", "features"], "I3D output FVD reads",
+                      flag_values=fv)
     flags.DEFINE_integer("fid_batch", 32, "frames per Inception call", flag_values=fv)
     flags.DEFINE_integer("fvd_batch", 4, "16-frame clips per I3D call", flag_values=fv)
-    flags.DEFINE_list("metrics", list(evaluation.METRICS), "avg_fid, b_fvd16, probe (synthetic world)", flag_values=fv)
-    flags.DEFINE_string("out", "eval", "output folder: metrics.json, metrics.md (and videos/)", flag_values=fv)
-    flags.DEFINE_bool("save_videos", False, "also write every generated video and its contact sheet", flag_values=fv)
+    flags.DEFINE_list("metrics", list(evaluation.METRICS), "avg_fid, b_fvd16, probe (synthetic "
+                      "world)", flag_values=fv)
+    flags.DEFINE_string("out", "eval", "output folder: metrics.json, metrics.md (and videos/)",
+                        flag_values=fv)
+    flags.DEFINE_bool("save_videos", False, "also write every generated video and its contact "
+                      "sheet", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "replace existing results in --out", flag_values=fv)
-    flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off'", flag_values=fv)
+    flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off'",
+                        flag_values=fv)
 
 
 def _ints(name: str, values) -> list[int]:
@@ -73,7 +86,8 @@ def _ints(name: str, values) -> list[int]:
 
 def options_from_flags(FLAGS: flags.FlagValues) -> evaluation.Options:
     if FLAGS.workdir and FLAGS.export:
-        raise evaluation.EvaluationError("give --workdir or --export, not both (both name the family)")
+        raise evaluation.EvaluationError("give --workdir or --export, not both (both name the "
+                                         "family)")
     return evaluation.Options(
         out=FLAGS.out, workdir=FLAGS.workdir or FLAGS.export, videos=FLAGS.videos,
         storyboards=FLAGS.storyboards,

@@ -2,8 +2,9 @@
 
 Parameters carry *logical* axis names (``nn.with_logical_partitioning``); a rules table maps them
 to mesh axes (the config's ``mesh.rules``, configuration/mesh.py). A logical axis whose size does
-not divide the mesh axes it maps to is left replicated (a 3-channel output conv on 8 devices, say) instead of failing: small layers cost little
-memory, and every model then shards on any device count.
+not divide the mesh axes it maps to is left replicated (a 3-channel output conv on 8 devices,
+say) instead of failing: small layers cost little memory, and every model then shards on any
+device count.
 """
 from __future__ import annotations
 

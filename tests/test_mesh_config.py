@@ -33,7 +33,8 @@ def test_other_mesh_axes_without_rules_for_them_are_an_error_not_replication():
 
 @pytest.mark.parametrize("field, value, match", [
     ("rules", (("heads", "tensor"),), r"mesh\.rules\[0\] names mesh axis 'tensor'"),
-    ("rules", (("batch", "data"), ("mlp", ("fsdp", "tp"))), r"mesh\.rules\[1\] names mesh axis 'tp'"),
+    ("rules", (("batch", "data"), ("mlp", ("fsdp", "tp"))),
+     r"mesh\.rules\[1\] names mesh axis 'tp'"),
     ("rules", (("hidden", "fsdp"),), r"mesh\.rules\[0\]: 'hidden' is not a logical axis"),
     ("rules", (("mlp",),), r"mesh\.rules\[0\] must be a pair"),
     ("batch_axes", ("data", "dp"), r"mesh\.batch_axes names mesh axis 'dp'"),

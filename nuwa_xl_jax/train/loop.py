@@ -185,7 +185,8 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
     cfg = TrainConfig.from_dict(cfg, cfg_path)  # a ConfigDict block (tests, Python callers)
     mesh = mesh if mesh is not None else parallel.make_mesh()
     nproc, pidx = jax.process_count(), jax.process_index()
-    check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh, batch_axes), nproc, f"{cfg_path}.batch_size")
+    check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh, batch_axes), nproc,
+                        f"{cfg_path}.batch_size")
     stage_dir = os.path.join(workdir, stage.name)
     tx = train_state.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.weight_decay,
                                     cfg.clip_norm, cfg.b1, cfg.b2, cfg.accumulate_steps,
