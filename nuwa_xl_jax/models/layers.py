@@ -155,6 +155,12 @@ def _on_tpu() -> bool:
     return jax.devices()[0].platform == "tpu"
 
 
+def _pallas_interpret() -> bool:
+    """Pallas kernels run in its interpreter wherever the real backend is not a TPU. Tests that
+    lower for 'tpu' from CPU patch this, so the real Mosaic kernel is lowered."""
+    return jax.devices()[0].platform != "tpu"
+
+
 def _cuda_compute_capability() -> tuple[int, int]:
     """The first device's CUDA compute capability, e.g. ``(9, 0)`` on Hopper; ``(0, 0)`` off
     NVIDIA GPUs. Tests patch this (with JAX's own probes) to trace for a GPU on CPU."""
@@ -282,7 +288,7 @@ def splash_attention(q, k, v, interpret: Optional[bool] = None):
       TPU), which is how it is tested on CPU.
     """
     if interpret is None:
-        interpret = jax.devices()[0].platform != "tpu"  # the real backend, never a stub
+        interpret = _pallas_interpret()
     n, _, _, head_dim = q.shape
     dtype = q.dtype
     q = (q.astype(jnp.float32) * (1.0 / math.sqrt(head_dim))).astype(dtype)
