@@ -24,6 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from nuwa_xl_jax import parallel
+from nuwa_xl_jax.models import attention_fallback
 from nuwa_xl_jax.train import checkpoint as ckpt_lib
 from nuwa_xl_jax.configuration.train import TrainConfig, check_batch_divides
 from nuwa_xl_jax.train import state as train_state
@@ -228,8 +229,10 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
 
     batch_sharding = parallel.batch_sharding(mesh, 1)
     inputs = prepare_inputs(stage, state.params, mesh)
-    step_fn = step_program(stage, tx, cfg.ema_decay, shardings, mesh, len(inputs))
-    step_fn = parallel.compile_together(step_fn, f"{stage.name}/step")
+    build = lambda: step_program(stage, tx, cfg.ema_decay, shardings, mesh, len(inputs))
+    name = f"{stage.name}/step"
+    step_fn = parallel.compile_together(None, name, compile=lambda *args: (
+        attention_fallback.compile_program(lambda: build().lower(*args), name)))
 
     logger = _Logger(stage_dir, pidx == 0)
     bar = None
