@@ -63,6 +63,20 @@ def sync_processes(name: str, timeout_s: float = 3600.0) -> None:
         f"nuwa_xl_jax/{name}/{next(_BARRIERS)}", int(timeout_s * 1000))
 
 
+def process_zero_alone(fn: Callable[[Mesh | None], Any], name: str, mesh: Mesh | None = None,
+                       timeout_s: float = 3600.0) -> Any:
+    """``fn(mesh)`` on process 0 alone while the others wait at a barrier (their result: None).
+    With several processes ``fn`` gets a mesh of process 0's own devices, so it computes on
+    nothing other hosts hold: for work after training that reads what training wrote (the
+    end-of-run video from the exports) and writes files once."""
+    result = None
+    if jax.process_index() == 0:
+        local = mesh if jax.process_count() == 1 else make_mesh(devices=jax.local_devices())
+        result = fn(local)
+    sync_processes(name, timeout_s)
+    return result
+
+
 def compile_together(jitted: Callable[..., Any] | None, name: str,
                      compile: Callable[..., Any] | None = None) -> Callable[..., Any]:
     """A callable that compiles the program for the arguments of its first call (``compile(*args)``,

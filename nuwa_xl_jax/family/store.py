@@ -145,13 +145,23 @@ def _json_object(directory: str, path: str, fix: str) -> dict:
 def _restore(path: str, mesh=None) -> Any:
     """The weights as numpy arrays, or laid out FSDP-style on ``mesh``: never on the layout they
     were saved from, so any device count reads any export."""
-    tree = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
+    # A read onto this process's own devices (numpy, or a mesh of them) involves no other
+    # process: Orbax's barriers then wait for this one alone, so process 0 can read an export
+    # while the others do not (the end-of-run video, parallel.process_zero_alone).
+    alone = mesh is None or {d.process_index for d in mesh.devices.flat} == {jax.process_index()}
+    kw = {}
+    if alone and jax.process_count() > 1:
+        me = jax.process_index()
+        kw = dict(multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me}))
+    tree = ocp.StandardCheckpointer(**kw).metadata(path).item_metadata.tree
     if mesh is None:
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        return ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
+        return ocp.PyTreeCheckpointer(**kw).restore(
+            path, args=ocp.args.PyTreeRestore(restore_args=args))
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(
         m.shape, m.dtype, sharding=parallel.fsdp_sharding(m.shape, mesh)), tree)
-    return ocp.StandardCheckpointer().restore(path, target)
+    return ocp.StandardCheckpointer(**kw).restore(path, target)
 
 
 def read_model_config(directory: str) -> dict:
