@@ -32,7 +32,8 @@ def refuse_cudnn(monkeypatch):
 
     monkeypatch.setattr(jax.stages.Lowered, "compile", compile)
     logged = []
-    monkeypatch.setattr(attention_fallback.logging, "warning", lambda *a: logged.append(a[0] % a[1:]))
+    monkeypatch.setattr(attention_fallback.logging, "warning",
+                        lambda *a: logged.append(a[0] % a[1:]))
     return logged
 
 

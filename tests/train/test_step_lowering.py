@@ -30,7 +30,8 @@ def lowered_vae_step(tmp_path, platform):
     shardings = parallel.tree_shardings(abstract, mesh)
     state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                          nn.meta.unbox(abstract), shardings)
-    frames = jax.ShapeDtypeStruct((8, stage.frames_per_example, *config.data.resolution, 3), np.uint8)
+    h, w = config.data.resolution
+    frames = jax.ShapeDtypeStruct((8, stage.frames_per_example, h, w, 3), np.uint8)
     step = loop.step_program(stage, tx, cfg.ema_decay, shardings, mesh)
     text = step.trace(state, {"frames": frames}).lower(lowering_platforms=(platform,)).as_text()
     assert "tf.aliasing_output" in text, "the state is donated"
