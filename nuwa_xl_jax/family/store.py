@@ -232,7 +232,7 @@ def load_config(workdir: str) -> Config:
     text = config["model"].get("text", {})
     tok = text.get("tokenizer", "word")
     if tok != "word" and not os.path.isabs(tok) and os.path.isdir(os.path.join(workdir, tok)):
-        text["tokenizer"] = os.path.join(os.path.abspath(workdir), tok)  # an export's own copy
+        text["tokenizer"] = os.path.join(paths.absolute(workdir), tok)  # an export's own copy
     return Config.from_dict(config)
 
 

@@ -92,3 +92,17 @@ def test_an_export_stays_in_the_bucket(bucket, monkeypatch):
         assert store.has_export(bucket, "vae")
         assert not paths.as_path(bucket + "/vae/export.partial").exists()
         assert not paths.as_path(bucket + "/vae/export.old").exists()
+
+
+def test_no_workdir_is_made_absolute_by_os_path():
+    """``os.path.abspath`` of a workdir turns a bucket URL into a local folder: the package goes
+    through paths.absolute / paths.as_path instead."""
+    import re
+
+    import nuwa_xl_jax
+    root = os.path.dirname(nuwa_xl_jax.__file__)
+    found = [f"{os.path.relpath(os.path.join(d, f), root)}:{n}"
+             for d, _, files in os.walk(root) for f in files if f.endswith(".py")
+             for n, line in enumerate(open(os.path.join(d, f)), 1)
+             if re.search(r"os\.path\.abspath\([\w.]*workdir", line)]
+    assert not found, found
