@@ -13,6 +13,9 @@ mesh, explicit in/out shardings, donated state) and reports
   followed by ``block_until_ready`` (data loading and host->device transfer are excluded: the
   batch already lives on the devices),
 - examples/s and frames/s of the global batch,
+- compiled memory per device (XLA's memory analysis of the step) and per clip of the global batch,
+  with the stage's model dtype and remat policy (``model.vae`` for vae stages, ``model.mtd``
+  else),
 - FLOPs per step from XLA's cost analysis of the compiled step (the per-device program; the
   whole step: forward, backward, optimizer, EMA, and for MTD the frozen VAE encoder), and on an
   accelerator HFU (hardware FLOP utilisation) = those FLOPs per device / step time / the
@@ -259,12 +262,12 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
     # the compiled step's FLOPs (remat recompute included): hardware FLOP utilisation
     hfu = flops / step_time / peak if (flops and peak and accelerator) else None
     frames = cfg.batch_size * stage.frames_per_example
+    model = config.model.mtd if name.startswith("mtd_") else config.model.vae
     return {
         "stage": name, "backend": jax.default_backend(), "device_kind": device.device_kind,
         "devices": mesh.devices.size, "mesh": dict(mesh.shape), "batch_size": cfg.batch_size,
         "frames_per_example": stage.frames_per_example, "params": n_params,
-        "mtd_dtype": config.model.mtd.dtype if name.startswith("mtd_") else "float32",
-        "remat": str(config.model.mtd.remat) if name.startswith("mtd_") else "none",
+        "dtype": model.dtype, "remat": model.remat,
         "text_trainable": None if not name.startswith("mtd_") else not frozen_text,
         "data": FLAGS.data, "lower_s": t_lower, "compile_s": t_compile,
         "step_s_median": step_time, "step_s_min": min(times), "step_s_max": max(times),
@@ -273,6 +276,8 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
         "flops_per_step": flops * mesh.devices.size if flops else None,
         "achieved_flops_per_s_per_device": flops / step_time if flops else None,
         "peak_flops_per_device": peak, "hfu": hfu, "memory_bytes_per_device": mem,
+        # what one clip (example) of the global batch costs: the size a batch can grow by
+        "memory_bytes_per_clip": mem * mesh.devices.size / cfg.batch_size if mem else None,
         "loss": loss,
     }
 
@@ -283,7 +288,7 @@ def _fmt(v, spec):
 
 def print_table(rows: list[dict]) -> None:
     cols = ("stage", "batch", "params", "compile s", "step ms (median)", "examples/s", "frames/s",
-            "GFLOP/step/dev", "TFLOP/s/dev", "HFU")
+            "GFLOP/step/dev", "TFLOP/s/dev", "HFU", "MiB/clip")
     lines = []
     for r in rows:
         hfu = ("n/a on CPU" if r["backend"] == "cpu" else
@@ -296,7 +301,8 @@ def print_table(rows: list[dict]) -> None:
                       _fmt(r["flops_per_step_per_device"] and r["flops_per_step_per_device"] / 1e9, ".1f"),
                       _fmt(r["achieved_flops_per_s_per_device"] and
                            r["achieved_flops_per_s_per_device"] / 1e12, ".3f"),
-                      hfu))
+                      hfu, _fmt(r["memory_bytes_per_clip"] and
+                                r["memory_bytes_per_clip"] / 2 ** 20, ".1f")))
     widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(cols)]
     print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
     print("-+-".join("-" * w for w in widths))

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 from tqdm.auto import tqdm
 
 from nuwa_xl_jax import io as nio
+from nuwa_xl_jax import paths
 from nuwa_xl_jax.dod import runner
 from nuwa_xl_jax.dod.plan import num_frames
 from nuwa_xl_jax.family import store
@@ -260,7 +261,7 @@ def evaluate(o: Options) -> dict:
         results[mode] = entry
     report = {
         "time": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(time.time() - t0, 1),
-        "workdir": os.path.abspath(o.workdir) if o.workdir else None,
+        "workdir": paths.absolute(o.workdir) if o.workdir else None,
         "videos": paths or None, "storyboards": list(o.storyboards),
         "frames": frames, "modes": list(sets), "seeds": list(o.seeds) if not o.videos else None,
         "steps": o.steps, "metrics": list(o.metrics),

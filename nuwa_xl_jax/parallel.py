@@ -52,22 +52,41 @@ def sync_processes(name: str, timeout_s: float = 3600.0) -> None:
         f"nuwa_xl_jax/{name}/{next(_BARRIERS)}", int(timeout_s * 1000))
 
 
-def compile_together(jitted: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """``jitted`` as is with one process. With several, a callable that compiles it for the
-    arguments of its first call, waits for every process to have compiled (``sync_processes``),
-    then runs it. Why: the first run of a program with cross-process collectives connects the
-    processes (gloo on CPU) with a 30 s timeout, and processes can finish compiling minutes apart
-    (a loaded host, a cold compilation cache). The program must keep its shapes from call to call.
+def process_zero_alone(fn: Callable[[Mesh | None], Any], name: str, mesh: Mesh | None = None,
+                       timeout_s: float = 3600.0) -> Any:
+    """``fn(mesh)`` on process 0 alone while the others wait at a barrier (their result: None).
+    With several processes ``fn`` gets a mesh of process 0's own devices, so it computes on
+    nothing other hosts hold: for work after training that reads what training wrote (the
+    end-of-run video from the exports) and writes files once."""
+    result = None
+    if jax.process_index() == 0:
+        local = mesh if jax.process_count() == 1 else make_mesh(devices=jax.local_devices())
+        result = fn(local)
+    sync_processes(name, timeout_s)
+    return result
+
+
+def compile_together(jitted: Callable[..., Any] | None, name: str,
+                     compile: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """A callable that compiles the program for the arguments of its first call (``compile(*args)``,
+    by default ``jitted.lower(*args).compile()``), waits for every process to have compiled
+    (``sync_processes``), then runs it; ``jitted`` as is with one process and no ``compile``.
+    Why: the first run of a program with cross-process collectives connects the processes (gloo
+    on CPU) with a 30 s timeout, and processes can finish compiling minutes apart (a loaded host,
+    a cold compilation cache). The program must keep its shapes from call to call.
     """
-    if jax.process_count() == 1:
-        return jitted
+    if compile is None:
+        if jax.process_count() == 1:
+            return jitted
+        compile = lambda *args: jitted.lower(*args).compile()
     compiled = None
 
     def run(*args):
         nonlocal compiled
         if compiled is None:
-            compiled = jitted.lower(*args).compile()
-            sync_processes(f"compiled/{name}")
+            compiled = compile(*args)
+            if jax.process_count() > 1:
+                sync_processes(f"compiled/{name}")
         return compiled(*args)
 
     return run

@@ -3,7 +3,8 @@ attention selection and JAX's own cuDNN shape rules apply while a program is tra
 (``jax.eval_shape``, ``jax.make_jaxpr``, ``.trace(...).lower(lowering_platforms=...)``), never
 compiled or run. What is patched:
 
-- ours: ``layers._on_nvidia_gpu`` / ``layers._on_tpu`` and ``layers._cuda_compute_capability``;
+- ours: ``layers._on_nvidia_gpu`` / ``layers._on_tpu``, ``layers._cuda_compute_capability`` and
+  ``layers._pallas_interpret``;
 - JAX's cuDNN attention wrapper (``jax._src.cudnn.fused_attention_stablehlo``): the cuDNN version
   and compute-capability probes its shape rules read (``check_is_flash_attention``).
 """
@@ -31,10 +32,12 @@ def fake_nvidia_gpu(monkeypatch, capability=HOPPER, cudnn_version: int = 91000):
                         lambda c: capability == tuple(int(x) for x in c.split(".")))
 
 
-def fake_tpu(monkeypatch):
-    """Until the test ends: our checks see a TPU (the splash kernel then runs in Pallas' interpreter)."""
+def fake_tpu(monkeypatch, mosaic: bool = False):
+    """Until the test ends: our checks see a TPU. The splash kernel runs in Pallas' interpreter,
+    or with ``mosaic`` is the real TPU kernel (lowered for 'tpu' only: CPU cannot run it)."""
     monkeypatch.setattr(layers, "_on_nvidia_gpu", lambda: False)
     monkeypatch.setattr(layers, "_on_tpu", lambda: True)
+    monkeypatch.setattr(layers, "_pallas_interpret", lambda: not mosaic)
 
 
 def primitives(jaxpr) -> set:

@@ -34,10 +34,12 @@ def test_a_good_config_becomes_typed_objects_with_its_values():
 def test_values_are_normalised_once():
     as_json = json.loads(json.dumps(_tiny().model.to_dict()))  # tuples became lists
     as_json["mtd"]["remat"] = True  # the older spelling
+    as_json["vae"]["remat"] = False
     as_json["vae"]["scaling_factor"] = 1  # an int where a float is meant
     model = ModelConfig.from_dict(as_json)
     assert model.mtd.block_out_channels == tuple(as_json["mtd"]["block_out_channels"])
-    assert model.mtd.remat == "full" and model.vae.scaling_factor == 1.0
+    assert model.mtd.remat == "full" and model.vae.remat == "none"
+    assert model.vae.scaling_factor == 1.0
     assert isinstance(model.vae.scaling_factor, float)
 
 
@@ -53,6 +55,8 @@ def test_values_are_normalised_once():
     ("vae", "mid_block_add_attention", 1, r"model\.vae\.mid_block_add_attention must be True or False"),
     ("vae", "scaling_factor", -1.0, r"model\.vae\.scaling_factor must be > 0"),
     ("vae", "latent_channels", 0, r"model\.vae\.latent_channels must be a positive integer"),
+    ("vae", "dtype", "float16", r"model\.vae\.dtype='float16'; use 'float32' or 'bfloat16'"),
+    ("vae", "remat", "sometimes", r"model\.vae\.remat='sometimes'; use 'none', 'full'"),
     ("text", "hidden_act", "relu", r"model\.text\.hidden_act='relu'"),
     ("text", "layer_norm_eps", None, r"model\.text\.layer_norm_eps must be a number"),
     ("text", "tokenizer", "", r"model\.text\.tokenizer must be 'word' or a CLIP tokenizer folder"),

@@ -17,6 +17,22 @@ from nuwa_xl_jax.configuration.block import Block, is_number as _is_number, posi
 from nuwa_xl_jax.configuration.checks import ConfigError, check_fields
 
 
+# What each block keeps for the backward pass (models/remat.py).
+REMAT_POLICIES = ("none", "full", "dots_saveable")
+DTYPES = ("float32", "bfloat16")
+
+
+def check_compute(block, path: str) -> None:
+    """``dtype`` and ``remat``, the compute settings the VAE and the MTD share."""
+    if isinstance(block.remat, bool):  # the older spelling
+        block._set("remat", "full" if block.remat else "none")
+    if block.remat not in REMAT_POLICIES:
+        raise ConfigError(f"{path}.remat={block.remat!r}; use 'none', 'full' (recompute each "
+                          "block) or 'dots_saveable' (keep matmul outputs, recompute the rest)")
+    if block.dtype not in DTYPES:
+        raise ConfigError(f"{path}.dtype={block.dtype!r}; use 'float32' or 'bfloat16'")
+
+
 class _Block(Block):
     """What the three model blocks add: ``init_from`` (where the weights start) is a folder."""
 
@@ -47,6 +63,10 @@ class VAEConfig(_Block):
     temporal_kernel_size: int = 3
     temporal_attention_heads: int = 1
     init_from: str = ""  # a `convert --kind=vae` folder: start from its weights (temporal at identity)
+    dtype: str = "float32"  # compute dtype ('float32' | 'bfloat16'); parameters stay float32
+    # Rematerialise each encoder / decoder block in training: 'none', 'full' or 'dots_saveable'
+    # (as model.mtd.remat).
+    remat: str = "none"
 
     PATH: ClassVar[str] = "model.vae"
     TUPLES: ClassVar[tuple[str, ...]] = ("block_out_channels",)
@@ -55,6 +75,7 @@ class VAEConfig(_Block):
 
     def __post_init__(self):
         path = self._normalise_and_check_types()
+        check_compute(self, path)
         for f in ("in_channels", "out_channels", "latent_channels", "layers_per_block",
                   "norm_num_groups", "temporal_kernel_size", "temporal_attention_heads"):
             positive_int(getattr(self, f), f"{path}.{f}")
@@ -81,9 +102,6 @@ class VAEConfig(_Block):
 
 MTD_DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
 MTD_UP_BLOCK_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
-# What each UNet block keeps for the backward pass (models/mtd.py remat_wrapper).
-REMAT_POLICIES = ("none", "full", "dots_saveable")
-DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,11 +148,10 @@ class MTDConfig(_Block):
                                         "condition_symmetric")
 
     def __post_init__(self):
-        if isinstance(self.remat, bool):  # the older spelling
-            self._set("remat", "full" if self.remat else "none")
         if isinstance(self.attention_head_dim, list):
             self._set("attention_head_dim", tuple(self.attention_head_dim))
         path = self._normalise_and_check_types()
+        check_compute(self, path)
         if not _is_number(self.freq_shift):
             raise ConfigError(f"{path}.freq_shift must be a number, got {self.freq_shift!r}")
         for f in ("in_channels", "out_channels", "layers_per_block", "norm_num_groups",
@@ -178,14 +195,9 @@ class MTDConfig(_Block):
             raise ConfigError(f"{path}.attention={self.attention!r}; use 'auto' (cuDNN flash attention "
                               "on NVIDIA GPUs, splash attention on TPU, where they apply, else XLA), "
                               "'xla', 'cudnn' or 'splash'")
-        if self.remat not in REMAT_POLICIES:
-            raise ConfigError(f"{path}.remat={self.remat!r}; use 'none', 'full' (recompute each UNet "
-                              "block) or 'dots_saveable' (keep matmul outputs, recompute the rest)")
         if not isinstance(self.num_levels, int) or isinstance(self.num_levels, bool) or \
                 self.num_levels < 0:
             raise ConfigError(f"{path}.num_levels must be an integer >= 0, got {self.num_levels!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"{path}.dtype={self.dtype!r}; use 'float32' or 'bfloat16'")
         if not self.norm_eps > 0:
             raise ConfigError(f"{path}.norm_eps must be > 0, got {self.norm_eps}")
 

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nuwa_xl_jax.models import attention_fallback
+
 _ATTR = "_nuwa_xl_jax_programs"
 _MAX = 128  # programs and executables kept per denoiser, least recently used dropped first
 _SHARED: "collections.OrderedDict[Any, Any]" = collections.OrderedDict()
@@ -54,17 +56,21 @@ def _abstract(a):
     return jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
 
 
-def compiled(program, denoise, params, args):
+def compiled(program, denoise, params, args, rebuild: Callable[[], Any] | None = None):
     """``program`` (a jitted program of ``denoise``) compiled ahead of time for these shapes,
     cached with ``denoise``'s programs: ``args`` may be arrays or ``jax.ShapeDtypeStruct``s, so
     a chunk size can be sized before any data exists and the executable that runs is the one
-    that was sized. ``params`` keep their placed shardings."""
+    that was sized. ``params`` keep their placed shardings. Where cuDNN refuses the program's
+    attention at compile time, ``rebuild()`` (the same program, built anew so that it is traced
+    again) is compiled with XLA's attention (models/attention_fallback.py)."""
     p_leaves, p_tree = jax.tree.flatten(params)
     key = ("aot", program, p_tree,
            tuple((np.shape(a), jnp.result_type(a), getattr(a, "sharding", None)) for a in p_leaves),
            tuple((tuple(np.shape(a)), jnp.result_type(a)) for a in jax.tree.leaves(args)))
+    builds = iter((lambda: program, rebuild or (lambda: program)))
+    lower = lambda: next(builds)().lower(params, *jax.tree.map(_abstract, args))
     return _lookup(cache_of(denoise), key,
-                   lambda: program.lower(params, *jax.tree.map(_abstract, args)).compile())
+                   lambda: attention_fallback.compile_program(lower, "the DoD level program"))
 
 
 def program_bytes(executable) -> int:

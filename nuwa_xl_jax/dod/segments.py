@@ -167,7 +167,8 @@ def sample_chunk(model: LevelModel, schedule, sampling: samplers.Settings, mesh:
     params = place_params(model.params, mesh)
     args = (level_key, jnp.asarray(seg_index, jnp.uint32), table, jnp.asarray(index, jnp.int32),
             given, jnp.asarray(mask, jnp.float32), jnp.asarray(level, jnp.int32))
-    return compiled.compiled(program, model.denoise, params, args)(params, *args)
+    rebuild = lambda: _level_program.__wrapped__(model.denoise, schedule, sampling, mesh, replicate)
+    return compiled.compiled(program, model.denoise, params, args, rebuild)(params, *args)
 
 
 def program_peak(model: LevelModel, schedule, sampling: samplers.Settings, mesh: Mesh, *,
@@ -179,4 +180,5 @@ def program_peak(model: LevelModel, schedule, sampling: samplers.Settings, mesh:
             s((chunk, frames), jnp.int32), s((chunk, frames, *latent_shape), jnp.float32),
             s((chunk, frames), jnp.float32), s((chunk,), jnp.int32))
     params = place_params(model.params, mesh)
-    return compiled.program_bytes(compiled.compiled(program, model.denoise, params, args))
+    rebuild = lambda: _level_program.__wrapped__(model.denoise, schedule, sampling, mesh, replicate)
+    return compiled.program_bytes(compiled.compiled(program, model.denoise, params, args, rebuild))

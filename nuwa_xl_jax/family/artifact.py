@@ -21,7 +21,7 @@ import os
 import shutil
 import jax
 
-from nuwa_xl_jax import parallel
+from nuwa_xl_jax import parallel, paths
 from nuwa_xl_jax.family import store
 
 TRAINING_ONLY = ("vae_image",)  # stages generation never reads
@@ -85,7 +85,7 @@ def write_family(workdir: str, out: str, mesh=None, progress: bool = True) -> st
     if jax.process_index() == 0:
         with open(os.path.join(partial, store.FAMILY_FILE), "w") as f:  # last: the artifact is complete
             json.dump({"format": store.FORMAT, "version": store.VERSION, "stages": names,
-                       "source": os.path.abspath(workdir)}, f, indent=1)
+                       "source": paths.absolute(workdir)}, f, indent=1)
         os.replace(partial, final)
     _sync("family_export_renamed")
     return final

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 from typing import Any, Optional
 
+from nuwa_xl_jax import paths
 from nuwa_xl_jax.configuration import files
 from nuwa_xl_jax.family import store
 
@@ -153,7 +154,7 @@ def write_base(workdir: str, out: str, quality: Optional[dict] = None,
     partial = out + store.PARTIAL
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
-    source = os.path.abspath(workdir)
+    source = paths.absolute(workdir)  # a bucket URL stays one
     for folder, (weights, meta) in parts.items():
         component, kind = COMPONENTS[folder]
         store.write_export(os.path.join(partial, folder), {component: weights},

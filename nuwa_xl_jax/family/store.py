@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -33,7 +32,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from nuwa_xl_jax import parallel
+from nuwa_xl_jax import parallel, paths
 from nuwa_xl_jax.configuration import Config
 
 CONFIG = "config.json"
@@ -59,7 +58,7 @@ def export_dir(workdir: str, stage: str) -> str:
 
 
 def has_export(workdir: str, stage: str) -> bool:
-    return os.path.isdir(os.path.join(export_dir(workdir, stage), PARAMS))
+    return (paths.as_path(export_dir(workdir, stage)) / PARAMS).is_dir()
 
 
 def write_export(directory: str, params: Any, model_config: dict) -> None:
@@ -70,42 +69,42 @@ def write_export(directory: str, params: Any, model_config: dict) -> None:
     # Orbax writes each process's own shards of sharded jax.Arrays (FSDP across hosts): never
     # gather them to one host (jax.device_get fails on arrays other processes hold).
     params = nn.meta.unbox(params)
-    final = os.path.abspath(directory).rstrip(os.sep)
-    partial = final + PARTIAL
+    final = paths.as_path(paths.absolute(directory).rstrip("/"))  # a bucket URL stays one
+    partial = final.with_name(final.name + PARTIAL)
     if jax.process_index() == 0:
-        shutil.rmtree(partial, ignore_errors=True)  # what a killed earlier export left
-        os.makedirs(partial)
-        with open(os.path.join(partial, MODEL_CONFIG), "w") as f:
-            json.dump(model_config, f, indent=1, sort_keys=True)
+        partial.rmtree(missing_ok=True)  # what a killed earlier export left
+        partial.mkdir(parents=True)
+        (partial / MODEL_CONFIG).write_text(json.dumps(model_config, indent=1, sort_keys=True))
     _sync("export_start")
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(partial, PARAMS), params, force=True)
+    checkpointer.save(partial / PARAMS, params, force=True)
     checkpointer.wait_until_finished()
     _sync("export_saved")
     if jax.process_index() == 0:
-        with open(os.path.join(partial, FILES), "w") as f:
-            json.dump(_file_sizes(os.path.join(partial, PARAMS)), f, indent=1, sort_keys=True)
-        if os.path.exists(final):  # an older export of this stage: replaced only now
-            old = final + ".old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(partial, final)
-            shutil.rmtree(old, ignore_errors=True)
+        (partial / FILES).write_text(json.dumps(_file_sizes(partial / PARAMS), indent=1,
+                                                sort_keys=True))
+        if final.exists():  # an older export of this stage: replaced only now
+            old = final.with_name(final.name + ".old")
+            old.rmtree(missing_ok=True)
+            final.rename(old)
+            partial.rename(final)
+            old.rmtree(missing_ok=True)
         else:
-            os.replace(partial, final)
+            partial.rename(final)
     _sync("export_renamed")
 
 
-def _file_sizes(root: str) -> dict:
-    return {os.path.relpath(os.path.join(d, f), root): os.path.getsize(os.path.join(d, f))
-            for d, _, files in os.walk(root) for f in files}
+def _file_sizes(root) -> dict:
+    root = paths.as_path(root)
+    return {str((d / f).relative_to(root)): (d / f).stat().length
+            for d, _, files in root.walk() for f in files}
 
 
 def _check_files(directory: str, path: str, fix: str) -> None:
     """Every file ``files.json`` lists is under ``path`` at its size (exports written before it
     existed have none: Orbax alone judges them)."""
-    listing = os.path.join(directory, FILES)
-    if not os.path.exists(listing):
+    listing = paths.as_path(directory) / FILES
+    if not listing.exists():
         return
     expected = _json_object(directory, listing, fix)
     found = _file_sizes(path)
@@ -133,8 +132,7 @@ def _unreadable(directory: str, what: str, err: Exception, fix: str = STAGE_FIX)
 def _json_object(directory: str, path: str, fix: str) -> dict:
     """The JSON object in ``path``; anything else is an ExportError about ``directory``."""
     try:
-        with open(path) as f:
-            value = json.load(f)
+        value = json.loads(paths.as_path(path).read_text())
         if not isinstance(value, dict):
             raise ValueError(f"a JSON object was expected, not {type(value).__name__}")
     except (OSError, ValueError) as e:
@@ -145,13 +143,23 @@ def _json_object(directory: str, path: str, fix: str) -> dict:
 def _restore(path: str, mesh=None) -> Any:
     """The weights as numpy arrays, or laid out FSDP-style on ``mesh``: never on the layout they
     were saved from, so any device count reads any export."""
-    tree = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
+    # A read onto this process's own devices (numpy, or a mesh of them) involves no other
+    # process: Orbax's barriers then wait for this one alone, so process 0 can read an export
+    # while the others do not (the end-of-run video, parallel.process_zero_alone).
+    alone = mesh is None or {d.process_index for d in mesh.devices.flat} == {jax.process_index()}
+    kw = {}
+    if alone and jax.process_count() > 1:
+        me = jax.process_index()
+        kw = dict(multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me}))
+    tree = ocp.StandardCheckpointer(**kw).metadata(path).item_metadata.tree
     if mesh is None:
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        return ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
+        return ocp.PyTreeCheckpointer(**kw).restore(
+            path, args=ocp.args.PyTreeRestore(restore_args=args))
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(
         m.shape, m.dtype, sharding=parallel.fsdp_sharding(m.shape, mesh)), tree)
-    return ocp.StandardCheckpointer().restore(path, target)
+    return ocp.StandardCheckpointer(**kw).restore(path, target)
 
 
 def read_model_config(directory: str) -> dict:
@@ -166,10 +174,10 @@ def read_model_config(directory: str) -> dict:
 def read_export(directory: str, mesh=None) -> tuple[Any, dict]:
     """``(params, model_config)`` of one stage's export folder: numpy arrays, or with ``mesh``
     jax.Arrays read straight into FSDP shards on it (each process reads only its own shards)."""
-    path = os.path.join(os.path.abspath(directory), PARAMS)
-    if not os.path.isdir(path):
-        partial = os.path.abspath(directory).rstrip(os.sep) + PARTIAL
-        if os.path.isdir(partial):
+    path = paths.as_path(directory) / PARAMS
+    if not path.is_dir():
+        partial = paths.absolute(directory).rstrip("/") + PARTIAL
+        if paths.as_path(partial).is_dir():
             raise FileNotFoundError(
                 f"no complete exported weights at {directory}, only the unfinished {partial} of a "
                 "run that stopped while exporting: run that stage again to write the export")
@@ -177,9 +185,9 @@ def read_export(directory: str, mesh=None) -> tuple[Any, dict]:
             f"no exported weights at {directory}: run the stage that writes them first (the "
             "pipeline runs stages in order: vae, mtd_global, mtd_local1, ...)")
     # a stage of an exported artifact is fixed by exporting again, one of a workdir by training
-    in_artifact = os.path.exists(os.path.join(directory, os.pardir, os.pardir, FAMILY_FILE))
+    in_artifact = (path.parent.parent.parent / FAMILY_FILE).exists()  # ARTIFACT/STAGE/export/params
     fix = FAMILY_FIX if in_artifact else STAGE_FIX
-    model_config = _json_object(directory, os.path.join(directory, MODEL_CONFIG), fix)
+    model_config = _json_object(directory, path.parent / MODEL_CONFIG, fix)
     _check_files(directory, path, fix)
     try:
         params = _restore(path, mesh)
@@ -224,7 +232,7 @@ def load_config(workdir: str) -> Config:
     text = config["model"].get("text", {})
     tok = text.get("tokenizer", "word")
     if tok != "word" and not os.path.isabs(tok) and os.path.isdir(os.path.join(workdir, tok)):
-        text["tokenizer"] = os.path.join(os.path.abspath(workdir), tok)  # an export's own copy
+        text["tokenizer"] = os.path.join(paths.absolute(workdir), tok)  # an export's own copy
     return Config.from_dict(config)
 
 

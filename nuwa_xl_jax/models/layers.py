@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
+from nuwa_xl_jax.models import attention_fallback
+
 Dtype = Any
 
 _default_kernel = nn.initializers.lecun_normal()
@@ -155,6 +157,12 @@ def _on_tpu() -> bool:
     return jax.devices()[0].platform == "tpu"
 
 
+def _pallas_interpret() -> bool:
+    """Pallas kernels run in its interpreter wherever the real backend is not a TPU. Tests that
+    lower for 'tpu' from CPU patch this, so the real Mosaic kernel is lowered."""
+    return jax.devices()[0].platform != "tpu"
+
+
 def _cuda_compute_capability() -> tuple[int, int]:
     """The first device's CUDA compute capability, e.g. ``(9, 0)`` on Hopper; ``(0, 0)`` off
     NVIDIA GPUs. Tests patch this (with JAX's own probes) to trace for a GPU on CPU."""
@@ -282,7 +290,7 @@ def splash_attention(q, k, v, interpret: Optional[bool] = None):
       TPU), which is how it is tested on CPU.
     """
     if interpret is None:
-        interpret = jax.devices()[0].platform != "tpu"  # the real backend, never a stub
+        interpret = _pallas_interpret()
     n, _, _, head_dim = q.shape
     dtype = q.dtype
     q = (q.astype(jnp.float32) * (1.0 / math.sqrt(head_dim))).astype(dtype)
@@ -319,15 +327,16 @@ def attend(q, k, v, mask=None, implementation: str = "xla"):
     ``"cudnn"``: cuDNN's fused flash kernel (NVIDIA GPUs; an error where it does not apply).
     ``"splash"``: Pallas' TPU splash kernel (:func:`splash_attention`; an error off a TPU or where
     :func:`splash_supports` is false). ``"auto"``: cuDNN on an NVIDIA GPU where
-    :func:`cudnn_applies`, splash on a TPU where :func:`splash_applies` and the kernel's work is
-    split over the devices (one device, or a context mesh whose batch axes divide ``N``: see
+    :func:`cudnn_applies` (unless a compile-time fallback is tracing: models/
+    attention_fallback.py), splash on a TPU where :func:`splash_applies` and the kernel's work
+    is split over the devices (one device, or a context mesh whose batch axes divide ``N``: see
     :func:`splash_shard_axes`), else XLA."""
     if implementation not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attention implementation {implementation!r}; use one of "
                          f"{ATTENTION_IMPLEMENTATIONS}")
     fits = cudnn_applies(q.shape[-1], q.dtype, mask)
     if implementation == "auto":
-        if fits and _on_nvidia_gpu():
+        if fits and _on_nvidia_gpu() and not attention_fallback.xla_only_active():
             implementation = "cudnn"
         elif (_on_tpu() and splash_applies(q.shape[1], q.dtype, mask)
               and (jax.device_count() == 1 or splash_shard_axes(q.shape[0]))):

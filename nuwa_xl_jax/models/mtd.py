@@ -24,12 +24,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from nuwa_xl_jax.configuration.model import MTDConfig, per_block
 from nuwa_xl_jax.models.layers import (Downsample, Dtype, ResnetBlock, TemporalAttention, Upsample,
                                        conv2d, dense, group_norm, sinusoidal_embedding)
+from nuwa_xl_jax.models.remat import remat_wrapper
 from nuwa_xl_jax.models.transformer import Transformer2D
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -174,19 +174,6 @@ class MidBlock(_BlockLayers):
         h = res("resnets_0")(h, self.num_frames, temb)
         h = self.inject_attend(0, h, context, None, None)
         return res("resnets_1")(h, self.num_frames, temb)
-
-
-# What each block keeps for the backward pass (configuration.model.REMAT_POLICIES). "full"
-# recomputes the whole block (least memory); "dots_saveable" keeps the outputs of matmuls without
-# batch dimensions (the projections and MLPs, MaxText's usual choice) and recomputes the rest,
-# including the attention scores; "none" keeps everything (fastest, most memory).
-def remat_wrapper(name: str):
-    """``cls -> cls`` wrapping a block module class in ``nn.remat`` with the policy's saving rule."""
-    if name == "none":
-        return lambda cls: cls
-    policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if name == "dots_saveable"
-              else None)
-    return lambda cls: nn.remat(cls, prevent_cse=True, policy=policy)
 
 
 class MTDUNet(nn.Module):

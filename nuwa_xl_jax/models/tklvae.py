@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from nuwa_xl_jax.configuration.model import VAEConfig
 from nuwa_xl_jax.models.layers import (Attention, Downsample, ResnetBlock, TemporalAttention,
                                        TemporalConv, Upsample, conv2d, group_norm)
+from nuwa_xl_jax.models.remat import remat_wrapper
 
 Dtype = Any
 
@@ -135,6 +136,12 @@ class _VAEModule(nn.Module):
     temporal_kernel_size: int
     temporal_attention_heads: int
     dtype: Dtype = jnp.float32
+    remat: str = "none"  # configuration.model.REMAT_POLICIES, applied to each block
+
+    @nn.nowrap
+    def _wrap(self, cls):
+        """``cls`` rematerialised by the policy; the frame count (argument 2) stays static."""
+        return remat_wrapper(self.remat, static_argnums=(2,))(cls)
 
     def _conv3x3(self, x, features, name, num_frames):
         """A spatial 3x3 conv followed (inflated) by its temporal sibling ``<name>_temporal``."""
@@ -149,7 +156,7 @@ class _VAEModule(nn.Module):
                            self.temporal_kernel_size, dtype=self.dtype, name=name)
 
     def _mid_block(self):
-        return MidBlock(self.block_out_channels[-1], self.norm_num_groups,
+        return self._wrap(MidBlock)(self.block_out_channels[-1], self.norm_num_groups,
                         self.mid_block_add_attention, self.temporal, self.temporal_kernel_size,
                         self.temporal_attention_heads, self.dtype, name="mid_block")
 
@@ -208,7 +215,7 @@ class Encoder(_VAEModule):
         widths = tuple(self.block_out_channels)
         x = self._conv3x3(x, widths[0], "conv_in", num_frames)
         for i, width in enumerate(widths):
-            x = DownEncoderBlock(width, self.layers_per_block, i < len(widths) - 1,
+            x = self._wrap(DownEncoderBlock)(width, self.layers_per_block, i < len(widths) - 1,
                                  self.norm_num_groups, self.temporal, self.temporal_kernel_size,
                                  self.dtype, name=f"down_blocks_{i}")(x, num_frames)
         x = self._mid_block()(x, num_frames)
@@ -225,22 +232,24 @@ class Decoder(_VAEModule):
         x = self._conv3x3(z, widths[0], "conv_in", num_frames)
         x = self._mid_block()(x, num_frames)
         for i, width in enumerate(widths):
-            x = UpDecoderBlock(width, self.layers_per_block + 1, i < len(widths) - 1,
+            x = self._wrap(UpDecoderBlock)(width, self.layers_per_block + 1, i < len(widths) - 1,
                                self.norm_num_groups, self.temporal, self.temporal_kernel_size,
                                self.dtype, name=f"up_blocks_{i}")(x, num_frames)
         x = nn.silu(group_norm(self.norm_num_groups, NORM_EPS, name="conv_norm_out")(x))
         return self._conv3x3(x, self.out_channels, "conv_out", num_frames)
 
 
-# init_from says where training starts, not what the network is
-_NETWORK_FIELDS = tuple(f for f in VAEConfig().to_dict() if f != "init_from")
+# init_from says where training starts, not what the network is; dtype is a name in the config,
+# a jnp dtype here
+_NETWORK_FIELDS = tuple(f for f in VAEConfig().to_dict() if f not in ("init_from", "dtype"))
 
 
 class TKLVAE(_VAEModule):
-    """The Temporal KL-VAE. Fields are those of ``configuration.model.VAEConfig`` plus ``dtype``.
+    """The Temporal KL-VAE. Fields are those of ``configuration.model.VAEConfig``.
 
     ``dtype`` is the compute dtype (e.g. ``jnp.bfloat16``); parameters are always fp32 and the
-    posterior and decoded video are returned in fp32.
+    posterior and decoded video are returned in fp32. ``remat`` rematerialises each encoder and
+    decoder block in the backward pass.
 
     - ``apply(v, video, method="encode")`` -> ``(mean, logvar)``, each ``[B, F, H/f, W/f, C]``
       (unscaled latents, like diffusers' ``latent_dist``; multiply by ``scaling_factor`` for
@@ -258,7 +267,8 @@ class TKLVAE(_VAEModule):
                       layers_per_block=self.layers_per_block, norm_num_groups=self.norm_num_groups,
                       mid_block_add_attention=self.mid_block_add_attention,
                       temporal=self.temporal, temporal_kernel_size=self.temporal_kernel_size,
-                      temporal_attention_heads=self.temporal_attention_heads, dtype=self.dtype)
+                      temporal_attention_heads=self.temporal_attention_heads, dtype=self.dtype,
+                      remat=self.remat)
         self.encoder = Encoder(**fields)
         self.decoder = Decoder(**fields)
         self.quant_conv = conv2d(2 * self.latent_channels, kernel_size=1, dtype=self.dtype)
@@ -271,14 +281,17 @@ class TKLVAE(_VAEModule):
     @nn.nowrap
     def to_config(self) -> VAEConfig:
         """The typed ``model.vae`` block that rebuilds this module (see :meth:`from_config`)."""
-        return VAEConfig(**{f: getattr(self, f) for f in _NETWORK_FIELDS})
+        return VAEConfig(**{f: getattr(self, f) for f in _NETWORK_FIELDS},
+                         dtype=jnp.dtype(self.dtype).name)
 
     @classmethod
-    def from_config(cls, cfg: Any, dtype: Any = jnp.float32) -> "TKLVAE":
+    def from_config(cls, cfg: Any, dtype: Any = None) -> "TKLVAE":
         """The module for a :class:`~nuwa_xl_jax.configuration.model.VAEConfig`; a ConfigDict or
-        plain dict block is first validated into one (``VAEConfig.from_dict``)."""
+        plain dict block is first validated into one (``VAEConfig.from_dict``). ``dtype``, when
+        given, overrides the block's compute dtype."""
         cfg = VAEConfig.from_dict(cfg)
-        return cls(**{f: getattr(cfg, f) for f in _NETWORK_FIELDS}, dtype=jnp.dtype(dtype))
+        return cls(**{f: getattr(cfg, f) for f in _NETWORK_FIELDS},
+                   dtype=jnp.dtype(cfg.dtype if dtype is None else dtype))
 
     @nn.nowrap
     def _check_video(self, x, name: str, channels: int, spatial_factor: int):

@@ -24,6 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from nuwa_xl_jax import parallel
+from nuwa_xl_jax.models import attention_fallback
 from nuwa_xl_jax.train import checkpoint as ckpt_lib
 from nuwa_xl_jax.configuration.train import TrainConfig, check_batch_divides
 from nuwa_xl_jax.train import state as train_state
@@ -136,6 +137,15 @@ def _make_step(stage: Stage, tx, ema_decay: float):
     return step_fn
 
 
+def step_program(stage: Stage, tx, ema_decay: float, shardings: Any, mesh, n_inputs: int = 0):
+    """The jitted train step as :func:`train` runs it: traced under its mesh, explicit in / out
+    shardings, the state donated. Tests lower it for 'cuda' and 'tpu' from CPU."""
+    batch = NamedSharding(mesh, parallel.batch_sharding(mesh, 1).spec)
+    return jax.jit(parallel.under_mesh(_make_step(stage, tx, ema_decay), mesh),
+                   in_shardings=(shardings, batch) + (parallel.replicated(mesh),) * n_inputs,
+                   out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+
+
 def _global_batch(local: Batch, sharding: NamedSharding) -> dict[str, jax.Array]:
     return {k: jax.make_array_from_process_local_data(
         NamedSharding(sharding.mesh, P(sharding.spec[0], *([None] * (np.ndim(v) - 1)))), np.asarray(v))
@@ -222,11 +232,10 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
 
     batch_sharding = parallel.batch_sharding(mesh, 1, batch_axes)
     inputs = prepare_inputs(stage, state.params, mesh)
-    step_fn = jax.jit(parallel.under_mesh(_make_step(stage, tx, cfg.ema_decay), mesh),
-                      in_shardings=(shardings, NamedSharding(mesh, batch_sharding.spec))
-                      + (parallel.replicated(mesh),) * len(inputs),
-                      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
-    step_fn = parallel.compile_together(step_fn, f"{stage.name}/step")
+    build = lambda: step_program(stage, tx, cfg.ema_decay, shardings, mesh, len(inputs))
+    name = f"{stage.name}/step"
+    step_fn = parallel.compile_together(None, name, compile=lambda *args: (
+        attention_fallback.compile_program(lambda: build().lower(*args), name)))
 
     logger = _Logger(stage_dir, pidx == 0)
     bar = None

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import jax
 
-from nuwa_xl_jax import paths
+from nuwa_xl_jax import parallel, paths
 from nuwa_xl_jax.configuration import Config, ConfigError, MeshConfig, train_block_name
 from nuwa_xl_jax.data.builders.flintstones_hd import CaptionsError
 from nuwa_xl_jax.data.sampling import EpisodeTooShortError
@@ -101,8 +101,9 @@ def _run_locked(config, workdir: str, mesh, names: list, only, progress: bool) -
     if not only and len(done) == len(names) and all(
             (paths.as_path(export_dir(workdir, n)) / DONE).exists() for n in names):
         g = config.generate
-        if g is not None and g.enabled and jax.process_index() == 0:
-            generate_video(config, workdir, mesh)
+        if g is not None and g.enabled:  # every process takes part; process 0 generates
+            parallel.process_zero_alone(lambda m: generate_video(config, workdir, m),
+                                        "generated", mesh)
     return done
 
 

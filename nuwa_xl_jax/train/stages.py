@@ -211,9 +211,15 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
 
     source_scale = init_from.latent_scale(config.model.vae) if public is not None else None
     return loop.Stage(name, init, None, _grain_data(dcfg, _no_prompts),
-                      model_config={"vae": _to_dict(vae_cfg), "gan": use_gan,
+                      model_config={"vae": _vae_fields(vae_cfg), "gan": use_gan,
                                     **_layers_field(train_cfg)},
                       grads=grads, frames_per_example=F, export_meta=export_meta, fixed=fixed)
+
+
+def _vae_fields(vae_cfg) -> dict:
+    """The VAE block as fingerprinted: ``dtype`` and ``remat`` are how it computes, not what its
+    parameters are, so a vae workdir resumes under either (and those from before they existed)."""
+    return {k: v for k, v in _to_dict(vae_cfg).items() if k not in ("dtype", "remat")}
 
 
 def _layers_field(train_cfg) -> dict:

@@ -178,6 +178,16 @@ def test_sd_level_program_lowers_for_cuda(monkeypatch):
     assert "__cudnn$fmha" in text
 
 
+def test_sd_level_program_lowers_for_tpu_with_the_mosaic_kernel(monkeypatch):
+    """The guided SD-size level program on 8 TPU chips lowered for 'tpu' from CPU, with the real
+    splash kernel (Mosaic, not the interpreter): its TPU-only lowering rules run here."""
+    from nuwa_xl_jax import parallel
+    fake.fake_tpu(monkeypatch, mosaic=True)
+    program, args = sd_level_program(mesh=parallel.make_mesh((2, 4)))
+    text = program.trace(*args).lower(lowering_platforms=("tpu",)).as_text()
+    assert "tpu_custom_call" in text
+
+
 def test_sd_mtd_gradient_lowers_for_cuda_under_fsdp(monkeypatch):
     """The SD-size MTD's bf16 gradient, FSDP over 8 devices (flintstones' mesh), lowered for
     'cuda'. On a mesh JAX's cuDNN attention is a custom-partitioned call whose partitioning rules

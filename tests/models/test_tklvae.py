@@ -156,6 +156,33 @@ def test_bf16_compute_keeps_fp32_params_and_stays_close(model, video):
     assert 0 < err < 0.05, err
 
 
+def test_the_config_sets_compute_dtype_and_remat():
+    cfg = small_config()
+    cfg.dtype, cfg.remat = "bfloat16", "full"
+    module = TKLVAE.from_config(cfg)
+    assert module.dtype == jnp.bfloat16 and module.remat == "full"
+    assert module.to_config() == TKLVAE.from_config(module.to_config()).to_config()
+    assert module.to_config().dtype == "bfloat16"
+    assert TKLVAE.from_config(cfg, dtype=jnp.float32).dtype == jnp.float32  # the override wins
+
+
+@pytest.mark.parametrize("policy,marker", [
+    ("none", None), ("full", "policy=None"),
+    ("dots_saveable", "DotsSaveable(only_if_no_batch_dims=True)")])
+def test_remat_policy_reaches_the_backward_pass_and_keeps_the_names(model, video, policy, marker):
+    _, variables = model
+    cfg = small_config()
+    cfg.remat = policy
+    module = TKLVAE.from_config(cfg)
+    assert sorted(_shapes(module)) == sorted(_flat(variables["params"])), "remat renames nothing"
+    loss = lambda p: jnp.mean(module.apply({"params": p}, video)[0] ** 2)
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss))(variables["params"]))
+    if marker is None:
+        assert "remat" not in jaxpr and "checkpoint" not in jaxpr
+    else:
+        assert ("checkpoint" in jaxpr or "remat" in jaxpr) and marker in jaxpr, policy
+
+
 @pytest.mark.parametrize("method,shape,match", [
     ("encode", (3, 16, 16, 3), r"video must be a 5-D array \[batch, frames, height, width, 3\], got shape \(3, 16, 16, 3\)"),
     ("encode", (1, 2, 16, 16, 4), r"video must have 3 channels"),

@@ -67,3 +67,42 @@ def test_checkpoints_stay_in_the_bucket(bucket):
     ckpt = checkpoint.Checkpointer(bucket + "/toy/checkpoints", async_save=False)
     assert str(ckpt.directory) == bucket + "/toy/checkpoints"
     assert str(ckpt.manager.directory) == bucket + "/toy/checkpoints"
+
+
+def test_an_export_stays_in_the_bucket(bucket, monkeypatch):
+    """The export's own files (model_config.json, files.json, the rename from export.partial) go
+    to the bucket. Orbax's array writes use TensorStore's GCS driver, which the fake cannot
+    serve: the weights' checkpointer is replaced by one that writes a file through epath."""
+    from nuwa_xl_jax.family import store
+
+    class Checkpointer:
+        def save(self, path, params, force=False):
+            assert str(path) == bucket + "/vae/export.partial/params"
+            (paths.as_path(path) / "weights").write_text("w" * len(params))
+
+        def wait_until_finished(self):
+            pass
+
+    monkeypatch.setattr(store.ocp, "StandardCheckpointer", Checkpointer)
+    for _ in range(2):  # the second replaces the first
+        store.write_export(store.export_dir(bucket, "vae"), {"a": 1, "b": 2}, {"latent_scale": 1.0})
+        export = paths.as_path(bucket + "/vae/export")
+        assert json.loads((export / "model_config.json").read_text()) == {"latent_scale": 1.0}
+        assert json.loads((export / "files.json").read_text()) == {"weights": 2}
+        assert store.has_export(bucket, "vae")
+        assert not paths.as_path(bucket + "/vae/export.partial").exists()
+        assert not paths.as_path(bucket + "/vae/export.old").exists()
+
+
+def test_no_workdir_is_made_absolute_by_os_path():
+    """``os.path.abspath`` of a workdir turns a bucket URL into a local folder: the package goes
+    through paths.absolute / paths.as_path instead."""
+    import re
+
+    import nuwa_xl_jax
+    root = os.path.dirname(nuwa_xl_jax.__file__)
+    found = [f"{os.path.relpath(os.path.join(d, f), root)}:{n}"
+             for d, _, files in os.walk(root) for f in files if f.endswith(".py")
+             for n, line in enumerate(open(os.path.join(d, f)), 1)
+             if re.search(r"os\.path\.abspath\([\w.]*workdir", line)]
+    assert not found, found

@@ -1,6 +1,7 @@
 """Multi-host: 2 processes x 2 fake CPU devices on localhost (gloo collectives) give the same losses
 as 1 process x 4 devices for the same steps, with FSDP over both hosts, samples during training
-(process 0 writes them) and the export."""
+(process 0 writes them), the export, and work after training on process 0 alone (the end-of-run
+video's pattern: parallel.process_zero_alone)."""
 import json
 import os
 import subprocess
@@ -46,6 +47,15 @@ WORKER = textwrap.dedent("""
     # FSDP over all 4 devices: with 2 processes every weight is split across the hosts
     r = loop.train(stage, c, workdir, parallel.make_mesh((1, -1)), progress=False)
     store.write_export(os.path.join(workdir, "toy", "export"), r.state.ema_params, {"width": 4})
+
+    def video(mesh):  # the end-of-run video's pattern: the export read onto process 0's devices
+        params, _ = store.read_export(os.path.join(workdir, "toy", "export"), mesh=mesh)
+        kernel = jax.jit(lambda p: p["params"]["proj"]["kernel"] + 0)(params)
+        np.save(os.path.join(workdir, f"video_{jax.process_index()}.npy"), np.asarray(kernel))
+        return mesh.devices.size
+
+    local = parallel.process_zero_alone(video, "video", parallel.make_mesh())
+    assert local == (2 if nproc > 1 and pid == 0 else None if pid else 4), local
     print("LOSSES", json.dumps(r.losses))
 """)
 
@@ -82,6 +92,11 @@ def test_two_processes_match_one(tmp_path):
     assert sorted(os.listdir(samples)) == ["step_3_process_0.npy", "step_6_process_0.npy"]
     exported, _ = store.read_export(str(tmp_path / "multi" / "toy" / "export"))
     np.testing.assert_array_equal(np.load(samples / "step_6_process_0.npy"),
+                                  exported["params"]["proj"]["kernel"])
+    # after training (the end-of-run video): process 0 alone, on its own devices, from the export
+    assert sorted(p for p in os.listdir(tmp_path / "multi") if p.startswith("video")) == \
+        ["video_0.npy"]
+    np.testing.assert_array_equal(np.load(tmp_path / "multi" / "video_0.npy"),
                                   exported["params"]["proj"]["kernel"])
 
 

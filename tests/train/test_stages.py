@@ -151,3 +151,18 @@ def test_artv_stage_learns_and_its_mask_opens(config, mesh, workdir):
     assert losses[-1] < 0.5 * losses[0], losses
     params, _ = stages.read_export(stages.export_dir(workdir, "mtd_artv"))
     assert float(np.asarray(params["mask"]["params"]["gate"])) > 0.05
+
+
+def test_vae_stage_computes_in_its_dtype_with_remat_and_resumes_either_way(config, tmp_path):
+    """model.vae.dtype and .remat reach the vae stage's gradient (traced only); they are how it
+    computes, not what it learns, so the fingerprint that guards a workdir is unchanged."""
+    fast = config.copy_and_resolve_references()
+    fast.model.vae.dtype, fast.model.vae.remat = "bfloat16", "full"
+    stage = stages.vae_stage(fast, str(tmp_path))
+    assert stage.model_config == stages.vae_stage(config, str(tmp_path)).model_config
+    params = nn.meta.unbox(jax.eval_shape(stage.init, jax.random.key(0)))
+    h, w = config.data.resolution
+    frames = jax.ShapeDtypeStruct((1, stage.frames_per_example, h, w, 3), np.uint8)
+    grads = lambda p, f: stage.grads(p, {"frames": f}, jax.random.key(1), 0)
+    jaxpr = str(jax.make_jaxpr(grads)(params, frames))
+    assert "bf16" in jaxpr and ("checkpoint" in jaxpr or "remat" in jaxpr)
