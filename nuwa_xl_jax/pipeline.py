@@ -33,6 +33,7 @@ from nuwa_xl_jax.diffusion import samplers
 from nuwa_xl_jax.dod import generate as gen
 from nuwa_xl_jax.dod import memory
 from nuwa_xl_jax.dod.level_models import place_params
+from nuwa_xl_jax.dod.pinned_latents import pinned_latents
 from nuwa_xl_jax.dod.plan import Plan, num_frames
 from nuwa_xl_jax.dod.result import Sampled
 from nuwa_xl_jax.eval import storyboard_probe
@@ -155,7 +156,8 @@ class NuwaXLPipeline:
         """One prompt per frame: ``prompts`` as given (a list, one per frame), or a storyboard
         file's scenes stretched to ``frames`` (default: the trained length)."""
         if isinstance(prompts, str):
-            return list(storyboards.load_storyboard(prompts, frames or self.trained_frames))
+            # the Storyboard itself (a list): its scenes name errors, its pins are keyframe images
+            return storyboards.load_storyboard(prompts, frames or self.trained_frames)
         prompts = list(prompts)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings (one per frame) or a "
@@ -191,8 +193,11 @@ class NuwaXLPipeline:
     def _sample(self, prompts: list, mode: str, plan: Optional[Plan], extend: bool, mesh,
                 sampler, steps, guidance, eta, **settings) -> Sampled:
         self._load_ar(mode)
+        # Keyframe images (a storyboard's pins) are read and encoded before any sampling.
+        pinned = pinned_latents(self.family.models, self.config, prompts)
         return gen.sample(self.family, prompts, mode=mode, mesh=mesh, extend=extend, plan=plan,
-                          sampling=self.sampling(sampler, steps, guidance, eta), **settings)
+                          sampling=self.sampling(sampler, steps, guidance, eta), pinned=pinned,
+                          **settings)
 
     def _decode(self, latents, mesh, memory_fraction: float):
         return gen.decode_frames(self.family, latents, mesh=mesh, memory_fraction=memory_fraction)

@@ -108,7 +108,8 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
         seed: int = 0, mesh: Optional[Mesh] = None,
         max_segments_per_call: memory.MaxSegments = None,
         memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION, progress: bool = False,
-        on_level: Optional[Callable[[Level, jax.Array], None]] = None) -> Sampled:
+        on_level: Optional[Callable[[Level, jax.Array], None]] = None,
+        pinned: Optional[tuple] = None) -> Sampled:
     """Generates the plan's N frames of latents, level by level.
 
     models: one :class:`LevelModel` per level (``level_models`` builds them from a config's
@@ -121,6 +122,8 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
     on_level(level, buffer): called after each level with the ``[span, h, w, c]`` latent buffer
       (e.g. to keep each level's keyframes for a contact sheet). The buffer is donated to the next
       level's writes: copy what you keep (``np.asarray``) inside the callback.
+    pinned: ``(frames [K], latents [K, h, w, c])`` written into the buffer before level 0; the
+      plan must give those frames (dod/pins.pin_plan), so no level overwrites them.
     """
     sampling = checks.sampling(schedule, sampler, steps, guidance_scale, eta, spacing)
     if len(models) != plan.depth:
@@ -131,8 +134,10 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
     memory.check_memory_fraction(memory_fraction)
     latent_shape = checks.latent_shape(latent_shape)
     mesh = parallel.make_mesh() if mesh is None else mesh
-    buffer = jax.device_put(jnp.zeros((plan.span, *latent_shape), jnp.float32),
-                            parallel.replicated(mesh))
+    start = np.zeros((plan.span, *latent_shape), np.float32)
+    if pinned is not None:
+        start[np.asarray(pinned[0])] = np.asarray(pinned[1], np.float32)
+    buffer = jax.device_put(start, parallel.replicated(mesh))
     models = place_models(models, mesh)  # once per run, not per chunk
     stats = []
     for lv, model in zip(plan.levels, models):
