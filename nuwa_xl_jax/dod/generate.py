@@ -140,16 +140,20 @@ def sample(family: Family, prompts, *, mode: str = "dod",
            max_segments_per_call: memory.MaxSegments = "auto",
            memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION, progress: bool = True,
            extend: bool = False, plan: Optional[Plan] = None,
-           pinned: Optional[tuple] = None) -> Sampled:
+           pinned: Optional[tuple] = None, **resume) -> Sampled:
     """The latents of ``len(prompts)`` frames guided by one prompt per frame: DoD on the plan of
     the trained depth (``plan``, else :func:`plan_for`; more frames need ``extend=True``), the AR
     baseline (``mode="ar"``) or ART•V frame by frame (``mode="artv"``, dod/artv.py), with
     ``sampling`` (resolved from the config by the caller: samplers.config_kwargs). Returned with
     numpy latents, each level's frame indices and the keyframe mask. ``pinned``: ``(frames [K],
     latents [K, h, w, c])`` of keyframe images, given at every level that holds them
-    (dod/pins.py; DoD only)."""
+    (dod/pins.py; DoD only). ``resume``: engine.run's ``resume_from``, ``until_level`` and
+    ``on_level`` (DoD only: generation state, dod/generation_state.py)."""
     if mode not in MODES:
         raise ValueError(f"--mode={mode!r}; use one of {', '.join(MODES)}")
+    if any(v is not None for v in resume.values()) and mode != "dod":
+        raise ValueError(f"generation state (preview, state, resume) is the DoD hierarchy's; "
+                         f"--mode={mode} has no levels: use --mode=dod")
     if pinned is not None and mode != "dod":
         raise ValueError(f"keyframe images pin frames of the DoD hierarchy; --mode={mode} cannot "
                          "use them: use --mode=dod or a storyboard without images")
@@ -174,7 +178,8 @@ def sample(family: Family, prompts, *, mode: str = "dod",
         result = engine.run(plan, levels, ids, models.null_ids, models.schedule,
                             models.latent_shape, mesh=mesh,
                             max_segments_per_call=max_segments_per_call,
-                            memory_fraction=memory_fraction, pinned=pinned, **settings)
+                            memory_fraction=memory_fraction, pinned=pinned, **resume,
+                            **settings)
         level_indices = tuple(np.unique(lv.frames[lv.frames < N]) for lv in plan.levels)
         keyframes = keyframe_mask(plan)
     elif mode == "ar":
