@@ -22,6 +22,7 @@ from nuwa_xl_jax.dod import memory
 from nuwa_xl_jax.dod.plan import num_frames
 from nuwa_xl_jax.family.store import load_config
 from nuwa_xl_jax.io import storyboards
+from nuwa_xl_jax import pipeline
 from nuwa_xl_jax.pipeline import NuwaXLPipeline, report
 
 flags.DEFINE_string("workdir", None, "a training workdir (config.json + exported stages)")
@@ -48,12 +49,25 @@ flags.DEFINE_string("compilation_cache", None, "persistent compilation cache fol
                     "(default: $NUWA_XL_JAX_COMPILATION_CACHE, else ~/.cache/nuwa_xl_jax/jax)")
 flags.DEFINE_bool("extend", False, "allow --frames past the trained length: extra levels reuse the "
                   "deepest local model (outside the training distribution)")
+flags.DEFINE_integer("until_level", None, "0: stop after the global level and write its keyframes "
+                     "(a short keyframe video at --out and its contact sheet): a preview")
+flags.DEFINE_string("state", None, "a new or empty folder: save the generation state (prompts, "
+                    "pins, seed, sampler settings, the family's fingerprint, each finished "
+                    "level's latents) so --resume can continue it")
+flags.DEFINE_string("resume", None, "a --state folder: continue that generation from its last "
+                    "finished level (byte-identical to an uninterrupted run); --storyboard, "
+                    "--frames, --seed and the sampler flags come from the state")
 FLAGS = flags.FLAGS
 
 
 def run_from_flags() -> dict:
+    if FLAGS.resume:
+        return resume_from_flags()
     if not FLAGS.workdir or not FLAGS.storyboard:
         raise ValueError("--workdir and --storyboard are required")
+    if FLAGS.until_level not in (None, 0):
+        raise ValueError(f"--until_level={FLAGS.until_level}: only 0 (a keyframe preview of the "
+                         "global level) is supported; continue it with --state and --resume")
     max_segments = memory.check_max_segments(FLAGS.max_segments_per_call)
     if not 0.0 < FLAGS.memory_fraction <= 1.0:
         raise ValueError(f"--memory_fraction must be in (0, 1], got {FLAGS.memory_fraction}")
@@ -66,11 +80,41 @@ def run_from_flags() -> dict:
     prompts = storyboards.load_storyboard(FLAGS.storyboard, frames)  # a bad storyboard too
     pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir, load_ar=FLAGS.mode == "ar",
                                           load_artv=FLAGS.mode == "artv", config=config)
-    video = pipe.write(FLAGS.out, list(prompts), sheet=FLAGS.sheet or True, fps=FLAGS.fps,
+    if FLAGS.until_level == 0:
+        _check_outputs()
+        video = pipe.preview(prompts, sampler=FLAGS.sampler, steps=FLAGS.steps,
+                             guidance=FLAGS.guidance, seed=FLAGS.seed, state=FLAGS.state,
+                             extend=FLAGS.extend)
+        return _save(video)
+    # the Storyboard itself: it carries the keyframe images' pins
+    video = pipe.write(FLAGS.out, prompts, sheet=FLAGS.sheet or True, fps=FLAGS.fps,
                        overwrite=FLAGS.overwrite, mode=FLAGS.mode, sampler=FLAGS.sampler,
                        steps=FLAGS.steps, guidance=FLAGS.guidance, seed=FLAGS.seed,
                        max_segments_per_call=max_segments,
-                       memory_fraction=FLAGS.memory_fraction, extend=FLAGS.extend, plan=plan)
+                       memory_fraction=FLAGS.memory_fraction, extend=FLAGS.extend, plan=plan,
+                       state=FLAGS.state)
+    return report(video)
+
+
+def resume_from_flags() -> dict:
+    """--resume=DIR: the stopped generation, continued and written to --out."""
+    if not FLAGS.workdir:
+        raise ValueError("--resume needs --workdir: the family that wrote the state")
+    _check_outputs()
+    pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir)
+    return _save(pipe.resume(FLAGS.resume, memory_fraction=FLAGS.memory_fraction))
+
+
+def _check_outputs() -> None:
+    """Existing outputs fail before any model work (the streamed path checks its own)."""
+    pipeline.check_outputs(FLAGS.out, FLAGS.sheet or pipeline.sheet_path(FLAGS.out),
+                           FLAGS.overwrite)
+
+
+def _save(video) -> dict:
+    """Writes an in-memory video (a preview's keyframes, a resumed run) and its sheet."""
+    video.path, video.contact_sheet = video.save(FLAGS.out, FLAGS.sheet or True, fps=FLAGS.fps,
+                                                 overwrite=FLAGS.overwrite)
     return report(video)
 
 

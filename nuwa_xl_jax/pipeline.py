@@ -82,7 +82,7 @@ class Video:
         if self.frames is None:
             raise ValueError(f"this video was streamed to {self.path}; read it from there")
         sheet = sheet_path(path) if sheet is True else (sheet or None)
-        _check_outputs(path, sheet, overwrite)  # both checked before either is written
+        check_outputs(path, sheet, overwrite)  # both checked before either is written
         h, w = self.frames.shape[1:3]
         with videos.VideoWriter(path, fps, (h, w), overwrite=overwrite) as writer:
             writer.write(self.frames)
@@ -99,7 +99,8 @@ class Video:
         return out
 
 
-def _check_outputs(path: str, sheet: Optional[str], overwrite: bool) -> None:
+def check_outputs(path: str, sheet: Optional[str], overwrite: bool) -> None:
+    """A video path and its sheet, both checked before either is written."""
     videos.check_output(path, overwrite)
     if sheet and not overwrite and os.path.exists(sheet):
         raise FileExistsError(f"{sheet!r} already exists; pass overwrite=True (--overwrite) or "
@@ -158,7 +159,8 @@ class NuwaXLPipeline:
         if isinstance(prompts, str):
             # the Storyboard itself (a list): its scenes name errors, its pins are keyframe images
             return storyboards.load_storyboard(prompts, frames or self.trained_frames)
-        prompts = list(prompts)
+        # a Storyboard stays one (a list that carries its scenes and keyframe pins)
+        prompts = prompts if isinstance(prompts, storyboards.Storyboard) else list(prompts)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings (one per frame) or a "
                              "storyboard file path")
@@ -307,7 +309,8 @@ class NuwaXLPipeline:
               guidance: Optional[float] = None, eta: Optional[float] = None, seed: int = 0,
               mesh=None, max_segments_per_call: memory.MaxSegments = "auto",
               memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION, extend: bool = False,
-              score: bool = True, progress: bool = True, plan: Optional[Plan] = None) -> Video:
+              score: bool = True, progress: bool = True, plan: Optional[Plan] = None,
+              state: Optional[str] = None) -> Video:
         """Like calling the pipeline, but the frames stream to ``out`` (and the contact sheet,
         default ``out``'s name + ``_sheet.png``) as they are decoded, so no length is too long to
         hold; returns the :class:`Video` with ``frames=None``, its paths, timing and probe
@@ -315,12 +318,12 @@ class NuwaXLPipeline:
         prompts = self.prompts_for(prompts, frames)
         plan = self._plan(prompts, mode, extend, plan)
         sheet = sheet_path(out) if sheet is True else (sheet or None)
-        _check_outputs(out, sheet, overwrite)  # before any model work
+        check_outputs(out, sheet, overwrite)  # before any model work
         t0 = time.perf_counter()
         mesh = self.mesh if mesh is None else mesh
         s = self._sample(prompts, mode, plan, extend, mesh, sampler, steps, guidance, eta,
                          seed=seed, max_segments_per_call=max_segments_per_call,
-                         memory_fraction=memory_fraction, progress=progress)
+                         memory_fraction=memory_fraction, progress=progress, state=state)
         h, w = tuple(self.config.data.resolution)
         collector = contact_sheets.KeyframeCollector(s.level_indices)
         kept = [] if score and self.can_score else None  # the probe reads it all at the end
