@@ -49,10 +49,6 @@ class State:
     pinned_frames: list
     finished_level: int = -1
 
-    def matches(self, other: "State") -> bool:
-        return dataclasses.asdict(self) | {"finished_level": 0} == \
-            dataclasses.asdict(other) | {"finished_level": 0}
-
 
 def _atomic_save(path: str, write) -> None:
     tmp = path + ".tmp"
