@@ -15,7 +15,7 @@ from typing import Sequence
 
 from absl import flags, logging
 
-from nuwa_xl_jax import cli, compile_cache
+from nuwa_xl_jax import cli, compile_cache, pipeline
 from nuwa_xl_jax.dod import memory, runner
 from nuwa_xl_jax.dod.plan import num_frames
 from nuwa_xl_jax.family import runtime
@@ -65,12 +65,28 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_bool("extend", False, "allow --frames past the trained length: extra levels reuse "
                       "the deepest local model (outside the training distribution)",
                       flag_values=fv)
+    flags.DEFINE_integer("until_level", None, "0: stop after the global level and write its "
+                         "keyframes (a short keyframe video at --out and its contact sheet): a "
+                         "preview", flag_values=fv)
+    flags.DEFINE_string("state", None, "a new or empty folder: save the generation state "
+                        "(prompts, pins, seed, sampler settings, the family's fingerprint, each "
+                        "finished level's latents) so --resume can continue it", flag_values=fv)
+    flags.DEFINE_string("resume", None, "a --state folder: continue that generation from its "
+                        "last finished level (byte-identical to an uninterrupted run); "
+                        "--storyboard, --frames, --seed and the sampler flags come from the state",
+                        flag_values=fv)
 
 
 def write_video(FLAGS: flags.FlagValues) -> dict:
-    """The video and its contact sheet, written; returns the printed report."""
+    """The video (or with --until_level=0 its keyframes) and its contact sheet, written; returns
+    the printed report."""
+    if FLAGS.resume:
+        return resume(FLAGS)
     if not FLAGS.workdir or not FLAGS.storyboard:
         raise ValueError("--workdir and --storyboard are required")
+    if FLAGS.until_level not in (None, 0):
+        raise ValueError(f"--until_level={FLAGS.until_level}: only 0 (a keyframe preview of the "
+                         "global level) is supported; continue it with --state and --resume")
     max_segments = memory.check_max_segments(FLAGS.max_segments_per_call)
     if not 0.0 < FLAGS.memory_fraction <= 1.0:
         raise ValueError(f"--memory_fraction must be in (0, 1], got {FLAGS.memory_fraction}")
@@ -84,11 +100,41 @@ def write_video(FLAGS: flags.FlagValues) -> dict:
     storyboards.check_vocabulary(prompts, runtime.tokenizer(config))  # and an unknown word
     pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir, load_ar=FLAGS.mode == "ar",
                                           load_artv=FLAGS.mode == "artv", config=config)
-    video = pipe.write(FLAGS.out, list(prompts), sheet=FLAGS.sheet or True, fps=FLAGS.fps,
+    if FLAGS.until_level == 0:
+        _check_outputs(FLAGS)
+        video = pipe.preview(prompts, sampler=FLAGS.sampler, steps=FLAGS.steps,
+                             guidance=FLAGS.guidance, seed=FLAGS.seed, state=FLAGS.state,
+                             extend=FLAGS.extend)
+        return _save(FLAGS, video)
+    # the Storyboard itself: it carries the keyframe images' pins
+    video = pipe.write(FLAGS.out, prompts, sheet=FLAGS.sheet or True, fps=FLAGS.fps,
                        overwrite=FLAGS.overwrite, mode=FLAGS.mode, sampler=FLAGS.sampler,
                        steps=FLAGS.steps, guidance=FLAGS.guidance, seed=FLAGS.seed,
                        max_segments_per_call=max_segments,
-                       memory_fraction=FLAGS.memory_fraction, extend=FLAGS.extend, plan=plan)
+                       memory_fraction=FLAGS.memory_fraction, extend=FLAGS.extend, plan=plan,
+                       state=FLAGS.state)
+    return report(video)
+
+
+def resume(FLAGS: flags.FlagValues) -> dict:
+    """--resume=DIR: the stopped generation, continued and written to --out."""
+    if not FLAGS.workdir:
+        raise ValueError("--resume needs --workdir: the family that wrote the state")
+    _check_outputs(FLAGS)
+    pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir)
+    return _save(FLAGS, pipe.resume(FLAGS.resume, memory_fraction=FLAGS.memory_fraction))
+
+
+def _check_outputs(FLAGS: flags.FlagValues) -> None:
+    """Existing outputs fail before any model work (the streamed path checks its own)."""
+    pipeline.check_outputs(FLAGS.out, FLAGS.sheet or pipeline.sheet_path(FLAGS.out),
+                           FLAGS.overwrite)
+
+
+def _save(FLAGS: flags.FlagValues, video) -> dict:
+    """Writes an in-memory video (a preview's keyframes, a resumed run) and its sheet."""
+    video.path, video.contact_sheet = video.save(FLAGS.out, FLAGS.sheet or True, fps=FLAGS.fps,
+                                                 overwrite=FLAGS.overwrite)
     return report(video)
 
 

@@ -30,8 +30,9 @@ import numpy as np
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.diffusion import samplers
-from nuwa_xl_jax.dod import memory, runner
+from nuwa_xl_jax.dod import generation_state, memory, runner
 from nuwa_xl_jax.dod.level_models import place_params
+from nuwa_xl_jax.dod.pinned_latents import pinned_latents
 from nuwa_xl_jax.dod.plan import Plan, num_frames
 from nuwa_xl_jax.dod.result import Sampled
 from nuwa_xl_jax.family import store
@@ -80,7 +81,7 @@ class Video:
         if self.frames is None:
             raise ValueError(f"this video was streamed to {self.path}; read it from there")
         sheet = sheet_path(path) if sheet is True else (sheet or None)
-        _check_outputs(path, sheet, overwrite)  # both checked before either is written
+        check_outputs(path, sheet, overwrite)  # both checked before either is written
         h, w = self.frames.shape[1:3]
         with videos.VideoWriter(path, fps, (h, w), overwrite=overwrite) as writer:
             writer.write(self.frames)
@@ -97,7 +98,8 @@ class Video:
         return out
 
 
-def _check_outputs(path: str, sheet: Optional[str], overwrite: bool) -> None:
+def check_outputs(path: str, sheet: Optional[str], overwrite: bool) -> None:
+    """A video path and its sheet, both checked before either is written."""
     videos.check_output(path, overwrite)
     if sheet and not overwrite and os.path.exists(sheet):
         raise FileExistsError(f"{sheet!r} already exists; pass overwrite=True (--overwrite) or "
@@ -154,8 +156,10 @@ class NuwaXLPipeline:
         """One prompt per frame: ``prompts`` as given (a list, one per frame), or a storyboard
         file's scenes stretched to ``frames`` (default: the trained length)."""
         if isinstance(prompts, str):
-            return list(storyboards.load_storyboard(prompts, frames or self.trained_frames))
-        prompts = list(prompts)
+            # the Storyboard itself (a list): its scenes name errors, its pins are keyframe images
+            return storyboards.load_storyboard(prompts, frames or self.trained_frames)
+        # a Storyboard stays one (a list that carries its scenes and keyframe pins)
+        prompts = prompts if isinstance(prompts, storyboards.Storyboard) else list(prompts)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings (one per frame) or a "
                              "storyboard file path")
@@ -188,10 +192,19 @@ class NuwaXLPipeline:
         return plan
 
     def _sample(self, prompts: list, mode: str, plan: Optional[Plan], extend: bool, mesh,
-                sampler, steps, guidance, eta, **settings) -> Sampled:
+                sampler, steps, guidance, eta, state: Optional[str] = None,
+                **settings) -> Sampled:
         self._load_ar(mode)
+        # Keyframe images (a storyboard's pins) are read and encoded before any sampling.
+        pinned = pinned_latents(self.family.models, self.config, prompts)
+        sampling = self.sampling(sampler, steps, guidance, eta)
+        if state is not None:  # each finished level saved there (dod/generation_state.py)
+            if mode != "dod":
+                raise ValueError(f"--state saves the DoD levels; --mode={mode} has none")
+            settings.update(generation_state.start(state, self.family, prompts,
+                                                   settings.get("seed", 0), sampling, pinned))
         return runner.sample(self.family, prompts, mode=mode, mesh=mesh, extend=extend, plan=plan,
-                          sampling=self.sampling(sampler, steps, guidance, eta), **settings)
+                          sampling=sampling, pinned=pinned, **settings)
 
     def _decode(self, latents, mesh, memory_fraction: float):
         return runner.decode_frames(self.family, latents, mesh=mesh, memory_fraction=memory_fraction)
@@ -212,8 +225,8 @@ class NuwaXLPipeline:
                  guidance: Optional[float] = None, eta: Optional[float] = None, seed: int = 0,
                  mesh=None, max_segments_per_call: memory.MaxSegments = "auto",
                  memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION, extend: bool = False,
-                 score: bool = False, progress: bool = True, plan: Optional[Plan] = None
-                 ) -> Video:
+                 score: bool = False, progress: bool = True, plan: Optional[Plan] = None,
+                 state: Optional[str] = None) -> Video:
         """A video of ``frames`` frames (default: one per prompt, or the trained length for a
         storyboard file). ``sampler`` ('ddpm' | 'ddim' | 'dpm++2m'), ``steps``, ``guidance``
         (classifier-free guidance scale) and ``eta`` default to the config's; the video is a
@@ -223,14 +236,21 @@ class NuwaXLPipeline:
         segments per batched call, ``"auto"`` (the largest that fits ``memory_fraction`` of one
         device's memory; decoding is sized to the same share), an int, or None (no limit).
         ``score`` runs the synthetic world's storyboard probe. ``plan``: the DoD plan when the
-        caller has already made it (``dod.runner.plan_for``), so it is made once per video."""
+        caller has already made it (``dod.runner.plan_for``), so it is made once per video.
+        ``state``: a new (or empty) folder where each finished level is saved, so
+        :meth:`resume` can continue a stopped run and :meth:`preview` can be filled in."""
         prompts = self.prompts_for(prompts, frames)
         plan = self._plan(prompts, mode, extend, plan)
         mesh = self.mesh if mesh is None else mesh
         t0 = time.perf_counter()
         s = self._sample(prompts, mode, plan, extend, mesh, sampler, steps, guidance, eta,
                          seed=seed, max_segments_per_call=max_segments_per_call,
-                         memory_fraction=memory_fraction, progress=progress)
+                         memory_fraction=memory_fraction, progress=progress, state=state)
+        return self._video(s, prompts, mode, mesh, memory_fraction, score, t0)
+
+    def _video(self, s: Sampled, prompts, mode: str, mesh, memory_fraction: float, score: bool,
+               t0: float) -> Video:
+        """The decoded :class:`Video` of sampled latents."""
         frames_out = np.concatenate(list(self._decode(s.latents, mesh, memory_fraction)))
         seconds = time.perf_counter() - t0
         keyframes = [contact_sheets.LevelKeyframes(ix, frames_out[ix], len(ix))
@@ -239,13 +259,57 @@ class NuwaXLPipeline:
         return Video(frames_out, s.latents, keyframes, prompts, mode, s.sequential_calls, seconds,
                      scores)
 
+    def preview(self, prompts: Union[str, Sequence[str]], frames: Optional[int] = None, *,
+                state: Optional[str] = None, seed: int = 0, sampler: Optional[str] = None,
+                steps: Optional[int] = None, guidance: Optional[float] = None,
+                eta: Optional[float] = None, mesh=None, extend: bool = False,
+                progress: bool = True) -> Video:
+        """The global level only: the keyframes of the video ``self(prompts, frames, seed=...)``
+        would be, as a short :class:`Video` of those frames (``keyframes[0].indices`` says which),
+        in seconds rather than the whole run. With ``state``, :meth:`resume` fills them in, and
+        the result is the full video bit for bit."""
+        prompts = self.prompts_for(prompts, frames)
+        plan = self._plan(prompts, "dod", extend, None)
+        mesh = self.mesh if mesh is None else mesh
+        t0 = time.perf_counter()
+        s = self._sample(prompts, "dod", plan, extend, mesh, sampler, steps, guidance, eta,
+                         seed=seed, progress=progress, state=state, until_level=0)
+        ix = np.asarray(s.level_indices[0], int)
+        latents = np.asarray(s.latents)[ix]
+        # the keyframes decoded as one short clip of their own (they are a video at the global
+        # stride), not among the zeros of the frames not yet generated
+        frames_out = np.concatenate(list(self._decode(latents, mesh,
+                                                      memory.DEFAULT_MEMORY_FRACTION)))
+        keyframes = [contact_sheets.LevelKeyframes(ix, frames_out, len(ix))]
+        return Video(frames_out, latents, keyframes, [prompts[i] for i in ix], "dod",
+                     s.sequential_calls, time.perf_counter() - t0)
+
+    def resume(self, state: str, *, mesh=None, progress: bool = True, score: bool = False,
+               memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION) -> Video:
+        """Continues the generation saved in ``state`` (``__call__``/``preview`` with ``state=``)
+        from its last finished level, with its prompts, pins, seed and sampler settings, and
+        returns the whole video: byte-identical to the run never having stopped. Refused for
+        another family's state."""
+        st, pinned, kwargs = generation_state.resume(state, self.family)
+        sampling = samplers.Settings(**st.sampling)
+        prompts = st.prompts
+        plan = self._plan(prompts, "dod", False, None) if st.frames <= self.trained_frames \
+            else self._plan(prompts, "dod", True, None)
+        mesh = self.mesh if mesh is None else mesh
+        t0 = time.perf_counter()
+        s = runner.sample(self.family, prompts, mode="dod", mesh=mesh, plan=plan,
+                       sampling=sampling, pinned=pinned, seed=st.seed, progress=progress,
+                       memory_fraction=memory_fraction, **kwargs)
+        return self._video(s, prompts, "dod", mesh, memory_fraction, score, t0)
+
     def write(self, out: str, prompts: Union[str, Sequence[str]], frames: Optional[int] = None, *,
               sheet: Union[str, bool] = True, fps: int = 8, overwrite: bool = False,
               mode: str = "dod", sampler: Optional[str] = None, steps: Optional[int] = None,
               guidance: Optional[float] = None, eta: Optional[float] = None, seed: int = 0,
               mesh=None, max_segments_per_call: memory.MaxSegments = "auto",
               memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION, extend: bool = False,
-              score: bool = True, progress: bool = True, plan: Optional[Plan] = None) -> Video:
+              score: bool = True, progress: bool = True, plan: Optional[Plan] = None,
+              state: Optional[str] = None) -> Video:
         """Like calling the pipeline, but the frames stream to ``out`` (and the contact sheet,
         default ``out``'s name + ``_sheet.png``) as they are decoded, so no length is too long to
         hold; returns the :class:`Video` with ``frames=None``, its paths, timing and probe
@@ -253,12 +317,12 @@ class NuwaXLPipeline:
         prompts = self.prompts_for(prompts, frames)
         plan = self._plan(prompts, mode, extend, plan)
         sheet = sheet_path(out) if sheet is True else (sheet or None)
-        _check_outputs(out, sheet, overwrite)  # before any model work
+        check_outputs(out, sheet, overwrite)  # before any model work
         t0 = time.perf_counter()
         mesh = self.mesh if mesh is None else mesh
         s = self._sample(prompts, mode, plan, extend, mesh, sampler, steps, guidance, eta,
                          seed=seed, max_segments_per_call=max_segments_per_call,
-                         memory_fraction=memory_fraction, progress=progress)
+                         memory_fraction=memory_fraction, progress=progress, state=state)
         h, w = tuple(self.config.data.resolution)
         collector = contact_sheets.KeyframeCollector(s.level_indices)
         kept = [] if score and self.can_score else None  # the probe reads it all at the end

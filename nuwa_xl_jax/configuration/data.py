@@ -39,6 +39,9 @@ class DataConfig(Block):
     level: int = 0                      # 0 global, d local depth d, -1 random level per example
     ar_stride: int = 1
     ar_prefix: int = 8
+    # dod: each frame between a segment's ends also given with this probability, so frames pinned
+    # by keyframe images (dod/pins.py) are in distribution; 0 = the paper's masks (ends only)
+    extra_given: float = 0.0
     samples_per_episode: int = 0        # examples per episode per epoch; 0 = frames // window
     # pipeline
     batch_size: int = 8                 # global, over all processes
@@ -61,6 +64,10 @@ class DataConfig(Block):
             raise ConfigError(f"{path}.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         for f, lo in _INT_MINIMA:
             int_at_least(getattr(self, f), f"{path}.{f}", lo)
+        if isinstance(self.extra_given, bool) or not isinstance(self.extra_given, (int, float)) \
+                or not 0 <= self.extra_given < 1:
+            raise ConfigError(f"{path}.extra_given must be a probability in [0, 1), got "
+                              f"{self.extra_given!r}; 0 keeps the paper's masks (ends given)")
         res = self.resolution
         if len(res) != 2 or not all(isinstance(r, int) and r >= 8 for r in res):
             raise ConfigError(f"{path}.resolution must be (height, width) integers >= 8, got {res!r}")

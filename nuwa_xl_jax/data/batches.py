@@ -34,7 +34,8 @@ from nuwa_xl_jax.configuration.data import DataConfig
 
 def spec_from_config(c: Any) -> sampling.Spec:
     return sampling.Spec(mode=c.mode, frames_per_call=c.frames_per_call, depth=c.depth,
-                         level=c.level, ar_stride=c.ar_stride, ar_prefix=c.ar_prefix)
+                         level=c.level, ar_stride=c.ar_stride, ar_prefix=c.ar_prefix,
+                         extra_given=float(getattr(c, "extra_given", 0.0)))
 
 
 class ExampleMaker:

@@ -39,6 +39,7 @@ class Spec:
     ar_stride: int = 1
     ar_prefix: int = 8
     ar_no_prefix: float = 0.25
+    extra_given: float = 0.0
 
     def __post_init__(self):
         L, m = self.frames_per_call, self.depth
@@ -169,5 +170,22 @@ def sample(spec: Spec, episode_length: int, rng: np.random.Generator,
     # -1: a random *local* level, for one shared local model (the global level has its own model)
     level = (int(rng.integers(1, m)) if m > 1 else 0) if spec.level < 0 else spec.level
     if level == 0:
-        return global_indices(L, m, start)
-    return local_indices(L, m, level, int(rng.integers(0, num_pairs(L, level))), start)
+        idx = global_indices(L, m, start)
+    else:
+        idx = local_indices(L, m, level, int(rng.integers(0, num_pairs(L, level))), start)
+    return with_extra_given(idx, spec.extra_given, rng)
+
+
+def with_extra_given(idx: Indices, p: float, rng: np.random.Generator) -> Indices:
+    """``idx`` with each frame between the ends also given with probability ``p``.
+
+    Why: a keyframe image pins a frame (dod/pins.py) that may fall between a segment's ends, or
+    anywhere in the global level; the paper's masks (nothing given at the global level, the two
+    ends at a local one) never show the model such a frame. MTD's masked condition takes any
+    mask, so training draws some. With ``p`` 0 nothing is drawn: existing recipes' examples
+    and rng streams are unchanged."""
+    if p <= 0:
+        return idx
+    extra = np.zeros_like(idx.mask)
+    extra[1:-1] = rng.random(len(idx.mask) - 2) < p
+    return dataclasses.replace(idx, mask=np.maximum(idx.mask, extra))

@@ -108,7 +108,9 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
         seed: int = 0, mesh: Optional[Mesh] = None,
         max_segments_per_call: memory.MaxSegments = None,
         memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION, progress: bool = False,
-        on_level: Optional[Callable[[Level, jax.Array], None]] = None) -> Sampled:
+        on_level: Optional[Callable[[Level, jax.Array], None]] = None,
+        pinned: Optional[tuple] = None, resume_from: Optional[tuple] = None,
+        until_level: Optional[int] = None) -> Sampled:
     """Generates the plan's N frames of latents, level by level.
 
     models: one :class:`LevelModel` per level (``level_models`` builds them from a config's
@@ -121,6 +123,12 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
     on_level(level, buffer): called after each level with the ``[span, h, w, c]`` latent buffer
       (e.g. to keep each level's keyframes for a contact sheet). The buffer is donated to the next
       level's writes: copy what you keep (``np.asarray``) inside the callback.
+    pinned: ``(frames [K], latents [K, h, w, c])`` written into the buffer before level 0; the
+      plan must give those frames (dod/pins.pin_plan), so no level overwrites them.
+    resume_from: ``(next level, buffer [span, h, w, c])`` saved by ``on_level`` after the level
+      before it (dod/generation_state.py): the run continues there, bit for bit as if never
+      stopped (every level reads only the buffer and its own segment keys).
+    until_level: stop after this level (a keyframe preview: 0).
     """
     sampling = checks.sampling(schedule, sampler, steps, guidance_scale, eta, spacing)
     if len(models) != plan.depth:
@@ -131,11 +139,21 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
     memory.check_memory_fraction(memory_fraction)
     latent_shape = checks.latent_shape(latent_shape)
     mesh = parallel.make_mesh() if mesh is None else mesh
-    buffer = jax.device_put(jnp.zeros((plan.span, *latent_shape), jnp.float32),
-                            parallel.replicated(mesh))
+    start = np.zeros((plan.span, *latent_shape), np.float32)
+    if pinned is not None:
+        start[np.asarray(pinned[0])] = np.asarray(pinned[1], np.float32)
+    first = 0
+    if resume_from is not None:
+        first, saved = resume_from
+        if saved.shape != start.shape:
+            raise ValueError(f"the saved latents have shape {saved.shape} but this plan needs "
+                             f"{start.shape}")
+        start = np.asarray(saved, np.float32)
+    last = plan.depth - 1 if until_level is None else until_level
+    buffer = jax.device_put(start, parallel.replicated(mesh))
     models = place_models(models, mesh)  # once per run, not per chunk
     stats = []
-    for lv, model in zip(plan.levels, models):
+    for lv, model in list(zip(plan.levels, models))[first:last + 1]:
         buffer, st = run_level(lv, model, buffer, prompt_ids, null_ids, schedule, sampling,
                                seed=seed, mesh=mesh, max_segments_per_call=max_segments_per_call,
                                memory_fraction=memory_fraction, progress=progress)

@@ -25,7 +25,7 @@ from nuwa_xl_jax import parallel
 from nuwa_xl_jax.configuration import Config
 from nuwa_xl_jax.diffusion import samplers
 from nuwa_xl_jax.dod import artv as artv_gen
-from nuwa_xl_jax.dod import baselines, decode, engine, memory
+from nuwa_xl_jax.dod import baselines, decode, engine, memory, pins
 from nuwa_xl_jax.dod.level_models import LevelModel, level_models, place_params
 from nuwa_xl_jax.dod.plan import Plan, depth_for, make_plan, num_frames
 from nuwa_xl_jax.dod.result import Sampled
@@ -139,14 +139,24 @@ def sample(family: Family, prompts, *, mode: str = "dod",
            sampling: Optional[samplers.Settings] = None, seed: int = 0, mesh=None,
            max_segments_per_call: memory.MaxSegments = "auto",
            memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION, progress: bool = True,
-           extend: bool = False, plan: Optional[Plan] = None) -> Sampled:
+           extend: bool = False, plan: Optional[Plan] = None,
+           pinned: Optional[tuple] = None, **resume) -> Sampled:
     """The latents of ``len(prompts)`` frames guided by one prompt per frame: DoD on the plan of
     the trained depth (``plan``, else :func:`plan_for`; more frames need ``extend=True``), the AR
     baseline (``mode="ar"``) or ART•V frame by frame (``mode="artv"``, dod/artv.py), with
     ``sampling`` (resolved from the config by the caller: samplers.config_kwargs). Returned with
-    numpy latents, each level's frame indices and the keyframe mask."""
+    numpy latents, each level's frame indices and the keyframe mask. ``pinned``: ``(frames [K],
+    latents [K, h, w, c])`` of keyframe images, given at every level that holds them
+    (dod/pins.py; DoD only). ``resume``: engine.run's ``resume_from``, ``until_level`` and
+    ``on_level`` (DoD only: generation state, dod/generation_state.py)."""
     if mode not in MODES:
         raise ValueError(f"--mode={mode!r}; use one of {', '.join(MODES)}")
+    if any(v is not None for v in resume.values()) and mode != "dod":
+        raise ValueError(f"generation state (preview, state, resume) is the DoD hierarchy's; "
+                         f"--mode={mode} has no levels: use --mode=dod")
+    if pinned is not None and mode != "dod":
+        raise ValueError(f"keyframe images pin frames of the DoD hierarchy; --mode={mode} cannot "
+                         "use them: use --mode=dod or a storyboard without images")
     N = len(prompts)
     L = family.config.data.frames_per_call
     if mode == "dod":
@@ -154,6 +164,8 @@ def sample(family: Family, prompts, *, mode: str = "dod",
             plan = plan_for(family.config, N, extend)
         elif plan.frames != N:
             raise ValueError(f"the plan is for {plan.frames} frames but {N} prompts were given")
+        if pinned is not None:
+            plan = pins.pin_plan(plan, pinned[0])
     sampling = samplers.Settings() if sampling is None else sampling
     models = family.models
     storyboards.check_vocabulary(prompts, models.tokenizer)
@@ -166,7 +178,8 @@ def sample(family: Family, prompts, *, mode: str = "dod",
         result = engine.run(plan, levels, ids, models.null_ids, models.schedule,
                             models.latent_shape, mesh=mesh,
                             max_segments_per_call=max_segments_per_call,
-                            memory_fraction=memory_fraction, **settings)
+                            memory_fraction=memory_fraction, pinned=pinned, **resume,
+                            **settings)
         level_indices = tuple(np.unique(lv.frames[lv.frames < N]) for lv in plan.levels)
         keyframes = keyframe_mask(plan)
     elif mode == "ar":

@@ -29,12 +29,15 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from nuwa_xl_jax.configuration import ConfigError, files
+from nuwa_xl_jax.io import keyframe_images
+from nuwa_xl_jax.io.keyframe_images import KeyframeError, Pin
 from nuwa_xl_jax.models.tokenizers import UnknownWordError
 
 TEXT_SUFFIXES = ("", ".txt", ".text", ".story")
 JSON_SUFFIXES = (".json",)
 YAML_SUFFIXES = (".yaml", ".yml")
-SCENE_KEYS = ("prompt", "frames")
+SCENE_KEYS = ("prompt", "frames", "image")
+TOP_KEYS = ("scenes", "keyframes")
 
 
 class StoryboardError(ValueError):
@@ -53,13 +56,16 @@ class Scene:
 
 
 class Storyboard(list):
-    """The per-frame prompts (a ``list[str]``) plus the scenes they came from (``.scenes``) and
-    the file (``.path``), so later checks can point at the storyboard line at fault."""
+    """The per-frame prompts (a ``list[str]``) plus the scenes they came from (``.scenes``), the
+    file (``.path``), so later checks can point at the storyboard line at fault, and the frames
+    pinned by keyframe images (``.pins``, io/keyframe_images.py)."""
 
-    def __init__(self, prompts: Iterable[str], scenes: Sequence[Scene] = (), path: str = ""):
+    def __init__(self, prompts: Iterable[str], scenes: Sequence[Scene] = (), path: str = "",
+                 pins: Sequence[Pin] = ()):
         super().__init__(prompts)
         self.scenes = list(scenes)
         self.path = path
+        self.pins = list(pins)
 
 
 def load_storyboard(path: str, frames: int) -> Storyboard:
@@ -86,16 +92,25 @@ def load_storyboard(path: str, frames: int) -> Storyboard:
             text = f.read()
     except UnicodeDecodeError as e:
         raise StoryboardError(f"{path}: not UTF-8 text ({e}); save the storyboard as UTF-8") from e
+    keyframes = []
     if suffix in JSON_SUFFIXES:
-        raw = _parse_json(path, text)
+        raw, keyframes = _parse_json(path, text)
     elif suffix in YAML_SUFFIXES:
-        raw = _parse_yaml(path, text)
+        raw, keyframes = _parse_yaml(path, text)
     else:
         raw = _parse_text(text)
     if not raw:
         raise StoryboardError(f"{path}: the storyboard has no prompts; write at least one prompt "
                               "(text: one per line; JSON/YAML: a list of {prompt, frames} scenes)")
-    return _assign_frames(path, raw, frames)
+    board = _assign_frames(path, [r[:3] for r in raw], frames)
+    # Pins: a scene's image its first frame; the top-level keyframes their frames.
+    board.pins = [Pin(s.start, r[3], f"{s.where} 'image'")
+                  for s, r in zip(board.scenes, raw) if r[3] is not None] + keyframes
+    try:
+        keyframe_images.check_frames(path, board.pins, frames)
+    except KeyframeError as e:
+        raise StoryboardError(str(e)) from None
+    return board
 
 
 def _parse_text(text: str) -> list[tuple[str, Optional[int], str]]:
@@ -103,7 +118,7 @@ def _parse_text(text: str) -> list[tuple[str, Optional[int], str]]:
     for number, line in enumerate(text.splitlines(), start=1):
         prompt = line.strip()
         if prompt and not prompt.startswith("#"):
-            out.append((prompt, None, f"line {number}"))
+            out.append((prompt, None, f"line {number}", None))
     return out
 
 
@@ -139,19 +154,23 @@ def _parse_yaml(path: str, text: str):
 
 
 def _parse_scenes(path: str, data, lines: Optional[list[int]]):
-    """[(prompt, frames or None, where)] from the loaded JSON / YAML value, validating each scene."""
+    """([(prompt, frames or None, where, image or None)], keyframe pins) from the loaded JSON /
+    YAML value, validating each scene and keyframe."""
     if data is None:
-        return []
+        return [], []
+    keyframes = []
     if isinstance(data, dict):
         if "scenes" not in data:
             raise StoryboardError(f"{path}: expected a list of scenes or a mapping with a 'scenes' "
                                   f"list, got a mapping with keys {sorted(map(str, data))}")
-        extra = sorted(str(k) for k in data if k != "scenes")
+        extra = sorted(str(k) for k in data if k not in TOP_KEYS)
         if extra:
-            raise StoryboardError(f"{path}: unknown top-level keys {extra}; only 'scenes' is read")
+            raise StoryboardError(f"{path}: unknown top-level keys {extra}; only 'scenes' and "
+                                  "'keyframes' are read")
+        keyframes = _parse_keyframes(path, data.get("keyframes"))
         data = data["scenes"]
         if data is None:
-            return []
+            return [], keyframes
     if not isinstance(data, list):
         raise StoryboardError(f"{path}: the scenes must be a list, got {type(data).__name__}; "
                               "write a list of {prompt, frames} scenes")
@@ -166,7 +185,7 @@ def _parse_scenes(path: str, data, lines: Optional[list[int]]):
         unknown = sorted(str(k) for k in scene if k not in SCENE_KEYS)
         if unknown:
             raise StoryboardError(f"{path}: {where} has unknown keys {unknown}; a scene has only "
-                                  "'prompt' and 'frames'")
+                                  "'prompt', 'frames' and 'image'")
         if "prompt" not in scene:
             raise StoryboardError(f"{path}: {where} has no 'prompt'; add prompt: <text>")
         prompt = scene["prompt"]
@@ -184,8 +203,38 @@ def _parse_scenes(path: str, data, lines: Optional[list[int]]):
             if count <= 0:
                 raise StoryboardError(f"{path}: {where}: 'frames' is {count}; a scene needs at "
                                       "least one frame: give a positive count or delete the scene")
-        out.append((prompt.strip(), count, where))
-    return out
+        image = None
+        if "image" in scene:
+            try:
+                image = keyframe_images.resolve(path, scene["image"])
+            except KeyframeError as e:
+                raise StoryboardError(f"{path}: {where}: {e}") from None
+        out.append((prompt.strip(), count, where, image))
+    return out, keyframes
+
+
+def _parse_keyframes(path: str, data) -> list[Pin]:
+    """The top-level ``keyframes: [{frame: i, image: PATH}, ...]`` as pins."""
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise StoryboardError(f"{path}: 'keyframes' must be a list of {{frame, image}} mappings, "
+                              f"got {type(data).__name__}")
+    pins = []
+    for i, item in enumerate(data):
+        where = f"keyframe {i + 1}"
+        if not isinstance(item, dict) or set(item) != {"frame", "image"}:
+            raise StoryboardError(f"{path}: {where} must be a mapping with exactly 'frame' (a "
+                                  f"frame index) and 'image' (a file path), got {item!r}")
+        frame = item["frame"]
+        if isinstance(frame, bool) or not isinstance(frame, int):
+            raise StoryboardError(f"{path}: {where}: 'frame' must be an integer frame index, got "
+                                  f"{frame!r}")
+        try:
+            pins.append(Pin(frame, keyframe_images.resolve(path, item["image"]), where))
+        except KeyframeError as e:
+            raise StoryboardError(f"{path}: {where}: {e}") from None
+    return pins
 
 
 def _assign_frames(path: str, raw, frames: int) -> Storyboard:

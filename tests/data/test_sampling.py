@@ -117,3 +117,31 @@ def _after_one_integer(seed):
     rng = np.random.default_rng(seed)
     rng.integers(0, 97)
     return rng.random()
+
+
+def test_extra_given_frames_are_drawn_only_when_asked():
+    """data.extra_given: frames between the ends also given (keyframe images), ends kept; at 0
+    the examples and the rng stream are the paper's masks, unchanged."""
+    from nuwa_xl_jax.data.sampling import Spec, sample
+
+    base = Spec(frames_per_call=8, depth=2, level=-1)
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    plain = sample(base, 200, a)
+    assert plain.mask.tolist() == [1, 0, 0, 0, 0, 0, 0, 1]
+    sample(Spec(frames_per_call=8, depth=2, level=-1, extra_given=0.0), 200, b)
+    assert a.random() == b.random()  # p = 0 draws nothing
+    rng = np.random.default_rng(0)
+    masks = np.stack([sample(Spec(frames_per_call=8, depth=2, level=1, extra_given=0.5), 200,
+                             rng).mask for _ in range(400)])
+    assert (masks[:, [0, -1]] == 1).all()
+    assert 0.4 < masks[:, 1:-1].mean() < 0.6
+    glob = sample(Spec(frames_per_call=8, depth=2, level=0, extra_given=0.5), 200, rng)
+    assert glob.mask[[0, -1]].tolist() == [0, 0]  # the global level's ends stay free
+
+
+def test_extra_given_outside_a_probability_is_a_config_error():
+    from nuwa_xl_jax.configuration import ConfigError
+    from nuwa_xl_jax.configuration.data import DataConfig
+
+    with pytest.raises(ConfigError, match=r"data.extra_given must be a probability in \[0, 1\)"):
+        DataConfig(extra_given=1.5)
