@@ -121,25 +121,25 @@ def _check(o: Options):
                                       f"--config=... --workdir={o.workdir} --stages={stage}) or "
                                       "pass --modes=dod")
         storyboards = {_name(p): list(nio.load_storyboard(p, frames)) for p in o.storyboards}
-    paths = reference.expand_videos(o.videos) if o.videos else []
-    if paths and o.storyboards and len(o.storyboards) not in (1, len(paths)):
-        raise EvaluationError(f"--videos: {len(paths)} videos but {len(o.storyboards)} "
+    video_files = reference.expand_videos(o.videos) if o.videos else []
+    if video_files and o.storyboards and len(o.storyboards) not in (1, len(video_files)):
+        raise EvaluationError(f"--videos: {len(video_files)} videos but {len(o.storyboards)} "
                               "storyboards; give one storyboard for all, or one per video in order")
     # One resolution everywhere, checked on first frames before any network runs.
-    resolution = (reference.check_resolutions(paths, None, "video") if paths
+    resolution = (reference.check_resolutions(video_files, None, "video") if video_files
                   else tuple(config.data.resolution))
     refs = []
     if o.reference and not o.reference.endswith(".npz") and (want["fid"] or want["fvd"]):
         refs = reference.expand_videos(o.reference, "--reference")
         reference.check_resolutions(refs, resolution, "reference video")
     if want["fvd"]:  # every read video holds at least one block
-        for path in paths + refs:
+        for path in video_files + refs:
             n = reference.frame_count(path)
             if n < frechet.BLOCK:
                 raise EvaluationError(f"{path} has {n} frames; B-FVD-16 needs at least "
                                       f"{frechet.BLOCK} (one block). Pass longer videos, or leave "
                                       "b_fvd16 out of --metrics")
-    return config, frames, storyboards, want, paths, resolution, plan
+    return config, frames, storyboards, want, video_files, resolution, plan
 
 
 def _prompts_for_video(o: Options, index: int, length: int) -> Optional[list]:
@@ -170,7 +170,7 @@ def evaluate(o: Options) -> dict:
     """Runs the evaluation and writes ``out/metrics.json`` and ``out/metrics.md``; returns the
     JSON's content."""
     t0 = time.time()
-    config, frames, storyboards, want, paths, resolution, plan = _check(o)
+    config, frames, storyboards, want, video_files, resolution, plan = _check(o)
     nets = features.load_feature_networks(
         o.fid_weights, o.fvd_weights, random=o.random_feature_weights, need_fid=want["fid"],
         need_fvd=want["fvd"], fid_size=o.fid_size, fvd_size=o.fvd_size, fvd_output=o.fvd_output)
@@ -188,10 +188,10 @@ def evaluate(o: Options) -> dict:
     sets: dict[str, VideoSetStats] = {}
     probes: dict[str, list] = {}
     rows: list[dict] = []
-    if paths:
+    if video_files:
         sets["videos"] = VideoSetStats(nets.identity, want["fid"], want["fvd"])
         probes["videos"] = []
-        for i, path in enumerate(tqdm(paths, desc="videos", disable=not o.progress)):
+        for i, path in enumerate(tqdm(video_files, desc="videos", disable=not o.progress)):
             video = nio.read_video(path)
             if want["fid"] or want["fvd"]:
                 sets["videos"].add(path, video, nets, **{k: kw[k] for k in ("fid_batch",
@@ -262,7 +262,7 @@ def evaluate(o: Options) -> dict:
     report = {
         "time": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(time.time() - t0, 1),
         "workdir": paths.absolute(o.workdir) if o.workdir else None,
-        "videos": paths or None, "storyboards": list(o.storyboards),
+        "videos": video_files or None, "storyboards": list(o.storyboards),
         "frames": frames, "modes": list(sets), "seeds": list(o.seeds) if not o.videos else None,
         "steps": o.steps, "metrics": list(o.metrics),
         "feature_networks": nets.identity,
