@@ -11,7 +11,8 @@ Variants:
              python -m nuwa_xl_jax.train --config=configs/synthetic_base.py --workdir=runs/base
            then written in convert's family format, with its manifest:
              python -m nuwa_xl_jax.export --workdir=runs/base --format=base --out=DIR
-           -> runs/base/: config.json, vae/ and mtd_image/ (checkpoints, export), latents/.
+           -> runs/base/: config.json, vae_image/, vae/ (its decoder fine-tuned with a GAN loss)
+              and mtd_image/ (checkpoints, export), latents/.
            Run in the background, niced; the same command resumes it (docs/quality.md has the
            wall time and the quality curve against steps).
   tiny     the same stages at test size (30 steps each: plumbing, not pictures):
@@ -49,7 +50,6 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     config.model.text = presets.text("tiny" if tiny else "small")
     config.model.mtd.cross_attention_dim = config.model.text.hidden_size
     config.vae_loss = presets.vae_loss()
-    config.vae_loss.disc_start = 10 ** 9
     config.vae_loss.l2_weight = 1.0
     config.vae_loss.init_logvar = -8.0
     config.diffusion = configuration.diffusion_block()
@@ -65,13 +65,23 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         episodes=4 if tiny else 16, test_episodes=1 if tiny else 2,
         episode_length=40 if tiny else 1200, chunk_frames=8 if tiny else 16,
         max_length=config.model.text.max_position_embeddings, ar_prefix=2 if tiny else 8)
-    # vae: single frames far apart (batch x 3 frames a step); no temporal layers, so the latent
-    # cache it builds is the image VAE frame by frame.
-    config.vae_train = presets.train(
-        steps=30 if tiny else 6000, batch_size=8 if tiny else 16, learning_rate=2e-3,
+    # vae_image: the image KL-VAE on single frames far apart (batch x 3 frames a step), L1 + L2.
+    config.vae_image_train = presets.train(
+        steps=30 if tiny else 4500, batch_size=8 if tiny else 16, learning_rate=2e-3,
         warmup_steps=5 if tiny else 100, ema_decay=0.9 if tiny else 0.999,
         log_every=5 if tiny else 50, checkpoint_every=15 if tiny else 250,
         keep_checkpoints=2 if tiny else 40)
+    # vae: its decoder fine-tuned with LDM's PatchGAN loss from the first step (disc_start counts
+    # the autoencoder's steps, vae_image's included), the encoder held, as SD's ft-EMA/ft-MSE
+    # decoders were. L1 + L2 alone leave the edge tints around small objects that a reader takes
+    # for extra characters (docs/quality.md); the adversarial loss removes them. A constant rate
+    # (end_lr_fraction=1) so the phase can stop at any measured checkpoint; LDM's Adam betas.
+    config.vae_loss.disc_start = config.vae_image_train.steps
+    config.vae_train = presets.train(
+        steps=10 if tiny else 3000, batch_size=8 if tiny else 16, learning_rate=2e-4,
+        warmup_steps=0, end_lr_fraction=1.0, b1=0.5, b2=0.9, train_layers="decoder",
+        ema_decay=0.9 if tiny else 0.995, log_every=5 if tiny else 50,
+        checkpoint_every=5 if tiny else 250, keep_checkpoints=2 if tiny else 20)
     config.vae_frames = 4 if tiny else 16
     config.vae_context = 1 if tiny else 4
     # mtd_image: batch x 3 unrelated frames a step, each with its own caption and timestep.
@@ -80,6 +90,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         warmup_steps=5 if tiny else 100, ema_decay=0.9 if tiny else 0.999,
         log_every=5 if tiny else 50, checkpoint_every=15 if tiny else 250,
         keep_checkpoints=2 if tiny else 60, sample_every=0 if tiny else 1000)
-    config.stages = ("vae", "mtd_image")
+    # no temporal layers, so the latent cache mtd_image trains on is the image VAE frame by frame
+    config.stages = ("vae_image", "vae", "mtd_image")
     config.mesh = presets.mesh()
     return config

@@ -44,8 +44,9 @@ class TrainConfig(Block):
     # Which layers train when the model starts from an image model (model.*.init_from, or the
     # vae stage after vae_image): 'all', or 'added' (only the layers NUWA-XL adds: temporal convs
     # and attentions, the condition cascades and injections, the level embedding; the image
-    # model's own layers stay as they were). The text encoder has its own switch
-    # (model.text.trainable).
+    # model's own layers stay as they were), or 'decoder' (vae stages: only the VAE's decoder, the
+    # encoder and so its latent space held, as SD's ft-EMA/ft-MSE decoders were fine-tuned). The
+    # text encoder has its own switch (model.text.trainable).
     train_layers: str = "all"
 
     PATH: ClassVar[str] = "train"
@@ -78,9 +79,10 @@ class TrainConfig(Block):
                                                    not self.init_from.startswith("mtd_")):
             raise ConfigError(f"{path}.init_from must be '' or an MTD stage (e.g. 'mtd_global'), "
                               f"got {self.init_from!r}")
-        if self.train_layers not in ("all", "added"):
-            raise ConfigError(f"{path}.train_layers must be 'all' or 'added' (only the layers "
-                              f"NUWA-XL adds to the image model), got {self.train_layers!r}")
+        if self.train_layers not in ("all", "added", "decoder"):
+            raise ConfigError(f"{path}.train_layers must be 'all', 'added' (only the layers "
+                              "NUWA-XL adds to the image model) or 'decoder' (a VAE's decoder "
+                              f"alone), got {self.train_layers!r}")
         if not 0.0 <= self.prompt_dropout <= 1.0:
             raise ConfigError(f"{path}.prompt_dropout must be in [0, 1], got {self.prompt_dropout}")
 

@@ -160,7 +160,7 @@ def write_base(workdir: str, out: str, quality: Optional[dict] = None,
         store.write_export(os.path.join(partial, folder), {component: weights},
                            {**meta, "kind": kind, "source": source})
     steps, seconds = {}, {}
-    for stage in stages:
+    for stage in config.stages:  # every stage it took (vae_image's too), not only the two read
         steps[stage], seconds[stage] = _steps_and_time(workdir, stage)
     manifest = {"format": FORMAT, "version": VERSION, "config": config.to_dict(),
                 "commit": _commit(), "steps": steps, "train_seconds": seconds,

@@ -101,6 +101,12 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
     then inflates it (NUWA-XL starts the T-KLVAE from a pretrained image VAE: spatial weights
     copied, temporal layers at identity) and trains on clips of ``vae_frames`` consecutive frames.
     [ours: the paper inflates SD's VAE; the embedded default has none, so it trains one first.]
+
+    ``vae_loss.disc_start`` counts the autoencoder's steps from its start: a ``vae`` stage that
+    continues a ``vae_image`` stage begins at step ``vae_image_train.steps`` of that count (as
+    LDM's ``disc_start`` counts from the autoencoder's first step). ``train_layers='decoder'``
+    holds the encoder (so the latent space) and trains the decoder alone, as SD's ft-EMA/ft-MSE
+    decoders were fine-tuned.
     """
     config = Config.from_dict(config)
     vae_cfg = config.model.vae
@@ -121,7 +127,10 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
     vae = TKLVAE.from_config(vae_cfg)
     h, w = tuple(config.data.resolution)
     cfg = config.vae_loss
-    use_gan = cfg.disc_start < train_cfg.steps  # static: no discriminator compute otherwise
+    continues_image = name == "vae" and "vae_image" in config.stages
+    # where this stage starts on the autoencoder's step count (disc_start's)
+    offset = config.train_block("vae_image").steps if continues_image else 0
+    use_gan = cfg.disc_start < offset + train_cfg.steps  # static: no discriminator otherwise
     disc = NLayerDiscriminator(cfg.disc_num_layers, cfg.disc_channels)
     clip = jnp.zeros((1, F, h, w, 3))
     # The discriminator always normalises with batch statistics (it is never run in eval mode), so
@@ -129,19 +138,14 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
     disc_stats = disc.init(jax.random.key(0), clip)["batch_stats"] if use_gan else None
     lpips = vae_loss.make_lpips(cfg)
     image_weights = None
-    if name == "vae" and "vae_image" in config.stages:
+    if continues_image:
         image_weights = read_export(export_dir(workdir, "vae_image"))[0]["vae"]
     # public weights (model.vae.init_from) start the first VAE stage; the vae_image stage's pass on
     public = None if image_weights is not None else init_from.start_weights(
         config.model.vae, "model.vae", "vae")
-
-    fixed = None
-    if train_cfg.train_layers == "added":
-        if image or (image_weights is None and public is None):
-            raise ConfigError(f"{train_block_name(config, name)}.train_layers='added' trains only "
-                              "the T-KLVAE's temporal layers: it needs a temporal model.vae that "
-                              "starts from an image VAE (model.vae.init_from, or a vae_image stage)")
-        fixed = lambda path: path.startswith("vae/") and not is_temporal_param(path)
+    fixed = _fixed_vae_layers(train_cfg.train_layers, train_block_name(config, name), image,
+                              image_weights is not None or public is not None)
+    decoder_only = train_cfg.train_layers == "decoder"
 
     def init(key):
         k_vae, k_disc = jax.random.split(key)
@@ -167,6 +171,8 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
 
         def generator(vae_params):
             mean, logvar = vae.apply(vae_params, video, method="encode")
+            if decoder_only:  # a held encoder: no backward pass through it
+                mean, logvar = jax.lax.stop_gradient((mean, logvar))
             z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
             recon = vae.apply(vae_params, z, method="decode")
             dist = lpips_distance(video, recon)
@@ -181,7 +187,8 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
                 path=("params",) + vae_loss.LAST_LAYER)
             d_weight = vae_loss.adaptive_weight(g_nll, g_gan, cfg.disc_weight)
             loss, metrics = vae_loss.generator_objective(
-                cfg, video, recon, mean, logvar, logits(params["disc"], recon), step, d_weight, dist)
+                cfg, video, recon, mean, logvar, logits(params["disc"], recon), step + offset,
+                d_weight, dist)
             metrics.pop("loss", None)
             return loss, (metrics, recon)
 
@@ -191,7 +198,8 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
 
         def discriminator(disc_params):
             return vae_loss.discriminator_objective(
-                cfg, logits(disc_params, video), logits(disc_params, jax.lax.stop_gradient(recon)), step)
+                cfg, logits(disc_params, video), logits(disc_params, jax.lax.stop_gradient(recon)),
+                step + offset)
 
         (_, d_metrics), g_disc = jax.value_and_grad(discriminator, has_aux=True)(params["disc"])
         return loss, {**metrics, **d_metrics}, {"vae": g_vae, "disc": g_disc}
@@ -214,6 +222,28 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
                       model_config={"vae": _vae_fields(vae_cfg), "gan": use_gan,
                                     **_layers_field(train_cfg)},
                       grads=grads, frames_per_example=F, export_meta=export_meta, fixed=fixed)
+
+
+def _fixed_vae_layers(train_layers: str, block: str, image: bool, starts_from_weights: bool):
+    """``fixed(path)`` for the vae stages' ``train_layers`` (None: everything trains).
+
+    'added': the image VAE's layers held, the T-KLVAE's temporal layers train. 'decoder': the
+    encoder and its quant_conv held (the latent space the diffusion models learn stays put), the
+    decoder and post_quant_conv train. Both need starting weights to hold."""
+    if train_layers == "all":
+        return None
+    if train_layers == "added":
+        if image or not starts_from_weights:
+            raise ConfigError(f"{block}.train_layers='added' trains only the T-KLVAE's temporal "
+                              "layers: it needs a temporal model.vae that starts from an image VAE "
+                              "(model.vae.init_from, or a vae_image stage)")
+        return lambda path: path.startswith("vae/") and not is_temporal_param(path)
+    if not starts_from_weights:
+        raise ConfigError(f"{block}.train_layers='decoder' fine-tunes the decoder of a trained VAE:"
+                          " it needs starting weights (a vae_image stage before this vae stage, "
+                          "or model.vae.init_from)")
+    trained = ("vae/params/decoder/", "vae/params/post_quant_conv/")
+    return lambda path: path.startswith("vae/") and not path.startswith(trained)
 
 
 def _vae_fields(vae_cfg) -> dict:
@@ -387,6 +417,9 @@ def _fixed_mtd_layers(config, train_cfg, name: str):
     (the layers NUWA-XL adds train; the text encoder follows model.text.trainable)."""
     if train_cfg.train_layers == "all":
         return None
+    if train_cfg.train_layers == "decoder":
+        raise ConfigError(f"{train_block_name(config, name)}.train_layers='decoder' is for vae "
+                          "stages; an MTD stage takes 'all' or 'added'")
     if not (train_cfg.init_from or config.model.mtd.init_from):
         raise ConfigError(f"{train_block_name(config, name)}.train_layers='added' trains only the "
                           "layers NUWA-XL adds: the MTD must start from an image UNet "

@@ -27,8 +27,9 @@ STEPS = 2
 def _base_config(tmp):
     config = configuration.load("configs/synthetic_base.py:tiny")
     config.data.data_dir = str(tmp / "tfds")
-    for block in ("vae_train", "train"):
+    for block in ("vae_image_train", "vae_train", "train"):
         config[block].update(steps=STEPS, log_every=1, checkpoint_every=STEPS, warmup_steps=1)
+    config.vae_loss.disc_start = STEPS  # the decoder fine-tune's GAN loss from its first step
     return config
 
 
@@ -44,11 +45,11 @@ def trained_base(tmp_path_factory):
 
 def test_a_tiny_base_trains_and_is_written_in_converts_format(trained_base):
     config, workdir, out, done = trained_base
-    assert done == {"vae": STEPS, "mtd_image": STEPS}
+    assert done == {"vae_image": STEPS, "vae": STEPS, "mtd_image": STEPS}
     manifest = base.read_manifest(out)
-    assert manifest["steps"] == {"vae": STEPS, "mtd_image": STEPS}
+    assert manifest["steps"] == {"vae_image": STEPS, "vae": STEPS, "mtd_image": STEPS}
     assert manifest["quality"] == {"note": "test"} and manifest["config"]["stages"] == [
-        "vae", "mtd_image"]
+        "vae_image", "vae", "mtd_image"]
     assert all(s > 0 for s in manifest["train_seconds"].values())
     for folder, (component, kind) in base.COMPONENTS.items():
         meta = store.read_model_config(os.path.join(out, folder))
@@ -58,6 +59,23 @@ def test_a_tiny_base_trains_and_is_written_in_converts_format(trained_base):
     assert meta_scale(out) == store.read_export(store.export_dir(workdir, "vae"))[1]["latent_scale"]
     unet = flatten(store.read_export(os.path.join(out, "unet"))[0]["mtd"]["params"])
     assert unet and not any(is_new_layer(k) for k in unet)
+
+
+def test_the_decoder_fine_tune_holds_the_encoder_and_trains_with_the_gan_loss(trained_base):
+    """vae (train_layers='decoder', GAN from its first step) continues vae_image: the encoder and
+    quant_conv, so the latent space, are vae_image's bit for bit; the decoder moved."""
+    _, workdir, _, _ = trained_base
+    image = flatten(store.read_export(store.export_dir(workdir, "vae_image"))[0]["vae"]["params"])
+    tuned, meta = store.read_export(store.export_dir(workdir, "vae"))
+    tuned = flatten(tuned["vae"]["params"])
+    assert meta["gan"] and meta["train_layers"] == "decoder"
+    assert set(image) == set(tuned)
+    held = [k for k in image if not k.startswith(("decoder", "post_quant_conv"))]
+    assert held and all(np.array_equal(image[k], tuned[k]) for k in held)
+    assert any(not np.array_equal(image[k], tuned[k]) for k in image if k.startswith("decoder"))
+    with open(os.path.join(workdir, "vae", "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert any(r.get("disc_factor") == 1.0 and "d_loss" in r for r in rows)
 
 
 def meta_scale(out):
@@ -196,8 +214,12 @@ def test_image_stages_and_added_layers_are_checked_once(tmp_path):
         configuration.validate(config)
     config = configuration.load("configs/synthetic.py:tiny")
     config.train.train_layers = "some"
-    with pytest.raises(configuration.ConfigError, match="train.train_layers must be 'all' or"):
+    with pytest.raises(configuration.ConfigError, match="train_layers must be 'all', 'added'"):
         configuration.validate(config)
+    config.train.train_layers = "decoder"  # a VAE's switch
+    with pytest.raises(configuration.ConfigError, match="train.train_layers='decoder' is for vae"):
+        stages._fixed_mtd_layers(configuration.validate(config), configuration.validate(
+            config).train, "mtd_global")
     config.train.train_layers = "added"  # a fresh MTD has no image layers to keep
     workdir = str(tmp_path)
     with pytest.raises(configuration.ConfigError, match="train.train_layers='added'.*init_from"):
@@ -205,6 +227,10 @@ def test_image_stages_and_added_layers_are_checked_once(tmp_path):
             config).train, "mtd_global")
     config.vae_train.train_layers = "added"
     with pytest.raises(configuration.ConfigError, match="vae_train.train_layers='added'"):
+        stages.build(config, "vae", workdir)
+    config.vae_train.train_layers = "decoder"  # a fresh VAE has no encoder worth holding
+    with pytest.raises(configuration.ConfigError, match="vae_train.train_layers='decoder'.*"
+                                                        "starting weights"):
         stages.build(config, "vae", workdir)
 
 
