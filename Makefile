@@ -22,8 +22,10 @@ $(VENV)/.installed-test: $(VENV)/.installed-lib
 
 install: $(VENV)/.installed-test
 
-# The default test run (CI runs exactly this): everything but the tests marked slow.
+# The default test run (CI runs exactly this): the linter (ruff.toml), then everything but the
+# tests marked slow.
 test: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n $(WORKERS) -m "not slow" -q
 
 # The slow tests (longer training / multi-process runs).

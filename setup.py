@@ -27,11 +27,18 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     # nbclient / nbformat / ipykernel: the test that executes notebooks/nuwa_xl_demo.ipynb
-    "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "nbclient>=0.10,<1", "nbformat>=5.10,<6",
-             "ipykernel>=6.29,<8"],
+    "test": [
+        "pytest>=8,<10",
+        "pytest-xdist>=3.5,<4",
+        "nbclient>=0.10,<1",
+        "nbformat>=5.10,<6",
+        "ipykernel>=6.29,<8",
+        "ruff>=0.15,<0.18",  # `make test` lints first (ruff.toml)
+    ],
     # Only for parity tests against the public PyTorch models; never imported by the library.
-    # Not pytorch-fid: it needs torchvision, whose PyPI wheel is built against CUDA torch and, beside
-    # this CPU torch, breaks `import torchvision` and with it transformers' and diffusers' imports.
+    # Not pytorch-fid: it needs torchvision, whose PyPI wheel is built against CUDA torch and,
+    # beside this CPU torch, breaks `import torchvision` and with it transformers' and diffusers'
+    # imports.
     "interop": ["torch==2.13.0", "diffusers>=0.30,<1"],
 }
 

@@ -32,10 +32,10 @@ from nuwa_xl_jax import cli
 from nuwa_xl_jax.data import synthetic
 from nuwa_xl_jax.data.builders.synthetic_cartoon import TEST_SEED_OFFSET
 from nuwa_xl_jax.diffusion import samplers
-from nuwa_xl_jax.metrics import storyboard_probe
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.family.runtime import MTDModels
 from nuwa_xl_jax.io import contact_sheets
+from nuwa_xl_jax.metrics import storyboard_probe
 from nuwa_xl_jax.models.tklvae import TKLVAE
 
 SCORES = ("scene", "characters", "both", "unknown", "identity")
@@ -44,13 +44,21 @@ SCORES = ("scene", "characters", "both", "unknown", "identity")
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     del argv
     d = dict(flag_values=fv)
-    flags.DEFINE_string("workdir", None, "a base's training workdir (configs/synthetic_base.py)", **d)
+    flags.DEFINE_string(
+        "workdir", None, "a base's training workdir (configs/synthetic_base.py)", **d
+    )
     flags.DEFINE_integer("vae_step", None, "a vae checkpoint step (default: the export)", **d)
-    flags.DEFINE_integer("unet_step", None, "an mtd_image checkpoint step (default: the export)", **d)
+    flags.DEFINE_integer(
+        "unet_step", None, "an mtd_image checkpoint step (default: the export)", **d
+    )
     flags.DEFINE_integer("samples", 1, "images per caption pattern", **d)
     flags.DEFINE_integer("vae_episodes", 2, "held-out episodes for the VAE ceiling", **d)
-    flags.DEFINE_integer("vae_frames", 226, "frames of each, from the start (benchmarks/quality.py's "
-                         "VAE ceiling reads the same)", **d)
+    flags.DEFINE_integer(
+        "vae_frames",
+        226,
+        "frames of each, from the start (benchmarks/quality.py's VAE ceiling reads the same)",
+        **d,
+    )
     flags.DEFINE_integer("steps", None, "sampler steps (default: the config's)", **d)
     flags.DEFINE_integer("batch", 192, "images per sampler call", **d)
     flags.DEFINE_string("out", "base_quality.json", "results (JSON)", **d)
@@ -148,8 +156,12 @@ def measure(fv) -> dict:
     workdir = fv.workdir
     config = store.load_config(workdir)
     vae_vars = weights(workdir, "vae", fv.vae_step)["vae"]
-    result = {"workdir": os.path.abspath(workdir), "vae_step": fv.vae_step,
-              "unet_step": fv.unet_step, "vae": vae_scores(config, vae_vars, fv.vae_episodes, fv.vae_frames)}
+    result = {
+        "workdir": os.path.abspath(workdir),
+        "vae_step": fv.vae_step,
+        "unet_step": fv.unet_step,
+        "vae": vae_scores(config, vae_vars, fv.vae_episodes, fv.vae_frames),
+    }
     _print_vae(result["vae"])
     has_unet = fv.unet_step is not None or store.has_export(workdir, "mtd_image")
     if has_unet:

@@ -125,6 +125,7 @@ def attention_cases(tiny: bool) -> list[tuple]:
 def part_attention(a) -> list[dict]:
     import jax
     import jax.numpy as jnp
+
     from nuwa_xl_jax.models import layers
     rows = []
     impls = ["xla"] + (["cudnn"] if layers._on_nvidia_gpu() else [])
@@ -153,6 +154,7 @@ def _mtd_step(variant: str, dtype: str, attention: str, remat: str, batch: int, 
     import jax
     import jax.numpy as jnp
     import optax
+
     from nuwa_xl_jax.configuration import presets
     from nuwa_xl_jax.models.mtd import MTDUNet
     c = presets.mtd(variant)
@@ -241,9 +243,12 @@ def part_plan(a) -> list[dict]:
     """The largest level of the case, its auto chunk and the compiled program's peak."""
     import jax
     import jax.numpy as jnp
+
     from nuwa_xl_jax import family, parallel
     from nuwa_xl_jax.diffusion import samplers
-    from nuwa_xl_jax.dod import level_models, memory, segments as segments_lib, plan as planlib
+    from nuwa_xl_jax.dod import level_models, memory
+    from nuwa_xl_jax.dod import plan as planlib
+    from nuwa_xl_jax.dod import segments as segments_lib
     generate_scale, fa = _scale_flags(a, "10x32" if a.tiny else "3376x256", 2 if a.tiny else 50,
                                       "7.5")
     frames, pixels = generate_scale.parse_case(fa.cases[0])
@@ -251,8 +256,9 @@ def part_plan(a) -> list[dict]:
     config = generate_scale.scale_config(fa, pixels, depth)
     models = family.MTDModels(config, None, vae_params={})
     mesh = parallel.make_mesh()
-    params = level_models.place_params(jax.jit(models.init, static_argnums=1)(jax.random.key(0), fa.L),
-                                 mesh)
+    params = level_models.place_params(
+        jax.jit(models.init, static_argnums=1)(jax.random.key(0), fa.L), mesh
+    )
     model = level_models.LevelModel(models, params)
     plan = planlib.make_plan(fa.L, depth, frames=frames)
     segments = max(lv.frames.shape[0] for lv in plan.levels)

@@ -35,7 +35,8 @@ import numpy as np
 from absl import flags
 
 from nuwa_xl_jax import cli, configuration, family, parallel
-from nuwa_xl_jax.dod import baselines, engine, level_models, plan as planlib
+from nuwa_xl_jax.dod import baselines, engine, level_models
+from nuwa_xl_jax.dod import plan as planlib
 from nuwa_xl_jax.dod.runner import level_models_for, plan_for
 
 METHODS = ("dod", "per-seg", "ar")
@@ -51,8 +52,13 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_integer("depth", None, "the family's depth, random weights only (default: "
                          "data.depth, or the smallest depth covering N if deeper); with --workdir "
                          "the trained depth", **d)
-    flags.DEFINE_bool("extend", False, "with --workdir: allow N past the trained length (extra "
-                      "levels reuse the deepest local model, outside the training distribution)", **d)
+    flags.DEFINE_bool(
+        "extend",
+        False,
+        "with --workdir: allow N past the trained length (extra "
+        "levels reuse the deepest local model, outside the training distribution)",
+        **d,
+    )
     flags.DEFINE_integer("prefix", None, "AR frames given per call (default: data.ar_prefix if < "
                          "L, else L // 2)", **d)
     flags.DEFINE_string("sampler", None, "default: the config's diffusion.sampler", **d)
@@ -85,8 +91,10 @@ def load_config(a) -> ml_collections.ConfigDict:
     L = config.data.frames_per_call
     if a.workdir:
         if a.depth is not None and a.depth != config.data.depth:
-            raise SystemExit(f"--depth={a.depth} differs from the trained models' data.depth="
-                             f"{config.data.depth}; leave --depth out (use --extend for more frames)")
+            raise SystemExit(
+                f"--depth={a.depth} differs from the trained models' data.depth="
+                f"{config.data.depth}; leave --depth out (use --extend for more frames)"
+            )
     elif a.depth is not None:  # random weights stand in for a family trained at this depth
         config.data.depth = a.depth
     elif a.frames:
@@ -177,7 +185,9 @@ def run(a) -> dict:
             sum(s.chunk * s.calls for s in r.levels)
 
     def per_segment():
-        r = baselines.dod_per_segment(plan, levels, ids, models.null_ids, models.schedule, shape, **kw)
+        r = baselines.dod_per_segment(
+            plan, levels, ids, models.null_ids, models.schedule, shape, **kw
+        )
         segs = sum(lv.num_segments for lv in plan.levels)
         return r.latents, r.sequential_calls, segs, segs
 
@@ -218,30 +228,50 @@ def run(a) -> dict:
         r["wall_s"] = min(r["times"])
         r["frames_per_s"] = N / r["wall_s"]
         r["model_evals_sequential"] = r["calls"] * steps
-        r["frame_evals"] = r["rows"] * L * steps * cfg_factor  # total work: frames x denoiser passes
+        r["frame_evals"] = (
+            r["rows"] * L * steps * cfg_factor
+        )  # total work: frames x denoiser passes
     diff = float(np.abs(np.asarray(outs["dod"]) - np.asarray(outs["per-seg"])).max())
     return dict(
         machine=f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPU cores, "
-                f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}",
-        config=a.workdir or a.config, weights=weights, L=L, frames=N, depth=plan.depth,
-        segments_per_level=[lv.num_segments for lv in plan.levels], prefix=prefix,
-        sampler=sampler, steps=steps, guidance=a.guidance, max_segments=a.max_segments, latent_shape=list(shape),
-        repeats=a.repeats, methods=res, dod_vs_per_segment_max_abs_diff=diff,
-        ratios=dict(ar_over_dod=res["ar"]["wall_s"] / res["dod"]["wall_s"],
-                    per_segment_over_dod=res["per-seg"]["wall_s"] / res["dod"]["wall_s"]),
-        anchor=anchor_table(prefixes=sorted({1, 4, 8, 12} | ({prefix} if L == 16 else set()))))
+        f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}",
+        config=a.workdir or a.config,
+        weights=weights,
+        L=L,
+        frames=N,
+        depth=plan.depth,
+        segments_per_level=[lv.num_segments for lv in plan.levels],
+        prefix=prefix,
+        sampler=sampler,
+        steps=steps,
+        guidance=a.guidance,
+        max_segments=a.max_segments,
+        latent_shape=list(shape),
+        repeats=a.repeats,
+        methods=res,
+        dod_vs_per_segment_max_abs_diff=diff,
+        ratios=dict(
+            ar_over_dod=res["ar"]["wall_s"] / res["dod"]["wall_s"],
+            per_segment_over_dod=res["per-seg"]["wall_s"] / res["dod"]["wall_s"],
+        ),
+        anchor=anchor_table(prefixes=sorted({1, 4, 8, 12} | ({prefix} if L == 16 else set()))),
+    )
 
 
 def report(r: dict) -> str:
-    lines = [f"machine: {r['machine']}",
-             f"config: {r['config']}  weights: {r['weights']}",
-             f"N={r['frames']} frames, L={r['L']}, DoD depth {r['depth']} (segments per level "
-             f"{r['segments_per_level']}), AR prefix P={r['prefix']}, {r['sampler']} {r['steps']} "
-             f"steps, guidance {r['guidance']}, DoD max segments per call {r['max_segments']}, latents {tuple(r['latent_shape'])}, best of "
-             f"{r['repeats']} after a warm-up", "",
-             "| method | wall s | frames/s | sequential calls (sampler loops) | sequential model evals "
-             "| work (frame-evals) | warm-up s (incl. compile) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"machine: {r['machine']}",
+        f"config: {r['config']}  weights: {r['weights']}",
+        f"N={r['frames']} frames, L={r['L']}, DoD depth {r['depth']} (segments per level "
+        f"{r['segments_per_level']}), AR prefix P={r['prefix']}, {r['sampler']} {r['steps']} "
+        f"steps, guidance {r['guidance']}, DoD max segments per call {r['max_segments']}, latents "
+        f"{tuple(r['latent_shape'])}, best of "
+        f"{r['repeats']} after a warm-up",
+        "",
+        "| method | wall s | frames/s | sequential calls (sampler loops) | sequential model evals "
+        "| work (frame-evals) | warm-up s (incl. compile) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     names = {"dod": "DoD batched (engine.run)", "per-seg": "DoD one call per segment",
              "ar": f"AR over diffusion (P={r['prefix']})"}
     for m in METHODS:
@@ -250,17 +280,26 @@ def report(r: dict) -> str:
                      f"{x['model_evals_sequential']} | {x['frame_evals']} | {x['first_s']:.2f} |")
     q = r["ratios"]
     calls = {m: r["methods"][m]["calls"] for m in METHODS}
-    lines += ["", "DoD batched, wall s per level (fastest run): "
-              + ", ".join(f"level {i}: {w:.2f}" for i, w in enumerate(r["methods"]["dod"]["level_wall_s"]))]
-    lines += [f"AR / DoD batched: {q['ar_over_dod']:.2f}x wall time, "
-              f"{calls['ar'] / calls['dod']:.1f}x sequential calls",
-              f"per-segment / DoD batched: {q['per_segment_over_dod']:.2f}x wall time, "
-              f"{calls['per-seg'] / calls['dod']:.1f}x sequential calls",
-              f"DoD batched vs per segment, max |latent diff|: "
-              f"{r['dod_vs_per_segment_max_abs_diff']:.2e} (same keys: same video up to rounding)",
-              "", "Paper's anchor (L=16, 1024 frames), sequential sampler loops; with hardware that "
-              "runs a whole level in the time of one call, wall time follows these:",
-              "| method | sequential calls | vs DoD batched |", "|---|---|---|"]
+    lines += [
+        "",
+        "DoD batched, wall s per level (fastest run): "
+        + ", ".join(
+            f"level {i}: {w:.2f}" for i, w in enumerate(r["methods"]["dod"]["level_wall_s"])
+        ),
+    ]
+    lines += [
+        f"AR / DoD batched: {q['ar_over_dod']:.2f}x wall time, "
+        f"{calls['ar'] / calls['dod']:.1f}x sequential calls",
+        f"per-segment / DoD batched: {q['per_segment_over_dod']:.2f}x wall time, "
+        f"{calls['per-seg'] / calls['dod']:.1f}x sequential calls",
+        f"DoD batched vs per segment, max |latent diff|: "
+        f"{r['dod_vs_per_segment_max_abs_diff']:.2e} (same keys: same video up to rounding)",
+        "",
+        "Paper's anchor (L=16, 1024 frames), sequential sampler loops; with hardware that "
+        "runs a whole level in the time of one call, wall time follows these:",
+        "| method | sequential calls | vs DoD batched |",
+        "|---|---|---|",
+    ]
     lines += [f"| {x['method']} | {x['calls']} | {x['vs_dod']:.1f}x |" for x in r["anchor"]]
     lines += ["(paper, measured on accelerators: 26 s vs 7.55 min = 17.4x)",
               "Note: on a CPU a batched level does about as much arithmetic as its segments one by "

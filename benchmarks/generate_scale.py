@@ -36,7 +36,8 @@ from absl import flags
 from nuwa_xl_jax import cli, configuration, family, parallel
 from nuwa_xl_jax.configuration import presets
 from nuwa_xl_jax.data import synthetic
-from nuwa_xl_jax.dod import engine, memory, plan as planlib
+from nuwa_xl_jax.dod import engine, memory
+from nuwa_xl_jax.dod import plan as planlib
 from nuwa_xl_jax.dod.level_models import place_models, place_params
 from nuwa_xl_jax.dod.runner import level_models_for
 
@@ -50,7 +51,9 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_list("guidance", ["1"], "classifier-free guidance scales (1 = none)", **d)
     flags.DEFINE_enum("mtd", "tiny", ["sd", "small", "tiny"], "MTD / text encoder size", **d)
     flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "compute dtype", **d)
-    flags.DEFINE_enum("attention", "auto", ["auto", "xla", "cudnn", "splash"], "attention kernels", **d)
+    flags.DEFINE_enum(
+        "attention", "auto", ["auto", "xla", "cudnn", "splash"], "attention kernels", **d
+    )
     flags.DEFINE_string("max_segments_per_call", "auto", "'auto', a number or 'none'", **d)
     flags.DEFINE_float("memory_fraction", memory.DEFAULT_MEMORY_FRACTION, "for 'auto'", **d)
     flags.DEFINE_integer("L", 4, "frames per call", lower_bound=2, **d)
@@ -100,7 +103,9 @@ def unet_flops_per_segment_step(models, params, L: int) -> float:
     """XLA's FLOP count of one UNet step on one segment of L frames."""
     T = models.null_ids.shape[0]
     x = jnp.zeros((1, L, *models.latent_shape))
-    states = jax.eval_shape(lambda p: models.encode_prompts(p, jnp.zeros((1, L, T), jnp.int32)), params)
+    states = jax.eval_shape(
+        lambda p: models.encode_prompts(p, jnp.zeros((1, L, T), jnp.int32)), params
+    )
     features = jax.eval_shape(lambda p: models.condition(p, x, jnp.zeros((1, L))), params)
     step = jax.jit(lambda p, s, f: models.unet(p, x, jnp.zeros((1,), jnp.int32), s, f,
                                                jnp.zeros((1,), jnp.int32)))
@@ -137,7 +142,9 @@ def run_case(a, frames: int, pixels: int, scales: list[float]) -> list[dict]:
                                          models.latent_shape, **kw).latents)
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
-        result = engine.run(plan, levels, ids, models.null_ids, models.schedule, models.latent_shape, **kw)
+        result = engine.run(
+            plan, levels, ids, models.null_ids, models.schedule, models.latent_shape, **kw
+        )
         jax.block_until_ready(result.latents)
         wall = time.perf_counter() - t0
         segment_steps = sum(s.segments for s in result.levels) * a.steps * (2 if g != 1.0 else 1)
@@ -164,8 +171,10 @@ def report_row(r: dict) -> str:
             f"{peak / 2**30:.2f} GiB ({kind}) | {r['model_tflop_per_s']:.3g} |")
 
 
-HEADER = ("| case | guidance | wall s (warm) | compile s | sequential calls | (calls, chunk) per level "
-          "| peak memory | model TFLOP/s |\n|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| case | guidance | wall s (warm) | compile s | sequential calls | (calls, chunk) per level "
+    "| peak memory | model TFLOP/s |\n|---|---|---|---|---|---|---|---|"
+)
 
 
 def run(a) -> dict:

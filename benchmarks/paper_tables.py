@@ -7,7 +7,8 @@ python benchmarks/paper_tables.py --root=runs/tables [--settings=tiny|default] [
 Every arm is a model family trained by ``nuwa_xl_jax.train``'s stage runner into ``ROOT/<arm>`` with
 the same budget, then scored by the synthetic world's probe (metrics/storyboard_probe) on videos of
 held-out storyboards (default: configs/storyboards/heldout.txt, which no tuning run looks at), for
-every seed. Resumable: a finished stage is skipped (the stage runner's done markers), so rerunning the
+every seed. Resumable: a finished stage is skipped (the stage runner's done markers), so rerunning
+the
 command after an interruption continues.
 
 Budget [ours]: ``--steps`` optimizer steps of MTD training per arm. DoD's arm spends them over its
@@ -205,6 +206,7 @@ def randomize_temporal_kernels(params, key):
 def _train_vae_random(config, workdir: str, mesh) -> dict:
     """The vae stage with its temporal kernels drawn at random instead of identity."""
     import jax
+
     from nuwa_xl_jax.family.store import export_dir, write_export
     from nuwa_xl_jax.train import loop, stage_runner, stages
     marker = os.path.join(export_dir(workdir, "vae"), stage_runner.DONE)
@@ -305,11 +307,12 @@ def eval_generators(arm: Arm, workdir: str, a) -> list:
 
 
 def eval_vae(arm: Arm, workdir: str, a) -> list:
-    """Reconstruction MSE (pixels in [-1, 1]) and the probe on reconstructions of held-out episodes."""
+    """Reconstruction MSE (pixels in [-1, 1]) and the probe on reconstructions of held-out
+    episodes."""
     from nuwa_xl_jax.data import latent_cache, synthetic
     from nuwa_xl_jax.data.builders.synthetic_cartoon import TEST_SEED_OFFSET
-    from nuwa_xl_jax.metrics import storyboard_probe
     from nuwa_xl_jax.family.store import load_config
+    from nuwa_xl_jax.metrics import storyboard_probe
     c = load_config(workdir).data
     rows = []
     for i in range(min(a.vae_episodes, c.test_episodes)):
@@ -317,7 +320,9 @@ def eval_vae(arm: Arm, workdir: str, a) -> list:
         video, captions = synthetic.episode(c.world_seed + TEST_SEED_OFFSET, i, length,
                                             tuple(c.resolution))[:2]
         recon = latent_cache.reconstruct(workdir, video)
-        mse = float(np.mean((recon.astype(np.float32) / 127.5 - video.astype(np.float32) / 127.5) ** 2))
+        mse = float(
+            np.mean((recon.astype(np.float32) / 127.5 - video.astype(np.float32) / 127.5) ** 2)
+        )
         s = storyboard_probe.agreement(recon, captions)
         rows.append({"arm": arm.name, "episode": i, "recon_mse": mse,
                      **{k: s.get(k) for k in SCORES}})
@@ -384,7 +389,9 @@ def side_by_side(rows, a) -> list:
         nio.contact_sheet(levels, os.path.join(a.root, "side_by_side", name), prompts,
                           labels=labels, overwrite=True)
         if seed == a.seeds[0]:
-            page = os.path.join(os.path.dirname(os.path.abspath(a.out)), "images", "results_" + name)
+            page = os.path.join(
+                os.path.dirname(os.path.abspath(a.out)), "images", "results_" + name
+            )
             nio.contact_sheet(levels, page, prompts, labels=labels, overwrite=True)
             shown.append((table, page))
     return shown
@@ -419,16 +426,22 @@ def _ms(v) -> str:
 def render(result: dict) -> str:
     """docs/results.md."""
     a = result["args"]
-    lines = ["# The paper's comparisons on the synthetic world", "",
-             "Written by `benchmarks/paper_tables.py` (the command and its settings below); "
-             "mean ± std over seeds (generators) or held-out episodes (VAE). Probe scores: shares "
-             "of frames whose scene / characters / both match the caption; flicker: mean "
-             "absolute change between consecutive frames of one scene (lower is steadier).", "",
-             f"- command: `{result['command']}`",
-             f"- machine: {result['machine']}; finished {result['time']}; {result['wall_s']:.0f} s",
-             f"- settings: `{a['settings']}`, MTD budget {a['steps'] or 'default'} steps per arm, sampler steps "
-             f"{a['sample_steps'] or 'config'}, seeds {a['seeds']}, storyboards "
-             f"{[os.path.basename(s) for s in a['storyboards']]}", ""]
+    lines = [
+        "# The paper's comparisons on the synthetic world",
+        "",
+        "Written by `benchmarks/paper_tables.py` (the command and its settings below); "
+        "mean ± std over seeds (generators) or held-out episodes (VAE). Probe scores: shares "
+        "of frames whose scene / characters / both match the caption; flicker: mean "
+        "absolute change between consecutive frames of one scene (lower is steadier).",
+        "",
+        f"- command: `{result['command']}`",
+        f"- machine: {result['machine']}; finished {result['time']}; {result['wall_s']:.0f} s",
+        f"- settings: `{a['settings']}`, MTD budget {a['steps'] or 'default'} steps per arm, "
+        f"sampler steps "
+        f"{a['sample_steps'] or 'config'}, seeds {a['seeds']}, storyboards "
+        f"{[os.path.basename(s) for s in a['storyboards']]}",
+        "",
+    ]
     if a["settings"] == "tiny":
         lines += ["**Smoke-test settings: the models are a few steps old; these numbers test the "
                   "plumbing and say nothing about the methods.**", ""]
@@ -571,7 +584,9 @@ def measure(a) -> dict:
         print(f"[{arm.table}] {arm.name}: {arm.family} stages {tuple(config.stages)} "
               f"budget {budgets(config, steps)} modes {arm.modes}", flush=True)
     if a.dry_run:
-        return {"plan": [(arm.table, arm.name, tuple(c.stages), budgets(c, s)) for arm, c, s in plan]}
+        return {
+            "plan": [(arm.table, arm.name, tuple(c.stages), budgets(c, s)) for arm, c, s in plan]
+        }
     from nuwa_xl_jax import parallel
     from nuwa_xl_jax.train import stage_runner
     mesh = parallel.make_mesh()
@@ -587,7 +602,9 @@ def measure(a) -> dict:
                                 ignore=shutil.ignore_patterns("checkpoints"))
             stage_runner.run(config, shared, mesh, ["vae_image"], progress=False)  # skips if done
             if not os.path.exists(os.path.join(workdir, "vae_image")):
-                shutil.copytree(os.path.join(shared, "vae_image"), os.path.join(workdir, "vae_image"))
+                shutil.copytree(
+                    os.path.join(shared, "vae_image"), os.path.join(workdir, "vae_image")
+                )
         if arm.vae_init == "identity":
             # Arms that do not vary the VAE share one (trained once, with the same settings).
             shared = os.path.join(a.root, "vae_shared")
@@ -612,10 +629,16 @@ def measure(a) -> dict:
         summary += summarize(part, keys)
     frechet_metrics(summary, rows, a)
     sheets = side_by_side(rows, a)
-    result = {"sheets": sheets, "args": dict(vars(a)), "rows": rows, "summary": summary, "command": a.command,
-              "machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.platform()})",
-              "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "wall_s": time.perf_counter() - t0}
+    result = {
+        "sheets": sheets,
+        "args": dict(vars(a)),
+        "rows": rows,
+        "summary": summary,
+        "command": a.command,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.platform()})",
+        "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wall_s": time.perf_counter() - t0,
+    }
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write(render(result))

@@ -130,7 +130,8 @@ def held_out_episodes(config, episodes: int, frames: int):
 
 
 def vae_ceiling(workdir: str, config, episodes: int, frames: int) -> dict:
-    """The probe on real held-out frames and on the VAE's reconstructions of them (mean over episodes)."""
+    """The probe on real held-out frames and on the VAE's reconstructions of them (mean over
+    episodes)."""
     from nuwa_xl_jax.data import latent_cache
     from nuwa_xl_jax.metrics import storyboard_probe
 
@@ -150,7 +151,9 @@ def mean_scores(rows) -> dict:
     for part in ("keyframes", "inbetween"):
         parts = [r[part] for r in rows if r.get(part) and r[part]["scene"] is not None]
         if parts:
-            out[part] = {k: float(np.mean([p[k] for p in parts])) for k in ("scene", "characters", "both")}
+            out[part] = {
+                k: float(np.mean([p[k] for p in parts])) for k in ("scene", "characters", "both")
+            }
     return out
 
 
@@ -196,12 +199,15 @@ def _f(v) -> str:
 
 
 def row_line(r: dict) -> str:
-    name = f"{r['storyboard']} {r['mode']} {r['frames']}f seed {r['seed'] if 'seed' in r else 'mean'}"
+    name = (
+        f"{r['storyboard']} {r['mode']} {r['frames']}f seed {r['seed'] if 'seed' in r else 'mean'}"
+    )
     return f"{name:34s} " + " ".join(f"{k} {_f(r.get(k))}" for k in SCORES)
 
 
 def report(result: dict) -> str:
-    head = "| storyboard | mode | frames | seeds | scene | characters | both | keyframes both | in-between both | unknown | flicker | identity |"
+    head = ("| storyboard | mode | frames | seeds | scene | characters | both | keyframes both "
+            "| in-between both | unknown | flicker | identity |")
     lines = ["Per run:", head.replace("seeds", "seed"), "|" + "---|" * 12]
     for r in result["runs"] + [None] + result["means"]:
         if r is None:
@@ -215,12 +221,21 @@ def report(result: dict) -> str:
                      + " | ".join(_f(r.get(k)) for k in ("unknown", "flicker", "identity")) + " |")
     v = result.get("vae_ceiling")
     if v:
-        lines += ["", f"VAE ceiling ({v['episodes']} held-out episodes x {v['frames']} frames):",
-                  "| input | scene | characters | both | unknown | identity |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"VAE ceiling ({v['episodes']} held-out episodes x {v['frames']} frames):",
+            "| input | scene | characters | both | unknown | identity |",
+            "|---|---|---|---|---|---|",
+        ]
         for which in ("real", "reconstructed"):
             s = v[which]
-            lines.append(f"| {which} | " + " | ".join(_f(s[k]) for k in
-                                                    ("scene", "characters", "both", "unknown", "identity")) + " |")
+            lines.append(
+                f"| {which} | "
+                + " | ".join(
+                    _f(s[k]) for k in ("scene", "characters", "both", "unknown", "identity")
+                )
+                + " |"
+            )
     return "\n".join(lines)
 
 

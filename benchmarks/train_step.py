@@ -149,7 +149,9 @@ def write_random_vae_export(config, workdir: str, name: str = "vae") -> None:
     from nuwa_xl_jax.train import stages
 
     if "vae_image" in config.stages:  # the vae stage would start from its export: skip that
-        config = dataclasses.replace(config, stages=tuple(s for s in config.stages if s != "vae_image"))
+        config = dataclasses.replace(
+            config, stages=tuple(s for s in config.stages if s != "vae_image")
+        )
     stage = stages.build(config, name, workdir)
     params = jax.jit(lambda k: nn.meta.unbox(stage.init(k)))(jax.random.key(config.seed))
     stages.write_export(stages.export_dir(workdir, name), params, stage.model_config)
@@ -185,10 +187,9 @@ def bench_stage(config, name: str, workdir: str, mesh) -> dict:
 
     from nuwa_xl_jax import parallel
     from nuwa_xl_jax.configuration import train as train_config
+    from nuwa_xl_jax.configuration import train_block_name
     from nuwa_xl_jax.train import loop, stages
     from nuwa_xl_jax.train import state as train_state
-
-    from nuwa_xl_jax.configuration import train_block_name
 
     cfg = config.train_block(name)  # typed: validated once in main
     cfg_path = train_block_name(config, name)
@@ -291,18 +292,34 @@ def print_table(rows: list[dict]) -> None:
             "GFLOP/step/dev", "TFLOP/s/dev", "HFU", "MiB/clip")
     lines = []
     for r in rows:
-        hfu = ("n/a on CPU" if r["backend"] == "cpu" else
-               _fmt(r["hfu"] * 100 if r["hfu"] is not None else None, ".1f") + ("%" if r["hfu"] else ""))
+        hfu = (
+            "n/a on CPU"
+            if r["backend"] == "cpu"
+            else _fmt(r["hfu"] * 100 if r["hfu"] is not None else None, ".1f")
+            + ("%" if r["hfu"] else "")
+        )
         text = {None: "", True: " (text trained)", False: " (text frozen)"}[r.get("text_trainable")]
-        lines.append((r["stage"] + text, f'{r["batch_size"]}x{r["frames_per_example"]}',
-                      f'{r["params"] / 1e6:.2f}M', f'{r["lower_s"] + r["compile_s"]:.1f}',
-                      f'{r["step_s_median"] * 1e3:.1f}', f'{r["examples_per_s"]:.2f}',
-                      f'{r["frames_per_s"]:.1f}',
-                      _fmt(r["flops_per_step_per_device"] and r["flops_per_step_per_device"] / 1e9, ".1f"),
-                      _fmt(r["achieved_flops_per_s_per_device"] and
-                           r["achieved_flops_per_s_per_device"] / 1e12, ".3f"),
-                      hfu, _fmt(r["memory_bytes_per_clip"] and
-                                r["memory_bytes_per_clip"] / 2 ** 20, ".1f")))
+        lines.append(
+            (
+                r["stage"] + text,
+                f"{r['batch_size']}x{r['frames_per_example']}",
+                f"{r['params'] / 1e6:.2f}M",
+                f"{r['lower_s'] + r['compile_s']:.1f}",
+                f"{r['step_s_median'] * 1e3:.1f}",
+                f"{r['examples_per_s']:.2f}",
+                f"{r['frames_per_s']:.1f}",
+                _fmt(
+                    r["flops_per_step_per_device"] and r["flops_per_step_per_device"] / 1e9, ".1f"
+                ),
+                _fmt(
+                    r["achieved_flops_per_s_per_device"]
+                    and r["achieved_flops_per_s_per_device"] / 1e12,
+                    ".3f",
+                ),
+                hfu,
+                _fmt(r["memory_bytes_per_clip"] and r["memory_bytes_per_clip"] / 2**20, ".1f"),
+            )
+        )
     widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(cols)]
     print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
     print("-+-".join("-" * w for w in widths))

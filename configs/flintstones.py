@@ -8,10 +8,12 @@ videos and captions in a folder (docs/data.md) and name it with ``data.manual_di
 
 -> the prepared dataset in TFDS's folder (~/tensorflow_datasets unless data.data_dir), then in
 runs/fl128/: config.json, each stage's checkpoints and export (vae, mtd_global, mtd_local1,
-mtd_local2) and latents/ (the latent cache): a model family for ``python -m nuwa_xl_jax.generate --workdir=runs/fl128
+mtd_local2) and latents/ (the latent cache): a model family for ``python -m nuwa_xl_jax.generate
+--workdir=runs/fl128
 --storyboard=FILE --out=video.mp4`` (up to 3376 frames). Sized for accelerators (bfloat16,
 rematerialisation, FSDP over all devices); docs/training.md has the multi-host launchers.
-Not wired yet: starting the stages from Stable Diffusion's weights (``python -m nuwa_xl_jax.convert``
+Not wired yet: starting the stages from Stable Diffusion's weights (``python -m
+nuwa_xl_jax.convert``
 imports them, but the training stages start from random weights), so this config does not yet
 reproduce the paper's SD initialisation.
 
@@ -26,7 +28,9 @@ from nuwa_xl_jax.configuration import presets
 
 def get_config(arg: str = "128") -> ml_collections.ConfigDict:
     if arg not in ("128", "256"):
-        raise ValueError(f"configs/flintstones.py: unknown variant {arg!r}; expected '128' or '256'")
+        raise ValueError(
+            f"configs/flintstones.py: unknown variant {arg!r}; expected '128' or '256'"
+        )
     size = int(arg)
     config = ml_collections.ConfigDict()
     config.seed = 0

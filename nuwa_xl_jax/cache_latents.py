@@ -19,7 +19,9 @@ from nuwa_xl_jax.configuration.files import define_config_flag
 def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     define_config_flag("config", "configs/NAME.py[:variant]: the data block (and VAE) to encode",
                        flag_values=fv, sys_argv=argv)
-    flags.DEFINE_string("out", None, "where the cache goes (then set data.latent_dir)", flag_values=fv)
+    flags.DEFINE_string(
+        "out", None, "where the cache goes (then set data.latent_dir)", flag_values=fv
+    )
     flags.DEFINE_string("split", None, "the split to encode (default: the config's data.split)",
                         flag_values=fv)
     flags.DEFINE_string("encoder", "tklvae", "'tklvae' (a trained VAE: --vae_workdir) or "
@@ -42,8 +44,9 @@ def run(FLAGS: flags.FlagValues) -> int:
     elif encoder != "tklvae":
         cli.fail(f"--encoder must be 'tklvae' or 'pool:FACTOR', got {encoder!r}", 2)
     elif not FLAGS.vae_workdir:
-        cli.fail("--encoder=tklvae needs --vae_workdir (a training workdir whose vae stage is done)",
-                 2)
+        cli.fail(
+            "--encoder=tklvae needs --vae_workdir (a training workdir whose vae stage is done)", 2
+        )
     try:
         config = configuration.validate(FLAGS.config)  # the one check; the library reads this
         split = FLAGS.split or config.data.split

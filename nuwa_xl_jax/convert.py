@@ -39,7 +39,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "vae": ("nuwa_xl_jax.weights.vae", "load_diffusers_vae"),
     "unet": ("nuwa_xl_jax.weights.unet", "load_diffusers_unet"),
     "clip": ("nuwa_xl_jax.weights.clip", "load_hf_clip_text"),
-    # Metric networks: --src is a PyTorch state-dict file (reading it needs torch; docs/evaluation.md)
+    # Metric networks: --src is a PyTorch state-dict file (reading it needs torch;
+    # docs/evaluation.md)
     "inception": ("nuwa_xl_jax.weights.inception", "load_fid_inception"),
     "i3d": ("nuwa_xl_jax.weights.i3d", "load_i3d"),
 }
@@ -87,7 +88,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def model_config(module: Any) -> dict[str, Any]:
-    """The config block that rebuilds ``module``: its ``to_config()`` or else its dataclass fields."""
+    """The config block that rebuilds ``module``: its ``to_config()`` or else its dataclass
+    fields."""
     to_config = getattr(module, "to_config", None)
     if to_config is not None:
         cfg = to_config()
@@ -118,7 +120,8 @@ def convert(kind: str, src: str, dst: str, **options: Any) -> str:
 
 
 def converted_kind(dst: str) -> str | None:
-    """The ``--kind`` a convert output folder was written with; None for a folder that is not one."""
+    """The ``--kind`` a convert output folder was written with; None for a folder that is not
+    one."""
     try:
         with open(os.path.join(dst, store.MODEL_CONFIG)) as f:
             meta = json.load(f)

@@ -29,7 +29,8 @@ RESULTS_JSON, RESULTS_MD = "metrics.json", "metrics.md"
 
 @dataclasses.dataclass
 class Options:
-    """What to evaluate; the fields are the CLI's flags (``python -m nuwa_xl_jax.evaluate --help``)."""
+    """What to evaluate; the fields are the CLI's flags (``python -m nuwa_xl_jax.evaluate
+    --help``)."""
     out: str
     workdir: Optional[str] = None
     videos: Optional[str] = None
@@ -72,9 +73,11 @@ def _check(o: Options):
                               "or --videos (existing video files), or both")
     if o.videos and not o.workdir and not o.reference and ("avg_fid" in o.metrics
                                                           or "b_fvd16" in o.metrics):
-        raise EvaluationError("--videos without --workdir needs --reference (real videos or a .npz "
-                              "of statistics); with --workdir of a synthetic-world family the world "
-                              "renders the reference for --storyboards")
+        raise EvaluationError(
+            "--videos without --workdir needs --reference (real videos or a .npz "
+            "of statistics); with --workdir of a synthetic-world family the world "
+            "renders the reference for --storyboards"
+        )
     bad_modes = sorted(set(o.modes) - set(runner.MODES))
     if bad_modes or not o.modes:
         raise EvaluationError(f"--modes: {bad_modes or 'none'}; expected some of "
@@ -291,9 +294,11 @@ def markdown(report: dict) -> str:
     if report.get("warning"):
         lines += [f"**{report['warning']}**", ""]
     ident = report["feature_networks"]
-    lines.append(f"Feature networks: FID {ident.get('fid', '-')}, FVD {ident.get('fvd', '-')}"
-                 + (f" ({ident['fvd_output']})" if "fvd_output" in ident else "")
-                 + (f"; OFF PROTOCOL: {ident['off_protocol']}" if ident.get("off_protocol") else ""))
+    lines.append(
+        f"Feature networks: FID {ident.get('fid', '-')}, FVD {ident.get('fvd', '-')}"
+        + (f" ({ident['fvd_output']})" if "fvd_output" in ident else "")
+        + (f"; OFF PROTOCOL: {ident['off_protocol']}" if ident.get("off_protocol") else "")
+    )
     ref = report["reference"]
     lines.append(f"Reference: {ref['source']}, {ref.get('videos', 0)} videos.")
     lines.append("")

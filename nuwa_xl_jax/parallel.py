@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 # The rules table and batch axes of record live in the mesh config block, which checks them
 # against the mesh's axis names; these defaults serve callers without a config (tests, notebooks).

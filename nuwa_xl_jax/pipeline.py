@@ -1,4 +1,5 @@
-"""The object a user holds: a trained model family loaded once, called with prompts, returning a video.
+"""The object a user holds: a trained model family loaded once, called with prompts, returning a
+video.
 
     from nuwa_xl_jax.pipeline import NuwaXLPipeline
 
@@ -123,7 +124,8 @@ def report(video: Video) -> dict:
 
 
 class NuwaXLPipeline:
-    """A trained model family with its weights on ``mesh``, ready to generate (see the module doc)."""
+    """A trained model family with its weights on ``mesh``, ready to generate (see the module
+    doc)."""
 
     def __init__(self, family: runner.Family, mesh=None, workdir: Optional[str] = None):
         self.family = family
@@ -164,9 +166,11 @@ class NuwaXLPipeline:
             raise ValueError("prompts must be a non-empty list of strings (one per frame) or a "
                              "storyboard file path")
         if frames is not None and frames != len(prompts):
-            raise ValueError(f"prompts: {len(prompts)} prompts for frames={frames}; give one prompt "
-                             "per frame, or a storyboard file path (its scenes are stretched to "
-                             "frames)")
+            raise ValueError(
+                f"prompts: {len(prompts)} prompts for frames={frames}; give one prompt "
+                "per frame, or a storyboard file path (its scenes are stretched to "
+                "frames)"
+            )
         return prompts
 
     def sampling(self, sampler: Optional[str] = None, steps: Optional[int] = None,
@@ -207,7 +211,9 @@ class NuwaXLPipeline:
                           sampling=sampling, pinned=pinned, **settings)
 
     def _decode(self, latents, mesh, memory_fraction: float):
-        return runner.decode_frames(self.family, latents, mesh=mesh, memory_fraction=memory_fraction)
+        return runner.decode_frames(
+            self.family, latents, mesh=mesh, memory_fraction=memory_fraction
+        )
 
     @property
     def can_score(self) -> bool:

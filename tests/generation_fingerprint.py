@@ -11,7 +11,6 @@ import sys
 import tempfile
 
 import numpy as np
-
 from tiny_family import STAGES, write_random_family  # noqa: E402  (tests/ on PYTHONPATH)
 
 from nuwa_xl_jax.io.videos import read_video  # noqa: E402

@@ -9,9 +9,18 @@ import json
 import pytest
 
 from nuwa_xl_jax import configuration
-from nuwa_xl_jax.configuration import (ARTVConfig, Config, ConfigError, DataConfig,
-                                       DiffusionConfig, GenerateConfig, MeshConfig, TrainConfig,
-                                       VAELossConfig, presets)
+from nuwa_xl_jax.configuration import (
+    ARTVConfig,
+    Config,
+    ConfigError,
+    DataConfig,
+    DiffusionConfig,
+    GenerateConfig,
+    MeshConfig,
+    TrainConfig,
+    VAELossConfig,
+    presets,
+)
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.train import checkpoint, stages
 
@@ -125,10 +134,16 @@ def test_building_a_block_in_python_runs_the_same_checks():
 def test_an_older_config_json_loads_with_defaults(tmp_path):
     """A workdir's config.json written before these fields (and the artv block) existed."""
     raw = json.loads(_tiny().to_json_best_effort())
-    for block, field in [("data", "latent_dir"), ("data", "workers"), ("diffusion", "min_snr_gamma"),
-                         ("train", "saliency_weight"), ("train", "init_from"),
-                         ("generate", "memory_fraction"), ("vae_loss", "l2_weight"),
-                         ("vae_loss", "init_logvar")]:
+    for block, field in [
+        ("data", "latent_dir"),
+        ("data", "workers"),
+        ("diffusion", "min_snr_gamma"),
+        ("train", "saliency_weight"),
+        ("train", "init_from"),
+        ("generate", "memory_fraction"),
+        ("vae_loss", "l2_weight"),
+        ("vae_loss", "init_logvar"),
+    ]:
         raw[block].pop(field)
     for top in ("artv", "vae_context", "local_train"):
         raw.pop(top, None)

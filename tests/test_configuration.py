@@ -15,7 +15,9 @@ def test_configs_load(spec):
 def test_mtd_channels_must_match_the_latents():
     config = configuration.load("configs/synthetic.py")
     config.model.mtd.in_channels = 4
-    with pytest.raises(configuration.ConfigError, match="model.mtd.in_channels=4.*latent_channels=8"):
+    with pytest.raises(
+        configuration.ConfigError, match="model.mtd.in_channels=4.*latent_channels=8"
+    ):
         configuration.validate(config)
 
 
@@ -24,12 +26,16 @@ def _cfg():
 
 
 @pytest.mark.parametrize("mutate,match", [
-    (lambda c: c.model.vae.__setattr__("block_out_channels", (16, -32)), r"model.vae.block_out_channels\[1\]"),
-    (lambda c: c.model.vae.__setattr__("block_out_channels", (16, 30)), "not divisible by model.vae.norm_num_groups"),
-    (lambda c: c.model.vae.__setattr__("temporal_kernel_size", 2), "temporal_kernel_size must be odd"),
+    (lambda c: c.model.vae.__setattr__("block_out_channels", (16, -32)),
+     r"model.vae.block_out_channels\[1\]"),
+    (lambda c: c.model.vae.__setattr__("block_out_channels", (16, 30)), "not divisible by "
+                                                                        "model.vae.norm_num_groups"),
+    (lambda c: c.model.vae.__setattr__("temporal_kernel_size", 2), "temporal_kernel_size must be "
+                                                                   "odd"),
     (lambda c: c.data.__setattr__("resolution", (64, 62)), "width 62 is not divisible .* factor 4"),
     (lambda c: c.mesh.__setattr__("shape", (1, 2, 3)), "same length"),
-    (lambda c: c.generate.__setattr__("max_segments_per_call", "lots"), "generate.max_segments_per_call"),
+    (lambda c: c.generate.__setattr__("max_segments_per_call", "lots"),
+     "generate.max_segments_per_call"),
     (lambda c: c.generate.__setattr__("memory_fraction", 1.5), "generate.memory_fraction"),
 ])
 def test_bad_values_name_the_field(mutate, match):
@@ -44,7 +50,9 @@ def test_unknown_field_is_an_error():
     c = _cfg()
     with c.unlocked():
         c.model.vae.lattent_channels = 4  # a typo
-    with pytest.raises(configuration.ConfigError, match="unknown config field.*model.vae.lattent_channels"):
+    with pytest.raises(
+        configuration.ConfigError, match="unknown config field.*model.vae.lattent_channels"
+    ):
         configuration.validate(c)
 
 

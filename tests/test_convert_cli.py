@@ -18,9 +18,14 @@ def diffusers_folder(tmp_path_factory):
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
-    vae = diffusers.AutoencoderKL(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-                                  down_block_types=("DownEncoderBlock2D",) * 2,
-                                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4)
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+    )
     folder = tmp_path_factory.mktemp("diffusers_vae")
     vae.save_pretrained(str(folder), safe_serialization=True)
     return str(folder)
@@ -38,7 +43,11 @@ def test_cli_writes_checkpoint_and_config_then_refuses_to_overwrite(diffusers_fo
     dst = str(tmp_path / "converted")
     done = _cli("--kind=vae", f"--src={diffusers_folder}", f"--dst={dst}")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(os.listdir(dst)) == ["files.json", "model_config.json", "params"]  # the family format
+    assert sorted(os.listdir(dst)) == [
+        "files.json",
+        "model_config.json",
+        "params",
+    ]  # the family format
 
     config, variables = convert.load_converted(dst)
     assert config["kind"] == "vae" and config["model"]["block_out_channels"] == [16, 32]
@@ -64,10 +73,14 @@ def test_refusals_are_clear(tmp_path, monkeypatch):
     with pytest.raises(convert.ConvertError, match="is not empty; refusing to overwrite"):
         convert.convert("vae", str(tmp_path), str(occupied))
     assert (occupied / "keep.txt").read_text() == "mine"
-    with pytest.raises(convert.ConvertError, match=r"--kind='gan' is not supported; expected one of"):
+    with pytest.raises(
+        convert.ConvertError, match=r"--kind='gan' is not supported; expected one of"
+    ):
         convert.loader_for("gan")
     monkeypatch.setitem(convert.KINDS, "unet", ("nuwa_xl_jax.weights.no_such_importer", "load_x"))
-    with pytest.raises(convert.ConvertError, match=r"--kind=unet needs nuwa_xl_jax.weights.no_such_importer.load_x"):
+    with pytest.raises(
+        convert.ConvertError, match=r"--kind=unet needs nuwa_xl_jax.weights.no_such_importer.load_x"
+    ):
         convert.loader_for("unet")
     assert convert.loader_for("vae") is convert.load_diffusers_vae
 

@@ -13,13 +13,12 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_family import STAGES, write_random_family
 
-from nuwa_xl_jax import io as nio
 from nuwa_xl_jax import evaluation
+from nuwa_xl_jax import io as nio
 from nuwa_xl_jax.metrics import features
 from nuwa_xl_jax.metrics.statistics import EvaluationError
-
-from tiny_family import STAGES, write_random_family
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
@@ -99,7 +98,9 @@ def test_bad_inputs_fail_before_any_work(family, tmp_path):
     with pytest.raises(features.FeatureWeightsError, match="holds converted 'i3d' weights"):
         evaluation.evaluate(opts(tmp_path, family, fid_weights=str(wrong), fvd_weights=str(wrong)))
     with pytest.raises(EvaluationError, match="B-FVD-16 needs videos of at least 16"):
-        evaluation.evaluate(opts(tmp_path, family, frames=10, extend=False, random_feature_weights=True))
+        evaluation.evaluate(
+            opts(tmp_path, family, frames=10, extend=False, random_feature_weights=True)
+        )
     with pytest.raises(EvaluationError, match="has no trained AR baseline"):
         no_ar = write_random_family(str(tmp_path / "no_ar"), stages=("mtd_global", "mtd_local1"))
         evaluation.evaluate(opts(tmp_path, no_ar, modes=["dod", "ar"], random_feature_weights=True))
@@ -127,12 +128,16 @@ def test_bad_videos_fail_before_any_feature_network_runs(family, tmp_path):
     with pytest.raises(EvaluationError, match="needs --reference"):
         evaluation.evaluate(opts(tmp_path, family, videos=f"{a},{b}", **base))
     with pytest.raises(EvaluationError, match="matches no file"):
-        evaluation.evaluate(opts(tmp_path, family, videos=str(tmp_path / "*.mp4"), reference=a, **base))
+        evaluation.evaluate(
+            opts(tmp_path, family, videos=str(tmp_path / "*.mp4"), reference=a, **base)
+        )
     with pytest.raises(EvaluationError, match="3 videos but 2 storyboards"):
         evaluation.evaluate(opts(tmp_path, family, videos=f"{a},{b},{a}", reference=a,
                           **{**base, "storyboards": [STORY, STORY.replace("cartoon", "village")]}))
     with pytest.raises(EvaluationError, match="has 8 frames; B-FVD-16 needs at least 16"):
-        evaluation.evaluate(opts(tmp_path, family, videos=f"{a},{b}", reference=f"{a},{short}", **base))
+        evaluation.evaluate(
+            opts(tmp_path, family, videos=f"{a},{b}", reference=f"{a},{short}", **base)
+        )
     with pytest.raises(EvaluationError, match="short.gif has 8 frames"):
         evaluation.evaluate(opts(tmp_path, family, videos=f"{short},{a}", reference=a, **base))
     # the same video set is fine up to the networks (which this test never loads)

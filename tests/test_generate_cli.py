@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from tiny_family import STAGES, write_random_family
 
 from nuwa_xl_jax.io.videos import read_video
-
-from tiny_family import STAGES, write_random_family
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",

@@ -6,11 +6,9 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
+from tiny_family import write_random_family
 
 from nuwa_xl_jax.io.videos import read_video
-
-from tiny_family import write_random_family
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)

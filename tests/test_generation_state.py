@@ -7,11 +7,10 @@ import os
 
 import numpy as np
 import pytest
+from tiny_family import write_random_family
 
 from nuwa_xl_jax.dod import generation_state
 from nuwa_xl_jax.pipeline import NuwaXLPipeline
-
-from tiny_family import write_random_family
 
 PROMPTS = ["fred walks left in the cave"] * 5 + ["wilma jumps in the desert"] * 5
 

@@ -2,7 +2,8 @@
 ones too, since they hide cycles as well as top-level ones do), folded to packages.
 
 Nodes are the subpackages of nuwa_xl_jax (``train``, ``dod``, ``family``, ...); a top-level module
-(``generate.py``, ``pipeline.py``) is a node of its own. A cycle between nodes fails, and so does any
+(``generate.py``, ``pipeline.py``) is a node of its own. A cycle between nodes fails, and so does
+any
 import of ``nuwa_xl_jax.train`` from what generation uses (inference never imports training).
 Modules too form no cycle, inside a package or through imports deferred into functions.
 """
@@ -88,7 +89,8 @@ def import_graph() -> tuple[dict[str, set[str]], dict[tuple[str, str], list[str]
                     continue
                 if not os.path.exists(os.path.join(ROOT, dst)) and \
                         not os.path.exists(os.path.join(ROOT, dst + ".py")):
-                    continue  # ``from nuwa_xl_jax import parallel`` resolves to a module; others are names
+                    # ``from nuwa_xl_jax import parallel`` resolves to a module; others are names
+                    continue
                 edges[src].add(dst)
                 why[(src, dst)].append(module)
     return edges, why
@@ -169,7 +171,8 @@ def test_imports_are_read_at_any_depth(tmp_path):
 
 def test_the_graph_sees_the_layers():
     edges, _ = import_graph()
-    # known edges: if these vanish, the parser is reading nothing, and the tests below pass vacuously
+    # known edges: if these vanish, the parser is reading nothing, and the tests below pass
+    # vacuously
     assert "family" in edges["dod"] and "pipeline" in edges["train"] and "models" in edges["family"]
 
 
@@ -195,8 +198,10 @@ def test_packages_import_only_lower_layers():
     layer = {node: i for i, nodes in enumerate(LAYERS) for node in nodes}
     nodes = set(edges) | {b for targets in edges.values() for b in targets}
     missing = sorted(nodes - set(layer))
-    assert not missing, (f"{missing} are in no layer: add them to LAYERS in "
-                         "tests/test_import_graph.py and to docs/api.md where their imports put them")
+    assert not missing, (
+        f"{missing} are in no layer: add them to LAYERS in "
+        "tests/test_import_graph.py and to docs/api.md where their imports put them"
+    )
     upward = [f"{a} -> {b} in {', '.join(sorted(set(why[(a, b)])))}"
               for a in sorted(edges) for b in sorted(edges[a]) if layer[b] <= layer[a]]
     assert not upward, "imports that do not point down the layers: " + "; ".join(upward)

@@ -1,4 +1,5 @@
-"""What `make demo` and `make test` install: the demo only the library, the tests the parity extras."""
+"""What `make demo` and `make test` install: the demo only the library, the tests the parity
+extras."""
 import ast
 import os
 import re
@@ -39,11 +40,15 @@ def test_make_demo_installs_only_the_library_and_make_test_the_extras():
     demo_deps, demo = _recipe(makefile, "demo")
     (lib,) = [d for d in demo_deps if d.startswith(".venv/.installed")]
     lib_deps, lib_recipe = _recipe(makefile, lib)
-    installs = [line for line in lib_recipe if "pip install" in line and "--upgrade pip" not in line]
+    installs = [
+        line for line in lib_recipe if "pip install" in line and "--upgrade pip" not in line
+    ]
     assert installs == ["$(PY) -m pip install -e ."], installs  # no [extras]
     assert not any(d.startswith(".venv/.installed") for d in lib_deps)
     test_deps, _ = _recipe(makefile, "test")
     (tests,) = [d for d in test_deps if d.startswith(".venv/.installed")]
     _, test_recipe = _recipe(makefile, tests)
-    assert any("pip install" in line and "interop" in line and "test" in line for line in test_recipe)
+    assert any(
+        "pip install" in line and "interop" in line and "test" in line for line in test_recipe
+    )
     assert any("nuwa_xl_jax.train" in line for line in demo)

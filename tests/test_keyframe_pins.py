@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_family import write_random_family
 
 from nuwa_xl_jax.dod import pinned_latents
 from nuwa_xl_jax.pipeline import NuwaXLPipeline
-
-from tiny_family import write_random_family
 
 FRED = "fred walks left in the cave"
 WILMA = "wilma jumps in the desert"

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from nuwa_xl_jax import configuration
-from nuwa_xl_jax.configuration import ConfigError, MTDConfig, ModelConfig, TextConfig, VAEConfig
+from nuwa_xl_jax.configuration import ConfigError, ModelConfig, MTDConfig, TextConfig, VAEConfig
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.models.mtd import MTDUNet
 from nuwa_xl_jax.models.text import CLIPTextModel
@@ -44,7 +44,8 @@ def test_values_are_normalised_once():
 
 
 @pytest.mark.parametrize("block,field,value,match", [
-    ("mtd", "layers_per_block", "2", r"model\.mtd\.layers_per_block must be a positive integer, got '2'"),
+    ("mtd", "layers_per_block", "2", r"model\.mtd\.layers_per_block must be a positive integer, "
+                                     r"got '2'"),
     ("mtd", "num_levels", True, r"model\.mtd\.num_levels must be an integer >= 0"),
     ("mtd", "temporal", "yes", r"model\.mtd\.temporal must be True or False"),
     ("mtd", "norm_eps", "small", r"model\.mtd\.norm_eps must be a number"),
@@ -52,7 +53,8 @@ def test_values_are_normalised_once():
     ("mtd", "remat", "sometimes", r"model\.mtd\.remat='sometimes'; use 'none', 'full'"),
     ("mtd", "attention", "flash", r"model\.mtd\.attention='flash'"),
     ("mtd", "init_from", 3, r"model\.mtd\.init_from must be a folder"),
-    ("vae", "mid_block_add_attention", 1, r"model\.vae\.mid_block_add_attention must be True or False"),
+    ("vae", "mid_block_add_attention", 1, r"model\.vae\.mid_block_add_attention must be True or "
+                                          r"False"),
     ("vae", "scaling_factor", -1.0, r"model\.vae\.scaling_factor must be > 0"),
     ("vae", "latent_channels", 0, r"model\.vae\.latent_channels must be a positive integer"),
     ("vae", "dtype", "float16", r"model\.vae\.dtype='float16'; use 'float32' or 'bfloat16'"),
@@ -101,7 +103,9 @@ def test_models_from_typed_objects_equal_those_from_config_blocks():
     assert MTDUNet.from_config(model.mtd) == MTDUNet.from_config(config.model.mtd)
     assert CLIPTextModel.from_config(model.text) == CLIPTextModel.from_config(config.model.text)
     assert TKLVAE.from_config(model.vae).to_config() == dataclasses.replace(model.vae, init_from="")
-    assert MTDUNet.from_config(model.mtd).to_config() == dataclasses.replace(model.mtd, init_from="")
+    assert MTDUNet.from_config(model.mtd).to_config() == dataclasses.replace(
+        model.mtd, init_from=""
+    )
 
 
 def test_an_older_stored_config_json_loads(tmp_path):

@@ -5,7 +5,6 @@ training stage takes minutes on 2 CPU cores."""
 import os
 
 import pytest
-
 from tiny_family import write_random_family
 
 nbformat = pytest.importorskip("nbformat")

@@ -28,7 +28,9 @@ def test_dry_run_plans_every_arm_with_the_same_budget(tmp_path):
                                      "2c"]
     table, stages, budget = by_name["dod vs ar vs artv"]
     assert {"mtd_global", "mtd_local1", "mtd_ar", "mtd_artv"} <= set(stages)
-    assert budget["mtd_global"] + budget["mtd_local1"] == budget["mtd_ar"] == budget["mtd_artv"] == 6
+    assert (
+        budget["mtd_global"] + budget["mtd_local1"] == budget["mtd_ar"] == budget["mtd_artv"] == 6
+    )
     _, stages, budget = by_name["dod vs ar vs artv, depth 3"]  # the long setting
     assert {"mtd_global", "mtd_local1", "mtd_local2", "mtd_ar", "mtd_artv"} <= set(stages)
     assert (budget["mtd_global"] + budget["mtd_local1"] + budget["mtd_local2"] == budget["mtd_ar"]
@@ -108,9 +110,10 @@ def test_frechet_metrics_score_each_group_against_the_world(tmp_path, monkeypatc
     import types
 
     import numpy as np
+
     from nuwa_xl_jax.data import scripted
-    from nuwa_xl_jax.metrics import features
     from nuwa_xl_jax.io.storyboards import load_storyboard
+    from nuwa_xl_jax.metrics import features
     pt = load()
 
     def colour_stats(x):
@@ -134,7 +137,9 @@ def test_frechet_metrics_score_each_group_against_the_world(tmp_path, monkeypatc
                               seeds=[0, 1], out=str(tmp_path / "docs" / "results.md"))
     pt.frechet_metrics(summary, rows, a)
     sheets = pt.side_by_side(rows, a)  # world on top, then dod and ar, per seed
-    assert sheets == [("1", str(tmp_path / "docs" / "images" / "results_table1_heldout_16f_seed0.png"))]
+    assert sheets == [
+        ("1", str(tmp_path / "docs" / "images" / "results_table1_heldout_16f_seed0.png"))
+    ]
     assert sorted(os.listdir(tmp_path / "side_by_side")) == [
         "table1_heldout_16f_seed0.png", "table1_heldout_16f_seed1.png"]
     world_row, black_row = summary
@@ -174,9 +179,17 @@ def test_random_temporal_kernels_leave_the_rest():
     import jax
     import numpy as np
     pt = load()
-    params = {"params": {"conv_in": {"kernel": np.ones((3, 3, 4, 8), np.float32)},
-                         "resnets_0": {"conv1_temporal": {"kernel": np.ones((3, 64, 64), np.float32),
-                                                          "bias": np.zeros(64, np.float32)}}}}
+    params = {
+        "params": {
+            "conv_in": {"kernel": np.ones((3, 3, 4, 8), np.float32)},
+            "resnets_0": {
+                "conv1_temporal": {
+                    "kernel": np.ones((3, 64, 64), np.float32),
+                    "bias": np.zeros(64, np.float32),
+                }
+            },
+        }
+    }
     out = pt.randomize_temporal_kernels(params, jax.random.key(0))["params"]
     np.testing.assert_array_equal(out["conv_in"]["kernel"], params["params"]["conv_in"]["kernel"])
     np.testing.assert_array_equal(out["resnets_0"]["conv1_temporal"]["bias"], np.zeros(64))
@@ -194,8 +207,12 @@ def test_tiny_table_1_end_to_end(tmp_path):
     demo, long = "dod vs ar vs artv", "dod vs ar vs artv, depth 3"
     assert set(rows) == {(arm, m) for arm in (demo, long) for m in ("dod", "ar", "artv")}
     # 10 frames: DoD one loop per level, ART•V one per frame
-    assert rows[demo, "dod"]["sequential_calls"] == 2 and rows[demo, "artv"]["sequential_calls"] == 10
+    assert (
+        rows[demo, "dod"]["sequential_calls"] == 2 and rows[demo, "artv"]["sequential_calls"] == 10
+    )
     # the depth-3 family (L = 4) at its full length, (4-1)^3+1 = 28 frames, in every scheme
     assert {rows[long, m]["frames"] for m in ("dod", "ar", "artv")} == {28}
-    assert rows[long, "dod"]["sequential_calls"] == 3 and rows[long, "artv"]["sequential_calls"] == 28
+    assert (
+        rows[long, "dod"]["sequential_calls"] == 3 and rows[long, "artv"]["sequential_calls"] == 28
+    )
     assert "Table 1" in out.read_text() and (tmp_path / "results.json").exists()

@@ -4,11 +4,10 @@ import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
+from sharded_init import init_sharded
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.models import layers
-
-from sharded_init import init_sharded
 
 
 def test_make_mesh_fills_minus_one():
@@ -41,10 +40,14 @@ def test_init_sharded_matches_plain_init():
     sharded = init_sharded(init, mesh, jax.random.key(1))
     plain = nn.meta.unbox(init(jax.random.key(1)))
     assert sharded["params"]["conv1"]["kernel"].sharding.spec == P(None, None, None, "fsdp")
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), sharded, plain)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), sharded, plain
+    )
     xs = jax.device_put(x, parallel.batch_sharding(mesh, 4))
     y_sharded = jax.jit(block.apply, static_argnums=2)(sharded, xs, 3)
-    np.testing.assert_allclose(np.asarray(y_sharded), np.asarray(block.apply(plain, x, 3)), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(y_sharded), np.asarray(block.apply(plain, x, 3)), atol=1e-5
+    )
 
 
 def test_batch_devices():

@@ -8,20 +8,21 @@ import weakref
 import jax
 import numpy as np
 import pytest
+from tiny_family import STAGES, write_random_family
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.dod import decode
 from nuwa_xl_jax.io.videos import read_video
 from nuwa_xl_jax.pipeline import NuwaXLPipeline, Video
 
-from tiny_family import STAGES, write_random_family
-
 PROMPTS = ["fred walks left in the cave"] * 4 + ["wilma jumps in the desert"] * 3
 
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-    return NuwaXLPipeline.from_pretrained(write_random_family(str(tmp_path_factory.mktemp("family"))))
+    return NuwaXLPipeline.from_pretrained(
+        write_random_family(str(tmp_path_factory.mktemp("family")))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,9 @@ def test_from_pretrained_takes_an_already_loaded_config(pipe, monkeypatch):
     loaded with that config, not from a second read of the file."""
     from nuwa_xl_jax.dod import runner
     config = pipe.config
-    monkeypatch.setattr(runner, "load_config", lambda workdir: pytest.fail("config.json read again"))
+    monkeypatch.setattr(
+        runner, "load_config", lambda workdir: pytest.fail("config.json read again")
+    )
     again = NuwaXLPipeline.from_pretrained(pipe.workdir, mesh=pipe.mesh, config=config)
     assert again.config is config
 

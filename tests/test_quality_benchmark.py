@@ -17,14 +17,17 @@ STORY = os.path.join(ROOT, "configs", "storyboards")
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("quality", os.path.join(ROOT, "benchmarks", "quality.py"))
+    spec = importlib.util.spec_from_file_location(
+        "quality", os.path.join(ROOT, "benchmarks", "quality.py")
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
 def random_like(tree, seed):
-    """Small random weights of ``tree``'s shapes: no compiled init (minutes on a busy 2-core CPU)."""
+    """Small random weights of ``tree``'s shapes: no compiled init (minutes on a busy 2-core
+    CPU)."""
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda s: (0.05 * rng.standard_normal(s.shape)).astype(s.dtype), tree)
 
@@ -64,13 +67,19 @@ def test_quality_benchmark_runs_every_mode_and_writes_results(family, tmp_path, 
     assert all(r["keyframes"]["scene"] is not None for r in dod)  # the global level's frames
     mean = result["means"][0]
     assert mean["seeds"] == [0, 1]
-    assert mean["scene"] == pytest.approx((result["runs"][0]["scene"] + result["runs"][1]["scene"]) / 2)
+    assert mean["scene"] == pytest.approx(
+        (result["runs"][0]["scene"] + result["runs"][1]["scene"]) / 2
+    )
     vae = result["vae_ceiling"]
     assert vae["episodes"] == 1 and vae["frames"] == 12
     assert vae["real"]["both"] >= 0.95  # real frames: the probe's own ceiling
     assert 0 <= vae["reconstructed"]["both"] <= 1
     assert json.loads(out.read_text())["means"] == result["means"]
-    assert "Mean over seeds:" in printed and "VAE ceiling" in printed and "| two | ar | 10 |" in printed
+    assert (
+        "Mean over seeds:" in printed
+        and "VAE ceiling" in printed
+        and "| two | ar | 10 |" in printed
+    )
 
 
 def test_bad_flags_are_clear(tmp_path):

@@ -26,7 +26,9 @@ def write_random_family(workdir: str, stages=STAGES) -> str:
     vae_shapes = jax.eval_shape(vae.init, jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3)))
     family.write_export(family.export_dir(workdir, "vae"), {"vae": random_like(vae_shapes, 0)}, {})
     models = family.MTDModels(config, workdir)
-    shapes = jax.eval_shape(lambda k: models.init(k, config.data.frames_per_call), jax.random.key(0))
+    shapes = jax.eval_shape(
+        lambda k: models.init(k, config.data.frames_per_call), jax.random.key(0)
+    )
     artv_shapes = jax.eval_shape(ARTVModels(models).init, jax.random.key(0))
     for i, name in enumerate(stages):
         tree = artv_shapes if name == "mtd_artv" else shapes

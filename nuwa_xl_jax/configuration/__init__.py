@@ -8,7 +8,8 @@ checking every field once and naming the dotted field of a bad value. The Config
 below are those classes' fields and defaults (the paper's), so an unknown field is an error, not
 silently ignored. Field names of model blocks follow diffusers / transformers configs, so the
 ``config.json`` of a public model maps onto them one to one. configs/ composes these blocks
-(through :mod:`~nuwa_xl_jax.configuration.presets`); :mod:`~nuwa_xl_jax.configuration.files` finds and
+(through :mod:`~nuwa_xl_jax.configuration.presets`); :mod:`~nuwa_xl_jax.configuration.files` finds
+and
 reads config files.
 """
 from __future__ import annotations
@@ -21,16 +22,30 @@ from nuwa_xl_jax.configuration import files
 from nuwa_xl_jax.configuration.artv import ARTVConfig
 from nuwa_xl_jax.configuration.block import positive_int
 from nuwa_xl_jax.configuration.checks import ConfigError, check_fields
-from nuwa_xl_jax.configuration.config import (STAGE_NAMES, TOP_LEVEL, Config, check_resolution,
-                                              train_block_name)
+from nuwa_xl_jax.configuration.config import (
+    STAGE_NAMES,
+    TOP_LEVEL,
+    Config,
+    check_resolution,
+    train_block_name,
+)
 from nuwa_xl_jax.configuration.data import DataConfig, data_block
 from nuwa_xl_jax.configuration.diffusion import DiffusionConfig
 from nuwa_xl_jax.configuration.generate import GenerateConfig
 from nuwa_xl_jax.configuration.mesh import MeshConfig
-from nuwa_xl_jax.configuration.model import (MTDConfig, ModelConfig, TextConfig, VAEConfig)
+from nuwa_xl_jax.configuration.model import ModelConfig, MTDConfig, TextConfig, VAEConfig
 from nuwa_xl_jax.configuration.train import TrainConfig, train_block
 from nuwa_xl_jax.configuration.vae_loss import VAELossConfig
 
+# the package's public names: the typed blocks and the helpers config files and the library use
+__all__ = [
+    "ARTVConfig", "Config", "ConfigError", "DataConfig", "DiffusionConfig", "GenerateConfig",
+    "MTDConfig", "MeshConfig", "ModelConfig", "STAGE_NAMES", "TOP_LEVEL", "TextConfig",
+    "TrainConfig", "VAEConfig", "VAELossConfig", "artv_block", "check_fields", "check_resolution",
+    "data_block", "diffusion_block", "files", "generate_block", "load", "mesh_block",
+    "model_config", "mtd_block", "positive_int", "text_block", "text_trainable", "train_block",
+    "train_block_name", "vae_block", "vae_loss_block", "validate",
+]
 
 def _block(cls) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(cls().to_dict())

@@ -99,5 +99,6 @@ class Block:
             return cls(**{k: block[k] for k in block.keys()})
 
     def to_dict(self) -> dict:
-        """The block as a plain dict (tuples kept): ``ConfigDict(c.to_dict())`` is its config block."""
+        """The block as a plain dict (tuples kept): ``ConfigDict(c.to_dict())`` is its config
+        block."""
         return dataclasses.asdict(self)

@@ -81,7 +81,9 @@ class Config:
             value = config[name]
             if name in BLOCKS and value is not None:
                 block = BLOCKS[name]
-                value = block.from_dict(value) if block is ModelConfig else block.from_dict(value, name)
+                value = (
+                    block.from_dict(value) if block is ModelConfig else block.from_dict(value, name)
+                )
             fields[name] = value
         return cls(**fields)
 
@@ -110,9 +112,11 @@ class Config:
             check_resolution(data.resolution, model.vae.downsampling_factor, "data.resolution")
         F, C = self.vae_frames, self.vae_context
         if not isinstance(F, int) or F < 1 or not isinstance(C, int) or not 0 <= C <= (F - 1) // 2:
-            raise ConfigError(f"vae_frames={F!r} (the VAE's training clip, also the length of every "
-                              f"encode / decode call) must be >= 1 and vae_context={C!r} (frames of "
-                              f"context each side of a call) in 0..{(max(F, 1) - 1) // 2}")
+            raise ConfigError(
+                f"vae_frames={F!r} (the VAE's training clip, also the length of every "
+                f"encode / decode call) must be >= 1 and vae_context={C!r} (frames of "
+                f"context each side of a call) in 0..{(max(F, 1) - 1) // 2}"
+            )
         if self.local_models not in ("separate", "shared"):
             raise ConfigError(f"local_models={self.local_models!r}; use 'separate' or 'shared'")
         self._check_stages()
@@ -127,11 +131,17 @@ class Config:
                 raise ConfigError("local_models='shared' trains one local model: stages must list "
                                   "'mtd_local' (not mtd_local<d>), e.g. ('vae', 'mtd_global', "
                                   "'mtd_local')")
-            if self.model is not None and self.model.mtd is not None and self.model.mtd.num_levels < 1:
+            if (
+                self.model is not None
+                and self.model.mtd is not None
+                and self.model.mtd.num_levels < 1
+            ):
                 raise ConfigError("local_models='shared' needs model.mtd.num_levels > 0 (its level "
                                   "embedding); set it to data.depth")
         if "vae_image" in stages and self.vae_image_train is None:
-            raise ConfigError("stage 'vae_image' needs a vae_image_train block (steps, batch_size, ...)")
+            raise ConfigError(
+                "stage 'vae_image' needs a vae_image_train block (steps, batch_size, ...)"
+            )
         mtd = self.model.mtd if self.model is not None else None
         if "mtd_image" in stages and mtd is not None and (mtd.temporal or
                                                           mtd.condition_injection != "none"):

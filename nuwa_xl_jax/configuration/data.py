@@ -48,8 +48,8 @@ class DataConfig(Block):
     shuffle_seed: int = 0
     num_epochs: int = 0                 # 0 = repeat forever
     workers: int = 0                    # grain multiprocess prefetch workers; 0 = in-process
-    max_length: int = 16                # prompt tokens per frame (built-in word tokenizer)
-    latent_dir: str = ""                # a latent cache (data/latent_cache.py): read latents instead
+    max_length: int = 16  # prompt tokens per frame (built-in word tokenizer)
+    latent_dir: str = ""  # a latent cache (data/latent_cache.py): read latents instead
 
     PATH: ClassVar[str] = "data"
     TUPLES: ClassVar[tuple[str, ...]] = ("resolution",)
@@ -70,7 +70,9 @@ class DataConfig(Block):
                               f"{self.extra_given!r}; 0 keeps the paper's masks (ends given)")
         res = self.resolution
         if len(res) != 2 or not all(isinstance(r, int) and r >= 8 for r in res):
-            raise ConfigError(f"{path}.resolution must be (height, width) integers >= 8, got {res!r}")
+            raise ConfigError(
+                f"{path}.resolution must be (height, width) integers >= 8, got {res!r}"
+            )
         if self.mode == "dod" and not -1 <= self.level < self.depth:
             raise ConfigError(f"{path}.level must be -1 (random) or in 0..{self.depth - 1} for "
                               f"{path}.depth={self.depth}, got {self.level!r}")
@@ -83,9 +85,11 @@ class DataConfig(Block):
                               f"depth={self.depth}); raise it or lower {path}.frames_per_call / "
                               f"{path}.depth")
         if self.dataset == "flintstones_hd" and not self.data_dir and not self.manual_dir:
-            raise ConfigError(f"{path}.dataset='flintstones_hd' needs {path}.manual_dir (the folder "
-                              f"of episode videos + caption JSONs) or a {path}.data_dir where it is "
-                              "built")
+            raise ConfigError(
+                f"{path}.dataset='flintstones_hd' needs {path}.manual_dir (the folder "
+                f"of episode videos + caption JSONs) or a {path}.data_dir where it is "
+                "built"
+            )
 
     @property
     def window(self) -> int:

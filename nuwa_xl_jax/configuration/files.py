@@ -2,7 +2,8 @@
 
 A config file is plain Python with ``get_config(arg)``; it imports only the library (its shared
 blocks are in :mod:`nuwa_xl_jax.configuration.presets`), so it loads from any folder and no code
-edits ``sys.path``. ``configs/NAME.py`` (and ``configs/storyboards/...``) also names the copy shipped
+edits ``sys.path``. ``configs/NAME.py`` (and ``configs/storyboards/...``) also names the copy
+shipped
 with nuwa_xl_jax when no such file exists where the command runs: an installed package (the wheel
 carries the repository's ``configs/`` as ``nuwa_xl_jax/configs/``) and a source checkout run from
 another folder both find it. A file that does exist always wins, so a local copy is what runs.
@@ -59,9 +60,11 @@ def find(path: str) -> str:
             if os.path.exists(candidate):
                 return candidate
     shipped = sorted(f"{PREFIX}/{f}" for r in roots[:1] for f in os.listdir(r) if f.endswith(".py"))
-    raise ConfigError(f"{path!r} not found in {os.getcwd()!r}"
-                      + (f" nor among the shipped configs ({', '.join(shipped)})" if shipped else "")
-                      + "; give the path of a config file, or configs/NAME.py for a shipped one")
+    raise ConfigError(
+        f"{path!r} not found in {os.getcwd()!r}"
+        + (f" nor among the shipped configs ({', '.join(shipped)})" if shipped else "")
+        + "; give the path of a config file, or configs/NAME.py for a shipped one"
+    )
 
 
 def read(spec: str) -> ml_collections.ConfigDict:

@@ -47,7 +47,9 @@ class GenerateConfig(Block):
             raise ConfigError(f"{path}.max_segments_per_call={m!r}: use 'auto' (sized to memory), "
                               f"a number of segments such as '16', or 'none' (no limit)")
         if not 0.0 < self.memory_fraction <= 1.0:
-            raise ConfigError(f"{path}.memory_fraction must be in (0, 1], got {self.memory_fraction}")
+            raise ConfigError(
+                f"{path}.memory_fraction must be in (0, 1], got {self.memory_fraction}"
+            )
 
     def sampler_overrides(self) -> dict:
         """The sampler settings this block sets, as the pipeline's keyword arguments; None where it

@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Optional, Union
 
-from nuwa_xl_jax.configuration.block import Block, is_number as _is_number, positive_int
+from nuwa_xl_jax.configuration.block import Block, positive_int
+from nuwa_xl_jax.configuration.block import is_number as _is_number
 from nuwa_xl_jax.configuration.checks import ConfigError, check_fields
-
 
 # What each block keeps for the backward pass (models/remat.py).
 REMAT_POLICIES = ("none", "full", "dots_saveable")
@@ -62,7 +62,9 @@ class VAEConfig(_Block):
     temporal: bool = True
     temporal_kernel_size: int = 3
     temporal_attention_heads: int = 1
-    init_from: str = ""  # a `convert --kind=vae` folder: start from its weights (temporal at identity)
+    init_from: str = (
+        ""  # a `convert --kind=vae` folder: start from its weights (temporal at identity)
+    )
     dtype: str = "float32"  # compute dtype ('float32' | 'bfloat16'); parameters stay float32
     # Rematerialise each encoder / decoder block in training: 'none', 'full' or 'dots_saveable'
     # (as model.mtd.remat).
@@ -133,8 +135,8 @@ class MTDConfig(_Block):
     # 'dots_saveable' (keeps matmul outputs; models/mtd.py). True / False (configs exported
     # before the policies existed) read as 'full' / 'none'.
     remat: str = "none"
-    # Attention kernels (models/layers.attend): 'auto' = cuDNN's fused flash attention on NVIDIA GPUs
-    # where it applies (bf16, head dim <= 128), Pallas splash attention on TPU where it applies
+    # Attention kernels (models/layers.attend): 'auto' = cuDNN's fused flash attention on NVIDIA
+    # GPUs where it applies (bf16, head dim <= 128), Pallas splash attention on TPU where it applies
     # (queries >= 128, bf16/fp32), else XLA; 'xla'; 'cudnn' / 'splash' (an error where they cannot).
     attention: str = "auto"
     # A `convert --kind=unet` folder: the spatial layers start from its weights, the temporal,
@@ -165,8 +167,10 @@ class MTDConfig(_Block):
                          ("up_block_types", MTD_UP_BLOCK_TYPES)):
             types = getattr(self, f)
             if len(types) != n:
-                raise ConfigError(f"{path}.{f} has {len(types)} entries but {path}.block_out_channels "
-                                  f"has {n}; give one block type per width")
+                raise ConfigError(
+                    f"{path}.{f} has {len(types)} entries but {path}.block_out_channels "
+                    f"has {n}; give one block type per width"
+                )
             for i, t in enumerate(types):
                 if t not in known:
                     raise ConfigError(f"{path}.{f}[{i}]={t!r} is not a known block type; "
@@ -192,9 +196,11 @@ class MTDConfig(_Block):
             raise ConfigError(f"{path}.condition_injection={self.condition_injection!r}; use "
                               "'multiscale', 'highest' or 'none'")
         if self.attention not in ("auto", "xla", "cudnn", "splash"):
-            raise ConfigError(f"{path}.attention={self.attention!r}; use 'auto' (cuDNN flash attention "
-                              "on NVIDIA GPUs, splash attention on TPU, where they apply, else XLA), "
-                              "'xla', 'cudnn' or 'splash'")
+            raise ConfigError(
+                f"{path}.attention={self.attention!r}; use 'auto' (cuDNN flash attention "
+                "on NVIDIA GPUs, splash attention on TPU, where they apply, else XLA), "
+                "'xla', 'cudnn' or 'splash'"
+            )
         if not isinstance(self.num_levels, int) or isinstance(self.num_levels, bool) or \
                 self.num_levels < 0:
             raise ConfigError(f"{path}.num_levels must be an integer >= 0, got {self.num_levels!r}")
@@ -216,7 +222,8 @@ TEXT_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_new")
 
 @dataclasses.dataclass(frozen=True)
 class TextConfig(_Block):
-    """CLIP text transformer (``model.text``); defaults are CLIP ViT-L/14's (Stable Diffusion v1)."""
+    """CLIP text transformer (``model.text``); defaults are CLIP ViT-L/14's (Stable Diffusion
+    v1)."""
     vocab_size: int = 49408
     hidden_size: int = 768
     intermediate_size: int = 3072
@@ -239,12 +246,18 @@ class TextConfig(_Block):
     def __post_init__(self):
         path = self._normalise_and_check_types()
         value = self.trainable
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value).strip().lower()
+        text = (
+            ("true" if value else "false")
+            if isinstance(value, bool)
+            else str(value).strip().lower()
+        )
         if text not in ("auto", "true", "false"):
-            raise ConfigError(f"{path}.trainable={value!r}; use 'auto' (frozen when {path}.init_from "
-                              "names public CLIP weights, trained otherwise), 'true' (train it with "
-                              "the MTD) or 'false' (frozen: its prompt states are computed once per "
-                              "distinct prompt)")
+            raise ConfigError(
+                f"{path}.trainable={value!r}; use 'auto' (frozen when {path}.init_from "
+                "names public CLIP weights, trained otherwise), 'true' (train it with "
+                "the MTD) or 'false' (frozen: its prompt states are computed once per "
+                "distinct prompt)"
+            )
         self._set("trainable", text)
         for f in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                   "num_attention_heads", "max_position_embeddings"):
@@ -292,8 +305,10 @@ class ModelConfig:
                                   f"{mtd.out_channels} must equal model.vae.latent_channels={lat} "
                                   "(the MTD diffuses the VAE's latents)")
         if mtd is not None and text is not None and mtd.cross_attention_dim != text.hidden_size:
-            raise ConfigError(f"model.mtd.cross_attention_dim={mtd.cross_attention_dim} must equal "
-                              f"model.text.hidden_size={text.hidden_size} (the prompt states' width)")
+            raise ConfigError(
+                f"model.mtd.cross_attention_dim={mtd.cross_attention_dim} must equal "
+                f"model.text.hidden_size={text.hidden_size} (the prompt states' width)"
+            )
 
     @classmethod
     def from_dict(cls, model: Any) -> "ModelConfig":

@@ -1,7 +1,8 @@
 """Sized variants of the config blocks, and the pieces every config file assembles.
 
 The blocks of record (every allowed field, with the paper's defaults) are in
-the typed blocks of ``nuwa_xl_jax.configuration`` (``data.py``, ``train.py``, ``model.py``, ...); this module picks
+the typed blocks of ``nuwa_xl_jax.configuration`` (``data.py``, ``train.py``, ``model.py``, ...);
+this module picks
 variants of them (``vae("tiny")``, ``mtd("small")``, ...). Config files import it from the library,
 never from each other, so a config file copied anywhere still loads.
 """

@@ -67,7 +67,9 @@ class TrainConfig(Block):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"{path}.{f} must be an integer >= 0, got {v!r}")
         if not self.clip_norm >= 0:
-            raise ConfigError(f"{path}.clip_norm must be >= 0 (0 = no clipping), got {self.clip_norm}")
+            raise ConfigError(
+                f"{path}.clip_norm must be >= 0 (0 = no clipping), got {self.clip_norm}"
+            )
         if not self.learning_rate > 0:
             raise ConfigError(f"{path}.learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -92,7 +94,9 @@ def train_block() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(TrainConfig().to_dict())
 
 
-def check_batch_divides(batch_size: int, devices: int, processes: int, path: str = "train.batch_size"):
+def check_batch_divides(
+    batch_size: int, devices: int, processes: int, path: str = "train.batch_size"
+):
     """The global batch must split evenly over processes and the batch-axis devices."""
     if batch_size % devices:
         raise ConfigError(f"{path}={batch_size} is not divisible by the {devices} data-parallel "

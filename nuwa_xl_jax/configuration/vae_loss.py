@@ -15,7 +15,9 @@ class VAELossConfig(Block):
     l2_weight: float = 0.0  # [ours] a squared term for few-pixel objects (see train/vae_loss.py)
     kl_weight: float = 1e-6
     lpips_weight: float = 1.0
-    lpips_path: str = ""  # a local file of LPIPS weights; "" disables the term (nothing is downloaded)
+    lpips_path: str = (
+        ""  # a local file of LPIPS weights; "" disables the term (nothing is downloaded)
+    )
     disc_weight: float = 0.5
     disc_start: int = 50001
     disc_num_layers: int = 3

@@ -28,8 +28,8 @@ import jax
 import numpy as np
 
 from nuwa_xl_jax import parallel
-from nuwa_xl_jax.data import latent_cache, sampling, sources
 from nuwa_xl_jax.configuration.data import DataConfig
+from nuwa_xl_jax.data import latent_cache, sampling, sources
 
 
 def spec_from_config(c: Any) -> sampling.Spec:
@@ -156,8 +156,10 @@ def to_global(batch: dict, mesh, batch_axes=("data", "fsdp")) -> dict:
         v = np.asarray(v)
         global_batch = v.shape[0] * jax.process_count()
         if global_batch % ways:
-            raise ValueError(f"global batch {global_batch} is not divisible by the {ways} devices "
-                             f"on mesh axes {batch_axes}; make data.batch_size a multiple of {ways}")
+            raise ValueError(
+                f"global batch {global_batch} is not divisible by the {ways} devices "
+                f"on mesh axes {batch_axes}; make data.batch_size a multiple of {ways}"
+            )
         out[k] = jax.make_array_from_process_local_data(
             parallel.batch_sharding(mesh, v.ndim, batch_axes), v)
     return out

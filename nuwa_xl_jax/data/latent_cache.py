@@ -77,7 +77,9 @@ def _jitted(model, direction: str):
     return jax.jit(encode if direction == "encode" else decode)
 
 
-def encode_video(encode: Callable, frames: np.ndarray, vae_frames: int, vae_context: int) -> np.ndarray:
+def encode_video(
+    encode: Callable, frames: np.ndarray, vae_frames: int, vae_context: int
+) -> np.ndarray:
     """Latents ``[T, h, w, c]`` of uint8 frames ``[T, H, W, 3]`` (or ``[B, T, ...]`` for several
     videos of one length), every frame encoded among its consecutive neighbours in calls of
     ``vae_frames`` frames (see module doc)."""
@@ -173,9 +175,11 @@ def check_scale(latent_dir: str, split: str, latent_scale: float) -> None:
         return  # LatentReader names the missing cache
     got = index.get("latent_scale")
     if got is None or not np.isclose(got, latent_scale, rtol=1e-5):
-        raise ValueError(f"the latent cache {latent_dir} was built with latent_scale={got}, but the "
-                         f"VAE export's latent_scale is {latent_scale}: rebuild it (delete the "
-                         "folder, or use --vae_workdir of this run) or clear data.latent_dir")
+        raise ValueError(
+            f"the latent cache {latent_dir} was built with latent_scale={got}, but the "
+            f"VAE export's latent_scale is {latent_scale}: rebuild it (delete the "
+            "folder, or use --vae_workdir of this run) or clear data.latent_dir"
+        )
 
 
 def reconstruct(workdir: str, frames: np.ndarray) -> np.ndarray:

@@ -28,7 +28,8 @@ class EpisodeTooShortError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """How examples are drawn. level: 0 global, d local depth d, -1 a uniformly random local level per
+    """How examples are drawn. level: 0 global, d local depth d, -1 a uniformly random local level
+    per
     example (one shared model with a level embedding). ar_stride / ar_prefix: the autoregressive
     baseline's frame stride and given prefix; ar_no_prefix: the share of AR examples with nothing
     given (see ``ar_prefix_length``)."""
@@ -96,7 +97,8 @@ def level_stride(L: int, m: int, level: int) -> int:
 
 
 def num_pairs(L: int, level: int) -> int:
-    """Adjacent pairs of level-1 frames in one window, i.e. examples a local level has per window."""
+    """Adjacent pairs of level-1 frames in one window, i.e. examples a local level has per
+    window."""
     return (L - 1) ** level
 
 

@@ -1,4 +1,5 @@
-"""A deterministic procedural cartoon world: the embedded dataset that knows the truth of every frame.
+"""A deterministic procedural cartoon world: the embedded dataset that knows the truth of every
+frame.
 
 Why: FlintstonesHD cannot be downloaded, and quality of long videos cannot be measured without
 knowing what each frame should show. Here every frame has a caption from a small grammar and a
@@ -158,7 +159,8 @@ def blank_truth(length: int) -> tuple[np.ndarray, ...]:
 
 
 def simulate(seed: int, length: int, episode_index: int = 0) -> Truth:
-    """The ground truth of an episode: the same (seed, episode_index) always gives the same truth."""
+    """The ground truth of an episode: the same (seed, episode_index) always gives the same
+    truth."""
     if not isinstance(length, (int, np.integer)) or length < 1:
         raise ValueError(f"episode length must be a positive integer, got {length!r}")
     rng = np.random.default_rng([seed, episode_index])
@@ -246,14 +248,17 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     if shape == "diamond":
         return np.abs(dx) + np.abs(dy) <= 0.5
     if shape == "cross":
-        return ((np.abs(dx) <= 0.5) & (np.abs(dy) <= 0.17)) | ((np.abs(dx) <= 0.17) & (np.abs(dy) <= 0.5))
+        return ((np.abs(dx) <= 0.5) & (np.abs(dy) <= 0.17)) | (
+            (np.abs(dx) <= 0.17) & (np.abs(dy) <= 0.5)
+        )
     if shape == "tall":
         return (np.abs(dx) <= 0.25) & (np.abs(dy) <= 0.5)
     raise ValueError(f"unknown shape {shape!r}")
 
 
 def render(truth: Truth, resolution: tuple[int, int], block: int = 256) -> np.ndarray:
-    """Frames [T, H, W, 3] uint8 of ``truth``. Characters are drawn in CHARACTERS order (later on top)."""
+    """Frames [T, H, W, 3] uint8 of ``truth``. Characters are drawn in CHARACTERS order (later on
+    top)."""
     h, w = int(resolution[0]), int(resolution[1])
     if h < 8 or w < 8:
         raise ValueError(f"resolution must be at least 8x8, got {tuple(resolution)}")

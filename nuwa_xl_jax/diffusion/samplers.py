@@ -34,7 +34,6 @@ import numpy as np
 
 from nuwa_xl_jax.diffusion.schedules import Schedule, split_prediction
 
-
 SPACINGS = ("linspace", "logsnr")
 
 
@@ -53,7 +52,9 @@ def timesteps(schedule: Schedule, steps: int, spacing: str = "linspace") -> np.n
     if spacing == "linspace":
         return np.round(np.linspace(n - 1, 0, steps)).astype(np.int32)
     if spacing != "logsnr":
-        raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+        raise ValueError(
+            f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}"
+        )
     a = schedule.alphas_cumprod
     lam = 0.5 * (np.log(a) - np.log1p(-a))  # decreasing in t
     target = np.linspace(lam[-1], lam[0], steps)
@@ -129,15 +130,18 @@ def _bcast(m, x):
 
 def _with_null(value, null):
     """``value`` and ``null`` (broadcast to it) concatenated along the batch, leaf by leaf."""
-    return jax.tree.map(lambda v, n: jnp.concatenate([v, jnp.broadcast_to(n, v.shape).astype(v.dtype)]),
-                        value, null)
+    return jax.tree.map(
+        lambda v, n: jnp.concatenate([v, jnp.broadcast_to(n, v.shape).astype(v.dtype)]), value, null
+    )
 
 
 def _loop(model_fn, prediction_type, stochastic, t_ndim, given_t,
           x, table, ts, keys, cond, null_cond, guidance_scale, given, mask):
     """The scan over all steps (jitted below with the Python-level arguments static)."""
     known = None if mask is None else _bcast(mask.astype(bool), x)
-    impose = (lambda y: y) if known is None else (lambda y: jnp.where(known, given.astype(y.dtype), y))
+    impose = (
+        (lambda y: y) if known is None else (lambda y: jnp.where(known, given.astype(y.dtype), y))
+    )
     # [cond; null] along the batch, built once here: it is the same at every step.
     both = None if null_cond is None else {k: _with_null(v, null_cond.get(k, v))
                                            for k, v in cond.items()}
@@ -226,10 +230,14 @@ def _check(shape, cond, null_cond, given, mask, given_t, t_ndim):
     if null_cond is not None:
         extra = sorted(set(null_cond) - set(cond))
         if extra:
-            raise ValueError(f"null_cond has keys {extra} that cond lacks; cond keys: {sorted(cond)}")
+            raise ValueError(
+                f"null_cond has keys {extra} that cond lacks; cond keys: {sorted(cond)}"
+            )
         for k, v in null_cond.items():
             try:
-                jax.tree.map(lambda n, c: np.broadcast_shapes(jnp.shape(n), jnp.shape(c)), v, cond[k])
+                jax.tree.map(
+                    lambda n, c: np.broadcast_shapes(jnp.shape(n), jnp.shape(c)), v, cond[k]
+                )
             except ValueError:
                 raise ValueError(f"null_cond[{k!r}] does not broadcast to cond[{k!r}]: shapes "
                                  f"{jax.tree.map(jnp.shape, v)} and "
@@ -274,7 +282,9 @@ def sample(name: str, model_fn: Callable[..., Any], schedule: Schedule, key, sha
     shape = tuple(shape)
     cond = dict(cond or {})
     mask = None if mask is None else jnp.asarray(mask)
-    t_ndim = (mask.ndim if given_t is not None and mask is not None else 1) if t_ndim is None else t_ndim
+    t_ndim = (
+        (mask.ndim if given_t is not None and mask is not None else 1) if t_ndim is None else t_ndim
+    )
     _check(shape, cond, null_cond, given, mask, given_t, t_ndim)
     steps = default_steps(name, schedule) if steps is None else steps
     ts = timesteps(schedule, steps, spacing or DEFAULT_SPACING[name])

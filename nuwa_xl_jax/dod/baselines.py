@@ -44,7 +44,9 @@ def dod_per_segment(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_i
     """Diffusion over diffusion without batching: every segment is its own sampler loop on the
     first device of ``mesh``. Other keyword arguments are :func:`engine.run`'s."""
     if "max_segments_per_call" in kwargs:
-        raise ValueError("dod_per_segment runs one segment per call; do not pass max_segments_per_call")
+        raise ValueError(
+            "dod_per_segment runs one segment per call; do not pass max_segments_per_call"
+        )
     devices = (jax.devices() if mesh is None else list(mesh.devices.flat))[:1]
     one = parallel.make_mesh(devices=devices)
     return engine.run(plan, models, prompt_ids, null_ids, schedule, latent_shape, mesh=one,
@@ -61,7 +63,8 @@ def autoregressive(model: LevelModel, prompt_ids, null_ids, schedule, latent_sha
     model: the AR model (P = ``prefix`` frames given; nothing given on the first call, which its
     training includes). first: another model for the first call (nothing given, run as level 0;
     default ``model``, the in-distribution start). prefix_latents: ``[P0, h, w, c]``
-    (1 <= P0 < L) to start from given frames instead; they are the video's first P0 frames. Call i uses the key
+    (1 <= P0 < L) to start from given frames instead; they are the video's first P0 frames. Call i
+    uses the key
     fold_in(fold_in(key(seed), 0), i), as DoD's level 0 segment i. Returns the latents
     ``[N, h, w, c]`` and the number of sequential calls.
     """
@@ -78,8 +81,10 @@ def autoregressive(model: LevelModel, prompt_ids, null_ids, schedule, latent_sha
         prefix_latents = jnp.asarray(prefix_latents, jnp.float32)
         P0 = prefix_latents.shape[0]
         if prefix_latents.shape[1:] != latent_shape or not 1 <= P0 < L:
-            raise ValueError(f"prefix_latents must be [P0, {', '.join(map(str, latent_shape))}] with "
-                             f"1 <= P0 < L={L}, got shape {tuple(prefix_latents.shape)}")
+            raise ValueError(
+                f"prefix_latents must be [P0, {', '.join(map(str, latent_shape))}] with "
+                f"1 <= P0 < L={L}, got shape {tuple(prefix_latents.shape)}"
+            )
     mesh = parallel.make_mesh(devices=jax.devices()[:1]) if mesh is None else mesh
     first_level = AR_LEVEL if first is None else 0  # another first model runs as level 0
     # Weights on the devices once, not once per call (~N / (L - P) calls).

@@ -88,7 +88,8 @@ class Plan:
 
 
 def make_plan(L: int, depth: int | None = None, frames: int | None = None) -> Plan:
-    """The plan for L frames per call; give ``depth`` (full length), ``frames`` (exact length), or both.
+    """The plan for L frames per call; give ``depth`` (full length), ``frames`` (exact length), or
+    both.
 
     With both, ``frames`` must fit in ``num_frames(L, depth)``.
     """

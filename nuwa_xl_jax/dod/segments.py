@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import functools
 import weakref
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -4,7 +4,8 @@ It is the family format itself, cut to what inference reads, so every reader of 
 it too (``NuwaXLPipeline.from_pretrained(OUT)``)::
 
   OUT/family.json            format tag, version, the stages it holds, where it came from
-  OUT/config.json            the whole config (schedule, sampler defaults, data shapes, model blocks)
+  OUT/config.json            the whole config (schedule, sampler defaults, data shapes, model
+  blocks)
   OUT/STAGE/export/          each stage's EMA weights + model config; vae's holds the latent scale
   OUT/tokenizer/             a CLIP tokenizer folder, when the text model uses one (the built-in
                              word tokenizer's vocabulary ships with the package)
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+
 import jax
 
 from nuwa_xl_jax import parallel, paths
@@ -83,7 +85,9 @@ def write_family(workdir: str, out: str, mesh=None, progress: bool = True) -> st
         store.write_export(store.export_dir(partial, name), params, meta)
         del params
     if jax.process_index() == 0:
-        with open(os.path.join(partial, store.FAMILY_FILE), "w") as f:  # last: the artifact is complete
+        with open(
+            os.path.join(partial, store.FAMILY_FILE), "w"
+        ) as f:  # last: the artifact is complete
             json.dump({"format": store.FORMAT, "version": store.VERSION, "stages": names,
                        "source": paths.absolute(workdir)}, f, indent=1)
         os.replace(partial, final)

@@ -34,7 +34,8 @@ def tokenizer(config: configuration.Config):
 
 
 class MTDModels:
-    """The frozen VAE, the MTD UNet, the text encoder, the tokenizer and the schedule of a config."""
+    """The frozen VAE, the MTD UNet, the text encoder, the tokenizer and the schedule of a
+    config."""
 
     def __init__(self, config, workdir: str | None, vae_params: Any = None):
         # a Config as it is (validated once where it was loaded); a ConfigDict is checked here

@@ -115,8 +115,10 @@ def _check_files(directory: str, path: str, fix: str) -> None:
                 f"{name} should be {size} bytes, found {got}"), fix)
 
 
-STAGE_FIX = ("delete that folder and run its stage again (python -m nuwa_xl_jax.train "
-             "--config=... --workdir=... --stages=STAGE), or use a workdir whose export is complete")
+STAGE_FIX = (
+    "delete that folder and run its stage again (python -m nuwa_xl_jax.train "
+    "--config=... --workdir=... --stages=STAGE), or use a workdir whose export is complete"
+)
 FAMILY_FIX = ("give a training workdir or a complete folder written by python -m "
               "nuwa_xl_jax.export (export it again if it was damaged)")
 

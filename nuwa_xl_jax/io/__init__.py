@@ -8,8 +8,13 @@ The names users call are re-exported here (``from nuwa_xl_jax.io import read_vid
 itself imports from the modules.
 """
 from nuwa_xl_jax.io.contact_sheets import KeyframeCollector, LevelKeyframes, contact_sheet
-from nuwa_xl_jax.io.storyboards import Scene, Storyboard, StoryboardError, check_vocabulary, \
-    load_storyboard
+from nuwa_xl_jax.io.storyboards import (
+           Scene,
+           Storyboard,
+           StoryboardError,
+           check_vocabulary,
+           load_storyboard,
+)
 from nuwa_xl_jax.io.videos import VideoWriter, check_output, read_video, to_uint8, video_kind
 
 __all__ = ["KeyframeCollector", "LevelKeyframes", "Scene", "Storyboard", "StoryboardError",

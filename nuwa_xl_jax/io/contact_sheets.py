@@ -41,7 +41,9 @@ class KeyframeCollector:
         out = []
         for kept, total in zip(self.kept, self.total):
             ix = np.array(sorted(kept), int)
-            frames = np.stack([kept[i] for i in ix]) if len(ix) else np.zeros((0, 1, 1, 3), np.uint8)
+            frames = (
+                np.stack([kept[i] for i in ix]) if len(ix) else np.zeros((0, 1, 1, 3), np.uint8)
+            )
             out.append(LevelKeyframes(ix, frames, total))
         return out
 
@@ -120,7 +122,9 @@ def contact_sheet(levels, path: str, prompts: Optional[Sequence[str]] = None, *,
             x = LABEL_WIDTH + j * (tw + GAP)
             img = Image.fromarray(frame)
             upscale = frame.shape[0] < th
-            img = img.resize((tw, th), Image.Resampling.NEAREST if upscale else Image.Resampling.BOX)
+            img = img.resize(
+                (tw, th), Image.Resampling.NEAREST if upscale else Image.Resampling.BOX
+            )
             sheet.paste(img, (x, y))
             label = f"{i}" + (f" S{scene_of[i]}" if i < len(scene_of) else "")
             draw.text((x, y + th + 1), label, fill=(0, 0, 0), font=font)

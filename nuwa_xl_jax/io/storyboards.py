@@ -69,7 +69,8 @@ class Storyboard(list):
 
 
 def load_storyboard(path: str, frames: int) -> Storyboard:
-    """Exactly ``frames`` per-frame prompts from a text, JSON or YAML storyboard (see module doc)."""
+    """Exactly ``frames`` per-frame prompts from a text, JSON or YAML storyboard (see module
+    doc)."""
     path = os.fspath(path)
     if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
         raise StoryboardError(f"frames must be a positive integer, got {frames!r}")
@@ -126,9 +127,11 @@ def _parse_json(path: str, text: str):
     try:
         data = json.loads(text) if text.strip() else None
     except json.JSONDecodeError as e:
-        raise StoryboardError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}; "
-                              'expected a list like [{"prompt": "fred jumps in the desert", '
-                              '"frames": 16}, ...]') from e
+        raise StoryboardError(
+            f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}; "
+            'expected a list like [{"prompt": "fred jumps in the desert", '
+            '"frames": 16}, ...]'
+        ) from e
     return _parse_scenes(path, data, lines=None)
 
 
@@ -141,9 +144,11 @@ def _parse_yaml(path: str, text: str):
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise StoryboardError(f"{path}: invalid YAML{at}: {getattr(e, 'problem', None) or e}; "
-                              "expected a list of scenes like '- {prompt: fred jumps in the desert, "
-                              "frames: 16}'") from e
+        raise StoryboardError(
+            f"{path}: invalid YAML{at}: {getattr(e, 'problem', None) or e}; "
+            "expected a list of scenes like '- {prompt: fred jumps in the desert, "
+            "frames: 16}'"
+        ) from e
     # Line numbers of the scenes, for error messages (the composed node tree keeps them).
     lines = None
     if isinstance(node, yaml.MappingNode):
@@ -180,8 +185,10 @@ def _parse_scenes(path: str, data, lines: Optional[list[int]]):
         if isinstance(scene, str):
             scene = {"prompt": scene}
         if not isinstance(scene, dict):
-            raise StoryboardError(f"{path}: {where} must be a mapping with 'prompt' (and optionally "
-                                  f"'frames') or a prompt string, got {type(scene).__name__}")
+            raise StoryboardError(
+                f"{path}: {where} must be a mapping with 'prompt' (and optionally "
+                f"'frames') or a prompt string, got {type(scene).__name__}"
+            )
         unknown = sorted(str(k) for k in scene if k not in SCENE_KEYS)
         if unknown:
             raise StoryboardError(f"{path}: {where} has unknown keys {unknown}; a scene has only "

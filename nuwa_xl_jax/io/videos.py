@@ -118,11 +118,15 @@ class VideoWriter:
             frames = frames[None]
         h, w = self.size
         if frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
-            raise ValueError(f"{self.path}: frames must be [n, {h}, {w}, 3] (the writer's size), got "
-                             f"shape {frames.shape}")
+            raise ValueError(
+                f"{self.path}: frames must be [n, {h}, {w}, 3] (the writer's size), got "
+                f"shape {frames.shape}"
+            )
         if frames.dtype != np.uint8:
-            raise ValueError(f"{self.path}: frames must be uint8, got {frames.dtype}; convert models' "
-                             "[-1, 1] pixels with nuwa_xl_jax.io.videos.to_uint8")
+            raise ValueError(
+                f"{self.path}: frames must be uint8, got {frames.dtype}; convert models' "
+                "[-1, 1] pixels with nuwa_xl_jax.io.videos.to_uint8"
+            )
         for frame in frames:
             self._write_one(frame)
             self.frames_written += 1
@@ -143,7 +147,9 @@ class VideoWriter:
         else:
             from PIL import Image
 
-            Image.fromarray(frame).save(os.path.join(self.path, f"frame_{self.frames_written:06d}.png"))
+            Image.fromarray(frame).save(
+                os.path.join(self.path, f"frame_{self.frames_written:06d}.png")
+            )
 
     def close(self) -> None:
         if not self._open:

@@ -1,7 +1,8 @@
 """The two feature networks of the metrics, from converted weight folders or (asked for) random.
 
 ``python -m nuwa_xl_jax.convert --kind=inception|i3d`` writes a folder (``params/`` +
-``model_config.json``, the family format) that :func:`load_feature_networks` reads. Random weights are used only with ``random=True`` (the
+``model_config.json``, the family format) that :func:`load_feature_networks` reads. Random weights
+are used only with ``random=True`` (the
 CLI's ``--random_feature_weights``): the numbers then measure nothing the paper's do, and the
 :attr:`FeatureNetworks.identity` that goes into every report and statistics file says so.
 """
@@ -46,8 +47,10 @@ def _read(path: str, kind: str, flag: str):
             "mean nothing")
     found = convert.converted_kind(path)
     if found is None:
-        raise FeatureWeightsError(f"{flag}={path!r} has no {store.MODEL_CONFIG} naming a kind: not "
-                                  f"a folder written by python -m nuwa_xl_jax.convert --kind={kind}")
+        raise FeatureWeightsError(
+            f"{flag}={path!r} has no {store.MODEL_CONFIG} naming a kind: not "
+            f"a folder written by python -m nuwa_xl_jax.convert --kind={kind}"
+        )
     if found != kind:
         raise FeatureWeightsError(f"{flag}={path!r} holds converted {found!r} weights; expected "
                                   f"--kind={kind} (inception for --fid_weights, i3d for "

@@ -18,7 +18,8 @@ covariances and agrees with ``sqrtm`` where that is well conditioned (tests hold
 **Streaming statistics**: :class:`RunningStats` keeps the count, the mean and the scatter matrix
 ``M2 = sum (x - mean)(x - mean)^T`` in float64, and merges each batch with Chan et al.'s parallel
 update (the batch's own mean and scatter, then one correction term), which does not lose precision
-the way ``E[x x^T] - mean mean^T`` does when the mean is large. Only features are kept, never frames:
+the way ``E[x x^T] - mean mean^T`` does when the mean is large. Only features are kept, never
+frames:
 the helpers below pull frames from iterators batch by batch, so a 3376-frame video or thousands of
 reference frames never sit in memory. Statistics are saved to and loaded from ``.npz`` files
 (:func:`save_statistics`, :func:`load_statistics`) so reference statistics are computed once.
@@ -130,7 +131,9 @@ class RunningStats:
     def merge(self, other: "RunningStats") -> "RunningStats":
         """Adds another accumulator's samples (e.g. from another host or file)."""
         if other.dim != self.dim:
-            raise FrechetError(f"cannot merge statistics of {other.dim}-d features into {self.dim}-d")
+            raise FrechetError(
+                f"cannot merge statistics of {other.dim}-d features into {self.dim}-d"
+            )
         self._merge(other.count, other.mean, other.m2)
         return self
 
@@ -193,7 +196,9 @@ def load_statistics(path: str) -> tuple[dict[str, RunningStats], dict[str, Any]]
         data = np.load(path, allow_pickle=False)
         header = json.loads(str(data["header"]))
     except Exception as e:  # not an npz, truncated, or no header
-        raise FrechetError(f"{path!r} is not a statistics file written by save_statistics: {e}") from e
+        raise FrechetError(
+            f"{path!r} is not a statistics file written by save_statistics: {e}"
+        ) from e
     if header.get("format") != _FORMAT:
         raise FrechetError(f"{path!r} has format {header.get('format')!r}; expected {_FORMAT!r}")
     out = {}
@@ -234,7 +239,8 @@ def _padded_call(feature_fn: FeatureFn, items: list[np.ndarray], batch_size: int
 
 def frame_statistics(videos: Iterable, feature_fn: FeatureFn, batch_size: int = 32,
                      stats: RunningStats | None = None) -> RunningStats:
-    """Statistics of ``feature_fn`` over every frame of every video, ``batch_size`` frames at a time.
+    """Statistics of ``feature_fn`` over every frame of every video, ``batch_size`` frames at a
+    time.
 
     ``videos``: arrays ``[T, H, W, 3]`` or iterables of frames (generators stream long videos).
     All frames must share one shape.

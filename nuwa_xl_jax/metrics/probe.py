@@ -1,4 +1,5 @@
-"""Reads frames of the synthetic cartoon world: scene, characters, and whether each keeps its identity.
+"""Reads frames of the synthetic cartoon world: scene, characters, and whether each keeps its
+identity.
 
 Why not label pixels by nearest palette colour (the first probe did): then so a frame with no
 recognised pixel reads as scene 0 and a fade toward grey loses the scene. Here:
@@ -6,7 +7,8 @@ recognised pixel reads as scene 0 and a fade toward grey loses the scene. Here:
 - scene: every background template (``synthetic.backgrounds``) is fitted to the frame as
   ``gain * template + offset`` (a fade toward any grey is exactly that): first on the median
   colour of each template region (sky, ground, block), which characters cannot move, then by
-  least squares on the pixels that fit explains; it scores the share of pixels it explains. The best template names
+  least squares on the pixels that fit explains; it scores the share of pixels it explains. The
+  best template names
   the scene if its gain is plausible and it explains most of the frame; otherwise the scene is
   UNKNOWN (-1): black, grey, noise and mush frames have no template that fits.
 - characters: each pixel is unmixed against the fitted background as ``bg + alpha * (colour - bg)``
@@ -31,14 +33,16 @@ from scipy import ndimage
 from nuwa_xl_jax.data import synthetic
 
 UNKNOWN = -1
-SCENE_TOLERANCE = 30.0     # |pixel - fitted template| (RGB L2, template units) of an explained pixel
-MIN_EXPLAINED = 0.6        # share of the frame the scene's template must explain (characters cover < 0.35)
+SCENE_TOLERANCE = 30.0  # |pixel - fitted template| (RGB L2, template units) of an explained pixel
+MIN_EXPLAINED = (
+    0.6  # share of the frame the scene's template must explain (characters cover < 0.35)
+)
 GAIN_RANGE = (0.3, 1.6)    # contrast versus the template: 0.5 is a 50% fade; near 0 is a flat frame
 COLOUR_TOLERANCE = 40.0    # off-line distance of a pixel from the background-to-character mix
-MIN_ALPHA = 0.5            # a pixel is the character's when at least half of it is the character's colour
+MIN_ALPHA = 0.5  # a pixel is the character's when at least half of it is the character's colour
 PURE_ALPHA = 0.8           # the same where the scene is unknown and the background only a guess
 MIN_CONTRAST = 60.0        # a character colour this close to the background cannot be read there
-MIN_AREA_SHARE = 0.3       # of the smallest character's drawn area: the least blob that is a character
+MIN_AREA_SHARE = 0.3  # of the smallest character's drawn area: the least blob that is a character
 SHAPE_SLACK = 0.08         # IoU by which the own shape may trail the best fitting one
 MIN_SHAPE_IOU = 0.55       # the own shape must fit at least this well
 CHUNK = 64                 # frames per vectorised block (bounds memory at 64x64 and above)
@@ -135,7 +139,9 @@ def _scene(y, x):
     plausible = (a >= GAIN_RANGE[0]) & (a <= GAIN_RANGE[1])
     best = np.where(plausible, share, -1).argmax(-1)
     t = np.arange(T)
-    share = np.where(plausible[t, best], share[t, best], 0.0)  # no plausible template explains nothing
+    share = np.where(
+        plausible[t, best], share[t, best], 0.0
+    )  # no plausible template explains nothing
     scene = np.where(share >= MIN_EXPLAINED, best, UNKNOWN)
     return scene.astype(np.int32), share, a[t, best], b[t, best]
 
@@ -204,8 +210,14 @@ def _read_chunk(frames) -> Reading:
             others = ndimage.binary_dilation((owner[t] >= 0) & ~mask, eight)
             touching = sum(np.bincount(lab[ndimage.binary_dilation(owner[t] == j, eight) & mask],
                                        minlength=n + 1)[1:] > 0 for j in range(K) if j != k)
-            pure = np.bincount(lab[mask & (np.abs(alpha[t, ..., k] - 1) < 0.15)], minlength=n + 1)[1:]
-            seam = (np.bincount(lab[others & mask], minlength=n + 1)[1:] == sizes) & (touching >= 2) & (pure == 0)
+            pure = np.bincount(lab[mask & (np.abs(alpha[t, ..., k] - 1) < 0.15)], minlength=n + 1)[
+                1:
+            ]
+            seam = (
+                (np.bincount(lab[others & mask], minlength=n + 1)[1:] == sizes)
+                & (touching >= 2)
+                & (pure == 0)
+            )
             sizes[seam] = 0
             if sizes.max() < min_area:
                 continue
@@ -218,7 +230,9 @@ def _read_chunk(frames) -> Reading:
             inside = top > 0 and left > 0 and bottom < H and right < W
             judged[t, k] = inside and not (others & blob).any()
             pure = blob & (alpha[t, ..., k] >= 0.75)
-            colour_ok[t, k] = _colour_is(frames[t][pure if pure.any() else blob], k, gain[t], offset[t])
+            colour_ok[t, k] = _colour_is(
+                frames[t][pure if pure.any() else blob], k, gain[t], offset[t]
+            )
             if judged[t, k]:
                 shape_ok[t, k] = _shape_is(blob, (top, bottom, left, right), k)
     return Reading(scene, explained.astype(np.float32), gain, visible, xs, ys, sz, judged,

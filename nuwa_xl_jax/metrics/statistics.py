@@ -12,7 +12,8 @@ from nuwa_xl_jax.metrics import frechet
 
 
 class EvaluationError(ValueError):
-    """Videos, references or options that the metrics cannot be computed from; says which and why."""
+    """Videos, references or options that the metrics cannot be computed from; says which and
+    why."""
 
 
 class VideoSetStats:

@@ -36,12 +36,15 @@ def _shares(scene_ok, chars_ok) -> dict:
 
 
 def flicker(frames: np.ndarray, prompts: Sequence[str]) -> Optional[float]:
-    """Mean |frame[t+1] - frame[t]| (0-255) over pairs of consecutive frames with the same prompt."""
+    """Mean |frame[t+1] - frame[t]| (0-255) over pairs of consecutive frames with the same
+    prompt."""
     same = np.array([a == b for a, b in zip(prompts[:-1], prompts[1:])], bool)
     if not same.any():
         return None
     idx = np.flatnonzero(same)
-    diffs = [np.abs(frames[i + 1].astype(np.int16) - frames[i].astype(np.int16)).mean() for i in idx]
+    diffs = [
+        np.abs(frames[i + 1].astype(np.int16) - frames[i].astype(np.int16)).mean() for i in idx
+    ]
     return float(np.mean(diffs))
 
 
@@ -58,7 +61,9 @@ def agreement(frames: np.ndarray, prompts: Sequence[str],
     parsed = [parse_caption(t) for t in prompts]
     scene_ok = np.array([reading.scene[i] == s != -1 for i, (s, _) in enumerate(parsed)])
     visible = [frozenset(np.flatnonzero(reading.visible[i]).tolist()) for i in range(len(frames))]
-    chars_ok = np.array([v <= names and (bool(v) or not names) for v, (_, names) in zip(visible, parsed)])
+    chars_ok = np.array(
+        [v <= names and (bool(v) or not names) for v, (_, names) in zip(visible, parsed)]
+    )
     judged = reading.judged
     identity = (float((reading.colour_ok & reading.shape_ok)[judged].mean()) if judged.any()
                 else None)

@@ -36,7 +36,8 @@ class MaskHead(nn.Module):
         h = nn.silu(conv2d(self.width, name="conv_mid")(h))
         logit = conv2d(1, name="conv_out")(h)
         gate = self.param("gate", nn.initializers.zeros_init(), ())
-        # Clipped forward, identity backward: w stays a convex weight, the gate never stops learning.
+        # Clipped forward, identity backward: w stays a convex weight, the gate never stops
+        # learning.
         gate = gate + jax.lax.stop_gradient(jnp.clip(gate, 0.0, 1.0) - gate)
         return gate * nn.sigmoid(logit)
 

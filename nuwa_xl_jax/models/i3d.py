@@ -1,4 +1,5 @@
-"""Inception-I3D (Carreira & Zisserman, 2017), the video network FVD is computed with, in Flax Linen.
+"""Inception-I3D (Carreira & Zisserman, 2017), the video network FVD is computed with, in Flax
+Linen.
 
 The RGB stream of "Quo Vadis, Action Recognition?": Inception-v1 inflated to 3-D, 400 Kinetics
 classes, with the layer names and the TF-style ``SAME`` padding of the DeepMind release and of
@@ -138,7 +139,9 @@ class InceptionI3D(nn.Module):
         x = max_pool_same(x, (2, 2, 2), (2, 2, 2))                      # MaxPool3d_5a_2x2
         x = InceptionModule(MIXED["Mixed_5b"], name="Mixed_5b")(x)
         x = InceptionModule(MIXED["Mixed_5c"], name="Mixed_5c")(x)
-        pooled = nn.avg_pool(x, (2, 7, 7), strides=(1, 1, 1), padding="VALID")  # [B, T', H', W', 1024]
+        pooled = nn.avg_pool(
+            x, (2, 7, 7), strides=(1, 1, 1), padding="VALID"
+        )  # [B, T', H', W', 1024]
         out = {"features": jnp.mean(pooled, axis=(1, 2, 3))}
         if self.num_classes:
             logits = Unit3D(self.num_classes, batch_norm=False, activation=False, use_bias=True,
@@ -149,7 +152,9 @@ class InceptionI3D(nn.Module):
 
 def init_params(module: InceptionI3D, seed: int = 0, frames: int = 16) -> dict[str, Any]:
     """Random ``{"params": ...}`` of ``module`` (tests; real use loads the converted weights)."""
-    example = jax.ShapeDtypeStruct((1, frames, module.resolution, module.resolution, 3), jnp.float32)
+    example = jax.ShapeDtypeStruct(
+        (1, frames, module.resolution, module.resolution, 3), jnp.float32
+    )
     return random_params(module, example, seed)
 
 

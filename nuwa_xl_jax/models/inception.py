@@ -1,7 +1,8 @@
 """The Inception-v3 that FID is computed with, in Flax Linen (eval only, a pure function of params).
 
 This is the network of TensorFlow's original FID code (the 2015-12-05 Inception graph) as
-pytorch-fid ports it: torchvision's Inception-v3 layout with four blocks changed the way the TF graph
+pytorch-fid ports it: torchvision's Inception-v3 layout with four blocks changed the way the TF
+graph
 computes them -- the average pools in the A, C and first E blocks leave the zero padding out of the
 average (``count_include_pad=False``) and the last E block pools with a max instead of an average.
 The classifier has 1008 classes (the TF graph's), and FID reads the 2048-d global average pool.
@@ -52,7 +53,8 @@ def resize_bilinear(images: jax.Array, height: int, width: int) -> jax.Array:
 
 
 class FrozenBatchNorm(nn.Module):
-    """Inference batch norm with the statistics as parameters: ``scale``, ``bias``, ``mean``, ``var``."""
+    """Inference batch norm with the statistics as parameters: ``scale``, ``bias``, ``mean``,
+    ``var``."""
     eps: float = BN_EPS
 
     @nn.compact
@@ -171,7 +173,8 @@ class InceptionE(nn.Module):
 
 
 class FIDInceptionV3(nn.Module):
-    """FID's Inception-v3. ``__call__(images)`` -> ``{"pool": [B, 2048], "logits": [B, num_classes]}``.
+    """FID's Inception-v3. ``__call__(images)`` -> ``{"pool": [B, 2048], "logits": [B,
+    num_classes]}``.
 
     ``images``: ``[B, H, W, 3]`` floats in [0, 1]. ``num_classes=0`` drops the classifier (FID
     needs only ``pool``). ``resize_input=False`` feeds the images at their own size (they must then
@@ -220,7 +223,9 @@ class FIDInceptionV3(nn.Module):
         return out
 
 
-def random_params(module: nn.Module, example: jax.ShapeDtypeStruct, seed: int = 0) -> dict[str, Any]:
+def random_params(
+    module: nn.Module, example: jax.ShapeDtypeStruct, seed: int = 0
+) -> dict[str, Any]:
     """Random ``{"params": ...}`` for ``module`` without compiling its init (tests and random-weight
     metrics): He-scaled kernels, batch norms near identity with random statistics."""
     from flax import traverse_util
@@ -253,7 +258,8 @@ def init_params(module: FIDInceptionV3, seed: int = 0) -> dict[str, Any]:
 
 def feature_fn(module: FIDInceptionV3, variables: dict, output: str = "pool"):
     """A jitted ``uint8 frames [n, H, W, 3] -> numpy [n, 2048]`` for
-    :func:`nuwa_xl_jax.metrics.frechet.frame_statistics` (``output="logits"`` for the classifier)."""
+    :func:`nuwa_xl_jax.metrics.frechet.frame_statistics` (``output="logits"`` for the
+    classifier)."""
     if output not in ("pool", "logits") or (output == "logits" and not module.num_classes):
         raise ValueError(f"feature_fn: output={output!r}; expected 'pool'"
                          + (" or 'logits'" if module.num_classes else " (this network has no fc)"))

@@ -45,7 +45,8 @@ def zero_conv_kernel(ndim: int = 2):
 
 def conv2d(features, kernel_size=3, stride=1, padding="SAME", zero_init=False, dtype=jnp.float32,
            name=None):
-    """A plain ``nn.Conv`` whose params sit directly under ``name`` (``name/kernel``, ``name/bias``)."""
+    """A plain ``nn.Conv`` whose params sit directly under ``name`` (``name/kernel``,
+    ``name/bias``)."""
     return nn.Conv(
         features, (kernel_size, kernel_size), strides=(stride, stride), padding=padding,
         dtype=dtype, param_dtype=jnp.float32,
@@ -63,16 +64,28 @@ def dense(features, use_bias=True, zero_init=False, axes=("embed", "mlp"), dtype
 
 def group_norm(groups: int, eps: float, name=None, dtype=jnp.float32):
     """GroupNorm matching torch's (two-pass variance, per-sample statistics over H, W, C/groups)."""
-    return nn.GroupNorm(num_groups=groups, epsilon=eps, dtype=dtype, param_dtype=jnp.float32,
-                        use_fast_variance=False,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-                        bias_init=bias_init("norm"), name=name)
+    return nn.GroupNorm(
+        num_groups=groups,
+        epsilon=eps,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        use_fast_variance=False,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+        bias_init=bias_init("norm"),
+        name=name,
+    )
 
 
 def layer_norm(eps: float = 1e-5, name=None, dtype=jnp.float32):
-    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-                        bias_init=bias_init("norm"), name=name)
+    return nn.LayerNorm(
+        epsilon=eps,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        use_fast_variance=False,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+        bias_init=bias_init("norm"),
+        name=name,
+    )
 
 
 def dirac_init(key, shape, dtype=jnp.float32):
@@ -109,8 +122,11 @@ class TemporalConv(nn.Module):
     @nn.compact
     def __call__(self, x, num_frames: int):
         _, h, w, c = x.shape
-        kernel = self.param("kernel", nn.with_logical_partitioning(dirac_init, (None, "conv_in", "conv_out")),
-                            (self.kernel_size, c, c))
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(dirac_init, (None, "conv_in", "conv_out")),
+            (self.kernel_size, c, c),
+        )
         bias = self.param("bias", bias_init("conv_out"), (c,))
         y = fold_frames(x, num_frames)
         pad = self.kernel_size // 2
@@ -248,12 +264,14 @@ def splash_block(length: int) -> tuple[int, int]:
 
 def _splash_local(q, k, v, interpret: bool):
     """Splash on one device's ``[N, S, H, D]`` arrays (already scaled and head-dim padded)."""
-    from jax.experimental.pallas.ops.tpu.splash_attention import (
-        splash_attention_kernel as kernel, splash_attention_mask as masks)
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
     heads, q_len, kv_len = q.shape[2], q.shape[1], k.shape[1]
     bq, q_pad = splash_block(q_len)
     bkv, kv_pad = splash_block(kv_len)
-    seq = lambda t, n: jnp.pad(t, ((0, 0), (0, n - t.shape[1]), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
+    seq = lambda t, n: jnp.pad(t, ((0, 0), (0, n - t.shape[1]), (0, 0), (0, 0))).transpose(
+        0, 2, 1, 3
+    )
     q, k, v = seq(q, q_pad), seq(k, kv_pad), seq(v, kv_pad)  # [N, H, S, D] as splash wants
     segment_ids = None
     if kv_pad != kv_len:  # padded keys get segment 0, every query (padded ones too) segment 1
@@ -344,10 +362,12 @@ def attend(q, k, v, mask=None, implementation: str = "xla"):
         else:
             implementation = "xla"
     elif implementation == "cudnn" and not (fits and _on_nvidia_gpu()):
-        raise ValueError(f"attention='cudnn' needs an NVIDIA GPU, bf16/fp16 inputs, a head dim that is "
-                         f"a multiple of 8 up to {cudnn_max_head_dim()} and no mask; got "
-                         f"{jax.devices()[0].platform}, "
-                         f"{q.dtype}, head dim {q.shape[-1]}, mask {mask is not None}: use 'auto'")
+        raise ValueError(
+            f"attention='cudnn' needs an NVIDIA GPU, bf16/fp16 inputs, a head dim that is "
+            f"a multiple of 8 up to {cudnn_max_head_dim()} and no mask; got "
+            f"{jax.devices()[0].platform}, "
+            f"{q.dtype}, head dim {q.shape[-1]}, mask {mask is not None}: use 'auto'"
+        )
     elif implementation == "splash" and not (_on_tpu() and splash_supports(q.dtype, mask)):
         raise ValueError(f"attention='splash' (model.mtd.attention) needs a TPU, bf16/fp32 inputs "
                          f"and no mask; got {jax.devices()[0].platform}, {q.dtype}, mask "
@@ -379,8 +399,12 @@ class Attention(nn.Module):
         context = x if context is None else context
         inner = self.heads * self.head_dim
         q = dense(inner, self.qkv_bias, axes=("embed", "heads"), dtype=self.dtype, name="to_q")(x)
-        k = dense(inner, self.qkv_bias, axes=("embed", "heads"), dtype=self.dtype, name="to_k")(context)
-        v = dense(inner, self.qkv_bias, axes=("embed", "heads"), dtype=self.dtype, name="to_v")(context)
+        k = dense(inner, self.qkv_bias, axes=("embed", "heads"), dtype=self.dtype, name="to_k")(
+            context
+        )
+        v = dense(inner, self.qkv_bias, axes=("embed", "heads"), dtype=self.dtype, name="to_v")(
+            context
+        )
         split = lambda t: t.reshape(*t.shape[:-1], self.heads, self.head_dim)
         out = attend(split(q), split(k), split(v), mask, self.implementation)
         out = out.reshape(*out.shape[:-2], inner)
@@ -446,7 +470,9 @@ class ResnetBlock(nn.Module):
         h = nn.silu(group_norm(self.norm_groups, self.eps, name="norm1")(x))
         h = conv2d(self.out_channels, dtype=self.dtype, name="conv1")(h)
         if self.temporal:
-            h = TemporalConv(self.temporal_kernel_size, self.dtype, name="conv1_temporal")(h, num_frames)
+            h = TemporalConv(self.temporal_kernel_size, self.dtype, name="conv1_temporal")(
+                h, num_frames
+            )
         if temb is not None:
             t = dense(self.out_channels, dtype=self.dtype, name="time_emb_proj")(nn.silu(temb))
             h = h + t[:, None, None, :]
@@ -454,14 +480,17 @@ class ResnetBlock(nn.Module):
         h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
         h = conv2d(self.out_channels, dtype=self.dtype, name="conv2")(h)
         if self.temporal:
-            h = TemporalConv(self.temporal_kernel_size, self.dtype, name="conv2_temporal")(h, num_frames)
+            h = TemporalConv(self.temporal_kernel_size, self.dtype, name="conv2_temporal")(
+                h, num_frames
+            )
         if x.shape[-1] != self.out_channels:
             x = conv2d(self.out_channels, kernel_size=1, dtype=self.dtype, name="conv_shortcut")(x)
         return x + h
 
 
 class Downsample(nn.Module):
-    """Stride-2 conv. ``asymmetric_pad`` pads (0, 1) on H and W as SD's VAE does; else pad 1 (UNet)."""
+    """Stride-2 conv. ``asymmetric_pad`` pads (0, 1) on H and W as SD's VAE does; else pad 1
+    (UNet)."""
     out_channels: int
     asymmetric_pad: bool = False
     temporal: bool = True
@@ -477,7 +506,9 @@ class Downsample(nn.Module):
             padding = ((1, 1), (1, 1))
         x = conv2d(self.out_channels, stride=2, padding=padding, dtype=self.dtype, name="conv")(x)
         if self.temporal:
-            x = TemporalConv(self.temporal_kernel_size, self.dtype, name="conv_temporal")(x, num_frames)
+            x = TemporalConv(self.temporal_kernel_size, self.dtype, name="conv_temporal")(
+                x, num_frames
+            )
         return x
 
 
@@ -494,5 +525,7 @@ class Upsample(nn.Module):
         x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
         x = conv2d(self.out_channels, dtype=self.dtype, name="conv")(x)
         if self.temporal:
-            x = TemporalConv(self.temporal_kernel_size, self.dtype, name="conv_temporal")(x, num_frames)
+            x = TemporalConv(self.temporal_kernel_size, self.dtype, name="conv_temporal")(
+                x, num_frames
+            )
         return x

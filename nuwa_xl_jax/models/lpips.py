@@ -41,7 +41,8 @@ def _unit_normalize(x, eps=1e-10):
 
 
 class LPIPS(nn.Module):
-    """``apply(v, x, y)`` -> LPIPS distance per image ``[...]`` for ``x, y`` of shape ``[..., H, W, 3]``.
+    """``apply(v, x, y)`` -> LPIPS distance per image ``[...]`` for ``x, y`` of shape ``[..., H, W,
+    3]``.
 
     Per VGG stage: unit-normalise channels, squared difference, weighted by the linear head,
     averaged over positions; summed over stages (LPIPS v0.1, ``spatial=False``).
@@ -63,8 +64,10 @@ class LPIPS(nn.Module):
     @nn.compact
     def __call__(self, x, y):
         if x.shape != y.shape or x.shape[-1] != 3:
-            raise ValueError(f"LPIPS inputs must be two [..., height, width, 3] arrays of one shape, "
-                             f"got {tuple(x.shape)} and {tuple(y.shape)}")
+            raise ValueError(
+                f"LPIPS inputs must be two [..., height, width, 3] arrays of one shape, "
+                f"got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
         leading = x.shape[:-3]
         both = jnp.concatenate([x.reshape(-1, *x.shape[-3:]), y.reshape(-1, *y.shape[-3:])])
         both = (both - _SHIFT) / _SCALE

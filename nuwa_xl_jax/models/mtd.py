@@ -15,7 +15,8 @@ Every layer NUWA-XL adds is identity at init, so a fresh MTD is the image UNet f
 Choices the paper leaves open [ours]: the condition and mask cascades are per-frame conv stacks
 (``cond_encoder`` with each block's width, ``mask_encoder`` with the first block's width) and the
 scale/shift convs are 1x1; the injection sits after every resnet of a down / up block (not in the
-mid block, which the paper's "every down and up block" does not name); a temporal attention follows every spatial attention
+mid block, which the paper's "every down and up block" does not name); a temporal attention follows
+every spatial attention
 (also in the mid block) with the spatial attention's number of heads; no temporal conv after
 ``conv_in`` / ``conv_out``; the level embedding is zero-initialised.
 """
@@ -27,8 +28,17 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from nuwa_xl_jax.configuration.model import MTDConfig, per_block
-from nuwa_xl_jax.models.layers import (Downsample, Dtype, ResnetBlock, TemporalAttention, Upsample,
-                                       conv2d, dense, group_norm, sinusoidal_embedding)
+from nuwa_xl_jax.models.layers import (
+    Downsample,
+    Dtype,
+    ResnetBlock,
+    TemporalAttention,
+    Upsample,
+    conv2d,
+    dense,
+    group_norm,
+    sinusoidal_embedding,
+)
 from nuwa_xl_jax.models.remat import remat_wrapper
 from nuwa_xl_jax.models.transformer import Transformer2D
 
@@ -50,8 +60,15 @@ class ConditionCascade(nn.Module):
         feats = []
         for k in range(self.levels):
             if k > 0:
-                h = nn.silu(conv2d(self.widths[k], stride=2, padding=((1, 1), (1, 1)), dtype=self.dtype,
-                                   name=f"downsample_{k}")(h))
+                h = nn.silu(
+                    conv2d(
+                        self.widths[k],
+                        stride=2,
+                        padding=((1, 1), (1, 1)),
+                        dtype=self.dtype,
+                        name=f"downsample_{k}",
+                    )(h)
+                )
             h = nn.silu(conv2d(self.widths[k], dtype=self.dtype, name=f"conv_{k}")(h))
             feats.append(h)
         return feats
@@ -169,8 +186,15 @@ class MidBlock(_BlockLayers):
 
     @nn.compact
     def __call__(self, h, temb, context):
-        res = lambda name: ResnetBlock(self.out_channels, self.norm_groups, self.norm_eps, self.temporal,
-                                       self.temporal_kernel_size, dtype=self.dtype, name=name)
+        res = lambda name: ResnetBlock(
+            self.out_channels,
+            self.norm_groups,
+            self.norm_eps,
+            self.temporal,
+            self.temporal_kernel_size,
+            dtype=self.dtype,
+            name=name,
+        )
         h = res("resnets_0")(h, self.num_frames, temb)
         h = self.inject_attend(0, h, context, None, None)
         return res("resnets_1")(h, self.num_frames, temb)
@@ -211,7 +235,9 @@ class MTDUNet(nn.Module):
     num_levels: int
     dtype: Dtype
     remat: str  # one of REMAT_POLICIES
-    attention: str  # layers.attend: 'auto' = cuDNN flash on NVIDIA GPUs, splash on TPU, where they apply
+    attention: (
+        str  # layers.attend: 'auto' = cuDNN flash on NVIDIA GPUs, splash on TPU, where they apply
+    )
 
     @classmethod
     def from_config(cls, cfg) -> "MTDUNet":
@@ -223,7 +249,8 @@ class MTDUNet(nn.Module):
         return cls(**kw, dtype=_DTYPES[cfg.dtype])
 
     def to_config(self) -> MTDConfig:
-        """The typed ``model.mtd`` block that rebuilds this module (inverse of :meth:`from_config`)."""
+        """The typed ``model.mtd`` block that rebuilds this module (inverse of
+        :meth:`from_config`)."""
         return MTDConfig(**{f: getattr(self, f) for f in _NETWORK_FIELDS},
                          dtype=jnp.dtype(self.dtype).name)
 
@@ -251,7 +278,9 @@ class MTDUNet(nn.Module):
                 raise ValueError(f"{name} has {arr.shape[1]} frames but x_t has {f} frames; give "
                                  f"one {name} entry per frame")
         if c != self.in_channels:
-            raise ValueError(f"x_t has {c} channels but the model expects in_channels={self.in_channels}")
+            raise ValueError(
+                f"x_t has {c} channels but the model expects in_channels={self.in_channels}"
+            )
         if cond.shape != x_t.shape:
             raise ValueError(f"cond must have x_t's shape {x_t.shape} (condition latents, zeros "
                              f"where not given), got {cond.shape}")
@@ -267,8 +296,10 @@ class MTDUNet(nn.Module):
             raise ValueError(f"t must be [B]={(b,)} or [B, F]={(b, f)}, got shape {t.shape}")
         if self.num_levels > 0:
             if level is None:
-                raise ValueError(f"level ([B] ints in [0, {self.num_levels})) is required: the model "
-                                 f"was built with num_levels={self.num_levels}")
+                raise ValueError(
+                    f"level ([B] ints in [0, {self.num_levels})) is required: the model "
+                    f"was built with num_levels={self.num_levels}"
+                )
             if jnp.shape(level) != (b,):
                 raise ValueError(f"level must be [B]={(b,)}, got shape {jnp.shape(level)}")
         elif level is not None:
@@ -351,9 +382,16 @@ class MTDUNet(nn.Module):
         skips = [h]
         for i, ty in enumerate(self.down_block_types):
             on = i in down_levels
-            h, s = wrap(DownBlock)(widths[i], self.layers_per_block, f, ty == "CrossAttnDownBlock2D",
-                                   i < n - 1, heads[i], name=f"down_blocks_{i}", **common)(
-                h, temb, context, cond_feats[i] if on else None, mask_feats[i] if on else None)
+            h, s = wrap(DownBlock)(
+                widths[i],
+                self.layers_per_block,
+                f,
+                ty == "CrossAttnDownBlock2D",
+                i < n - 1,
+                heads[i],
+                name=f"down_blocks_{i}",
+                **common,
+            )(h, temb, context, cond_feats[i] if on else None, mask_feats[i] if on else None)
             skips.extend(s)
 
         h = wrap(MidBlock)(widths[-1], f, heads[-1], name="mid_block", **common)(h, temb, context)

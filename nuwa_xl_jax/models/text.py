@@ -51,7 +51,9 @@ class CLIPAttention(nn.Module):
         out = jax.nn.dot_product_attention(proj("q_proj"), proj("k_proj"), proj("v_proj"),
                                            is_causal=True)
         out = out.reshape(*x.shape[:-1], self.hidden_size)
-        return dense(self.hidden_size, axes=("heads", "embed"), dtype=self.dtype, name="out_proj")(out)
+        return dense(self.hidden_size, axes=("heads", "embed"), dtype=self.dtype, name="out_proj")(
+            out
+        )
 
 
 class CLIPMLP(nn.Module):

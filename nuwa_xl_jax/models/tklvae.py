@@ -27,8 +27,16 @@ import jax
 import jax.numpy as jnp
 
 from nuwa_xl_jax.configuration.model import VAEConfig
-from nuwa_xl_jax.models.layers import (Attention, Downsample, ResnetBlock, TemporalAttention,
-                                       TemporalConv, Upsample, conv2d, group_norm)
+from nuwa_xl_jax.models.layers import (
+    Attention,
+    Downsample,
+    ResnetBlock,
+    TemporalAttention,
+    TemporalConv,
+    Upsample,
+    conv2d,
+    group_norm,
+)
 from nuwa_xl_jax.models.remat import remat_wrapper
 
 Dtype = Any
@@ -77,7 +85,8 @@ class MidBlockAttention(nn.Module):
     """diffusers' VAE mid-block attention: GroupNorm, one head over all H*W tokens, residual.
 
     ``layers.Attention`` shares this module's scope, so its projections sit directly under
-    ``attentions_0`` (``attentions_0/to_q``) as in diffusers' state dict (layers.SpatialSelfAttention
+    ``attentions_0`` (``attentions_0/to_q``) as in diffusers' state dict
+    (layers.SpatialSelfAttention
     would nest them one level deeper).
     """
     channels: int
@@ -97,7 +106,8 @@ class MidBlockAttention(nn.Module):
 
 
 class MidBlock(nn.Module):
-    """resnets_0 -> attentions_0 (+ attentions_0_temporal) -> resnets_1, at the lowest resolution."""
+    """resnets_0 -> attentions_0 (+ attentions_0_temporal) -> resnets_1, at the lowest
+    resolution."""
     channels: int
     norm_groups: int
     add_attention: bool = True
@@ -311,7 +321,8 @@ class TKLVAE(_VAEModule):
                              f"factor {spatial_factor}, got {h}x{w}")
 
     def encode(self, video) -> tuple[jax.Array, jax.Array]:
-        """Video ``[B, F, H, W, 3]`` in [-1, 1] -> posterior ``(mean, logvar)`` ``[B, F, h, w, C]``."""
+        """Video ``[B, F, H, W, 3]`` in [-1, 1] -> posterior ``(mean, logvar)`` ``[B, F, h, w,
+        C]``."""
         self._check_video(video, "video", self.in_channels, self.downsampling_factor())
         b, f, h, w, c = video.shape
         frames = jnp.asarray(video).reshape(b * f, h, w, c)

@@ -51,8 +51,10 @@ class WordTokenizer:
             unknown = self.unknown_words(prompts)
             if unknown:
                 raise UnknownWordError(
-                    f"words not in the built-in vocabulary: {', '.join(unknown)}. Use only words of "
-                    f"the synthetic world's grammar, or a CLIP tokenizer (model.text.tokenizer)")
+                    f"words not in the built-in vocabulary: {', '.join(unknown)}. Use only words "
+                    f"of "
+                    f"the synthetic world's grammar, or a CLIP tokenizer (model.text.tokenizer)"
+                )
         ids = np.full((len(prompts), self.max_length), self.pad_token_id, np.int32)
         for i, p in enumerate(prompts):
             toks = [self.vocab.get(w, self.unk_token_id) for w in self.split(p)]
@@ -95,9 +97,11 @@ def clip_tokenizer(folder: str, max_length: int = 77) -> CLIPBPETokenizer:
     import os
 
     if not os.path.isdir(folder):
-        raise TokenizerError(f"CLIP tokenizer folder {folder!r} does not exist; give a local folder "
-                             "with vocab.json and merges.txt (e.g. Stable Diffusion's tokenizer/), "
-                             "or set model.text.tokenizer='word'")
+        raise TokenizerError(
+            f"CLIP tokenizer folder {folder!r} does not exist; give a local folder "
+            "with vocab.json and merges.txt (e.g. Stable Diffusion's tokenizer/), "
+            "or set model.text.tokenizer='word'"
+        )
     has = lambda *names: all(os.path.isfile(os.path.join(folder, n)) for n in names)
     if not (has("vocab.json", "merges.txt") or has("tokenizer.json")):
         raise TokenizerError(f"{folder!r} holds neither vocab.json + merges.txt nor tokenizer.json")
@@ -116,8 +120,10 @@ def make_tokenizer(text_config, vocabulary: Sequence[str] | None = None):
     name, max_length = text_config.tokenizer, int(text_config.max_position_embeddings)
     if name == "word":
         if vocabulary is None:
-            raise TokenizerError("model.text.tokenizer='word' needs the vocabulary of the synthetic "
-                                 "world (pass vocabulary=...), or set it to a CLIP tokenizer folder")
+            raise TokenizerError(
+                "model.text.tokenizer='word' needs the vocabulary of the synthetic "
+                "world (pass vocabulary=...), or set it to a CLIP tokenizer folder"
+            )
         tok = WordTokenizer(vocabulary, max_length=max_length)
     else:
         tok = clip_tokenizer(name, max_length=max_length)

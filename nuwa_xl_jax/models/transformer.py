@@ -1,4 +1,5 @@
-"""diffusers' Transformer2DModel (continuous input) in Linen: the spatial self- and cross-attention of
+"""diffusers' Transformer2DModel (continuous input) in Linen: the spatial self- and cross-attention
+of
 Stable Diffusion's UNet.
 
 Names follow diffusers (``norm``, ``proj_in``, ``transformer_blocks_0/{norm1, attn1, norm2, attn2,
@@ -41,7 +42,8 @@ class _GEGLU(nn.Module):
 
 
 class BasicTransformerBlock(nn.Module):
-    """Pre-norm self-attention, cross-attention to ``context``, GEGLU feed-forward; each residual."""
+    """Pre-norm self-attention, cross-attention to ``context``, GEGLU feed-forward; each
+    residual."""
     dim: int
     heads: int
     head_dim: int
@@ -78,13 +80,27 @@ class Transformer2D(nn.Module):
         head_dim = c // self.heads
         h = group_norm(self.norm_groups, 1e-6, name="norm")(x)
         if self.use_linear_projection:
-            h = dense(c, axes=("embed", "mlp"), dtype=self.dtype, name="proj_in")(h.reshape(n, hgt * wid, c))
+            h = dense(c, axes=("embed", "mlp"), dtype=self.dtype, name="proj_in")(
+                h.reshape(n, hgt * wid, c)
+            )
         else:
-            h = conv2d(c, kernel_size=1, dtype=self.dtype, name="proj_in")(h).reshape(n, hgt * wid, c)
-        h = BasicTransformerBlock(c, self.heads, head_dim, dtype=self.dtype, attention=self.attention,
-                                  name="transformer_blocks_0")(h, context.astype(h.dtype))
+            h = conv2d(c, kernel_size=1, dtype=self.dtype, name="proj_in")(h).reshape(
+                n, hgt * wid, c
+            )
+        h = BasicTransformerBlock(
+            c,
+            self.heads,
+            head_dim,
+            dtype=self.dtype,
+            attention=self.attention,
+            name="transformer_blocks_0",
+        )(h, context.astype(h.dtype))
         if self.use_linear_projection:
-            h = dense(c, axes=("mlp", "embed"), dtype=self.dtype, name="proj_out")(h).reshape(n, hgt, wid, c)
+            h = dense(c, axes=("mlp", "embed"), dtype=self.dtype, name="proj_out")(h).reshape(
+                n, hgt, wid, c
+            )
         else:
-            h = conv2d(c, kernel_size=1, dtype=self.dtype, name="proj_out")(h.reshape(n, hgt, wid, c))
+            h = conv2d(c, kernel_size=1, dtype=self.dtype, name="proj_out")(
+                h.reshape(n, hgt, wid, c)
+            )
         return x + h.astype(x.dtype)

@@ -57,8 +57,9 @@ def apply_in_windows(fn: Callable, video: Union[np.ndarray, Iterable[np.ndarray]
     call = window + 2 * context
     buf: Optional[np.ndarray] = None    # [B, n, h, w, c], frames [start, start + n) of the video
     start, batched, done, emitted = 0, None, False, 0
-    queue = []    # calls not run yet: (input [B, T, ...], [(keep-from, keep-to), ...])
-    pending = []  # the last batch run: (device output, rows, queue); fetched after the next dispatch
+    queue = []  # calls not run yet: (input [B, T, ...], [(keep-from, keep-to), ...])
+    # the last batch run: (device output, rows, queue); fetched after the next dispatch
+    pending = []
 
     def dispatch():
         inputs = [x for x, _ in queue]

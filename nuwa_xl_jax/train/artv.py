@@ -10,7 +10,8 @@ through the same loss, where to take the reference instead of the prediction. [o
 the ART•V abstract names the ingredients, not their settings.]
 
 - Noise augmentation: the previous frame's latent is noised to ``t_aug`` drawn uniformly from
-  0..``artv.noise_aug_max_t`` and the model is told ``t_aug`` for it; the anchor stays clean (t = 0).
+  0..``artv.noise_aug_max_t`` and the model is told ``t_aug`` for it; the anchor stays clean (t =
+  0).
   The mask blends in the *clean* previous latent (at generation: the generated one).
 - A share ``artv.first_share`` of examples has nothing given and the loss on all three frames:
   the first call of a video, which draws the anchor from text alone.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Any
 
 import jax
@@ -36,7 +35,10 @@ class Checkpointer:
         self.directory = paths.absolute(directory)  # a bucket URL stays a URL
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save)
-        item_handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        item_handlers = {
+            "state": ocp.StandardCheckpointHandler(),
+            "meta": ocp.JsonCheckpointHandler(),
+        }
         try:
             import grain
 
@@ -67,17 +69,22 @@ class Checkpointer:
         return restored["meta"]
 
     def check_compatible(self, meta: dict, step: int | None = None) -> None:
-        """Raises CheckpointMismatchError if the saved architecture or stage differs from ``meta``."""
+        """Raises CheckpointMismatchError if the saved architecture or stage differs from
+        ``meta``."""
         saved = self.read_meta(step)
         for key in ("stage", "fingerprint"):
             if key in meta and saved.get(key) != meta[key]:
                 raise CheckpointMismatchError(
-                    f"{self.directory} holds a checkpoint of another {'stage' if key == 'stage' else 'architecture'} "
-                    f"({key} {saved.get(key)!r}, this run has {meta[key]!r}). Nothing was overwritten: "
-                    "use a new --workdir, or the config the checkpoint was written with.")
+                    f"{self.directory} holds a checkpoint of another "
+                    f"{'stage' if key == 'stage' else 'architecture'} "
+                    f"({key} {saved.get(key)!r}, this run has {meta[key]!r}). Nothing was "
+                    f"overwritten: "
+                    "use a new --workdir, or the config the checkpoint was written with."
+                )
 
     def restore(self, abstract_state: Any, step: int | None = None, data_iterator: Any = None):
-        """Restores ``(state, meta)``; ``abstract_state`` leaves are ShapeDtypeStructs with shardings.
+        """Restores ``(state, meta)``; ``abstract_state`` leaves are ShapeDtypeStructs with
+        shardings.
 
         The data iterator, if given, is restored in place.
         """
@@ -101,5 +108,6 @@ class Checkpointer:
 
 
 def abstract_like(tree: Any) -> Any:
-    """ShapeDtypeStructs (with shardings) of a live pytree: the restore target for the same layout."""
+    """ShapeDtypeStructs (with shardings) of a live pytree: the restore target for the same
+    layout."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

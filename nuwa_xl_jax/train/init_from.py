@@ -66,4 +66,6 @@ def start_weights(block, path: str, component: str) -> Optional[dict]:
                           f"model's ({folder}/{store.MODEL_CONFIG})")
     flat = flatten(params[component]["params"])
     keep = {k: v for k, v in flat.items() if new_layer is None or not new_layer(k)}
-    return {"params": traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in keep.items()})}
+    return {
+        "params": traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in keep.items()})
+    }

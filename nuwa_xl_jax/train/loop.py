@@ -21,12 +21,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from nuwa_xl_jax import parallel
+from nuwa_xl_jax.configuration.train import TrainConfig, check_batch_divides
 from nuwa_xl_jax.models import attention_fallback
 from nuwa_xl_jax.train import checkpoint as ckpt_lib
-from nuwa_xl_jax.configuration.train import TrainConfig, check_batch_divides
 from nuwa_xl_jax.train import state as train_state
 
 Batch = dict[str, np.ndarray]
@@ -147,9 +148,13 @@ def step_program(stage: Stage, tx, ema_decay: float, shardings: Any, mesh, n_inp
 
 
 def _global_batch(local: Batch, sharding: NamedSharding) -> dict[str, jax.Array]:
-    return {k: jax.make_array_from_process_local_data(
-        NamedSharding(sharding.mesh, P(sharding.spec[0], *([None] * (np.ndim(v) - 1)))), np.asarray(v))
-        for k, v in local.items()}
+    return {
+        k: jax.make_array_from_process_local_data(
+            NamedSharding(sharding.mesh, P(sharding.spec[0], *([None] * (np.ndim(v) - 1)))),
+            np.asarray(v),
+        )
+        for k, v in local.items()
+    }
 
 
 class _Logger:
@@ -198,9 +203,18 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
     check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh, batch_axes), nproc,
                         f"{cfg_path}.batch_size")
     stage_dir = os.path.join(workdir, stage.name)
-    tx = train_state.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.weight_decay,
-                                    cfg.clip_norm, cfg.b1, cfg.b2, cfg.accumulate_steps,
-                                    cfg.end_lr_fraction, stage.fixed)
+    tx = train_state.make_optimizer(
+        cfg.learning_rate,
+        cfg.warmup_steps,
+        cfg.steps,
+        cfg.weight_decay,
+        cfg.clip_norm,
+        cfg.b1,
+        cfg.b2,
+        cfg.accumulate_steps,
+        cfg.end_lr_fraction,
+        stage.fixed,
+    )
     init_key, state_key = jax.random.split(jax.random.key(seed))
 
     def init_state(key):
@@ -251,7 +265,9 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     try:
         with _Preemption() as preemption:
-            pending = None  # metrics of the previous step, read one step late to keep dispatch async
+            pending = (
+                None  # metrics of the previous step, read one step late to keep dispatch async
+            )
             while step < end:
                 local = next(data_iter)
                 state, metrics = step_fn(state, _global_batch(local, batch_sharding), *inputs)

@@ -26,7 +26,8 @@ class PromptTable:
 
     @classmethod
     def of(cls, prompt_ids: np.ndarray, null_ids: np.ndarray) -> "PromptTable":
-        """The distinct rows of ``prompt_ids`` ``[..., T]`` plus the null prompt (text.prompt_table)."""
+        """The distinct rows of ``prompt_ids`` ``[..., T]`` plus the null prompt
+        (text.prompt_table)."""
         return cls(text.prompt_table(prompt_ids, null_ids)[0])
 
     @property
@@ -46,7 +47,8 @@ class PromptTable:
         return np.asarray(out, np.int32).reshape(ids.shape[:-1])
 
     def states(self, models: Any, params: Any):
-        """``[N, T, D]``: each prompt encoded once (``models.encode_prompts``: the compute dtype)."""
+        """``[N, T, D]``: each prompt encoded once (``models.encode_prompts``: the compute
+        dtype)."""
         return models.encode_prompts(params, jnp.asarray(self.ids))
 
     def add_index(self, batch: dict) -> dict:
@@ -56,7 +58,8 @@ class PromptTable:
 
 def batch_states(models: Any, params: Any, batch: dict, drop, table_states=None,
                  null_row: int | None = None):
-    """The prompt states ``[B, F, T, D]`` of a batch, the null prompt's where ``drop`` ``[B, 1, 1]``:
+    """The prompt states ``[B, F, T, D]`` of a batch, the null prompt's where ``drop`` ``[B, 1,
+    1]``:
     the encoder run on the batch's ids (trained encoder), or rows of the frozen encoder's
     ``table_states`` gathered by ``batch["prompt_index"]``."""
     if table_states is None:

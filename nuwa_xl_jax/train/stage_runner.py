@@ -15,7 +15,8 @@ from nuwa_xl_jax.family.store import ExportError, export_dir, write_export
 from nuwa_xl_jax.io import storyboards
 from nuwa_xl_jax.models.tokenizers import TokenizerError, UnknownWordError
 from nuwa_xl_jax.pipeline import NuwaXLPipeline, report, sheet_path
-from nuwa_xl_jax.train import checkpoint, loop, stages as stages_lib
+from nuwa_xl_jax.train import checkpoint, loop
+from nuwa_xl_jax.train import stages as stages_lib
 from nuwa_xl_jax.train.workdir_lock import WorkdirLock, WorkdirLockedError
 from nuwa_xl_jax.weights.common import WeightsError
 
@@ -57,7 +58,9 @@ def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,
     names = list(only or config.stages)
     for name in names:
         if name not in config.stages and not name.startswith("mtd_"):
-            raise ConfigError(f"--stages: {name!r} is not a stage of this config ({', '.join(config.stages)})")
+            raise ConfigError(
+                f"--stages: {name!r} is not a stage of this config ({', '.join(config.stages)})"
+            )
     with WorkdirLock(workdir):
         return _run_locked(config, workdir, mesh, names, only, progress)
 

@@ -32,12 +32,14 @@ from nuwa_xl_jax import parallel
 from nuwa_xl_jax.configuration import Config, ConfigError, DataConfig, train_block_name
 from nuwa_xl_jax.data import batches, latent_cache
 from nuwa_xl_jax.diffusion import samplers, schedules
+from nuwa_xl_jax.family.artv import WINDOW as ARTV_WINDOW
+from nuwa_xl_jax.family.artv import ARTVModels
+
 # The on-disk format and runtime live in the family layer; these names stay importable from here.
 from nuwa_xl_jax.family.runtime import MTDModels
 from nuwa_xl_jax.family.store import export_dir, read_export, read_vae, write_export  # noqa: F401
 from nuwa_xl_jax.models.discriminator import NLayerDiscriminator
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
-from nuwa_xl_jax.family.artv import WINDOW as ARTV_WINDOW, ARTVModels
 from nuwa_xl_jax.train import artv as artv_lib
 from nuwa_xl_jax.train import init_from, loop, prompt_table, vae_loss
 from nuwa_xl_jax.weights.unet import is_new_layer
@@ -64,7 +66,9 @@ def _grain_data(dcfg, tokenizer=None, table=None):
     """``data(pidx, nproc)``; ``table()``: a frozen text encoder's PromptTable, whose row numbers
     are added to every batch (``prompt_index``)."""
     def data(pidx, nproc):
-        ds = batches.make_dataset(dcfg, process_index=pidx, process_count=nproc, tokenizer=tokenizer)
+        ds = batches.make_dataset(
+            dcfg, process_index=pidx, process_count=nproc, tokenizer=tokenizer
+        )
         return iter(ds if table is None else ds.map(table().add_index))
 
     return data
@@ -179,8 +183,9 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
             if not use_gan:
                 loss, metrics = vae_loss.autoencoder_loss(video, recon, mean, logvar, cfg, dist)
                 return loss, (metrics, recon)
-            nll_fn = lambda r: vae_loss.reconstruction_nll(video, r, cfg.l1_weight, dist, cfg.lpips_weight,
-                                                           cfg.l2_weight)
+            nll_fn = lambda r: vae_loss.reconstruction_nll(
+                video, r, cfg.l1_weight, dist, cfg.lpips_weight, cfg.l2_weight
+            )
             g_fn = lambda r: vae_loss.generator_loss(logits(params["disc"], r))
             g_nll, g_gan = vae_loss.last_layer_grads(
                 lambda p: vae.apply(p, z, method="decode"), vae_params, [nll_fn, g_fn],
@@ -328,7 +333,9 @@ def mtd_loss(models: MTDModels, params, batch, key, prompt_dropout: float,
     drop = jax.random.bernoulli(kd, prompt_dropout, (B, 1, 1))
     states = prompt_table.batch_states(models, params, batch, drop, table_states, null_row)
     level = batch["level"].astype(jnp.int32) if "level" in batch else None
-    pred = models.unet(params, x_in, t_frames, states, models.condition(params, z0 * m, mask), level)
+    pred = models.unet(
+        params, x_in, t_frames, states, models.condition(params, z0 * m, mask), level
+    )
     target = schedules.training_target(models.schedule, z0, noise, t)
     weight = 1 - m  # given frames are conditions, not targets
     if saliency_weight:
@@ -358,7 +365,8 @@ def image_batch(batch: dict) -> dict:
 
 
 def latent_dir(config, workdir: str) -> str:
-    """The latent cache MTD stages read: ``data.latent_dir``, else the one the stage runner builds."""
+    """The latent cache MTD stages read: ``data.latent_dir``, else the one the stage runner
+    builds."""
     return config.data.latent_dir or os.path.join(workdir, "latents")
 
 
@@ -388,8 +396,10 @@ def mtd_stage(config, name: str, workdir: str, vae_params: Any = None) -> loop.S
     dcfg = data_config(config, batch_size=train_cfg.batch_size, latent_dir=cache, **overrides)
     L = config.data.frames_per_call
     if name == "mtd_local" and not models.model.mtd.num_levels:
-        raise ValueError("stage 'mtd_local' (one shared local model) needs model.mtd.num_levels > 0 "
-                         "for its level embedding; set it to data.depth")
+        raise ValueError(
+            "stage 'mtd_local' (one shared local model) needs model.mtd.num_levels > 0 "
+            "for its level embedding; set it to data.depth"
+        )
     if name == "mtd_image":
         L = 1
     init = _init_fn(lambda key: models.init(key, L), config, train_cfg, workdir)
@@ -456,7 +466,9 @@ def _init_fn(fresh, config, train_cfg, workdir: str):
         # mask head).
         start = read_export(export_dir(workdir, train_cfg.init_from))[0]
     else:
-        public = {c: init_from.start_weights(config.model[c], f"model.{c}", c) for c in ("mtd", "text")}
+        public = {
+            c: init_from.start_weights(config.model[c], f"model.{c}", c) for c in ("mtd", "text")
+        }
         start = {c: w for c, w in public.items() if w is not None} or None
     if start is None:
         return fresh
@@ -477,8 +489,14 @@ def _mtd_model_config(config, train_cfg) -> dict:
 def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) -> str:
     """Samples the first example of the stage's data with its own prompts and given frames and
     writes ``step_N.png``: the real frames (through the VAE) above, the generated ones below."""
-    batch = next(batches.make_iterator(dataclasses.replace(dcfg, batch_size=1), process_index=0, process_count=1,
-                                        tokenizer=models.tokenizer))
+    batch = next(
+        batches.make_iterator(
+            dataclasses.replace(dcfg, batch_size=1),
+            process_index=0,
+            process_count=1,
+            tokenizer=models.tokenizer,
+        )
+    )
     z0 = jnp.asarray(batch["latents"])
     mask = jnp.asarray(batch["mask"], jnp.float32)
     ids = jnp.asarray(batch["prompt_ids"])

@@ -71,19 +71,23 @@ def path_labels(params: Any, fixed: Callable[[str], bool]) -> Any:
 
 
 def split(params: Any, frozen=()) -> tuple[Any, dict]:
-    """``(trained, frozen)`` top-level groups of ``params``; ``params`` itself when none is frozen."""
+    """``(trained, frozen)`` top-level groups of ``params``; ``params`` itself when none is
+    frozen."""
     if not frozen:
         return params, {}
     missing = set(frozen) - set(params)
     if missing:
-        raise ValueError(f"frozen parameter groups {sorted(missing)} are not among {sorted(params)}")
+        raise ValueError(
+            f"frozen parameter groups {sorted(missing)} are not among {sorted(params)}"
+        )
     return ({k: v for k, v in params.items() if k not in frozen},
             {k: v for k, v in params.items() if k in frozen})
 
 
 def create(params: Any, tx: optax.GradientTransformation, key: jax.Array,
            frozen=()) -> TrainState:
-    """A fresh state. Call inside ``jax.jit`` with ``out_shardings`` to create it already sharded."""
+    """A fresh state. Call inside ``jax.jit`` with ``out_shardings`` to create it already
+    sharded."""
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(split(params, frozen)[0]),
                       ema_params=jax.tree.map(jnp.copy, params), rng=jax.random.key_data(key))

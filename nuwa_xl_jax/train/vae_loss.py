@@ -27,7 +27,8 @@ LAST_LAYER: tuple[str, ...] = ("decoder", "conv_out", "kernel")
 def reconstruction_nll(inputs: jax.Array, recon: jax.Array, l1_weight: float = 1.0,
                        lpips_distance: Optional[jax.Array] = None,
                        lpips_weight: float = 1.0, l2_weight: float = 0.0) -> jax.Array:
-    """L1 (+ L2, + LPIPS) reconstruction loss, summed over each frame's pixels, averaged over frames.
+    """L1 (+ L2, + LPIPS) reconstruction loss, summed over each frame's pixels, averaged over
+    frames.
 
     ``l2_weight`` [ours; LDM uses L1 only]: L1 is median-seeking, so a few-pixel object on a
     large flat background is the minority of every patch and its cheapest reconstruction is the
@@ -53,7 +54,9 @@ def kl_loss(mean: jax.Array, logvar: jax.Array) -> jax.Array:
 
 def hinge_discriminator_loss(logits_real: jax.Array, logits_fake: jax.Array) -> jax.Array:
     """0.5 * (E[relu(1 - D(x))] + E[relu(1 + D(x_hat))]): zero once real > 1 and fake < -1."""
-    return 0.5 * (jnp.mean(jax.nn.relu(1.0 - logits_real)) + jnp.mean(jax.nn.relu(1.0 + logits_fake)))
+    return 0.5 * (
+        jnp.mean(jax.nn.relu(1.0 - logits_real)) + jnp.mean(jax.nn.relu(1.0 + logits_fake))
+    )
 
 
 def generator_loss(logits_fake: jax.Array) -> jax.Array:
@@ -62,7 +65,8 @@ def generator_loss(logits_fake: jax.Array) -> jax.Array:
 
 
 def discriminator_factor(step: jax.Array, disc_start: int) -> jax.Array:
-    """1.0 from ``disc_start`` on, 0.0 before (LDM's ``adopt_weight``); jit-safe for a traced step."""
+    """1.0 from ``disc_start`` on, 0.0 before (LDM's ``adopt_weight``); jit-safe for a traced
+    step."""
     return jnp.where(jnp.asarray(step) >= disc_start, 1.0, 0.0)
 
 
@@ -112,8 +116,14 @@ def last_layer_grads(decode_fn: Callable[[Any], jax.Array], params: Mapping,
     return [vjp(jax.grad(fn)(recon))[0] for fn in loss_fns]
 
 
-def autoencoder_loss(inputs: jax.Array, recon: jax.Array, mean: jax.Array, logvar: jax.Array,
-                     cfg: Any, lpips_distance: Optional[jax.Array] = None) -> tuple[jax.Array, dict]:
+def autoencoder_loss(
+    inputs: jax.Array,
+    recon: jax.Array,
+    mean: jax.Array,
+    logvar: jax.Array,
+    cfg: Any,
+    lpips_distance: Optional[jax.Array] = None,
+) -> tuple[jax.Array, dict]:
     """Reconstruction + ``cfg.kl_weight`` * KL, without the adversarial term.
 
     The whole loss before ``cfg.disc_start`` (or when no discriminator is trained); returns
@@ -148,7 +158,9 @@ def generator_objective(cfg: Any, inputs: jax.Array, recon: jax.Array, mean: jax
 def discriminator_objective(cfg: Any, logits_real: jax.Array, logits_fake: jax.Array,
                             step: jax.Array) -> tuple[jax.Array, dict]:
     """The discriminator's hinge loss, off before ``cfg.disc_start``."""
-    d = discriminator_factor(step, cfg.disc_start) * hinge_discriminator_loss(logits_real, logits_fake)
+    d = discriminator_factor(step, cfg.disc_start) * hinge_discriminator_loss(
+        logits_real, logits_fake
+    )
     return d, {"d_loss": d, "logits_real": jnp.mean(logits_real),
                "logits_fake": jnp.mean(logits_fake)}
 

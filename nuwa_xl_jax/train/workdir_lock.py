@@ -58,8 +58,10 @@ def _share(refused: bool) -> bool:
 
 
 class WorkdirLock:
-    """``with WorkdirLock(workdir): ...`` holds the workdir's lock; :meth:`acquire` / :meth:`release`
-    for explicit use. ``stale`` is the holder text of a dead process's lock taken over, else None."""
+    """``with WorkdirLock(workdir): ...`` holds the workdir's lock; :meth:`acquire` /
+    :meth:`release`
+    for explicit use. ``stale`` is the holder text of a dead process's lock taken over, else
+    None."""
 
     def __init__(self, workdir: str):
         self.path = os.path.join(paths.absolute(workdir), LOCK_FILE)

@@ -14,8 +14,7 @@ import numpy as np
 
 from nuwa_xl_jax import configuration
 from nuwa_xl_jax.models.text import CLIPTextModel
-from nuwa_xl_jax.weights.common import (WeightsError, assemble, flatten, read_json,
-                                        read_safetensors)
+from nuwa_xl_jax.weights.common import WeightsError, assemble, flatten, read_json, read_safetensors
 
 IGNORED_SUFFIXES = ("embeddings.position_ids",)
 _CONFIG_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",

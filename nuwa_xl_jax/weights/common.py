@@ -125,9 +125,13 @@ def assemble(expected: Mapping[str, Any], provided: Mapping[str, np.ndarray],
     if missing or unexpected or mismatched:
         lines = []
         if missing:
-            lines.append(f"missing from {source} ({len(missing)}): " + ", ".join(sorted(missing)[:50]))
+            lines.append(
+                f"missing from {source} ({len(missing)}): " + ", ".join(sorted(missing)[:50])
+            )
         if unexpected:
-            lines.append(f"unexpected in {source} ({len(unexpected)}): " + ", ".join(unexpected[:50]))
+            lines.append(
+                f"unexpected in {source} ({len(unexpected)}): " + ", ".join(unexpected[:50])
+            )
         if mismatched:
             lines.append("shape mismatches: " + "; ".join(mismatched[:50]))
         raise WeightsError("weights do not fit the model:\n  " + "\n  ".join(lines))

@@ -1,5 +1,6 @@
 """Our spatial VAE / UNet as diffusers folders: the inverse of nuwa_xl_jax/weights/vae.py and
-unet.py (``python -m nuwa_xl_jax.export --format=diffusers``, through nuwa_xl_jax/family/diffusers.py).
+unet.py (``python -m nuwa_xl_jax.export --format=diffusers``, through
+nuwa_xl_jax/family/diffusers.py).
 
 The layers NUWA-XL adds (temporal convs and attentions, condition cascades and injections, the
 level embedding) have no place in an AutoencoderKL / UNet2DConditionModel and are left out: the
@@ -26,7 +27,8 @@ _KEEP_UNDERSCORE = re.compile(r"^linear_\d+$")  # diffusers' own names (time_emb
 
 
 def torch_key(flax_path: str) -> str:
-    """``down_blocks_0/attentions_1/to_out_0/kernel`` -> ``down_blocks.0.attentions.1.to_out.0.weight``."""
+    """``down_blocks_0/attentions_1/to_out_0/kernel`` ->
+    ``down_blocks.0.attentions.1.to_out.0.weight``."""
     *modules, leaf = flax_path.split("/")
     parts = []
     for m in modules:
@@ -38,7 +40,8 @@ def torch_key(flax_path: str) -> str:
 
 
 def torch_layout(flax_path: str, value: np.ndarray) -> np.ndarray:
-    """Flax conv ``[kh, kw, in, out]`` -> torch ``[out, in, kh, kw]``; dense ``[in, out]`` -> ``[out, in]``."""
+    """Flax conv ``[kh, kw, in, out]`` -> torch ``[out, in, kh, kw]``; dense ``[in, out]`` ->
+    ``[out, in]``."""
     if flax_path.endswith("/kernel"):
         if value.ndim == 4:
             return np.transpose(value, (3, 2, 0, 1))

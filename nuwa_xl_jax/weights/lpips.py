@@ -1,4 +1,5 @@
-"""LPIPS weights from a local ``.safetensors`` / ``.npz`` file (layout: ``nuwa_xl_jax/models/lpips.py``)
+"""LPIPS weights from a local ``.safetensors`` / ``.npz`` file (layout:
+``nuwa_xl_jax/models/lpips.py``)
 -> ``(LPIPS module, {"params": ...})``. Nothing is ever downloaded."""
 from __future__ import annotations
 

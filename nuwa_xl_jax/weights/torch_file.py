@@ -1,6 +1,7 @@
 """Reading a PyTorch ``state_dict`` file (``.pth`` / ``.pt``) into numpy arrays.
 
-A ``.pth`` file is a pickle of torch tensors, so reading it needs torch: it is imported here, lazily,
+A ``.pth`` file is a pickle of torch tensors, so reading it needs torch: it is imported here,
+lazily,
 only when such a file is read (``pip install torch``, or the repo's ``interop`` extra). The library
 never imports torch anywhere else. Files are read with ``weights_only=True`` (no code from the file
 is run). TorchScript archives are refused with a message saying so.
@@ -20,9 +21,11 @@ def _import_torch(path: str):
     try:
         import torch
     except ModuleNotFoundError as e:
-        raise WeightsError(f"reading {path!r} (a PyTorch .pth/.pt state dict) needs torch, which is "
-                           "not installed: `pip install torch` (CPU is enough) or install this "
-                           "repo with its interop extra, `pip install -e .[interop]`") from e
+        raise WeightsError(
+            f"reading {path!r} (a PyTorch .pth/.pt state dict) needs torch, which is "
+            "not installed: `pip install torch` (CPU is enough) or install this "
+            "repo with its interop extra, `pip install -e .[interop]`"
+        ) from e
     return torch
 
 
@@ -42,13 +45,17 @@ def read_torch_state_dict(path: str, what: str = "weights") -> dict[str, np.ndar
     kept as they are; the callers drop them.
     """
     if not os.path.exists(path):
-        raise WeightsError(f"{what} file {path!r} does not exist; pass the local path of the "
-                           "downloaded file (nothing is downloaded for you; see docs/evaluation.md)")
+        raise WeightsError(
+            f"{what} file {path!r} does not exist; pass the local path of the "
+            "downloaded file (nothing is downloaded for you; see docs/evaluation.md)"
+        )
     if os.path.isdir(path):
         raise WeightsError(f"{what}: {path!r} is a folder; pass the .pth/.pt file itself")
     if _is_torchscript(path):
-        raise WeightsError(f"{path!r} is a TorchScript archive, not a state dict; this importer "
-                           "reads plain state dicts (see docs/evaluation.md for the supported files)")
+        raise WeightsError(
+            f"{path!r} is a TorchScript archive, not a state dict; this importer "
+            "reads plain state dicts (see docs/evaluation.md for the supported files)"
+        )
     torch = _import_torch(path)
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)

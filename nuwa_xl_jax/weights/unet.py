@@ -20,13 +20,31 @@ from flax import traverse_util
 
 from nuwa_xl_jax.configuration import ConfigError, MTDConfig
 from nuwa_xl_jax.models.mtd import MTDUNet
-from nuwa_xl_jax.weights.common import (WeightsError, assemble, flatten, read_json, read_safetensors,
-                                        torch_to_flax_leaf)
+from nuwa_xl_jax.weights.common import (
+    WeightsError,
+    assemble,
+    flatten,
+    read_json,
+    read_safetensors,
+    torch_to_flax_leaf,
+)
 
 # config.json fields copied onto the mtd block one to one.
-_COPIED = ("in_channels", "out_channels", "block_out_channels", "layers_per_block", "down_block_types",
-           "up_block_types", "attention_head_dim", "cross_attention_dim", "use_linear_projection",
-           "norm_num_groups", "norm_eps", "flip_sin_to_cos", "freq_shift")
+_COPIED = (
+    "in_channels",
+    "out_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "down_block_types",
+    "up_block_types",
+    "attention_head_dim",
+    "cross_attention_dim",
+    "use_linear_projection",
+    "norm_num_groups",
+    "norm_eps",
+    "flip_sin_to_cos",
+    "freq_shift",
+)
 
 # config.json fields the MTD does not implement: each must hold its SD v1 value (or be absent).
 _REQUIRED = {
@@ -78,7 +96,9 @@ def mtd_config_from_diffusers(unet_config: dict[str, Any], **nuwa_options) -> MT
                            + "; ".join(unsupported))
     unknown = sorted(set(nuwa_options) - set(_NUWA_OPTIONS))
     if unknown:
-        raise WeightsError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_NUWA_OPTIONS)}")
+        raise WeightsError(
+            f"unknown option(s) {', '.join(unknown)}; known: {', '.join(_NUWA_OPTIONS)}"
+        )
     fields = {k: unet_config[k] for k in _COPIED if k in unet_config}
     try:
         return MTDConfig.from_dict(dict(fields, **nuwa_options))
@@ -120,7 +140,12 @@ def load_diffusers_unet(path: str, rng: jax.Array | None = None, **nuwa_options)
     module = MTDUNet.from_config(cfg)
     inputs = _example_inputs(cfg)
     rng = jax.random.key(0) if rng is None else rng
-    expected = {k: v.shape for k, v in flatten(nn.meta.unbox(jax.eval_shape(module.init, rng, *inputs))["params"]).items()}
+    expected = {
+        k: v.shape
+        for k, v in flatten(
+            nn.meta.unbox(jax.eval_shape(module.init, rng, *inputs))["params"]
+        ).items()
+    }
 
     provided, bad = {}, []
     for key, tensor in read_safetensors(path).items():
@@ -149,5 +174,7 @@ def load_diffusers_unet(path: str, rng: jax.Array | None = None, **nuwa_options)
     if new_paths:  # the identity initialisation of the layers NUWA-XL adds
         init = flatten(nn.meta.unbox(jax.jit(module.init)(rng, *inputs))["params"])
         params.update({p: init[p] for p in new_paths})
-    params = traverse_util.unflatten_dict({tuple(k.split("/")): jnp.asarray(v) for k, v in params.items()})
+    params = traverse_util.unflatten_dict(
+        {tuple(k.split("/")): jnp.asarray(v) for k, v in params.items()}
+    )
     return module, {"params": params}

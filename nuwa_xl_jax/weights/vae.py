@@ -18,8 +18,14 @@ import numpy as np
 
 from nuwa_xl_jax.configuration import VAEConfig
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
-from nuwa_xl_jax.weights.common import (WeightsError, assemble, flatten, read_json,
-                                        read_safetensors, torch_to_flax_leaf)
+from nuwa_xl_jax.weights.common import (
+    WeightsError,
+    assemble,
+    flatten,
+    read_json,
+    read_safetensors,
+    torch_to_flax_leaf,
+)
 
 # diffusers config.json fields copied one to one into our vae block.
 _COPIED = ("in_channels", "out_channels", "latent_channels", "block_out_channels",
@@ -67,7 +73,8 @@ def vae_config_from_diffusers(src: Mapping[str, Any], temporal: bool = True
 
 
 def flax_path(torch_key: str) -> tuple[str, str]:
-    """``encoder.down_blocks.0.resnets.1.conv1.weight`` -> (``encoder/down_blocks_0/resnets_1/conv1``,
+    """``encoder.down_blocks.0.resnets.1.conv1.weight`` ->
+    (``encoder/down_blocks_0/resnets_1/conv1``,
     ``weight``): numeric indices join their list's name, legacy attention names are renamed."""
     *modules, leaf = torch_key.split(".")
     parts: list[str] = []

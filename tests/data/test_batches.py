@@ -6,8 +6,8 @@ import pytest
 
 from nuwa_xl_jax import cache_latents, parallel
 from nuwa_xl_jax.configuration import ConfigError
-from nuwa_xl_jax.data import batches, latent_cache, sources, synthetic
 from nuwa_xl_jax.configuration.data import DataConfig, data_block
+from nuwa_xl_jax.data import batches, latent_cache, sources, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +68,16 @@ def test_restored_iterator_continues_exactly(config):
     restored.set_state(state)
     assert same(expected, take(restored, 4))
     one = batches.make_iterator(config)
-    assert all(np.array_equal(e["example"], b["example"][2:]) for e, b in zip(expected, take(one, 8)[4:]))
+    assert all(
+        np.array_equal(e["example"], b["example"][2:]) for e, b in zip(expected, take(one, 8)[4:])
+    )
     restored = batches.make_iterator(config, process_index=1, process_count=2)
     restored.set_state(state)  # a 2-host state resumes a 1-host run at the same global step
     one.set_state(state)
-    assert all(np.array_equal(a["frames"], b["frames"][2:]) for a, b in zip(take(restored, 2), take(one, 2)))
+    assert all(
+        np.array_equal(a["frames"], b["frames"][2:])
+        for a, b in zip(take(restored, 2), take(one, 2))
+    )
 
 
 @pytest.mark.parametrize("per_episode,batch_size", [(6, 4), (5, 8)])  # 24 / 4; 20 % 8 != 0
@@ -115,8 +120,11 @@ def test_each_process_builds_only_its_own_rows(config, monkeypatch):
     """The other hosts' examples are never read or decoded here."""
     built = []
     make = batches.ExampleMaker.__call__
-    monkeypatch.setattr(batches.ExampleMaker, "__call__",
-                        lambda self, example, rng: built.append(int(example)) or make(self, example, rng))
+    monkeypatch.setattr(
+        batches.ExampleMaker,
+        "__call__",
+        lambda self, example, rng: built.append(int(example)) or make(self, example, rng),
+    )
     c = config.copy_and_resolve_references()
     c.num_epochs = 1
     mine = np.concatenate([b["example"] for b in batches.make_dataset(c, 1, 2)])
@@ -152,7 +160,9 @@ def test_data_config_errors_name_the_field(config):
     c = data_block()
     DataConfig.from_dict(c)
     c.episode_length = 3000
-    with pytest.raises(ConfigError, match=r"data\.episode_length=3000 is shorter than one window of 3376"):
+    with pytest.raises(
+        ConfigError, match=r"data\.episode_length=3000 is shorter than one window of 3376"
+    ):
         DataConfig.from_dict(c)
     c = data_block()
     c.batch_size = 0

@@ -9,7 +9,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from nuwa_xl_jax.data import synthetic
-from nuwa_xl_jax.data.builders import chunks, flintstones_hd as fh, synthetic_cartoon as sc
+from nuwa_xl_jax.data.builders import chunks
+from nuwa_xl_jax.data.builders import flintstones_hd as fh
+from nuwa_xl_jax.data.builders import synthetic_cartoon as sc
 
 
 def test_tensorflow_is_not_installed():
@@ -77,9 +79,14 @@ def manual(tmp_path):
 def test_flintstones_hd_builds_from_a_manual_folder(tmp_path, manual):
     (manual / "splits.json").write_text(json.dumps({"train": ["ep_a", "ep_b"], "test": ["ep_b"]}))
     b = fh.prepare(str(tmp_path / "data"), str(manual), resolution=(32, 32), chunk_frames=8)
-    ds = tfds.data_source(f"flintstones_hd/{b.builder_config.name}", data_dir=str(tmp_path / "data"))
+    ds = tfds.data_source(
+        f"flintstones_hd/{b.builder_config.name}", data_dir=str(tmp_path / "data")
+    )
     table, C = chunks.split_table(ds["train"], "train")
-    assert [(r["name"], r["frames"], r["chunks"]) for r in table] == [("ep_a", 21, 3), ("ep_b", 30, 4)]
+    assert [(r["name"], r["frames"], r["chunks"]) for r in table] == [
+        ("ep_a", 21, 3),
+        ("ep_b", 30, 4),
+    ]
     reader = chunks.EpisodeReader(ds["train"], table, C)
     idx = [0, 9, 29]
     frames, captions = reader.read(1, idx)
@@ -100,13 +107,17 @@ def test_missing_manual_folder(tmp_path):
 
 def test_video_without_captions(tmp_path, manual):
     os.remove(manual / "ep_b.json")
-    with pytest.raises(fh.ManualFolderError, match=r"no captions file for video.*ep_b\.mp4.*ep_b\.json"):
+    with pytest.raises(
+        fh.ManualFolderError, match=r"no captions file for video.*ep_b\.mp4.*ep_b\.json"
+    ):
         fh.prepare(str(tmp_path / "data"), str(manual), resolution=(32, 32))
 
 
 def test_captions_of_the_wrong_length(tmp_path, manual):
     (manual / "ep_a.json").write_text(json.dumps(["too few"] * 5))
-    with pytest.raises(fh.CaptionsError, match=r"ep_a\.mp4 (declares|has) 21 frames but .*ep_a\.json holds 5"):
+    with pytest.raises(
+        fh.CaptionsError, match=r"ep_a\.mp4 (declares|has) 21 frames but .*ep_a\.json holds 5"
+    ):
         fh.prepare(str(tmp_path / "data"), str(manual), resolution=(32, 32))
 
 

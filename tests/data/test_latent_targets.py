@@ -47,7 +47,9 @@ class Reader:
         return self.frames[idx], [self.captions[i] for i in idx]
 
 
-def test_cache_encodes_every_frame_among_its_neighbours_in_training_length_calls(temporal_vae, tmp_path):
+def test_cache_encodes_every_frame_among_its_neighbours_in_training_length_calls(
+    temporal_vae, tmp_path
+):
     config, vae, variables, encode = temporal_vae
     calls = []
 
@@ -72,8 +74,9 @@ def test_cache_encodes_every_frame_among_its_neighbours_in_training_length_calls
     # several episodes per call (the cache batches equal lengths): the same latents
     two = latent_cache.encode_video(recording, np.stack([reader.frames, reader.frames[::-1]]), F, C)
     np.testing.assert_allclose(two[0], cache.read_latents(0, np.arange(len(video)))[0], atol=1e-5)
-    np.testing.assert_allclose(two[1], latent_cache.encode_video(recording, reader.frames[::-1], F, C),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        two[1], latent_cache.encode_video(recording, reader.frames[::-1], F, C), atol=1e-5
+    )
     strided = [5, 10, 15, 20]
     joint = np.asarray(encode(video[strided][None]))[0] * 2.0
     cached = cache.read_latents(0, strided)[0]
@@ -88,7 +91,9 @@ def test_one_latent_scale_from_the_vae_export(temporal_vae, tmp_path):
     workdir = str(tmp_path / "run")
     stage_runner.save_config(config, workdir)
     scale = 2.5  # not the config's scaling_factor (0.18215): the export's 1/std is what counts
-    stages.write_export(stages.export_dir(workdir, "vae"), {"vae": variables}, {"latent_scale": scale})
+    stages.write_export(
+        stages.export_dir(workdir, "vae"), {"vae": variables}, {"latent_scale": scale}
+    )
     out = stages.ensure_latent_cache(config, workdir, progress=False)
     index = latent_cache.read_index(out, "train")
     assert index["latent_scale"] == scale and (index["vae_frames"], index["vae_context"]) == (F, C)
@@ -102,7 +107,9 @@ def test_one_latent_scale_from_the_vae_export(temporal_vae, tmp_path):
     assert models.scale == scale and models.vae.scaling_factor == scale
     stages.build(config, "mtd_global", workdir)  # same scale: accepted
     # A cache made with another scale (another VAE) is refused, naming the fix.
-    stages.write_export(stages.export_dir(workdir, "vae"), {"vae": variables}, {"latent_scale": 1.0})
+    stages.write_export(
+        stages.export_dir(workdir, "vae"), {"vae": variables}, {"latent_scale": 1.0}
+    )
     with pytest.raises(ValueError, match="latent_scale=2.5.*latent_scale is 1.0.*rebuild"):
         stages.build(config, "mtd_global", workdir)
 

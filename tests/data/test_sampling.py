@@ -90,7 +90,9 @@ def test_autoregressive_prefix_includes_nothing_given():
                 for s in range(400)]
     assert set(prefixes) == {0, 8}
     assert 0.18 < prefixes.count(0) / len(prefixes) < 0.32  # ar_no_prefix = 0.25
-    again = [int(sampling.sample(spec, 100, np.random.default_rng(s)).mask.sum()) for s in range(400)]
+    again = [
+        int(sampling.sample(spec, 100, np.random.default_rng(s)).mask.sum()) for s in range(400)
+    ]
     assert again == prefixes
     for s in range(20):  # a prefix of 0 is always a leading run of given frames, never a gap
         m = sampling.sample(spec, 100, np.random.default_rng(s)).mask

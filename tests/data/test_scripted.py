@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from nuwa_xl_jax.data import scripted, synthetic
-from nuwa_xl_jax.metrics import storyboard_probe
 from nuwa_xl_jax.io import load_storyboard
+from nuwa_xl_jax.metrics import storyboard_probe
 
 STORY = "configs/storyboards/cartoon.txt"
 

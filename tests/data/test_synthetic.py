@@ -1,4 +1,5 @@
-"""The synthetic world: deterministic, captions from the grammar, rendering agrees with the truth."""
+"""The synthetic world: deterministic, captions from the grammar, rendering agrees with the
+truth."""
 import numpy as np
 import pytest
 

@@ -58,7 +58,10 @@ def test_known_answer_gaussian(name, steps, ptype):
                  x_T=standard_noise((N, 4)))
     mean_err = np.asarray((x.mean(0) - MU) / SD)
     std_err = np.asarray(x.std(0) / SD - 1)
-    print(f"{name}-{steps} ({ptype}): (mean-mu)/s {np.round(mean_err, 4)}, std/s-1 {np.round(std_err, 4)}")
+    print(
+        f"{name}-{steps} ({ptype}): (mean-mu)/s {np.round(mean_err, 4)}, std/s-1 "
+        f"{np.round(std_err, 4)}"
+    )
     assert np.all(np.abs(mean_err) <= 0.03), mean_err
     assert np.all(np.abs(std_err) <= TOL[name]), std_err
 
@@ -165,14 +168,22 @@ def test_bad_input_errors():
     sch = S.make_schedule("linear", 1000)
     model = lambda x, t, **c: x
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match=r"unknown sampler 'euler'; choose one of ddpm, ddim, dpm\+\+2m"):
+    with pytest.raises(
+        ValueError, match=r"unknown sampler 'euler'; choose one of ddpm, ddim, dpm\+\+2m"
+    ):
         M.sample("euler", model, sch, key, (2, 3))
     with pytest.raises(ValueError, match="steps must be an integer in"):
         M.sample("ddim", model, sch, key, (2, 3), steps=1001)
-    with pytest.raises(ValueError, match=r"given has shape \(2, 5, 3\) but x has shape \(2, 4, 3\)"):
-        M.sample("ddim", model, sch, key, (2, 4, 3), given=jnp.zeros((2, 5, 3)), mask=jnp.ones((2, 5)))
+    with pytest.raises(
+        ValueError, match=r"given has shape \(2, 5, 3\) but x has shape \(2, 4, 3\)"
+    ):
+        M.sample(
+            "ddim", model, sch, key, (2, 4, 3), given=jnp.zeros((2, 5, 3)), mask=jnp.ones((2, 5))
+        )
     with pytest.raises(ValueError, match="mask of shape .* must prefix"):
-        M.sample("ddim", model, sch, key, (2, 4, 3), given=jnp.zeros((2, 4, 3)), mask=jnp.ones((2, 5)))
+        M.sample(
+            "ddim", model, sch, key, (2, 4, 3), given=jnp.zeros((2, 4, 3)), mask=jnp.ones((2, 5))
+        )
     with pytest.raises(ValueError, match="need both"):
         M.sample("ddim", model, sch, key, (2, 4, 3), mask=jnp.ones((2, 4)))
     with pytest.raises(ValueError, match=r"cond\['text'\] .* batch 2"):

@@ -77,7 +77,9 @@ def test_target_and_conversion_round_trip(ptype):
         np.testing.assert_allclose(np.asarray(target),
                                    np.asarray(jnp.sqrt(a) * eps - jnp.sqrt(1 - a) * x0), atol=1e-6)
     x0_hat, eps_hat = S.predict_x0_eps(sch, xt, t, target)
-    np.testing.assert_allclose(np.asarray(eps_hat), np.asarray(eps), atol=2e-3 if ptype == "epsilon" else 1e-5)
+    np.testing.assert_allclose(
+        np.asarray(eps_hat), np.asarray(eps), atol=2e-3 if ptype == "epsilon" else 1e-5
+    )
     # eps -> x0 divides by sqrt(abar), ill-conditioned at t ~ T; v is well conditioned everywhere
     tol = 1e-5 if ptype == "v" else 0.5
     np.testing.assert_allclose(np.asarray(x0_hat), np.asarray(x0), atol=tol)

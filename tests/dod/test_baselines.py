@@ -4,12 +4,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_engine import (
+    LATENT,
+    NULL,
+    SCHEDULE,
+    T,
+    mesh_of,
+    models_for,
+    prompts,
+    toy_denoise,
+    toy_params,
+)
 
-from nuwa_xl_jax.dod import baselines, engine, plan as planlib
+from nuwa_xl_jax.dod import baselines, engine
 from nuwa_xl_jax.dod import level_models as lm
-
-from test_engine import LATENT, NULL, SCHEDULE, T, mesh_of, models_for, prompts, toy_denoise, \
-    toy_params
+from nuwa_xl_jax.dod import plan as planlib
 
 L = 4
 P = 2

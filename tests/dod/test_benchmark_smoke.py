@@ -83,7 +83,9 @@ def test_dod_runs_the_family_depth_cut_at_n(monkeypatch):
     seen = stubbed_run(monkeypatch, "--config=configs/synthetic.py:tiny", "--frames=4", "--steps=1")
     assert [lv.stride for lv in seen["plan"].levels] == [3, 1] and seen["plan"].frames == 4
     # random weights past the config's length: a family of the depth that covers them
-    seen = stubbed_run(monkeypatch, "--config=configs/synthetic.py:tiny", "--frames=11", "--steps=1")
+    seen = stubbed_run(
+        monkeypatch, "--config=configs/synthetic.py:tiny", "--frames=11", "--steps=1"
+    )
     assert [lv.stride for lv in seen["plan"].levels] == [9, 3, 1]
 
 

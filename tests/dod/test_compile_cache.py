@@ -47,6 +47,9 @@ def test_train_cli_caches_by_default_and_the_flag_disables_it(tmp_path):
 
 def test_generate_cli_cache_moved_by_env_and_disabled_by_flag(tmp_path):
     moved = str(tmp_path / "cache")
-    assert cache_settings(tmp_path, "generate", NUWA_XL_JAX_COMPILATION_CACHE=moved) == (moved, True)
+    assert cache_settings(tmp_path, "generate", NUWA_XL_JAX_COMPILATION_CACHE=moved) == (
+        moved,
+        True,
+    )
     assert cache_settings(tmp_path, "generate", "--compilation_cache=off",
                           NUWA_XL_JAX_COMPILATION_CACHE=moved)[1] is False  # the flag wins

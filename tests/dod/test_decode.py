@@ -11,9 +11,15 @@ import pytest
 from flax import traverse_util
 
 from nuwa_xl_jax.configuration.presets import vae as vae_config
-from nuwa_xl_jax.dod.decode import (_jitted_decode, compute_decoder, decode_windows, receptive_field,
-                                    sized_decode_fn, vae_decode_fn)
 from nuwa_xl_jax.dod.compiled import program_bytes
+from nuwa_xl_jax.dod.decode import (
+    _jitted_decode,
+    compute_decoder,
+    decode_windows,
+    receptive_field,
+    sized_decode_fn,
+    vae_decode_fn,
+)
 from nuwa_xl_jax.io import videos
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
 from nuwa_xl_jax.weights.vae import identity_temporal_params
@@ -111,7 +117,9 @@ def test_windowed_equals_whole_with_trained_temporal_convs(vae):
     np.testing.assert_allclose(windowed, whole, atol=1e-5)
     _, naive = _decode(vae, variables, z, WINDOW, 0)
     assert np.abs(naive - whole).max() > 0.1
-    assert _seam(naive, whole, WINDOW) > 0.5, "the seam measure must see context-free windows' seams"
+    assert _seam(naive, whole, WINDOW) > 0.5, (
+        "the seam measure must see context-free windows' seams"
+    )
 
 
 def test_temporal_attention_makes_the_match_approximate(vae):
@@ -205,7 +213,9 @@ def test_decode_windows_sized_to_memory(vae):
     z = z * module.scaling_factor
     whole, k_whole = sized_decode_fn(module, variables, z.shape[1:], 20, 2, 1, budget=2**40)
     assert k_whole == 10  # everything fits: all ten calls in one
-    one = np.concatenate(list(decode_windows(vae_decode_fn(module, variables, scaled=True), z, 2, 1)))
+    one = np.concatenate(
+        list(decode_windows(vae_decode_fn(module, variables, scaled=True), z, 2, 1))
+    )
     # A budget of three calls' worth: XLA's own estimate decides, and the frames do not change.
     jitted = _jitted_decode(module, True, True)
     three = program_bytes(jitted.lower(
@@ -216,7 +226,9 @@ def test_decode_windows_sized_to_memory(vae):
     # Same calls, batched: equal up to float rounding of the batched kernels (a uint8 step at most).
     for f, n in ((fn, k), (whole, k_whole)):
         got = np.concatenate(list(decode_windows(f, z, 2, 1, n))).astype(int)
-        assert got.shape == one.shape and np.abs(got - one).max() <= 1 and np.mean(got != one) < 1e-3
+        assert (
+            got.shape == one.shape and np.abs(got - one).max() <= 1 and np.mean(got != one) < 1e-3
+        )
 
 
 def test_one_compile_and_batched_input():

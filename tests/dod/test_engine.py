@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from nuwa_xl_jax import parallel
-from nuwa_xl_jax.diffusion import schedules, samplers
-from nuwa_xl_jax.dod import baselines, engine, memory, plan as planlib, segments
+from nuwa_xl_jax.diffusion import samplers, schedules
+from nuwa_xl_jax.dod import baselines, engine, memory, segments
 from nuwa_xl_jax.dod import level_models as lm
+from nuwa_xl_jax.dod import plan as planlib
 
 L = 4
 LATENT = (8, 8, 4)
@@ -121,11 +122,18 @@ def test_one_segment_equals_a_plain_sampler_call():
     np.testing.assert_allclose(got, np.asarray(want)[1:-1], rtol=1e-5, atol=1e-5)
     # The level reaches the model: the same params as level 2 of a shared model differ.
     other = segments.sample_segments(
-        lm.LevelModel(toy_denoise, params), SCHEDULE, samplers.Settings(**{
-            "name": "ddpm", "steps": 3, "guidance_scale": 2.0}), mesh_of(1),
-        level_key=jax.random.fold_in(jax.random.key(7), 1), seg_index=np.arange(3),
-        ids=prompts(plan.frames)[lv.prompts], given=seen[0][lv.frames] * lv.given[..., None, None, None],
-        mask=lv.given, level=np.full(3, 2, np.int32), null_ids=NULL)
+        lm.LevelModel(toy_denoise, params),
+        SCHEDULE,
+        samplers.Settings(**{"name": "ddpm", "steps": 3, "guidance_scale": 2.0}),
+        mesh_of(1),
+        level_key=jax.random.fold_in(jax.random.key(7), 1),
+        seg_index=np.arange(3),
+        ids=prompts(plan.frames)[lv.prompts],
+        given=seen[0][lv.frames] * lv.given[..., None, None, None],
+        mask=lv.given,
+        level=np.full(3, 2, np.int32),
+        null_ids=NULL,
+    )
     assert np.abs(np.asarray(other)[seg, 1:-1] - got).max() > 1e-3
 
 
@@ -192,7 +200,9 @@ def test_exact_length_cuts_frames_and_skips_segments_past_the_end():
 def test_given_frames_are_carried_bit_exact():
     plan = planlib.make_plan(L, 3)
     after = {}
-    res = run(plan, mesh_of(1), on_level=lambda lv, buf: after.setdefault(lv.level, np.asarray(buf)))
+    res = run(
+        plan, mesh_of(1), on_level=lambda lv, buf: after.setdefault(lv.level, np.asarray(buf))
+    )
     out = np.asarray(res.latents)
     for lv in plan.levels[1:]:
         ends = lv.frames[lv.given]
@@ -366,12 +376,12 @@ def test_chunks_are_balanced_and_as_few_as_the_budget_allows():
     for devices in (1, 2, 4, 8):
         for max_segments in (1, 2, 3, 5, 8, 16):
             cap = -(-max_segments // devices) * devices  # the budget, rounded up to the devices
-            for segments in range(2, 80):
-                c = memory.chunk_size(segments, max_segments, devices)
-                calls = -(-segments // c)
+            for n_segments in range(2, 80):
+                c = memory.chunk_size(n_segments, max_segments, devices)
+                calls = -(-n_segments // c)
                 assert c % devices == 0 and c <= cap
-                assert calls == -(-segments // min(cap, -(-segments // devices) * devices))
-                assert calls * c - segments < calls * devices  # padding spread over the calls
+                assert calls == -(-n_segments // min(cap, -(-n_segments // devices) * devices))
+                assert calls * c - n_segments < calls * devices  # padding spread over the calls
 
 
 def test_balanced_chunks_in_a_run_equal_one_call():
@@ -475,8 +485,17 @@ def test_the_latent_buffer_is_donated_to_each_write():
     lv = plan.levels[1]
     mesh = mesh_of(1)
     buffer = jax.device_put(jnp.ones((plan.span, *LATENT), jnp.float32), parallel.replicated(mesh))
-    out, stats = engine.run_level(lv, models_for(2)[1], buffer, prompts(plan.frames), NULL, SCHEDULE,
-                                  samplers.Settings("ddpm", 3, 2.0), seed=0, mesh=mesh)
+    out, stats = engine.run_level(
+        lv,
+        models_for(2)[1],
+        buffer,
+        prompts(plan.frames),
+        NULL,
+        SCHEDULE,
+        samplers.Settings("ddpm", 3, 2.0),
+        seed=0,
+        mesh=mesh,
+    )
     assert buffer.is_deleted() and not out.is_deleted()
     given = np.unique(lv.frames[lv.given])
     np.testing.assert_array_equal(np.asarray(out)[given], 1.0)  # given frames kept bit-exact

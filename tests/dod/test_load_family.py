@@ -2,12 +2,11 @@
 restored as numpy, and generation must not copy them to the devices at every call."""
 import jax
 from jax.sharding import NamedSharding
+from tiny_family import write_random_family
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.dod import level_models as lm
 from nuwa_xl_jax.dod import runner
-
-from tiny_family import write_random_family
 
 
 def test_load_family_places_weights_once(tmp_path):

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
+from test_engine import L, tiny_mtd
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.diffusion import samplers
@@ -17,8 +18,6 @@ from nuwa_xl_jax.dod import level_models as lm
 from nuwa_xl_jax.dod import segments
 from nuwa_xl_jax.family import MTDModels
 from nuwa_xl_jax.models import text
-
-from test_engine import L, tiny_mtd
 
 CASCADES = ("cond_encoder", "mask_encoder")
 
@@ -57,8 +56,16 @@ def level_program_jaxpr(denoise, m, params, guidance_scale=3.0):
     ids = jnp.zeros((P, T), jnp.int32)
     # the table as the level gets it: encode_prompts' output on P distinct prompts
     table = jax.eval_shape(lm.as_denoiser(denoise).encode_prompts, params, ids)
-    args = (params, jax.random.key(0), jnp.zeros(C, jnp.uint32), table, jnp.zeros((C, L), jnp.int32),
-            jnp.zeros((C, L, *m.latent_shape)), jnp.zeros((C, L)), jnp.zeros(C, jnp.int32))
+    args = (
+        params,
+        jax.random.key(0),
+        jnp.zeros(C, jnp.uint32),
+        table,
+        jnp.zeros((C, L), jnp.int32),
+        jnp.zeros((C, L, *m.latent_shape)),
+        jnp.zeros((C, L)),
+        jnp.zeros(C, jnp.int32),
+    )
     return jax.make_jaxpr(program)(*args).jaxpr
 
 

@@ -4,16 +4,14 @@ level embedding past num_levels; the probe is told which frames are keyframes.""
 import jax
 import numpy as np
 import pytest
+from test_engine import LATENT, NULL, SCHEDULE, mesh_of, prompts, toy_denoise, toy_params
 
 from nuwa_xl_jax import configuration
-from nuwa_xl_jax.dod import decode, engine
-from nuwa_xl_jax.dod import runner
+from nuwa_xl_jax.dod import decode, engine, runner
 from nuwa_xl_jax.dod.result import Sampled
-from nuwa_xl_jax.metrics import storyboard_probe
 from nuwa_xl_jax.family import MTDModels
+from nuwa_xl_jax.metrics import storyboard_probe
 from nuwa_xl_jax.pipeline import NuwaXLPipeline
-
-from test_engine import LATENT, NULL, SCHEDULE, mesh_of, prompts, toy_denoise, toy_params
 
 
 def tiny_config(shared: bool = False):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_family import random_like
 
 from nuwa_xl_jax import configuration
 from nuwa_xl_jax.diffusion import schedules
@@ -14,8 +15,6 @@ from nuwa_xl_jax.dod import level_models as lm
 from nuwa_xl_jax.family.artv import NEW, ARTVModels
 from nuwa_xl_jax.family.runtime import MTDModels
 from nuwa_xl_jax.models.artv import blend_prediction
-
-from tiny_family import random_like
 
 
 def make_artv(prediction_type="epsilon"):

@@ -13,9 +13,9 @@ import pytest
 from nuwa_xl_jax import configuration
 from nuwa_xl_jax.configuration import files
 from nuwa_xl_jax.data import synthetic
-from nuwa_xl_jax.metrics import storyboard_probe
 from nuwa_xl_jax.family import base, store
 from nuwa_xl_jax.family.runtime import MTDModels
+from nuwa_xl_jax.metrics import storyboard_probe
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
 from nuwa_xl_jax.train import init_from, stage_runner, stages
 from nuwa_xl_jax.weights.common import flatten
@@ -200,7 +200,9 @@ def test_a_damaged_or_missing_base_is_one_error_naming_the_file(trained_base, tm
 
 def test_the_shipped_base_when_missing_names_the_command_that_writes_it(monkeypatch, tmp_path):
     monkeypatch.setattr(base, "SHIPPED", str(tmp_path / "synthetic_base"))
-    with pytest.raises(base.BaseError, match="shipped synthetic base is missing.*synthetic_base.py"):
+    with pytest.raises(
+        base.BaseError, match="shipped synthetic base is missing.*synthetic_base.py"
+    ):
         base.check(str(tmp_path / "synthetic_base" / "vae"))
     assert files.shipped_base("unet").endswith(os.path.join("synthetic_base", "unet"))
     with pytest.raises(configuration.ConfigError, match="unknown base component"):

@@ -1,4 +1,5 @@
-"""``python -m nuwa_xl_jax.export``: one self-contained artifact of a family, written from FSDP shards
+"""``python -m nuwa_xl_jax.export``: one self-contained artifact of a family, written from FSDP
+shards
 (2 processes x 2 devices too), loaded on another device count with the same video; a killed export
 leaves nothing that loads, and a damaged or foreign artifact is one clear error."""
 import json
@@ -12,12 +13,11 @@ import jax
 import numpy as np
 import portpicker
 import pytest
+from tiny_family import write_random_family
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.family import artifact, store
 from nuwa_xl_jax.pipeline import NuwaXLPipeline
-
-from tiny_family import write_random_family
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = ("mtd_global", "mtd_local1", "mtd_ar")
@@ -111,7 +111,8 @@ def test_export_cli_and_damaged_or_foreign_artifacts(workdir, tmp_path):
 
 WORKER = textwrap.dedent("""
     import sys
-    pid, port, workdir, out, what = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+    pid, port, workdir, out, what = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4],
+    sys.argv[5]
     from nuwa_xl_jax import parallel
     parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
     import jax

@@ -121,5 +121,7 @@ def test_generate_on_a_truncated_export_is_one_line(tmp_path):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 1, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and "Event loop" not in r.stderr, r.stderr[-3000:]
-    assert "ExportError" in r.stderr and "mtd_global" in r.stderr and "delete that folder" in r.stderr
+    assert (
+        "ExportError" in r.stderr and "mtd_global" in r.stderr and "delete that folder" in r.stderr
+    )
     assert not os.path.exists(tmp_path / "v.mp4")

@@ -24,7 +24,10 @@ def test_contact_sheet_rows_and_thumbnails(tmp_path):
     sheet = contact_sheets.contact_sheet(levels, path, prompts, thumb_height=32)
     cols, th, tw = 4, 32, 32
     row_h = th + contact_sheets.INDEX_HEIGHT + contact_sheets.GAP
-    assert sheet.size[0] >= contact_sheets.LABEL_WIDTH + cols * (tw + contact_sheets.GAP) + contact_sheets.GAP
+    assert (
+        sheet.size[0]
+        >= contact_sheets.LABEL_WIDTH + cols * (tw + contact_sheets.GAP) + contact_sheets.GAP
+    )
     assert sheet.size[1] == contact_sheets.GAP + 2 * row_h + 12 * 2 + contact_sheets.GAP
     from PIL import Image
 
@@ -37,9 +40,17 @@ def test_contact_sheet_rows_and_thumbnails(tmp_path):
             np.testing.assert_array_equal(pixels[y, x], colours[i % 3])
     with pytest.raises(FileExistsError, match=r"sheet.png' already exists"):
         contact_sheets.contact_sheet(levels, path)
-    wide = contact_sheets.contact_sheet([(np.arange(40), video[np.arange(40) % 31])], path, overwrite=True,
-                            thumb_height=32, max_per_row=16)
-    assert wide.size[0] == contact_sheets.LABEL_WIDTH + 16 * (tw + contact_sheets.GAP) + contact_sheets.GAP
+    wide = contact_sheets.contact_sheet(
+        [(np.arange(40), video[np.arange(40) % 31])],
+        path,
+        overwrite=True,
+        thumb_height=32,
+        max_per_row=16,
+    )
+    assert (
+        wide.size[0]
+        == contact_sheets.LABEL_WIDTH + 16 * (tw + contact_sheets.GAP) + contact_sheets.GAP
+    )
 
 
 def test_contact_sheet_input_errors(tmp_path):

@@ -30,7 +30,9 @@ def test_shipped_storyboards_are_found_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     prompts = storyboards.load_storyboard("configs/storyboards/cartoon.txt", 12)
     assert len(prompts) == 12 and os.path.isabs(prompts.path) and os.path.isfile(prompts.path)
-    with pytest.raises(storyboards.StoryboardError, match="'configs/storyboards/none.txt' does not"):
+    with pytest.raises(
+        storyboards.StoryboardError, match="'configs/storyboards/none.txt' does not"
+    ):
         storyboards.load_storyboard("configs/storyboards/none.txt", 12)
 
 
@@ -94,21 +96,30 @@ def test_storyboard_errors(tmp_path, name, text, frames, match):
 
 
 def test_missing_file_and_bad_frame_count(tmp_path):
-    with pytest.raises(storyboards.StoryboardError, match=r"nope.txt' does not exist; give the path"):
+    with pytest.raises(
+        storyboards.StoryboardError, match=r"nope.txt' does not exist; give the path"
+    ):
         storyboards.load_storyboard(str(tmp_path / "nope.txt"), 4)
     with pytest.raises(storyboards.StoryboardError, match=r"is a folder"):
         storyboards.load_storyboard(str(tmp_path), 4)
-    with pytest.raises(storyboards.StoryboardError, match=r"frames must be a positive integer, got 0"):
+    with pytest.raises(
+        storyboards.StoryboardError, match=r"frames must be a positive integer, got 0"
+    ):
         storyboards.load_storyboard(_write(tmp_path, "s.txt", FRED), 0)
 
 
 def test_check_vocabulary_names_the_words_and_the_line(tmp_path):
     path = _write(tmp_path, "s.txt", f"{FRED}\nfred dances in the disco\n{WILMA}\n")
     prompts = storyboards.load_storyboard(path, 6)
-    with pytest.raises(storyboards.StoryboardError, match=r"s.txt: words not in .*\n  line 2 \('fred dances "
-                                                 r"in the disco'\): dances, disco\n.*Known words: fred"):
+    with pytest.raises(
+        storyboards.StoryboardError,
+        match=r"s.txt: words not in .*\n  line 2 \('fred dances "
+        r"in the disco'\): dances, disco\n.*Known words: fred",
+    ):
         storyboards.check_vocabulary(prompts, synthetic.tokenizer())
     storyboards.check_vocabulary(storyboards.load_storyboard(_write(tmp_path, "ok.txt", FRED), 3),
                         synthetic.tokenizer())
     with pytest.raises(storyboards.StoryboardError, match=r"frames 2-3 \('fred sings'\): sings"):
-        storyboards.check_vocabulary([FRED, FRED, "fred sings", "fred sings"], synthetic.tokenizer())
+        storyboards.check_vocabulary(
+            [FRED, FRED, "fred sings", "fred sings"], synthetic.tokenizer()
+        )

@@ -101,8 +101,9 @@ def test_merge_equals_one_pass_and_stats_round_trip_through_npz(tmp_path):
     # Loaded statistics keep streaming: adding more samples equals one pass over all of them.
     c = rng.standard_normal((10, 5))
     loaded["frames"].update(c)
-    np.testing.assert_allclose(loaded["frames"].cov, np.cov(np.concatenate([a, b, c]), rowvar=False),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        loaded["frames"].cov, np.cov(np.concatenate([a, b, c]), rowvar=False), rtol=1e-10
+    )
 
 
 def test_bad_input_is_named():
@@ -130,7 +131,8 @@ def test_load_refuses_missing_or_foreign_files(tmp_path):
 
 
 class Recorder:
-    """Features of frames or clips: per-channel means and a few pixels, and the batch shapes seen."""
+    """Features of frames or clips: per-channel means and a few pixels, and the batch shapes
+    seen."""
 
     def __init__(self):
         self.shapes = []

@@ -1,4 +1,5 @@
-"""The synthetic-world probe is honest at both ends: ~1 on real frames, ~0 on black/grey/noise/mush."""
+"""The synthetic-world probe is honest at both ends: ~1 on real frames, ~0 on
+black/grey/noise/mush."""
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -41,7 +42,9 @@ def _floors(resolution=(32, 32), T=64):
     blend = blend[None] + rng.normal(0, 4, (T, H, W, 3))
     videos = {"black": np.zeros((T, H, W, 3)), "grey": np.full((T, H, W, 3), 128.0),
               "noise": rng.integers(0, 256, (T, H, W, 3)), "mush": mush, "blend": blend}
-    return {k: np.clip(np.round(v), 0, 255).astype(np.uint8) for k, v in videos.items()}, captions[:T]
+    return {k: np.clip(np.round(v), 0, 255).astype(np.uint8) for k, v in videos.items()}, captions[
+        :T
+    ]
 
 
 @pytest.mark.parametrize("resolution", [(32, 32), (64, 64)])
@@ -66,7 +69,10 @@ def test_no_characters_on_backgrounds():
 def test_fade_toward_grey_keeps_scene_and_characters():
     frames, captions, _ = episode(1)
     faded = np.round(0.5 * frames + 0.5 * 128).astype(np.uint8)
-    clean, scores = storyboard_probe.agreement(frames, captions), storyboard_probe.agreement(faded, captions)
+    clean, scores = (
+        storyboard_probe.agreement(frames, captions),
+        storyboard_probe.agreement(faded, captions),
+    )
     assert scores["scene"] >= 0.95, scores
     assert scores["characters"] >= 0.9 * clean["characters"], (scores, clean)
 
@@ -74,7 +80,9 @@ def test_fade_toward_grey_keeps_scene_and_characters():
 def test_grain_keeps_scene_and_characters():
     frames, captions, _ = episode(2)
     grainy = frames + np.random.default_rng(0).normal(0, 20, frames.shape)
-    scores = storyboard_probe.agreement(np.clip(np.round(grainy), 0, 255).astype(np.uint8), captions)
+    scores = storyboard_probe.agreement(
+        np.clip(np.round(grainy), 0, 255).astype(np.uint8), captions
+    )
     assert scores["scene"] >= 0.95 and scores["characters"] >= 0.9, scores
 
 
@@ -98,7 +106,9 @@ def test_smallest_character_survives_blur_everywhere():
     x = np.full((S * K, K), 0.37, np.float32)
     y = synthetic._ground_y(scene, size[:, 0])[:, None] + np.zeros((1, K), np.float32)
     zeros = np.zeros((S * K, K), np.int8)
-    truth = synthetic.Truth(scene, visible, x, y.astype(np.float32), size, zeros, who, scene, ("",) * (S * K))
+    truth = synthetic.Truth(
+        scene, visible, x, y.astype(np.float32), size, zeros, who, scene, ("",) * (S * K)
+    )
     frames = box_blur(synthetic.render(truth, (32, 32)))
     reading = probe.read(frames)
     np.testing.assert_array_equal(reading.scene, scene)
@@ -114,7 +124,11 @@ def test_positions_and_sizes_match_truth():
     reading = probe.read(frames)
     judged = reading.judged  # wholly inside the frame and clear of other characters
     assert judged.sum() > 50 and truth.visible[judged].all()
-    for got, want, px in ((reading.x, truth.x, 64), (reading.y, truth.y, 64), (reading.size, truth.size, 64)):
+    for got, want, px in (
+        (reading.x, truth.x, 64),
+        (reading.y, truth.y, 64),
+        (reading.size, truth.size, 64),
+    ):
         assert np.abs(got[judged] - want[judged]).max() <= 1.5 / px
 
 

@@ -2,6 +2,7 @@
 platform checks patched (tests/fake_accelerators.py), the SD-size MTD in bf16 with attention
 'auto' traces forward and gradient on an NVIDIA GPU, and the DoD level program (vmap over segments,
 guidance) traces too; attention programs lower for 'cuda'. Trace and lower only, never compile."""
+import fake_accelerators as fake
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,8 +11,6 @@ import pytest
 from nuwa_xl_jax.configuration import presets
 from nuwa_xl_jax.models import layers
 from nuwa_xl_jax.models.mtd import MTDUNet
-
-import fake_accelerators as fake
 
 CUDNN = {"dot_product_attention_fwd_wrapper", "dot_product_attention_fwd"}
 
@@ -193,6 +192,7 @@ def test_sd_mtd_gradient_lowers_for_cuda_under_fsdp(monkeypatch):
     'cuda'. On a mesh JAX's cuDNN attention is a custom-partitioned call whose partitioning rules
     (q, k and v sharded alike) run only when XLA compiles: what lowering can check, it does."""
     import flax.linen as nn
+
     from nuwa_xl_jax import parallel
     fake.fake_nvidia_gpu(monkeypatch)
     mesh = parallel.make_mesh((1, -1))

@@ -54,8 +54,9 @@ def test_cudnn_off_an_nvidia_gpu_is_a_clear_error():
 @pytest.mark.parametrize("head_dim,seq,ctx", [(40, 1024, 1024), (80, 256, 77), (64, 16, 16)])
 def test_cudnn_equals_xla_in_bf16(head_dim, seq, ctx):
     q, k, v = qkv(jnp.bfloat16, head_dim, seq, ctx)
-    run = lambda impl: np.asarray(jax.jit(lambda q, k, v: layers.attend(q, k, v, implementation=impl))(
-        q, k, v), np.float32)
+    run = lambda impl: np.asarray(
+        jax.jit(lambda q, k, v: layers.attend(q, k, v, implementation=impl))(q, k, v), np.float32
+    )
     np.testing.assert_allclose(run("cudnn"), run("xla"), atol=2e-2, rtol=2e-2)
     lowered = jax.jit(lambda q, k, v: layers.attend(q, k, v, implementation="auto")).lower(q, k, v)
     assert "cudnn" in lowered.compile().as_text().lower()  # 'auto' took the fused kernel
@@ -92,7 +93,8 @@ def test_the_mtd_threads_its_attention_setting_to_every_attention():
 # a TPU compiles with Mosaic. Never run on a TPU by these tests; see docs/models.md.
 
 @pytest.mark.parametrize("q_len,dtype,mask,applies", [
-    (128, jnp.bfloat16, None, True), (4096, jnp.float32, None, True), (200, jnp.bfloat16, None, True),
+    (128, jnp.bfloat16, None, True), (4096, jnp.float32, None, True),
+    (200, jnp.bfloat16, None, True),
     (16, jnp.bfloat16, None, False),  # temporal attention over 16 frames: XLA
     (128, jnp.float16, None, False), (128, jnp.bfloat16, np.ones((1, 1, 4, 4), bool), False)])
 def test_when_splash_applies(q_len, dtype, mask, applies):
@@ -128,7 +130,9 @@ def test_splash_interpreted_equals_xla(dtype, head_dim, seq, ctx, tol):
 def test_splash_gradients_equal_xlas():
     q, k, v = (a[:1, :, :2] for a in qkv(jnp.float32, 40, 130, 77))  # one example, two heads
     loss = lambda fn: lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v)))
-    splash = jax.jit(jax.grad(loss(lambda *a: layers.splash_attention(*a, interpret=True)), (0, 1, 2)))
+    splash = jax.jit(
+        jax.grad(loss(lambda *a: layers.splash_attention(*a, interpret=True)), (0, 1, 2))
+    )
     xla = jax.grad(loss(lambda *a: layers.attend(*a, implementation="xla")), (0, 1, 2))
     for a, b in zip(splash(q, k, v), xla(q, k, v)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
@@ -152,8 +156,11 @@ def test_splash_is_shard_mapped_over_the_context_meshs_batch_axes():
 def test_splash_where_it_cannot_run_is_a_clear_error(monkeypatch):
     q, k, v = qkv(jnp.bfloat16)
     if jax.devices()[0].platform != "tpu":
-        with pytest.raises(ValueError, match=r"attention='splash' \(model.mtd.attention\) needs a TPU"
-                                             r".*set model.mtd.attention='auto'"):
+        with pytest.raises(
+            ValueError,
+            match=r"attention='splash' \(model.mtd.attention\) needs a TPU"
+            r".*set model.mtd.attention='auto'",
+        ):
             layers.attend(q, k, v, implementation="splash")
     monkeypatch.setattr(layers, "_on_tpu", lambda: True)
     with pytest.raises(ValueError, match=r"needs a TPU, bf16/fp32 inputs.*float16"):

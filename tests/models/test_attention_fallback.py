@@ -3,14 +3,13 @@ program's fused attention when XLA compiles it, the train step and the DoD level
 traced again with XLA's attention, with one log line. CPU cannot compile cuDNN, so the refusal is
 simulated: every compile of a program traced with 'auto' free to take cuDNN raises the error a
 cuDNN build gives."""
+import fake_accelerators as fake
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from nuwa_xl_jax.models import attention_fallback, layers
-
-import fake_accelerators as fake
 
 REFUSAL = "INTERNAL: cuDNN graph failed to build: CUDNN_STATUS_NOT_SUPPORTED (simulated)"
 
@@ -75,11 +74,11 @@ def test_other_compile_errors_are_not_swallowed(monkeypatch):
 
 
 def test_the_train_step_falls_back_and_trains(cudnn_refuses, tmp_path):
+    from train.toy_stage import make_stage
+
     from nuwa_xl_jax import parallel
     from nuwa_xl_jax.configuration import train as train_config
     from nuwa_xl_jax.train import loop
-
-    from train.toy_stage import make_stage
 
     cfg = train_config.train_block()
     cfg.update(steps=4, batch_size=8, learning_rate=0.05, warmup_steps=0, log_every=1,
@@ -91,7 +90,9 @@ def test_the_train_step_falls_back_and_trains(cudnn_refuses, tmp_path):
 
 def test_the_level_program_falls_back_to_the_same_video(monkeypatch):
     from dod import test_engine as toy
-    from nuwa_xl_jax.dod import compiled, plan as planlib
+
+    from nuwa_xl_jax.dod import compiled
+    from nuwa_xl_jax.dod import plan as planlib
 
     plan = planlib.make_plan(toy.L, 2)
     mesh = toy.mesh_of(1)

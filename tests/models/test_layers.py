@@ -17,7 +17,9 @@ def x():
 def _perturb(tree, key):
     leaves, treedef = jax.tree.flatten(tree)
     keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(treedef, [l + 0.3 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
+    return jax.tree.unflatten(
+        treedef, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+    )
 
 
 @pytest.mark.parametrize("module", [layers.TemporalConv(), layers.TemporalAttention(heads=2)])

@@ -11,12 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
+from sharded_init import init_sharded
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.configuration import ConfigError, MTDConfig, mtd_block
 from nuwa_xl_jax.models.mtd import MTDUNet
-
-from sharded_init import init_sharded
 
 B, F, S, C, T, D = 2, 3, 8, 4, 5, 16
 
@@ -60,7 +59,9 @@ def perturb(variables, pattern, scale=0.3, seed=1):
     assert hits, pattern
     out = {k: (np.asarray(v) + scale * rs.randn(*v.shape).astype(np.float32)) if k in hits else v
            for k, v in f.items()}
-    return {"params": traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})}
+    return {
+        "params": traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})
+    }
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,8 @@ def test_remat_keeps_the_gradients(model):
 
 
 @pytest.mark.parametrize("policy,marker", [
-    ("none", None), ("full", "policy=None"), ("dots_saveable", "DotsSaveable(only_if_no_batch_dims=True)")])
+    ("none", None), ("full", "policy=None"),
+    ("dots_saveable", "DotsSaveable(only_if_no_batch_dims=True)")])
 def test_remat_policy_reaches_the_backward_pass(model, policy, marker):
     _, v, _ = model
     module = MTDUNet.from_config(small_cfg(remat=policy))
@@ -181,7 +183,9 @@ def groups(paths, pattern):
 def test_ablation_parameter_sets(over, injected, temporal):
     paths, boxed = param_paths(small_cfg(**over))
     assert groups(paths, r"^(\w+_blocks_\d+)/injections_") == injected
-    levels = {"multiscale": {"0", "1"}, "highest": {"0"}, "none": set()}[over.get("condition_injection", "multiscale")]
+    levels = {"multiscale": {"0", "1"}, "highest": {"0"}, "none": set()}[
+        over.get("condition_injection", "multiscale")
+    ]
     if over.get("condition_symmetric") is False:
         levels = {"0", "1"}
     assert groups(paths, r"^cond_encoder/conv_(\d+)/") == levels
@@ -189,12 +193,18 @@ def test_ablation_parameter_sets(over, injected, temporal):
     has_temporal = any("_temporal/" in p for p in paths)
     assert has_temporal == temporal
     if temporal:  # one temporal attention per spatial attention, mid block included
-        spatial = {p.split("/transformer_blocks_0")[0] for p in paths if "/transformer_blocks_0/" in p}
-        temporal_attn = {p.split("_temporal/")[0] for p in paths if re.search(r"attentions_\d+_temporal/", p)}
+        spatial = {
+            p.split("/transformer_blocks_0")[0] for p in paths if "/transformer_blocks_0/" in p
+        }
+        temporal_attn = {
+            p.split("_temporal/")[0] for p in paths if re.search(r"attentions_\d+_temporal/", p)
+        }
         assert spatial == temporal_attn and "mid_block/attentions_0" in spatial
     # the spatial (diffusers) part never changes with the switches
     base, _ = param_paths(small_cfg())
-    spatial_only = lambda ps: {p for p in ps if not re.search(r"_temporal/|injections_|_encoder/", p)}
+    spatial_only = lambda ps: {
+        p for p in ps if not re.search(r"_temporal/|injections_|_encoder/", p)
+    }
     assert spatial_only(paths) == spatial_only(base)
     # every parameter carries logical axis names, one per dimension
     for p, leaf in flat(boxed["params"]).items():
@@ -202,7 +212,8 @@ def test_ablation_parameter_sets(over, injected, temporal):
         assert len(leaf.names) == leaf.value.ndim, p
 
 
-@pytest.mark.parametrize("over", [{"condition_injection": "highest"}, {"condition_injection": "none"},
+@pytest.mark.parametrize("over", [{"condition_injection": "highest"},
+                                  {"condition_injection": "none"},
                                   {"condition_symmetric": False}, {"temporal": False}])
 def test_ablation_variants_run_and_equal_full_model_at_init(model, over):
     """Each variant runs; with the full model's (identity-at-init) new layers it computes the same
@@ -229,7 +240,9 @@ def test_level_embedding_is_added_per_video_and_required(model):
     args = inputs()
     lv = {"params": dict(v["params"], level_embedding={"embedding": np.zeros_like(table)})}
     run = jax.jit(m.apply)
-    np.testing.assert_allclose(run(lv, *args, np.array([0, 2])), apply(v, *args), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        run(lv, *args, np.array([0, 2])), apply(v, *args), atol=1e-5, rtol=1e-5
+    )
     lv["params"]["level_embedding"] = {"embedding": table}
     y = np.asarray(run(lv, *args, np.array([0, 2])))
     y2 = np.asarray(run(lv, *args, np.array([1, 2])))
@@ -284,8 +297,10 @@ def test_level_without_level_embedding_is_an_error(model):
     ({"down_block_types": ("CrossAttnDownBlock2D", "FancyDownBlock")},
      r"model\.mtd\.down_block_types\[1\]='FancyDownBlock' is not a known block type"),
     ({"up_block_types": ("UpBlock2D",)}, r"model\.mtd\.up_block_types has 1 entries"),
-    ({"block_out_channels": (32, 60)}, r"block_out_channels\[1\]=60 is not divisible by model\.mtd\.norm_num_groups"),
-    ({"attention_head_dim": 3}, r"block_out_channels\[0\]=32 is not divisible by its number of attention heads"),
+    ({"block_out_channels": (32, 60)}, r"block_out_channels\[1\]=60 is not divisible by "
+                                       r"model\.mtd\.norm_num_groups"),
+    ({"attention_head_dim": 3}, r"block_out_channels\[0\]=32 is not divisible by its number of "
+                                r"attention heads"),
     ({"condition_injection": "everywhere"}, r"model\.mtd\.condition_injection='everywhere'"),
     ({"dtype": "float16"}, r"model\.mtd\.dtype"),
 ])

@@ -9,8 +9,13 @@ import pytest
 
 from nuwa_xl_jax import configuration
 from nuwa_xl_jax.models import text
-from nuwa_xl_jax.models.tokenizers import (TokenizerError, UnknownWordError, WordTokenizer,
-                                           clip_tokenizer, make_tokenizer)
+from nuwa_xl_jax.models.tokenizers import (
+    TokenizerError,
+    UnknownWordError,
+    WordTokenizer,
+    clip_tokenizer,
+    make_tokenizer,
+)
 
 WORDS = ["a", "red", "ball", "blue", "cat", "jumps", "over", "the", "fence", "."]
 

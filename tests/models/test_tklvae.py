@@ -11,14 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
+from sharded_init import init_sharded
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.configuration import ConfigError
 from nuwa_xl_jax.configuration.presets import vae as vae_config
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
 from nuwa_xl_jax.weights.vae import identity_temporal_params
-
-from sharded_init import init_sharded
 
 VIDEO_SHAPE = (2, 3, 16, 16, 3)
 
@@ -40,7 +39,8 @@ def _unflat(flat):
 
 
 def _random_like(shapes, seed, select):
-    """Random values for the selected leaves: kernels ~ fan-in scaled, norm scales ~ 1, biases ~ 0.1."""
+    """Random values for the selected leaves: kernels ~ fan-in scaled, norm scales ~ 1, biases ~
+    0.1."""
     rng = np.random.default_rng(seed)
     out = {}
     for path, s in sorted(shapes.items()):
@@ -57,7 +57,9 @@ def _random_like(shapes, seed, select):
 
 
 def _shapes(module):
-    return _flat(jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 1, 4, 4, 3)))["params"])
+    return _flat(
+        jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 1, 4, 4, 3)))["params"]
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,7 +91,9 @@ def test_identity_at_init_equals_image_vae_frame_by_frame(model, video):
     flat = _flat(variables["params"])
     spatial = {k: v for k, v in flat.items() if not is_temporal_param(k)}
     assert len(spatial) < len(flat)
-    assert sorted(_shapes(image_module)) == sorted(spatial), "image names = T-KLVAE names - temporal"
+    assert sorted(_shapes(image_module)) == sorted(spatial), (
+        "image names = T-KLVAE names - temporal"
+    )
     image_vars = {"params": _unflat(spatial)}
     enc, dec, _ = _jitted(module)
 
@@ -136,7 +140,9 @@ def test_sharded_params_and_batch_equal_single_device(model):
     assert kernel.sharding.spec[-1] == "fsdp", "conv output channels must be sharded over fsdp"
     video = jax.random.uniform(jax.random.key(6), (8, 2, 16, 16, 3), minval=-1, maxval=1)
     round_trip = _jitted(module)[2]
-    decoded, mean, logvar = round_trip(variables, jax.device_put(video, parallel.batch_sharding(mesh, 5)))
+    decoded, mean, logvar = round_trip(
+        variables, jax.device_put(video, parallel.batch_sharding(mesh, 5))
+    )
     assert decoded.sharding.num_devices == 8
     one = jax.devices()[0]
     ref = round_trip(jax.device_put(jax.device_get(variables), one), jax.device_put(video, one))
@@ -184,9 +190,11 @@ def test_remat_policy_reaches_the_backward_pass_and_keeps_the_names(model, video
 
 
 @pytest.mark.parametrize("method,shape,match", [
-    ("encode", (3, 16, 16, 3), r"video must be a 5-D array \[batch, frames, height, width, 3\], got shape \(3, 16, 16, 3\)"),
+    ("encode", (3, 16, 16, 3), r"video must be a 5-D array \[batch, frames, height, width, 3\], "
+                               r"got shape \(3, 16, 16, 3\)"),
     ("encode", (1, 2, 16, 16, 4), r"video must have 3 channels"),
-    ("encode", (1, 2, 17, 16, 3), r"video height and width must be divisible by the VAE's downsampling factor 2, got 17x16"),
+    ("encode", (1, 2, 17, 16, 3), r"video height and width must be divisible by the VAE's "
+                                  r"downsampling factor 2, got 17x16"),
     ("encode", (1, 2, 16, 15, 3), r"divisible by the VAE's downsampling factor 2, got 16x15"),
     ("encode", (1, 0, 16, 16, 3), r"video has an empty axis"),
     ("decode", (1, 2, 4, 4, 3), r"latents must have 4 channels"),
@@ -205,7 +213,9 @@ def test_bad_config_is_a_clear_error():
         TKLVAE.from_config(cfg)
     cfg = small_config()
     cfg.block_out_channels = (16, -32)
-    with pytest.raises(ConfigError, match=r"model.vae.block_out_channels\[1\] must be a positive integer"):
+    with pytest.raises(
+        ConfigError, match=r"model.vae.block_out_channels\[1\] must be a positive integer"
+    ):
         TKLVAE.from_config(cfg)
 
 

@@ -1,4 +1,5 @@
-"""T-KLVAE loss pieces: KL, hinge losses, the adaptive weight, PatchGAN shapes, LPIPS from a file."""
+"""T-KLVAE loss pieces: KL, hinge losses, the adaptive weight, PatchGAN shapes, LPIPS from a
+file."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,10 +8,10 @@ import pytest
 from nuwa_xl_jax.configuration.presets import vae_loss as vae_loss_config
 from nuwa_xl_jax.models.discriminator import NLayerDiscriminator
 from nuwa_xl_jax.models.lpips import VGG_STAGES
-from nuwa_xl_jax.weights.lpips import load_lpips
 from nuwa_xl_jax.models.tklvae import DiagonalGaussian
 from nuwa_xl_jax.train import vae_loss
 from nuwa_xl_jax.weights.common import WeightsError
+from nuwa_xl_jax.weights.lpips import load_lpips
 
 
 def test_kl_is_zero_for_a_standard_normal_and_known_otherwise():
@@ -53,7 +54,9 @@ def test_adaptive_weight_is_ratio_of_last_layer_gradient_norms():
     z = jnp.array([1.0, -2.0, 3.0])
     x = jnp.array([0.5, 0.5, 0.5])
     c = jnp.array([1.0, 2.0, -1.0])
-    params = {"decoder": {"conv_out": {"kernel": jnp.array([2.0, 1.0, -1.0])}, "other": jnp.ones(3)}}
+    params = {
+        "decoder": {"conv_out": {"kernel": jnp.array([2.0, 1.0, -1.0])}, "other": jnp.ones(3)}
+    }
     decode = lambda p: p["decoder"]["conv_out"]["kernel"] * z * p["decoder"]["other"]
     nll = lambda r: jnp.sum(jnp.square(r - x))
     gen = lambda r: -jnp.sum(r * c)
@@ -76,7 +79,9 @@ def test_generator_objective_switches_gan_term_on_at_disc_start():
     mean, logvar = jnp.ones((1, 2, 2, 2, 4)), jnp.zeros((1, 2, 2, 2, 4))
     logits = jnp.full((1, 2, 1, 1, 1), -1.0)
     before, parts = vae_loss.generator_objective(cfg, x, x + 0.1, mean, logvar, logits, 4, 2.0)
-    after, _ = jax.jit(lambda s: vae_loss.generator_objective(cfg, x, x + 0.1, mean, logvar, logits, s, 2.0))(5)
+    after, _ = jax.jit(
+        lambda s: vae_loss.generator_objective(cfg, x, x + 0.1, mean, logvar, logits, s, 2.0)
+    )(5)
     np.testing.assert_allclose(before, parts["nll"] + 1e-6 * parts["kl"], rtol=1e-6)
     np.testing.assert_allclose(after - before, 2.0 * 1.0, rtol=1e-5)
     plain, plain_parts = vae_loss.autoencoder_loss(x, x + 0.1, mean, logvar, cfg)
@@ -91,7 +96,9 @@ def test_patchgan_is_per_frame_with_patch_logits():
     disc = NLayerDiscriminator(num_layers=3, channels=8)
     video = jax.random.uniform(jax.random.key(0), (2, 3, 32, 32, 3), minval=-1, maxval=1)
     variables = jax.jit(disc.init)(jax.random.key(1, impl="rbg"), video)
-    logits, updates = jax.jit(lambda v, x: disc.apply(v, x, mutable=["batch_stats"]))(variables, video)
+    logits, updates = jax.jit(lambda v, x: disc.apply(v, x, mutable=["batch_stats"]))(
+        variables, video
+    )
     assert logits.shape == (2, 3, 2, 2, 1)  # 32 -> 16 -> 8 -> 4 -> 3 -> 2
     assert "batch_stats" in updates
     frames = video.reshape(6, 32, 32, 3)
@@ -109,10 +116,14 @@ def _write_fake_lpips(path, widths=(4, 8, 8, 8, 8), drop=None, fmt="npz"):
     tensors, cin = {}, 3
     for k, (indices, width) in enumerate(zip(VGG_STAGES, widths)):
         for i in indices:
-            tensors[f"features.{i}.weight"] = rng.normal(0, 0.3, (width, cin, 3, 3)).astype(np.float32)
+            tensors[f"features.{i}.weight"] = rng.normal(0, 0.3, (width, cin, 3, 3)).astype(
+                np.float32
+            )
             tensors[f"features.{i}.bias"] = rng.normal(0, 0.1, (width,)).astype(np.float32)
             cin = width
-        tensors[f"lin{k}.model.1.weight"] = np.abs(rng.normal(size=(1, width, 1, 1))).astype(np.float32)
+        tensors[f"lin{k}.model.1.weight"] = np.abs(rng.normal(size=(1, width, 1, 1))).astype(
+            np.float32
+        )
     tensors.pop(drop, None)
     if fmt == "npz":
         np.savez(path, **tensors)
@@ -135,7 +146,9 @@ def test_lpips_from_local_file_is_zero_only_for_identical_images(tmp_path, fmt):
 
 
 def test_lpips_file_errors_are_clear(tmp_path):
-    with pytest.raises(WeightsError, match=r"LPIPS weights file .*nope.npz' not found; set vae_loss.lpips_path"):
+    with pytest.raises(
+        WeightsError, match=r"LPIPS weights file .*nope.npz' not found; set vae_loss.lpips_path"
+    ):
         load_lpips(str(tmp_path / "nope.npz"))
     cfg = vae_loss_config()
     cfg.lpips_path = str(tmp_path / "missing.safetensors")

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from nuwa_xl_jax.train import checkpoint, state as train_state
+from nuwa_xl_jax.train import checkpoint
+from nuwa_xl_jax.train import state as train_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -69,10 +70,14 @@ def test_restore_on_other_device_counts(tmp_path):
 
 def test_mismatched_architecture_is_refused(tmp_path):
     ckpt = checkpoint.Checkpointer(str(tmp_path))
-    ckpt.save(3, {"w": np.zeros(3)}, {"stage": "vae", "fingerprint": checkpoint.fingerprint({"a": 1})})
+    ckpt.save(
+        3, {"w": np.zeros(3)}, {"stage": "vae", "fingerprint": checkpoint.fingerprint({"a": 1})}
+    )
     ckpt.wait()
     ckpt.check_compatible({"stage": "vae", "fingerprint": checkpoint.fingerprint({"a": 1})})
-    with pytest.raises(checkpoint.CheckpointMismatchError, match="another architecture.*Nothing was overwritten"):
+    with pytest.raises(
+        checkpoint.CheckpointMismatchError, match="another architecture.*Nothing was overwritten"
+    ):
         ckpt.check_compatible({"stage": "vae", "fingerprint": checkpoint.fingerprint({"a": 2})})
     with pytest.raises(checkpoint.CheckpointMismatchError, match="another stage"):
         ckpt.check_compatible({"stage": "mtd_global"})
@@ -89,8 +94,9 @@ def test_optimizer_warmup_and_ema():
     st2 = train_state.apply_gradients(st1, {"w": jax.numpy.ones(2)}, tx, ema_decay=0.5)
     assert (np.asarray(st2.params["w"]) < 0).all()
     # warm-up: at step 1 the decay is min(0.5, 2/11)
-    np.testing.assert_allclose(np.asarray(st2.ema_params["w"]), (9 / 11) * np.asarray(st2.params["w"]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(st2.ema_params["w"]), (9 / 11) * np.asarray(st2.params["w"]), rtol=1e-6
+    )
     assert float(train_state.ema_decay_at(10_000, 0.999)) == pytest.approx(0.999)
 
 
@@ -108,4 +114,7 @@ def test_accumulation_keeps_the_schedule_length():
             moved.append(before - float(st.params["w"][0]))
         updates = [m for m in moved if m != 0]
         assert len(updates) == 8 // k
-        assert updates[-1] <= 0.5 * updates[0] + 1e-6, (k, updates)  # the cosine reached its 2nd half
+        assert updates[-1] <= 0.5 * updates[0] + 1e-6, (
+            k,
+            updates,
+        )  # the cosine reached its 2nd half

@@ -54,7 +54,9 @@ def test_sigkill_then_same_command_resumes_exactly(tmp_path, data_dir):
     full = run(command(tmp_path / "full", data_dir), env=ONE)
     assert full.returncode == 0, full.stderr[-3000:]
     cmd = command(tmp_path / "killed", data_dir)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ONE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=ONE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     _wait_for(tmp_path / "killed" / "vae" / "checkpoints" / "4", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -70,7 +72,9 @@ def test_sigkill_then_same_command_resumes_exactly(tmp_path, data_dir):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
     cmd = command(tmp_path, data_dir, steps=400)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ONE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=ONE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     _wait_for(tmp_path / "vae" / "checkpoints" / "4", proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
@@ -103,8 +107,18 @@ def test_foreign_checkpoint_and_missing_dataset(tmp_path, data_dir):
     r = run(command(tmp_path, data_dir, "--config.model.vae.layers_per_block=2", steps=8), env=ONE)
     assert r.returncode == 1 and "another architecture" in r.stderr and "Traceback" not in r.stderr
     assert sorted(os.listdir(tmp_path / "vae" / "checkpoints")) == before
-    r = run([sys.executable, "-m", "nuwa_xl_jax.train", "--config=configs/flintstones.py:128",
-             f"--workdir={tmp_path / 'f'}", "--stages=vae", f"--config.data.data_dir={tmp_path / 'd'}",
-             f"--config.data.manual_dir={tmp_path / 'nowhere'}", "--config.vae_train.batch_size=4"])
+    r = run(
+        [
+            sys.executable,
+            "-m",
+            "nuwa_xl_jax.train",
+            "--config=configs/flintstones.py:128",
+            f"--workdir={tmp_path / 'f'}",
+            "--stages=vae",
+            f"--config.data.data_dir={tmp_path / 'd'}",
+            f"--config.data.manual_dir={tmp_path / 'nowhere'}",
+            "--config.vae_train.batch_size=4",
+        ]
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "nowhere" in r.stderr, r.stderr[-2000:]

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.extend import core as jcore
+from tiny_family import write_random_family
+from toy_stage import make_stage
 
 from nuwa_xl_jax import configuration, parallel
 from nuwa_xl_jax.configuration import ConfigError, text_trainable
@@ -20,9 +22,6 @@ from nuwa_xl_jax.configuration import train as train_config
 from nuwa_xl_jax.data import synthetic
 from nuwa_xl_jax.train import loop, prompt_table, stages
 from nuwa_xl_jax.train import state as train_state
-
-from tiny_family import write_random_family
-from toy_stage import make_stage
 
 EPISODES, FRAMES = 2, 40
 
@@ -136,9 +135,13 @@ def _step_jaxpr(stage, config, batch_ids):
     models = stages.MTDModels(config, None, vae_params={})
     B, L = batch_ids.shape[:2]
     s = jax.ShapeDtypeStruct
-    batch = {"latents": s((B, L, *models.latent_shape), jnp.float32), "mask": s((B, L), jnp.float32),
-             "prompt_ids": s(batch_ids.shape, jnp.int32), "level": s((B,), jnp.int32),
-             "prompt_index": s((B, L), jnp.int32)}
+    batch = {
+        "latents": s((B, L, *models.latent_shape), jnp.float32),
+        "mask": s((B, L), jnp.float32),
+        "prompt_ids": s(batch_ids.shape, jnp.int32),
+        "level": s((B,), jnp.int32),
+        "prompt_index": s((B, L), jnp.int32),
+    }
     inputs = () if stage.prepare is None else (jax.eval_shape(stage.prepare, state.params),)
     return jax.make_jaxpr(loop._make_step(stage, tx, 0.9))(state, batch, *inputs).jaxpr, state
 
@@ -153,7 +156,9 @@ def test_frozen_step_runs_no_text_encoder_and_keeps_no_moments(setup):
     assert found("down_blocks_0")  # the UNet runs
     assert not found("text_model"), "the frozen text encoder runs in the train step"
     # no optimizer state for the text encoder: only the MTD's moments
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.opt_state)]
+    paths = [
+        jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.opt_state)
+    ]
     assert paths and not any("text" in p for p in paths)
     assert any("mtd" in p for p in paths)
     # The inspection sees the encoder when it is in the step: the trainable (default) stage.
@@ -224,7 +229,9 @@ def test_frozen_encoder_is_unchanged_and_resumes_exactly(setup, tmp_path):
     config, workdir, _ = setup
     mesh = parallel.make_mesh(devices=jax.devices()[:1])
     stage = stages.build(config, "mtd_global", workdir)
-    init = jax.device_get(nn.meta.unbox(jax.jit(stage.init)(jax.random.split(jax.random.key(0))[0])))
+    init = jax.device_get(
+        nn.meta.unbox(jax.jit(stage.init)(jax.random.split(jax.random.key(0))[0]))
+    )
     full = loop.train(stage, config.train, str(tmp_path / "full"), mesh, progress=False)
     loop.train(stage, config.train, str(tmp_path / "split"), mesh, progress=False, stop_after=2)
     resumed = loop.train(stage, config.train, str(tmp_path / "split"), mesh, progress=False)

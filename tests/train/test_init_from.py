@@ -1,4 +1,5 @@
-"""model.mtd.init_from: an MTD stage started from a converted diffusers UNet equals that UNet frame by
+"""model.mtd.init_from: an MTD stage started from a converted diffusers UNet equals that UNet frame
+by
 frame at step 0 (its temporal and condition layers at identity) and trains from there."""
 import dataclasses
 
@@ -7,17 +8,17 @@ import grain
 import jax
 import numpy as np
 import pytest
+from tiny_family import write_random_family
 
 from nuwa_xl_jax import configuration, convert, parallel
 from nuwa_xl_jax.train import loop, stages
-
-from tiny_family import write_random_family
 
 B, F, T = 1, 4, 16  # one clip of L=4 frames; prompts of the tiny config's 16 tokens
 
 
 def _tiny_unet(folder, mtd):
-    """A random diffusers UNet with the tiny config's spatial architecture, every weight perturbed."""
+    """A random diffusers UNet with the tiny config's spatial architecture, every weight
+    perturbed."""
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)

@@ -5,13 +5,12 @@ import os
 import jax
 import numpy as np
 import pytest
+from toy_stage import make_stage  # pytest puts this test's folder on sys.path
 
 from nuwa_xl_jax import configuration, parallel
-from nuwa_xl_jax.train import checkpoint as ckpt_lib
 from nuwa_xl_jax.configuration import train as train_config
+from nuwa_xl_jax.train import checkpoint as ckpt_lib
 from nuwa_xl_jax.train import loop
-
-from toy_stage import make_stage  # pytest puts this test's folder on sys.path
 
 
 def cfg(**kw):
@@ -35,8 +34,13 @@ def params_of(result):
 
 
 def test_learns(tmp_path):
-    r = loop.train(make_stage(), cfg(steps=40, learning_rate=0.3, clip_norm=None), str(tmp_path), mesh(),
-                   progress=False)
+    r = loop.train(
+        make_stage(),
+        cfg(steps=40, learning_rate=0.3, clip_norm=None),
+        str(tmp_path),
+        mesh(),
+        progress=False,
+    )
     assert r.losses[-1] < 0.2 * r.losses[0], r.losses
     assert os.path.exists(tmp_path / "toy" / "metrics.jsonl")
     assert os.listdir(tmp_path / "toy" / "tensorboard")
@@ -44,7 +48,9 @@ def test_learns(tmp_path):
 
 def test_resume_is_bitwise_exact(tmp_path):
     full = loop.train(make_stage(), cfg(), str(tmp_path / "a"), mesh(), progress=False)
-    part = loop.train(make_stage(), cfg(), str(tmp_path / "b"), mesh(), progress=False, stop_after=6)
+    part = loop.train(
+        make_stage(), cfg(), str(tmp_path / "b"), mesh(), progress=False, stop_after=6
+    )
     assert part.step == 6  # "killed" after step 6; the last checkpoint is step 4
     rest = loop.train(make_stage(), cfg(), str(tmp_path / "b"), mesh(), progress=False)
     assert rest.step == 12
@@ -54,7 +60,9 @@ def test_resume_is_bitwise_exact(tmp_path):
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
-    r = loop.train(make_stage(sigterm_at=5), cfg(sample_every=1), str(tmp_path), mesh(), progress=False)
+    r = loop.train(
+        make_stage(sigterm_at=5), cfg(sample_every=1), str(tmp_path), mesh(), progress=False
+    )
     assert r.preempted and r.step == 5
     assert ckpt_lib.Checkpointer(str(tmp_path / "toy" / "checkpoints")).latest_step() == 5
     again = loop.train(make_stage(), cfg(), str(tmp_path), mesh(), progress=False)
@@ -62,7 +70,10 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
-    with pytest.raises(loop.NonFiniteLossError, match=r"non-finite loss at step \d+.*last good checkpoint \(step 4\)"):
+    with pytest.raises(
+        loop.NonFiniteLossError,
+        match=r"non-finite loss at step \d+.*last good checkpoint \(step 4\)",
+    ):
         # example 0 poisons its batch; with 8 batches per epoch it appears between steps 5 and 8
         loop.train(make_stage(poison_at=int(_first_batch_after(4))), cfg(), str(tmp_path), mesh(),
                    progress=False)
@@ -78,7 +89,9 @@ def _first_batch_after(step):
 
 
 def test_bad_batch_size_and_foreign_checkpoint(tmp_path):
-    with pytest.raises(configuration.ConfigError, match="train.batch_size=6 is not divisible by the 8"):
+    with pytest.raises(
+        configuration.ConfigError, match="train.batch_size=6 is not divisible by the 8"
+    ):
         loop.train(make_stage(), cfg(batch_size=6), str(tmp_path), mesh(), progress=False)
     loop.train(make_stage(width=4), cfg(steps=4), str(tmp_path), mesh(), progress=False)
     before = sorted(os.listdir(tmp_path / "toy" / "checkpoints"))
@@ -94,10 +107,10 @@ def test_bad_batch_size_and_foreign_checkpoint(tmp_path):
 def test_the_step_is_traced_under_its_mesh_so_splash_runs_on_a_tpu_pod(tmp_path, monkeypatch):
     """'auto' takes the TPU splash kernel on several chips only inside a context mesh: the loop
     traces its step under the mesh it runs on (kernel stubbed, TPU simulated)."""
+    import fake_accelerators as fake
     import jax.numpy as jnp
 
     from nuwa_xl_jax.models import layers
-    import fake_accelerators as fake
 
     toy = make_stage()
     taken = []

@@ -62,8 +62,12 @@ WORKER = textwrap.dedent("""
 
 def _launch(nproc, devices_per_process, workdir, late=0.0):
     port = portpicker.pick_unused_port()
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
-               JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([ROOT, HERE]))  # HERE: toy_stage
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.pathsep.join([ROOT, HERE]),
+    )  # HERE: toy_stage
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(p), str(nproc), str(port),
                                str(workdir), str(late)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for p in range(nproc)]
@@ -146,5 +150,6 @@ def test_launch_script_real_stage_matches_one_process(tmp_path):
                             env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"),
                             capture_output=True, text=True, timeout=900)
     assert single.returncode == 0, _why(single.stderr)
-    np.testing.assert_allclose(_stage_losses(tmp_path / "multi"), _stage_losses(tmp_path / "single"),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        _stage_losses(tmp_path / "multi"), _stage_losses(tmp_path / "single"), rtol=1e-5
+    )

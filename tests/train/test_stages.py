@@ -7,11 +7,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+from tiny_family import write_random_family
 
 from nuwa_xl_jax import configuration, parallel
 from nuwa_xl_jax.train import loop, stage_runner, stages
-
-from tiny_family import write_random_family
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +87,9 @@ def test_local_stage_starts_from_the_global_export(config, tmp_path):
     assert len(flat(warm)) == len(flat(start))
     for a, b in zip(flat(warm), flat(start)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(flat(cold), flat(start)))
+    assert any(
+        not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(flat(cold), flat(start))
+    )
     # the global stage itself keeps its block (train): no init_from there
     assert stages.train_block_for(c, "mtd_global") == configuration.TrainConfig.from_dict(c.train)
     assert stages.train_block_for(c, "mtd_local1").init_from == "mtd_global"
@@ -98,14 +99,22 @@ def test_init_from_must_name_an_earlier_mtd_stage(config):
     c = configuration.load("configs/synthetic.py:tiny")
     c.local_train = c.train.copy_and_resolve_references()
     c.local_train.init_from = "mtd_local1"
-    with pytest.raises(configuration.ConfigError, match="local_train.init_from='mtd_local1' must name a stage trained before"):
+    with pytest.raises(
+        configuration.ConfigError,
+        match="local_train.init_from='mtd_local1' must name a stage trained before",
+    ):
         configuration.validate(c)
     c.local_train.init_from = "vae"
-    with pytest.raises(configuration.ConfigError, match="local_train.init_from must be '' or an MTD stage"):
+    with pytest.raises(
+        configuration.ConfigError, match="local_train.init_from must be '' or an MTD stage"
+    ):
         configuration.validate(c)
     c.local_train.init_from = ""
     c.train.init_from = "mtd_global"  # the global stage cannot start from itself
-    with pytest.raises(configuration.ConfigError, match="train.init_from='mtd_global' must name a stage trained before 'mtd_global'"):
+    with pytest.raises(
+        configuration.ConfigError,
+        match="train.init_from='mtd_global' must name a stage trained before 'mtd_global'",
+    ):
         configuration.validate(c)
 
 

@@ -3,6 +3,7 @@ state donated) lowered for 'cuda' and 'tpu' from CPU, so rules only those platfo
 here: the vae stage in bf16 with remat, FSDP over 8 (simulated) GPUs or TPU chips. Lowered only,
 never compiled. (The VAE's attention is XLA's; the MTD's cuDNN and splash kernels are lowered
 for both platforms in tests/models/test_accelerator_trace.py.)"""
+import fake_accelerators as fake
 import flax.linen as nn
 import jax
 import numpy as np
@@ -11,8 +12,6 @@ import pytest
 from nuwa_xl_jax import configuration, parallel
 from nuwa_xl_jax.train import loop, stages
 from nuwa_xl_jax.train import state as train_state
-
-import fake_accelerators as fake
 
 
 def lowered_vae_step(tmp_path, platform):

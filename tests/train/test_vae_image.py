@@ -29,7 +29,11 @@ def test_image_stage_draws_frames_far_apart_and_has_no_temporal_layers(config, t
     assert stage.name == "vae_image" and stage.model_config["vae"]["temporal"] is False
     batch = next(stage.data(0, 1))
     gaps = np.diff(batch["indices"], axis=1)
-    assert (gaps == stages.image_stride(config)).all() and stages.image_stride(config) == 19 and batch["frames"].shape[1] == 3
+    assert (
+        (gaps == stages.image_stride(config)).all()
+        and stages.image_stride(config) == 19
+        and batch["frames"].shape[1] == 3
+    )
     params = nn.meta.unbox(jax.eval_shape(stage.init, jax.random.key(0)))
     names = jax.tree_util.tree_flatten_with_path(params)[0]
     assert not any("temporal" in jax.tree_util.keystr(p) for p, _ in names)
@@ -41,7 +45,9 @@ def test_vae_stage_starts_as_the_image_vae_frame_by_frame(config, tmp_path):
     image = nn.meta.unbox(jax.jit(image_stage.init)(jax.random.key(3)))
     # perturb so the copy is not mistaken for a fresh init
     image = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(4), x.shape), image)
-    assert float(image["vae"]["params"]["quant_conv"]["bias"][4:].mean()) == pytest.approx(-8, abs=0.2)
+    assert float(image["vae"]["params"]["quant_conv"]["bias"][4:].mean()) == pytest.approx(
+        -8, abs=0.2
+    )
     stages.write_export(stages.export_dir(workdir, "vae_image"), image, {})
     video_stage = stages.build(config, "vae", workdir)
     video = nn.meta.unbox(jax.jit(video_stage.init)(jax.random.key(5)))
@@ -99,14 +105,28 @@ def test_saliency_weight_puts_the_loss_on_small_objects():
             # the exact target plus a unit error at ``where`` (None: everywhere)
             _, kt, kn, _ = jax.random.split(jax.random.key(0), 4)
             tt = jax.random.randint(kt, (1,), 0, 1000)
-            target = schedules.training_target(sched, jnp.asarray(z0), jax.random.normal(kn, z0.shape), tt)
-            err = jnp.ones_like(target) if where is None else jnp.zeros_like(target).at[:, :, where[0], where[1]].set(1.0)
+            target = schedules.training_target(
+                sched, jnp.asarray(z0), jax.random.normal(kn, z0.shape), tt
+            )
+            err = (
+                jnp.ones_like(target)
+                if where is None
+                else jnp.zeros_like(target).at[:, :, where[0], where[1]].set(1.0)
+            )
             return target + err
 
-        models = types.SimpleNamespace(schedule=sched, null_ids=jnp.zeros((3,), jnp.int32), unet=unet,
-                                       encode_prompts=lambda params, ids: ids,
-                                       condition=lambda params, cond, mask: None)
-        batch = {"latents": jnp.asarray(z0), "mask": jnp.asarray([mask]), "prompt_ids": jnp.zeros((1, 2, 3), jnp.int32)}
+        models = types.SimpleNamespace(
+            schedule=sched,
+            null_ids=jnp.zeros((3,), jnp.int32),
+            unet=unet,
+            encode_prompts=lambda params, ids: ids,
+            condition=lambda params, cond, mask: None,
+        )
+        batch = {
+            "latents": jnp.asarray(z0),
+            "mask": jnp.asarray([mask]),
+            "prompt_ids": jnp.zeros((1, 2, 3), jnp.int32),
+        }
         return float(stages.mtd_loss(models, None, batch, jax.random.key(0), 0.0, 0.0, saliency)[0])
 
     assert loss((3, 3), 4.0) > 2 * loss((3, 3), 0.0)

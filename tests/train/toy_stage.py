@@ -38,7 +38,9 @@ def make_stage(width=4, poison_at=None, sigterm_at=None):
 
     def loss(params, batch, key, step):
         pred = model.apply(params, batch["x"])
-        noise = 0.01 * jax.random.normal(key, pred.shape)  # uses the per-step key: resume must restore it
+        noise = 0.01 * jax.random.normal(
+            key, pred.shape
+        )  # uses the per-step key: resume must restore it
         err = jnp.mean((pred + noise - batch["y"][:, :width]) ** 2)
         return err * batch["scale"].mean(), {"mse": err}
 
@@ -48,7 +50,9 @@ def make_stage(width=4, poison_at=None, sigterm_at=None):
             return {"x": X[i], "y": Y[i], "scale": scale, "index": np.int32(i)}
 
         local = 8 // nproc
-        order = grain.MapDataset.range(len(X)).shuffle(seed=1).repeat().batch(8, drop_remainder=True)
+        order = (
+            grain.MapDataset.range(len(X)).shuffle(seed=1).repeat().batch(8, drop_remainder=True)
+        )
         ds = order.map(lambda idx: [example(int(i)) for i in idx[pidx * local:(pidx + 1) * local]])
         ds = ds.map(lambda rows: {k: np.stack([r[k] for r in rows]) for k in rows[0]})
         return iter(ds.to_iter_dataset())

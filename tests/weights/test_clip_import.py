@@ -66,8 +66,14 @@ def _hf_tensors(prefix="text_model."):
         for p in ("q_proj", "k_proj", "v_proj", "out_proj"):
             t[f"encoder.layers.{i}.self_attn.{p}.weight"] = (d, d)
             t[f"encoder.layers.{i}.self_attn.{p}.bias"] = (d,)
-        t[f"encoder.layers.{i}.mlp.fc1.weight"], t[f"encoder.layers.{i}.mlp.fc1.bias"] = (m, d), (m,)
-        t[f"encoder.layers.{i}.mlp.fc2.weight"], t[f"encoder.layers.{i}.mlp.fc2.bias"] = (d, m), (d,)
+        t[f"encoder.layers.{i}.mlp.fc1.weight"], t[f"encoder.layers.{i}.mlp.fc1.bias"] = (
+            (m, d),
+            (m,),
+        )
+        t[f"encoder.layers.{i}.mlp.fc2.weight"], t[f"encoder.layers.{i}.mlp.fc2.bias"] = (
+            (d, m),
+            (d,),
+        )
         for n in ("layer_norm1", "layer_norm2"):
             t[f"encoder.layers.{i}.{n}.weight"], t[f"encoder.layers.{i}.{n}.bias"] = (d,), (d,)
     return {prefix + k: rng.standard_normal(s).astype(np.float32) for k, s in t.items()}

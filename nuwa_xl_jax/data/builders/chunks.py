@@ -17,10 +17,9 @@ import io
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
-
 import tensorflow_datasets as tfds
 from etils import epath
+from PIL import Image
 
 
 class PlainCodePath:

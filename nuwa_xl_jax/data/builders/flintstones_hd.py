@@ -74,7 +74,9 @@ def scan(manual_dir: str) -> dict[str, list[tuple[str, str, str]]]:
         raise ManualFolderError(
             f"FlintstonesHD manual folder {manual_dir!r} holds no video files "
             f"({', '.join(VIDEO_EXTENSIONS)}).\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
-    missing = [p for n, p in videos.items() if not os.path.isfile(os.path.join(manual_dir, n + ".json"))]
+    missing = [
+        p for n, p in videos.items() if not os.path.isfile(os.path.join(manual_dir, n + ".json"))
+    ]
     if missing:
         raise ManualFolderError(
             f"no captions file for video(s) {', '.join(missing)}: put a JSON list of one caption "
@@ -199,7 +201,8 @@ class FlintstonesHD(chunks.PlainCodePath, tfds.core.GeneratorBasedBuilder):
 
 
 def make_builder(data_dir: str, manual_dir: str | None = None, **config) -> FlintstonesHD:
-    """The builder for ``config`` (see ``make_config``); ``prepare`` builds it from ``manual_dir``."""
+    """The builder for ``config`` (see ``make_config``); ``prepare`` builds it from
+    ``manual_dir``."""
     cfg = make_config(**config)
     # TFDS refuses a custom config named like a predefined one: pass the predefined one's name.
     if any(c.name == cfg.name for c in FlintstonesHD.BUILDER_CONFIGS):
@@ -209,7 +212,8 @@ def make_builder(data_dir: str, manual_dir: str | None = None, **config) -> Flin
 
 
 def prepare(data_dir: str, manual_dir: str | None = None, **config) -> FlintstonesHD:
-    """Builds the dataset from ``manual_dir`` (default <data_dir>/downloads/manual) if not built yet;
+    """Builds the dataset from ``manual_dir`` (default <data_dir>/downloads/manual) if not built
+    yet;
     checks the folder first so a bad one is a ManualFolderError / CaptionsError naming the file."""
     builder = make_builder(data_dir, **config)
     if builder.is_prepared():

@@ -34,8 +34,14 @@ def config_name(episodes, test_episodes, episode_length, resolution, chunk_frame
     return f"e{episodes}_v{test_episodes}_t{episode_length}_r{h}x{w}_c{chunk_frames}_s{seed}"
 
 
-def make_config(episodes: int = 8, test_episodes: int = 2, episode_length: int = 3376,
-                resolution=(64, 64), chunk_frames: int = 16, seed: int = 0) -> SyntheticCartoonConfig:
+def make_config(
+    episodes: int = 8,
+    test_episodes: int = 2,
+    episode_length: int = 3376,
+    resolution=(64, 64),
+    chunk_frames: int = 16,
+    seed: int = 0,
+) -> SyntheticCartoonConfig:
     for field, v in (("episodes", episodes), ("episode_length", episode_length),
                      ("chunk_frames", chunk_frames)):
         if not isinstance(v, (int, np.integer)) or v < 1:
@@ -104,7 +110,8 @@ class SyntheticCartoon(chunks.PlainCodePath, tfds.core.GeneratorBasedBuilder):
 
 
 def make_builder(data_dir: str, **config) -> SyntheticCartoon:
-    """The builder for these parameters (see ``make_config``); ``download_and_prepare()`` builds it."""
+    """The builder for these parameters (see ``make_config``); ``download_and_prepare()`` builds
+    it."""
     cfg = make_config(**config)
     # TFDS refuses a custom config named like a predefined one: pass the predefined one's name.
     if any(c.name == cfg.name for c in SyntheticCartoon.BUILDER_CONFIGS):
