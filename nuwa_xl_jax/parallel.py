@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 # The rules table and batch axes of record live in the mesh config block, which checks them
@@ -64,6 +65,26 @@ def process_zero_alone(fn: Callable[[Mesh | None], Any], name: str, mesh: Mesh |
         result = fn(local)
     sync_processes(name, timeout_s)
     return result
+
+
+def global_input(x: Any, sharding: NamedSharding) -> Any:
+    """``x``, a host value every process holds alike (a plan's indices, say), as a global array
+    laid out by ``sharding``, for a jitted program whose ``in_shardings`` split it: several
+    processes may pass numpy there only replicated. Each process places its own shards. With
+    one process ``x`` as it is (jit places it)."""
+    if jax.process_count() == 1:
+        return x
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def to_host(x: Any) -> np.ndarray:
+    """A global array as numpy on every process (an allgather of the shards other hosts hold when
+    it is split across processes; never a read of them): for frames and latents that process 0
+    then writes. Every process must call it, in the same order."""
+    if getattr(x, "is_fully_addressable", True) or getattr(x, "is_fully_replicated", False):
+        return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def compile_together(jitted: Callable[..., Any] | None, name: str,

@@ -26,6 +26,7 @@ import os
 import time
 from typing import Optional, Sequence, Union
 
+import jax
 import numpy as np
 
 from nuwa_xl_jax import parallel
@@ -318,6 +319,10 @@ class NuwaXLPipeline:
         plan = self._plan(prompts, mode, extend, plan)
         sheet = sheet_path(out) if sheet is True else (sheet or None)
         check_outputs(out, sheet, overwrite)  # before any model work
+        # SPMD: with several processes every one samples and decodes (the programs run over the
+        # global mesh), process 0 alone writes; all have checked the paths before it writes.
+        writes = jax.process_index() == 0
+        parallel.sync_processes("pipeline/checked_outputs")
         t0 = time.perf_counter()
         mesh = self.mesh if mesh is None else mesh
         s = self._sample(prompts, mode, plan, extend, mesh, sampler, steps, guidance, eta,
@@ -326,14 +331,15 @@ class NuwaXLPipeline:
         h, w = tuple(self.config.data.resolution)
         collector = contact_sheets.KeyframeCollector(s.level_indices)
         kept = [] if score and self.can_score else None  # the probe reads it all at the end
-        with videos.VideoWriter(out, fps, (h, w), overwrite=overwrite) as writer:
+        with (videos.VideoWriter(out, fps, (h, w), overwrite=overwrite) if writes
+              else videos.Discard()) as writer:
             for chunk in self._decode(s.latents, mesh, memory_fraction):
                 writer.write(chunk)
                 collector.add(chunk)
                 if kept is not None:
                     kept.append(chunk)
         seconds = time.perf_counter() - t0
-        if sheet:
+        if sheet and writes:
             contact_sheets.contact_sheet(collector.levels, sheet, prompts, overwrite=overwrite)
         scores = self._score(np.concatenate(kept), prompts, s.keyframes) if kept else None
         return Video(None, s.latents, collector.levels, prompts, mode, s.sequential_calls,

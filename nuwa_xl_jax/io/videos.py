@@ -52,6 +52,22 @@ def check_output(path: str, overwrite: bool = False) -> str:
     return kind
 
 
+class Discard:
+    """A VideoWriter's stand-in that writes nothing: the processes other than 0 of a multi-host
+    run, which decode the same frames (SPMD) while process 0 writes them."""
+
+    frames_written = 0
+
+    def __enter__(self) -> "Discard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def write(self, frames) -> None:
+        del frames
+
+
 class VideoWriter:
     """Streams uint8 frames ``[n, H, W, 3]`` (or one ``[H, W, 3]``) to .mp4, .gif or PNG frames.
 

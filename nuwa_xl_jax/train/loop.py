@@ -49,7 +49,7 @@ class Stage:
     model_config: what decides parameter shapes; its fingerprint guards the workdir.
     frames_per_example: for the frames/s readout.
     sample(params, step, directory): optional, writes sample frames every ``sample_every`` steps;
-        run on process 0 (with several processes: on a host copy of the weights, see _sample).
+        called by every process on the global weights (SPMD, see _sample); process 0 writes.
     export_meta(ema_params): optional, facts measured on the final weights that later stages read
         from the export (the VAE's latent scale).
     frozen: top-level parameter groups held fixed (state.py): no optimizer state, no gradients;
@@ -298,17 +298,11 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
 
 
 def _sample(stage: Stage, params: Any, step: int, directory: str) -> None:
-    """``stage.sample`` on process 0, called by every process. With several processes the EMA
-    weights are FSDP-sharded across hosts, which process 0 alone cannot compute on or fetch:
-    every process joins the gather of a host copy (a collective), process 0 samples from it and
-    writes, and the others wait at a coordination barrier (sampling can outlast the collectives'
-    timeouts) so that all go on to the next step together."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        params = multihost_utils.process_allgather(params, tiled=True)
-    if jax.process_index() == 0:
-        stage.sample(params, step, directory)
+    """``stage.sample`` on every process (SPMD): it computes on the global EMA weights as they
+    are laid out (FSDP across hosts too), never on a gathered copy, brings its frames to the host
+    with a multi-host gather (parallel.to_host) and writes on process 0 alone. The processes then
+    meet at a coordination barrier (a slow write can outlast the collectives' timeouts)."""
+    stage.sample(params, step, directory)
     parallel.sync_processes(f"{stage.name}/sampled/{step}")
 
 
