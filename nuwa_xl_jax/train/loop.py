@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from nuwa_xl_jax import parallel
+from nuwa_xl_jax import parallel, paths
 from nuwa_xl_jax.models import attention_fallback
 from nuwa_xl_jax.train import checkpoint as ckpt_lib
 from nuwa_xl_jax.configuration.train import TrainConfig, check_batch_divides
@@ -153,35 +153,77 @@ def _global_batch(local: Batch, sharding: NamedSharding) -> dict[str, jax.Array]
 
 
 class _Logger:
-    """metrics.jsonl and TensorBoard events (tensorboardX: no TensorFlow), from process 0 only."""
+    """metrics.jsonl and TensorBoard events (tensorboardX: no TensorFlow), from process 0 only.
+    A local folder is appended to; a bucket URL (object stores have no append) gets each file
+    rewritten whole through etils.epath at every log, as tensorboardX's own GCS writer does."""
 
     def __init__(self, directory: str, enabled: bool):
         self.enabled = enabled
         self.writer = None
-        if enabled:
-            os.makedirs(directory, exist_ok=True)
-            self.jsonl = open(os.path.join(directory, "metrics.jsonl"), "a")
-            try:
-                from tensorboardX import SummaryWriter
-
-                self.writer = SummaryWriter(os.path.join(directory, "tensorboard"))
-            except ImportError:
-                self.writer = None
+        if not enabled:
+            return
+        self.path = paths.as_path(directory) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if paths.is_url(directory):
+            self.jsonl = None
+            self.lines = self.path.read_text() if self.path.exists() else ""
+        else:
+            self.jsonl = open(self.path, "a")
+        try:
+            from tensorboardX import SummaryWriter, record_writer  # optional dependency
+        except ImportError:
+            return
+        if paths.is_url(directory):
+            record_writer.register_writer_factory(directory.split("://")[0], _EpathRecords)
+        self.writer = SummaryWriter(str(paths.as_path(directory) / "tensorboard"))
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
-        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-        self.jsonl.flush()
+        line = json.dumps({"step": step, **metrics}) + "\n"
+        if self.jsonl is None:
+            self.lines += line
+            self.path.write_text(self.lines)
+        else:
+            self.jsonl.write(line)
+            self.jsonl.flush()
         if self.writer is not None:
             for k, v in metrics.items():
                 self.writer.add_scalar(k, v, step)
 
     def close(self) -> None:
         if self.enabled:
-            self.jsonl.close()
+            if self.jsonl is not None:
+                self.jsonl.close()
             if self.writer is not None:
                 self.writer.close()
+
+
+class _EpathRecords:
+    """tensorboardX's record writer (and its factory) for a URL through etils.epath: the event
+    file is rewritten whole at each flush (no append on object stores). tensorboardX's own GCS
+    writer needs google-cloud-storage; epath takes whatever the bucket's file system is."""
+
+    def __init__(self, path: str | None = None):
+        self.path = None if path is None else paths.as_path(path)
+        self.data = bytearray()
+
+    @staticmethod
+    def directory_check(path: str) -> None:
+        paths.as_path(path).mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def open(path: str) -> "_EpathRecords":
+        return _EpathRecords(path)
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def flush(self) -> None:
+        self.path.write_bytes(bytes(self.data))
+
+    def close(self) -> None:
+        self.flush()
 
 
 def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,

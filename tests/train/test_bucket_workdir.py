@@ -106,3 +106,19 @@ def test_no_workdir_is_made_absolute_by_os_path():
              for n, line in enumerate(open(os.path.join(d, f)), 1)
              if re.search(r"os\.path\.abspath\([\w.]*workdir", line)]
     assert not found, found
+
+
+def test_metrics_and_tensorboard_go_to_the_bucket(bucket):
+    """metrics.jsonl and the TensorBoard events of a bucket workdir (whole files rewritten through
+    epath: object stores have no append); a second logger (a resumed run) keeps the first's lines."""
+    from nuwa_xl_jax.train import loop
+
+    for steps in ((1, 2), (3,)):
+        logger = loop._Logger(bucket + "/toy", True)
+        for step in steps:
+            logger.log(step, {"loss": 0.5 / step})
+        logger.close()
+    lines = paths.as_path(bucket + "/toy/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+    events = list(paths.as_path(bucket + "/toy/tensorboard").iterdir())
+    assert events and all(e.name.startswith("events.") and e.read_bytes() for e in events)
