@@ -110,7 +110,7 @@ def test_no_workdir_is_made_absolute_by_os_path():
 
 def test_metrics_and_tensorboard_go_to_the_bucket(bucket):
     """metrics.jsonl and the TensorBoard events of a bucket workdir (whole files rewritten through
-    epath: object stores have no append); a second logger (a resumed run) keeps the first's lines."""
+    epath: no append on object stores); a resumed run's logger keeps the first's lines."""
     from nuwa_xl_jax.train import loop
 
     for steps in ((1, 2), (3,)):
@@ -122,3 +122,32 @@ def test_metrics_and_tensorboard_go_to_the_bucket(bucket):
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
     events = list(paths.as_path(bucket + "/toy/tensorboard").iterdir())
     assert events and all(e.name.startswith("events.") and e.read_bytes() for e in events)
+
+
+def test_a_latent_cache_in_the_bucket(bucket):
+    """The latent cache of a bucket workdir is written there and read back (whole files: no
+    memory map of an object)."""
+    import numpy as np
+
+    from nuwa_xl_jax.data import latent_cache
+
+    class Reader:  # one episode of 12 frames, 8x8
+        table = [{"name": "ep0"}]
+        frames = np.arange(12 * 8 * 8 * 3, dtype=np.uint8).reshape(12, 8, 8, 3)
+
+        def __len__(self):
+            return 1
+
+        def length(self, e):
+            return 12
+
+        def read(self, e, idx):
+            return self.frames[np.asarray(idx)], [f"caption {i % 2}" for i in idx]
+
+    tokenizer = lambda captions: [[len(c), int(c[-1])] for c in captions]  # noqa: E731
+    latent_cache.encode_split(Reader(), latent_cache.pool_encoder(4), tokenizer, bucket + "/latents",
+                              "train", vae_frames=4, vae_context=1)
+    assert latent_cache.read_index(bucket + "/latents", "train")["latent_shape"] == [2, 2, 3]
+    latents, ids = latent_cache.LatentReader(bucket + "/latents", "train").read_latents(0, [0, 5])
+    assert latents.shape == (2, 2, 2, 3) and ids.tolist() == [[9, 0], [9, 1]]
+    assert latent_cache.distinct_prompt_ids(bucket + "/latents", "train").tolist() == [[9, 0], [9, 1]]
