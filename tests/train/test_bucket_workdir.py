@@ -151,3 +151,36 @@ def test_a_latent_cache_in_the_bucket(bucket):
     latents, ids = latent_cache.LatentReader(bucket + "/latents", "train").read_latents(0, [0, 5])
     assert latents.shape == (2, 2, 2, 3) and ids.tolist() == [[9, 0], [9, 1]]
     assert latent_cache.distinct_prompt_ids(bucket + "/latents", "train").tolist() == [[9, 0], [9, 1]]
+
+
+def test_an_exported_family_goes_to_the_bucket(bucket, monkeypatch, tmp_path):
+    """python -m nuwa_xl_jax.export --out=gs://...: the artifact's files go to the bucket (the
+    weights' reads and writes stubbed: TensorStore's GCS driver is not simulated)."""
+    from nuwa_xl_jax.family import artifact, store
+
+    class Checkpointer:
+        def save(self, path, params, force=False):
+            (paths.as_path(path) / "weights").write_text("w")
+
+        def wait_until_finished(self):
+            pass
+
+    workdir = tmp_path / "family"
+    config = configuration.load("configs/synthetic.py:tiny")
+    stage_runner.save_config(config, str(workdir))
+    names = artifact.required_stages(store.load_config(str(workdir)))
+    for name in names:  # a finished export of each stage, as training leaves it
+        (workdir / name / "export" / "params").mkdir(parents=True)
+    monkeypatch.setattr(store, "has_export", lambda w, n: n in names)
+    monkeypatch.setattr(store, "read_export", lambda directory, mesh=None: ({"a": 1}, {}))
+    monkeypatch.setattr(store.ocp, "StandardCheckpointer", Checkpointer)
+    out = artifact.write_family(str(workdir), bucket + "/artifact", progress=False)
+    assert out == bucket + "/artifact"
+    family = json.loads(paths.as_path(out + "/" + store.FAMILY_FILE).read_text())
+    assert family["stages"] == names
+    assert json.loads(paths.as_path(out + "/config.json").read_text())["seed"] == config.seed
+    for name in names:
+        assert paths.as_path(f"{out}/{name}/export/params/weights").exists()
+    assert not paths.as_path(bucket + "/artifact" + store.PARTIAL).exists()
+    with pytest.raises(FileExistsError, match="not empty"):
+        artifact.write_family(str(workdir), bucket + "/artifact", progress=False)
