@@ -29,7 +29,7 @@ from typing import Optional, Sequence, Union
 import jax
 import numpy as np
 
-from nuwa_xl_jax import parallel
+from nuwa_xl_jax import parallel, paths
 from nuwa_xl_jax.diffusion import samplers
 from nuwa_xl_jax.dod import generation_state, memory, runner
 from nuwa_xl_jax.dod.level_models import place_params
@@ -102,7 +102,7 @@ class Video:
 def check_outputs(path: str, sheet: Optional[str], overwrite: bool) -> None:
     """A video path and its sheet, both checked before either is written."""
     videos.check_output(path, overwrite)
-    if sheet and not overwrite and os.path.exists(sheet):
+    if sheet and not overwrite and paths.as_path(sheet).exists():  # local or a bucket
         raise FileExistsError(f"{sheet!r} already exists; pass overwrite=True (--overwrite) or "
                               "choose another sheet path")
 

@@ -184,3 +184,26 @@ def test_an_exported_family_goes_to_the_bucket(bucket, monkeypatch, tmp_path):
     assert not paths.as_path(bucket + "/artifact" + store.PARTIAL).exists()
     with pytest.raises(FileExistsError, match="not empty"):
         artifact.write_family(str(workdir), bucket + "/artifact", progress=False)
+
+
+def test_videos_and_contact_sheets_go_to_the_bucket(bucket):
+    """The generate CLI's outputs in a bucket: PyAV and Pillow write a local temporary file, copied
+    through epath on close; an existing output is refused there as on a local disk."""
+    import numpy as np
+
+    from nuwa_xl_jax.io import contact_sheets, videos
+
+    frames = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    for out in (bucket + "/v/video.gif", bucket + "/v/frames/"):
+        with videos.VideoWriter(out, 8, (16, 16)) as writer:
+            writer.write(frames)
+        with pytest.raises(FileExistsError):
+            videos.check_output(out)
+    assert paths.as_path(bucket + "/v/video.gif").read_bytes()[:3] == b"GIF"
+    assert sorted(p.name for p in paths.as_path(bucket + "/v/frames").iterdir()) == \
+        [f"frame_{i:06d}.png" for i in range(3)]
+    sheet = bucket + "/v/video_sheet.png"
+    contact_sheets.contact_sheet([(np.arange(3), frames)], sheet)
+    assert paths.as_path(sheet).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(FileExistsError):
+        contact_sheets.contact_sheet([(np.arange(3), frames)], sheet)
