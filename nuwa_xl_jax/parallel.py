@@ -53,20 +53,6 @@ def sync_processes(name: str, timeout_s: float = 3600.0) -> None:
         f"nuwa_xl_jax/{name}/{next(_BARRIERS)}", int(timeout_s * 1000))
 
 
-def process_zero_alone(fn: Callable[[Mesh | None], Any], name: str, mesh: Mesh | None = None,
-                       timeout_s: float = 3600.0) -> Any:
-    """``fn(mesh)`` on process 0 alone while the others wait at a barrier (their result: None).
-    With several processes ``fn`` gets a mesh of process 0's own devices, so it computes on
-    nothing other hosts hold: for work after training that reads what training wrote (the
-    end-of-run video from the exports) and writes files once."""
-    result = None
-    if jax.process_index() == 0:
-        local = mesh if jax.process_count() == 1 else make_mesh(devices=jax.local_devices())
-        result = fn(local)
-    sync_processes(name, timeout_s)
-    return result
-
-
 def global_input(x: Any, sharding: NamedSharding) -> Any:
     """``x``, a host value every process holds alike (a plan's indices, say), as a global array
     laid out by ``sharding``, for a jitted program whose ``in_shardings`` split it: several
