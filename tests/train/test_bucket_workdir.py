@@ -145,12 +145,13 @@ def test_a_latent_cache_in_the_bucket(bucket):
             return self.frames[np.asarray(idx)], [f"caption {i % 2}" for i in idx]
 
     tokenizer = lambda captions: [[len(c), int(c[-1])] for c in captions]  # noqa: E731
-    latent_cache.encode_split(Reader(), latent_cache.pool_encoder(4), tokenizer, bucket + "/latents",
-                              "train", vae_frames=4, vae_context=1)
+    cache = bucket + "/latents"
+    latent_cache.encode_split(Reader(), latent_cache.pool_encoder(4), tokenizer, cache, "train",
+                              vae_frames=4, vae_context=1)
     assert latent_cache.read_index(bucket + "/latents", "train")["latent_shape"] == [2, 2, 3]
     latents, ids = latent_cache.LatentReader(bucket + "/latents", "train").read_latents(0, [0, 5])
     assert latents.shape == (2, 2, 2, 3) and ids.tolist() == [[9, 0], [9, 1]]
-    assert latent_cache.distinct_prompt_ids(bucket + "/latents", "train").tolist() == [[9, 0], [9, 1]]
+    assert latent_cache.distinct_prompt_ids(cache, "train").tolist() == [[9, 0], [9, 1]]
 
 
 def test_an_exported_family_goes_to_the_bucket(bucket, monkeypatch, tmp_path):

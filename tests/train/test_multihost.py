@@ -12,7 +12,6 @@ import textwrap
 import numpy as np
 import portpicker
 import pytest
-
 import tiny_family
 
 HERE = os.path.dirname(os.path.abspath(__file__))
