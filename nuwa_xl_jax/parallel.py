@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -52,18 +54,24 @@ def sync_processes(name: str, timeout_s: float = 3600.0) -> None:
         f"nuwa_xl_jax/{name}/{next(_BARRIERS)}", int(timeout_s * 1000))
 
 
-def process_zero_alone(fn: Callable[[Mesh | None], Any], name: str, mesh: Mesh | None = None,
-                       timeout_s: float = 3600.0) -> Any:
-    """``fn(mesh)`` on process 0 alone while the others wait at a barrier (their result: None).
-    With several processes ``fn`` gets a mesh of process 0's own devices, so it computes on
-    nothing other hosts hold: for work after training that reads what training wrote (the
-    end-of-run video from the exports) and writes files once."""
-    result = None
-    if jax.process_index() == 0:
-        local = mesh if jax.process_count() == 1 else make_mesh(devices=jax.local_devices())
-        result = fn(local)
-    sync_processes(name, timeout_s)
-    return result
+def global_input(x: Any, sharding: NamedSharding) -> Any:
+    """``x``, a host value every process holds alike (a plan's indices, say), as a global array
+    laid out by ``sharding``, for a jitted program whose ``in_shardings`` split it: several
+    processes may pass numpy there only replicated. Each process places its own shards. With
+    one process ``x`` as it is (jit places it)."""
+    if jax.process_count() == 1:
+        return x
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def to_host(x: Any) -> np.ndarray:
+    """A global array as numpy on every process (an allgather of the shards other hosts hold when
+    it is split across processes; never a read of them): for frames and latents that process 0
+    then writes. Every process must call it, in the same order."""
+    if getattr(x, "is_fully_addressable", True) or getattr(x, "is_fully_replicated", False):
+        return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def compile_together(jitted: Callable[..., Any] | None, name: str,

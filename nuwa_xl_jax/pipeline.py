@@ -27,9 +27,10 @@ import os
 import time
 from typing import Optional, Sequence, Union
 
+import jax
 import numpy as np
 
-from nuwa_xl_jax import parallel
+from nuwa_xl_jax import parallel, paths
 from nuwa_xl_jax.diffusion import samplers
 from nuwa_xl_jax.dod import generation_state, memory, runner
 from nuwa_xl_jax.dod.level_models import place_params
@@ -102,7 +103,7 @@ class Video:
 def check_outputs(path: str, sheet: Optional[str], overwrite: bool) -> None:
     """A video path and its sheet, both checked before either is written."""
     videos.check_output(path, overwrite)
-    if sheet and not overwrite and os.path.exists(sheet):
+    if sheet and not overwrite and paths.as_path(sheet).exists():  # local or a bucket
         raise FileExistsError(f"{sheet!r} already exists; pass overwrite=True (--overwrite) or "
                               "choose another sheet path")
 
@@ -324,6 +325,10 @@ class NuwaXLPipeline:
         plan = self._plan(prompts, mode, extend, plan)
         sheet = sheet_path(out) if sheet is True else (sheet or None)
         check_outputs(out, sheet, overwrite)  # before any model work
+        # SPMD: with several processes every one samples and decodes (the programs run over the
+        # global mesh), process 0 alone writes; all have checked the paths before it writes.
+        writes = jax.process_index() == 0
+        parallel.sync_processes("pipeline/checked_outputs")
         t0 = time.perf_counter()
         mesh = self.mesh if mesh is None else mesh
         s = self._sample(prompts, mode, plan, extend, mesh, sampler, steps, guidance, eta,
@@ -332,14 +337,15 @@ class NuwaXLPipeline:
         h, w = tuple(self.config.data.resolution)
         collector = contact_sheets.KeyframeCollector(s.level_indices)
         kept = [] if score and self.can_score else None  # the probe reads it all at the end
-        with videos.VideoWriter(out, fps, (h, w), overwrite=overwrite) as writer:
+        with (videos.VideoWriter(out, fps, (h, w), overwrite=overwrite) if writes
+              else videos.Discard()) as writer:
             for chunk in self._decode(s.latents, mesh, memory_fraction):
                 writer.write(chunk)
                 collector.add(chunk)
                 if kept is not None:
                     kept.append(chunk)
         seconds = time.perf_counter() - t0
-        if sheet:
+        if sheet and writes:
             contact_sheets.contact_sheet(collector.levels, sheet, prompts, overwrite=overwrite)
         scores = self._score(np.concatenate(kept), prompts, s.keyframes) if kept else None
         return Video(None, s.latents, collector.levels, prompts, mode, s.sequential_calls,

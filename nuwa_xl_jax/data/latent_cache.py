@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nuwa_xl_jax import paths
 from nuwa_xl_jax.configuration import Config
 from nuwa_xl_jax.data import sources
 from nuwa_xl_jax.family import store
@@ -97,8 +98,8 @@ def encode_split(reader: Any, encode: Callable, tokenizer: Callable, out_dir: st
     """Encodes every episode of ``reader`` (chunks.EpisodeReader) into ``out_dir/split``, up to
     ``batch`` episodes of equal length per encoder call (the same calls, batched: the batch does
     not change any latent). The index is written last, so a cache without one is incomplete."""
-    dest = os.path.join(out_dir, split)
-    os.makedirs(dest, exist_ok=True)
+    dest = _split_dir(out_dir, split)
+    paths.as_path(dest).mkdir(parents=True, exist_ok=True)
     shape = None
     bar = None
     if progress:
@@ -115,9 +116,9 @@ def encode_split(reader: Any, encode: Callable, tokenizer: Callable, out_dir: st
             lat = encode_video(encode, np.stack([f for f, _ in read]), vae_frames, vae_context)
             for e, (_, captions), z in zip(episodes, read, lat):
                 name = str(reader.table[e]["name"])
-                np.save(os.path.join(dest, f"{name}.latents.npy"), z.astype(np.float32))
-                np.save(os.path.join(dest, f"{name}.prompt_ids.npy"),
-                        np.asarray(tokenizer(list(captions)), np.int32))
+                _save(os.path.join(dest, f"{name}.latents.npy"), z.astype(np.float32))
+                _save(os.path.join(dest, f"{name}.prompt_ids.npy"),
+                      np.asarray(tokenizer(list(captions)), np.int32))
                 shape = list(z.shape[1:])
             if bar is not None:
                 bar.update(n * len(episodes))
@@ -125,7 +126,7 @@ def encode_split(reader: Any, encode: Callable, tokenizer: Callable, out_dir: st
         bar.close()
     episodes = [{"name": str(reader.table[e]["name"]), "frames": int(reader.length(e))}
                 for e in range(len(reader))]
-    with open(os.path.join(dest, "index.json"), "w") as f:
+    with paths.as_path(os.path.join(dest, "index.json")).open("w") as f:
         json.dump({"episodes": episodes, "latent_shape": shape, "latent_scale": float(latent_scale),
                    "vae_frames": int(vae_frames), "vae_context": int(vae_context)}, f)
     return dest
@@ -133,11 +134,29 @@ def encode_split(reader: Any, encode: Callable, tokenizer: Callable, out_dir: st
 
 def read_index(latent_dir: str, split: str) -> dict | None:
     """The index of a complete cache split, or None."""
-    path = os.path.join(os.path.expanduser(latent_dir), split, "index.json")
-    if not os.path.isfile(path):
+    path = paths.as_path(os.path.join(_split_dir(latent_dir, split), "index.json"))
+    if not path.is_file():
         return None
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(path.read_text())
+
+
+def _split_dir(latent_dir: str, split: str) -> str:
+    """A cache split's folder: local (``~`` expanded) or in a bucket (a URL, as it is)."""
+    return os.path.join(latent_dir if paths.is_url(latent_dir) else os.path.expanduser(latent_dir),
+                        split)
+
+
+def _save(path: str, array: np.ndarray) -> None:
+    with paths.as_path(path).open("wb") as f:
+        np.save(f, array)
+
+
+def _load(path: str) -> np.ndarray:
+    """An array of the cache: memory-mapped from a local disk, read whole from a bucket."""
+    if not paths.is_url(path):
+        return np.load(path, mmap_mode="r")
+    with paths.as_path(path).open("rb") as f:
+        return np.load(f)
 
 
 def build(config: Any, out_dir: str, vae_variables: Any, latent_scale: float, split: str = "train",
@@ -202,14 +221,13 @@ class LatentReader:
     """Random access to a latent cache split; same table / length interface as EpisodeReader."""
 
     def __init__(self, latent_dir: str, split: str):
-        self.dir = os.path.join(os.path.expanduser(latent_dir), split)
+        self.dir = _split_dir(latent_dir, split)
         path = os.path.join(self.dir, "index.json")
-        if not os.path.isfile(path):
+        if not paths.as_path(path).is_file():
             raise FileNotFoundError(
                 f"no latent cache at {path}; build one with `python -m nuwa_xl_jax.cache_latents"
                 f" --config=... --out={latent_dir} --split={split}` or clear data.latent_dir")
-        with open(path) as f:
-            index = json.load(f)
+        index = json.loads(paths.as_path(path).read_text())
         self.table = index["episodes"]
         self._arrays: dict = {}
 
@@ -226,8 +244,7 @@ class LatentReader:
         if episode not in self._arrays:
             name = self.table[episode]["name"]
             self._arrays[episode] = tuple(
-                np.load(os.path.join(self.dir, f"{name}.{k}.npy"), mmap_mode="r")
-                for k in ("latents", "prompt_ids"))
+                _load(os.path.join(self.dir, f"{name}.{k}.npy")) for k in ("latents", "prompt_ids"))
         lat, ids = self._arrays[episode]
         indices = np.asarray(indices)
         return np.asarray(lat[indices], np.float32), np.asarray(ids[indices], np.int32)
@@ -237,6 +254,5 @@ def distinct_prompt_ids(latent_dir: str, split: str) -> np.ndarray:
     """``[N, T]``: every distinct row of the split's prompt ids, sorted (the finite set of prompts
     training on this cache can draw)."""
     reader = LatentReader(latent_dir, split)
-    rows = [np.load(os.path.join(reader.dir, f"{e['name']}.prompt_ids.npy"), mmap_mode="r")
-            for e in reader.table]
+    rows = [_load(os.path.join(reader.dir, f"{e['name']}.prompt_ids.npy")) for e in reader.table]
     return np.unique(np.concatenate([np.asarray(r, np.int32) for r in rows]), axis=0)

@@ -83,12 +83,12 @@ def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.nd
     bar = progress_bar(S, f"level {lv.level}", progress)
     for c in range(calls):  # chunks, not segments: one call when S fits the budget
         sl = slice(c * C, (c + 1) * C)
-        given = gather(buffer, frames[sl], mask[sl])
+        given = gather(buffer, *segments.chunk_inputs(mesh, replicate, frames[sl], mask[sl]))
         x = segments.sample_chunk(model, schedule, sampling, mesh, level_key=level_key,
                                   seg_index=index[sl], table=table, index=prompt_index[sl],
                                   given=given, mask=mask[sl], level=level[sl],
                                   replicate=replicate)
-        buffer = scatter(buffer, write[sl], x)
+        buffer = scatter(buffer, *segments.chunk_inputs(mesh, replicate, write[sl]), x)
         if bar is not None:
             buffer.block_until_ready()
             bar.update(min(C, S - c * C))

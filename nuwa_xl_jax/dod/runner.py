@@ -204,7 +204,7 @@ def sample(family: Family, prompts, *, mode: str = "dod",
                                    models.null_ids, **settings)
         level_indices = (evenly_spaced(N),)
         keyframes = np.zeros(N, bool)
-    return dataclasses.replace(result, latents=np.asarray(result.latents),
+    return dataclasses.replace(result, latents=parallel.to_host(result.latents),
                                level_indices=level_indices, keyframes=keyframes)
 
 

@@ -158,6 +158,14 @@ def sample_segments(model: LevelModel, schedule, sampling: samplers.Settings, me
                         replicate=replicate)
 
 
+def chunk_inputs(mesh: Mesh, replicate: bool, *arrays) -> list:
+    """A chunk's host inputs (indices, masks: the same on every process) as the level programs
+    take them: split over the batch axes like the chunk (global arrays with several processes,
+    parallel.global_input), numpy as they are with one."""
+    sh = _shardings(mesh, replicate)
+    return [parallel.global_input(a, sh(np.ndim(a))) for a in arrays]
+
+
 def sample_chunk(model: LevelModel, schedule, sampling: samplers.Settings, mesh: Mesh, *,
                  level_key, seg_index, table, index, given, mask, level, replicate: bool):
     """:func:`sample_segments` on prompt states already encoded (``table``, gathered by
@@ -165,8 +173,11 @@ def sample_chunk(model: LevelModel, schedule, sampling: samplers.Settings, mesh:
     program = _level_program(model.denoise, schedule, sampling, mesh, replicate)
     # A no-op for weights already on the mesh (place_models); callers place them once.
     params = place_params(model.params, mesh)
-    args = (level_key, jnp.asarray(seg_index, jnp.uint32), table, jnp.asarray(index, jnp.int32),
-            given, jnp.asarray(mask, jnp.float32), jnp.asarray(level, jnp.int32))
+    seg_index, index, mask, level = chunk_inputs(
+        mesh, replicate, np.asarray(seg_index, np.uint32), np.asarray(index, np.int32),
+        np.asarray(mask, np.float32), np.asarray(level, np.int32))
+    args = (level_key, jnp.asarray(seg_index), table, jnp.asarray(index), given,
+            jnp.asarray(mask), jnp.asarray(level))
     rebuild = lambda: _level_program.__wrapped__(model.denoise, schedule, sampling, mesh, replicate)
     return compiled.compiled(program, model.denoise, params, args, rebuild)(params, *args)
 

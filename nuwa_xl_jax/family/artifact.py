@@ -18,8 +18,6 @@ renamed when complete: a killed export never leaves a folder that loads.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import jax
 
@@ -46,8 +44,9 @@ def inference_stages(config, workdir: str) -> list[str]:
         raise FileNotFoundError(
             f"{workdir} has no finished export of {missing}: train those stages first "
             "(python -m nuwa_xl_jax.train --config=... --workdir=...), then export")
-    extra = sorted(n for n in os.listdir(workdir)
-                   if n not in names and n not in TRAINING_ONLY and store.has_export(workdir, n))
+    extra = sorted(p.name for p in paths.as_path(workdir).iterdir()
+                   if p.name not in names and p.name not in TRAINING_ONLY
+                   and store.has_export(workdir, p.name))
     return names + extra
 
 
@@ -61,35 +60,44 @@ def write_family(workdir: str, out: str, mesh=None, progress: bool = True) -> st
     while they pass through. Every process of a multi-process run calls this."""
     config = store.load_config(workdir)  # also: a foreign workdir fails here, before any write
     names = inference_stages(config, workdir)
-    final = os.path.abspath(out).rstrip(os.sep)
-    if os.path.exists(final) and (not os.path.isdir(final) or os.listdir(final)):
+    final = paths.as_path(paths.absolute(out).rstrip("/"))  # a local folder or a bucket URL
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
         raise FileExistsError(f"--out={out!r} exists and is not empty; nothing was overwritten. "
                               "Choose a new folder or remove this one first")
     mesh = parallel.make_mesh((1, -1)) if mesh is None else mesh
-    partial = final + store.PARTIAL
+    partial = final.with_name(final.name + store.PARTIAL)
     raw = config.to_dict()
     tokenizer = raw["model"]["text"].get("tokenizer", "word")
     if jax.process_index() == 0:
-        shutil.rmtree(partial, ignore_errors=True)  # what a killed earlier export left
-        os.makedirs(partial)
+        partial.rmtree(missing_ok=True)  # what a killed earlier export left
+        partial.mkdir(parents=True)
         if tokenizer != "word":  # the artifact carries its own copy
-            shutil.copytree(tokenizer, os.path.join(partial, "tokenizer"))
+            _copy_folder(paths.as_path(tokenizer), partial / "tokenizer")
             raw["model"]["text"]["tokenizer"] = "tokenizer"
-        with open(os.path.join(partial, store.CONFIG), "w") as f:
-            json.dump(raw, f, indent=1, sort_keys=True)
+        (partial / store.CONFIG).write_text(json.dumps(raw, indent=1, sort_keys=True))
     _sync("family_export_start")
     for name in names:
         if progress and jax.process_index() == 0:
             print(f"[export] {name}")
         params, meta = store.read_export(store.export_dir(workdir, name), mesh=mesh)
-        store.write_export(store.export_dir(partial, name), params, meta)
+        store.write_export(store.export_dir(str(partial), name), params, meta)
         del params
-    if jax.process_index() == 0:
-        with open(
-            os.path.join(partial, store.FAMILY_FILE), "w"
-        ) as f:  # last: the artifact is complete
-            json.dump({"format": store.FORMAT, "version": store.VERSION, "stages": names,
-                       "source": paths.absolute(workdir)}, f, indent=1)
-        os.replace(partial, final)
+    if jax.process_index() == 0:  # last: the artifact is complete
+        (partial / store.FAMILY_FILE).write_text(json.dumps(
+            {"format": store.FORMAT, "version": store.VERSION, "stages": names,
+             "source": paths.absolute(workdir)}, indent=1))
+        if final.exists():  # an empty folder
+            final.rmdir()
+        partial.rename(final)
     _sync("family_export_renamed")
-    return final
+    return str(final)
+
+
+def _copy_folder(src, dest) -> None:
+    """``src``'s files and folders copied into ``dest`` (epath paths: local or a bucket)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.is_dir():
+            _copy_folder(item, dest / item.name)
+        else:
+            (dest / item.name).write_bytes(item.read_bytes())

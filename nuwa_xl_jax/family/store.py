@@ -146,8 +146,8 @@ def _restore(path: str, mesh=None) -> Any:
     """The weights as numpy arrays, or laid out FSDP-style on ``mesh``: never on the layout they
     were saved from, so any device count reads any export."""
     # A read onto this process's own devices (numpy, or a mesh of them) involves no other
-    # process: Orbax's barriers then wait for this one alone, so process 0 can read an export
-    # while the others do not (the end-of-run video, parallel.process_zero_alone).
+    # process: Orbax's barriers then wait for this one alone, so a process can read an export
+    # (numpy: the VAE scale, say) while the others do other work or none.
     alone = mesh is None or {d.process_index for d in mesh.devices.flat} == {jax.process_index()}
     kw = {}
     if alone and jax.process_count() > 1:
@@ -157,8 +157,9 @@ def _restore(path: str, mesh=None) -> Any:
     tree = ocp.StandardCheckpointer(**kw).metadata(path).item_metadata.tree
     if mesh is None:
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        return ocp.PyTreeCheckpointer(**kw).restore(
-            path, args=ocp.args.PyTreeRestore(restore_args=args))
+        # PyTreeCheckpointer takes no multiprocessing options: the handler and checkpointer do
+        reader = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(**kw), **kw)
+        return reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(
         m.shape, m.dtype, sharding=parallel.fsdp_sharding(m.shape, mesh)), tree)
     return ocp.StandardCheckpointer(**kw).restore(path, target)

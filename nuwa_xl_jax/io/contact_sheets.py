@@ -6,6 +6,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from nuwa_xl_jax import paths
 from nuwa_xl_jax.io.storyboards import scenes_of
 
 LABEL_WIDTH = 84   # the left column with "level k" and the row's frame count
@@ -76,7 +77,7 @@ def contact_sheet(levels, path: str, prompts: Optional[Sequence[str]] = None, *,
     from PIL import Image, ImageDraw, ImageFont
 
     path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
+    if paths.as_path(path).exists() and not overwrite:  # a local file or one in a bucket
         raise FileExistsError(f"{path!r} already exists; pass overwrite=True (--overwrite) or "
                               "choose another contact sheet path")
     rows = []
@@ -131,8 +132,13 @@ def contact_sheet(levels, path: str, prompts: Optional[Sequence[str]] = None, *,
     y = GAP + len(rows) * row_h
     for s, text in enumerate(legend):
         draw.text((GAP, y + 12 * s), text, fill=(0, 0, 0), font=font)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    sheet.save(path)
+    if paths.is_url(path):
+        paths.as_path(path).parent.mkdir(parents=True, exist_ok=True)
+        with paths.as_path(path).open("wb") as f:
+            sheet.save(f, format="PNG")
+    else:
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        sheet.save(path)
     return sheet

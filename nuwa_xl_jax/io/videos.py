@@ -9,8 +9,12 @@ from __future__ import annotations
 import fractions
 import glob
 import os
+import shutil
+import tempfile
 
 import numpy as np
+
+from nuwa_xl_jax import paths
 
 
 def to_uint8(frames) -> np.ndarray:
@@ -41,6 +45,15 @@ def check_output(path: str, overwrite: bool = False) -> str:
     """
     kind = video_kind(path)
     fix = "pass overwrite=True (--overwrite) or choose another output path"
+    if paths.is_url(path):  # in a bucket: the same checks through etils.epath
+        target = paths.as_path(path.rstrip("/"))
+        if kind == "png" and target.is_file():
+            raise FileExistsError(f"{path!r} is a file, not a folder for PNG frames; {fix}")
+        if kind == "png" and not overwrite and list(target.glob("frame_*.png")):
+            raise FileExistsError(f"{path!r} already holds PNG frames; {fix}")
+        if kind != "png" and target.exists() and (target.is_dir() or not overwrite):
+            raise FileExistsError(f"{path!r} already exists; {fix}")
+        return kind
     if kind == "png":
         if os.path.isfile(path.rstrip("/" + os.sep) or path):
             raise FileExistsError(f"{path!r} is a file, not a folder for PNG frames; {fix}")
@@ -50,6 +63,22 @@ def check_output(path: str, overwrite: bool = False) -> str:
         what = "a folder" if os.path.isdir(path) else "a file"
         raise FileExistsError(f"{path!r} already exists ({what}); {fix}")
     return kind
+
+
+class Discard:
+    """A VideoWriter's stand-in that writes nothing: the processes other than 0 of a multi-host
+    run, which decode the same frames (SPMD) while process 0 writes them."""
+
+    frames_written = 0
+
+    def __enter__(self) -> "Discard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def write(self, frames) -> None:
+        del frames
 
 
 class VideoWriter:
@@ -68,6 +97,11 @@ class VideoWriter:
                  crf: int = 18):
         self.path = os.fspath(path)
         self.kind = check_output(self.path, overwrite)
+        # PyAV and Pillow write local files: a bucket URL's video is written to a local temporary
+        # folder and copied through etils.epath on close
+        self._tmp = tempfile.mkdtemp(prefix="nuwa_video_") if paths.is_url(self.path) else None
+        self._local = self.path if self._tmp is None else os.path.join(
+            self._tmp, os.path.basename(self.path.rstrip("/")))
         if not (isinstance(fps, (int, float, fractions.Fraction)) and fps > 0):
             raise ValueError(f"fps must be a positive number, got {fps!r}")
         if len(size) != 2 or min(int(s) for s in size) < 1:
@@ -83,12 +117,12 @@ class VideoWriter:
 
     def __enter__(self) -> "VideoWriter":
         check_output(self.path, self.overwrite)
-        parent = os.path.dirname(self.path.rstrip("/" + os.sep))
+        parent = os.path.dirname(self._local.rstrip("/" + os.sep))
         if parent:
             os.makedirs(parent, exist_ok=True)
         if self.kind == "png":
-            os.makedirs(self.path, exist_ok=True)
-            for old in glob.glob(os.path.join(self.path, "frame_*.png")):  # overwrite=True
+            os.makedirs(self._local, exist_ok=True)
+            for old in glob.glob(os.path.join(self._local, "frame_*.png")):  # overwrite=True
                 os.remove(old)
         elif self.kind == "mp4":
             self._open_mp4()
@@ -99,7 +133,7 @@ class VideoWriter:
         import av
 
         h, w = self.size
-        self._container = av.open(self.path, mode="w")
+        self._container = av.open(self._local, mode="w")
         try:
             av.codec.Codec("libx264", "w")
             codec, options = "libx264", {"crf": str(self.crf), "preset": "medium"}
@@ -148,8 +182,7 @@ class VideoWriter:
             from PIL import Image
 
             Image.fromarray(frame).save(
-                os.path.join(self.path, f"frame_{self.frames_written:06d}.png")
-            )
+                os.path.join(self._local, f"frame_{self.frames_written:06d}.png"))
 
     def close(self) -> None:
         if not self._open:
@@ -160,9 +193,29 @@ class VideoWriter:
             self._container.close()
         elif self.kind == "gif" and self._gif:
             duration = max(10, int(round(1000 / float(self.fps))))
-            self._gif[0].save(self.path, save_all=True, append_images=self._gif[1:], loop=0,
+            self._gif[0].save(self._local, save_all=True, append_images=self._gif[1:], loop=0,
                               duration=duration, optimize=False, disposal=1)
             self._gif = []
+        if self._tmp is not None:
+            self._upload()
+
+    def _upload(self) -> None:
+        """The local temporary video copied to its bucket URL, then removed."""
+        target = paths.as_path(self.path.rstrip("/"))
+        try:
+            if self.kind == "png":
+                target.mkdir(parents=True, exist_ok=True)
+                for old in target.glob("frame_*.png"):  # overwrite=True
+                    old.unlink()
+                for name in sorted(os.listdir(self._local)):
+                    with open(os.path.join(self._local, name), "rb") as f:
+                        (target / name).write_bytes(f.read())
+            elif os.path.exists(self._local):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(self._local, "rb") as f:
+                    target.write_bytes(f.read())
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __exit__(self, *exc) -> None:
         self.close()

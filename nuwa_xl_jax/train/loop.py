@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from nuwa_xl_jax import parallel
+from nuwa_xl_jax import parallel, paths
 from nuwa_xl_jax.configuration.train import TrainConfig, check_batch_divides
 from nuwa_xl_jax.models import attention_fallback
 from nuwa_xl_jax.train import checkpoint as ckpt_lib
@@ -50,7 +50,7 @@ class Stage:
     model_config: what decides parameter shapes; its fingerprint guards the workdir.
     frames_per_example: for the frames/s readout.
     sample(params, step, directory): optional, writes sample frames every ``sample_every`` steps;
-        run on process 0 (with several processes: on a host copy of the weights, see _sample).
+        called by every process on the global weights (SPMD, see _sample); process 0 writes.
     export_meta(ema_params): optional, facts measured on the final weights that later stages read
         from the export (the VAE's latent scale).
     frozen: top-level parameter groups held fixed (state.py): no optimizer state, no gradients;
@@ -158,35 +158,77 @@ def _global_batch(local: Batch, sharding: NamedSharding) -> dict[str, jax.Array]
 
 
 class _Logger:
-    """metrics.jsonl and TensorBoard events (tensorboardX: no TensorFlow), from process 0 only."""
+    """metrics.jsonl and TensorBoard events (tensorboardX: no TensorFlow), from process 0 only.
+    A local folder is appended to; a bucket URL (object stores have no append) gets each file
+    rewritten whole through etils.epath at every log, as tensorboardX's own GCS writer does."""
 
     def __init__(self, directory: str, enabled: bool):
         self.enabled = enabled
         self.writer = None
-        if enabled:
-            os.makedirs(directory, exist_ok=True)
-            self.jsonl = open(os.path.join(directory, "metrics.jsonl"), "a")
-            try:
-                from tensorboardX import SummaryWriter
-
-                self.writer = SummaryWriter(os.path.join(directory, "tensorboard"))
-            except ImportError:
-                self.writer = None
+        if not enabled:
+            return
+        self.path = paths.as_path(directory) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if paths.is_url(directory):
+            self.jsonl = None
+            self.lines = self.path.read_text() if self.path.exists() else ""
+        else:
+            self.jsonl = open(self.path, "a")
+        try:
+            from tensorboardX import SummaryWriter, record_writer  # optional dependency
+        except ImportError:
+            return
+        if paths.is_url(directory):
+            record_writer.register_writer_factory(directory.split("://")[0], _EpathRecords)
+        self.writer = SummaryWriter(str(paths.as_path(directory) / "tensorboard"))
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
-        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-        self.jsonl.flush()
+        line = json.dumps({"step": step, **metrics}) + "\n"
+        if self.jsonl is None:
+            self.lines += line
+            self.path.write_text(self.lines)
+        else:
+            self.jsonl.write(line)
+            self.jsonl.flush()
         if self.writer is not None:
             for k, v in metrics.items():
                 self.writer.add_scalar(k, v, step)
 
     def close(self) -> None:
         if self.enabled:
-            self.jsonl.close()
+            if self.jsonl is not None:
+                self.jsonl.close()
             if self.writer is not None:
                 self.writer.close()
+
+
+class _EpathRecords:
+    """tensorboardX's record writer (and its factory) for a URL through etils.epath: the event
+    file is rewritten whole at each flush (no append on object stores). tensorboardX's own GCS
+    writer needs google-cloud-storage; epath takes whatever the bucket's file system is."""
+
+    def __init__(self, path: str | None = None):
+        self.path = None if path is None else paths.as_path(path)
+        self.data = bytearray()
+
+    @staticmethod
+    def directory_check(path: str) -> None:
+        paths.as_path(path).mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def open(path: str) -> "_EpathRecords":
+        return _EpathRecords(path)
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def flush(self) -> None:
+        self.path.write_bytes(bytes(self.data))
+
+    def close(self) -> None:
+        self.flush()
 
 
 def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
@@ -314,17 +356,11 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
 
 
 def _sample(stage: Stage, params: Any, step: int, directory: str) -> None:
-    """``stage.sample`` on process 0, called by every process. With several processes the EMA
-    weights are FSDP-sharded across hosts, which process 0 alone cannot compute on or fetch:
-    every process joins the gather of a host copy (a collective), process 0 samples from it and
-    writes, and the others wait at a coordination barrier (sampling can outlast the collectives'
-    timeouts) so that all go on to the next step together."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        params = multihost_utils.process_allgather(params, tiled=True)
-    if jax.process_index() == 0:
-        stage.sample(params, step, directory)
+    """``stage.sample`` on every process (SPMD): it computes on the global EMA weights as they
+    are laid out (FSDP across hosts too), never on a gathered copy, brings its frames to the host
+    with a multi-host gather (parallel.to_host) and writes on process 0 alone. The processes then
+    meet at a coordination barrier (a slow write can outlast the collectives' timeouts)."""
+    stage.sample(params, step, directory)
     parallel.sync_processes(f"{stage.name}/sampled/{step}")
 
 

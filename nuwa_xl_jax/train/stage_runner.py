@@ -104,26 +104,29 @@ def _run_locked(config, workdir: str, mesh, names: list, only, progress: bool) -
     if not only and len(done) == len(names) and all(
             (paths.as_path(export_dir(workdir, n)) / DONE).exists() for n in names):
         g = config.generate
-        if g is not None and g.enabled:  # every process takes part; process 0 generates
-            parallel.process_zero_alone(lambda m: generate_video(config, workdir, m),
-                                        "generated", mesh)
+        if g is not None and g.enabled:  # SPMD: every process generates, process 0 writes
+            generate_video(config, workdir, mesh)
     return done
 
 
 def generate_video(config, workdir: str, mesh=None) -> dict | None:
     """The main job's last step: a long video from the storyboard with the family just trained,
-    through the pipeline on ``mesh`` (the generate command's path)."""
+    through the pipeline on ``mesh`` (the generate command's path). With several processes every
+    one calls it and generates over the global mesh (SPMD); process 0 writes."""
     config = Config.from_dict(config)
     g = config.generate
-    out = g.out if os.path.isabs(g.out) else os.path.join(workdir, g.out)
+    out = g.out if paths.is_url(g.out) or os.path.isabs(g.out) else os.path.join(workdir, g.out)
     sheet = sheet_path(out)
-    if os.path.exists(out):
-        print(f"video: {out} (already generated; delete it to generate again)")
-        print(f"contact sheet: {sheet}")
+    done = paths.as_path(out).exists()
+    parallel.sync_processes("generated/checked")  # all decided before process 0 writes it
+    if done:
+        if jax.process_index() == 0:
+            print(f"video: {out} (already generated; delete it to generate again)")
+            print(f"contact sheet: {sheet}")
         return None
     prompts = storyboards.load_storyboard(g.storyboard, g.frames)
     pipe = NuwaXLPipeline.from_pretrained(workdir, mesh=mesh, config=config)
     video = pipe.write(out, list(prompts), sheet=sheet, fps=g.fps, seed=g.seed,
                        max_segments_per_call=g.max_segments_per_call,
                        memory_fraction=g.memory_fraction, **g.sampler_overrides())
-    return report(video)
+    return report(video) if jax.process_index() == 0 else None

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from nuwa_xl_jax import parallel
+from nuwa_xl_jax import parallel, paths
 from nuwa_xl_jax.configuration import Config, ConfigError, DataConfig, train_block_name
 from nuwa_xl_jax.data import batches, latent_cache
 from nuwa_xl_jax.diffusion import samplers, schedules
@@ -488,7 +488,9 @@ def _mtd_model_config(config, train_cfg) -> dict:
 
 def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) -> str:
     """Samples the first example of the stage's data with its own prompts and given frames and
-    writes ``step_N.png``: the real frames (through the VAE) above, the generated ones below."""
+    writes ``step_N.png``: the real frames (through the VAE) above, the generated ones below.
+    SPMD: every process calls it with the global weights (FSDP across hosts too) and samples over
+    their mesh; the frames reach the host by a multi-host gather and process 0 writes."""
     batch = next(
         batches.make_iterator(
             dataclasses.replace(dcfg, batch_size=1),
@@ -497,10 +499,13 @@ def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) ->
             tokenizer=models.tokenizer,
         )
     )
-    z0 = jnp.asarray(batch["latents"])
-    mask = jnp.asarray(batch["mask"], jnp.float32)
-    ids = jnp.asarray(batch["prompt_ids"])
-    level = jnp.asarray(batch["level"], jnp.int32)
+    # the same example on every process: replicated global arrays on the weights' mesh
+    on_mesh = functools.partial(parallel.global_input, sharding=parallel.replicated(
+        jax.tree.leaves(params)[0].sharding.mesh)) if jax.process_count() > 1 else (lambda x: x)
+    z0 = jnp.asarray(on_mesh(np.asarray(batch["latents"])))
+    mask = jnp.asarray(on_mesh(np.asarray(batch["mask"], np.float32)))
+    ids = jnp.asarray(on_mesh(np.asarray(batch["prompt_ids"])))
+    level = jnp.asarray(on_mesh(np.asarray(batch["level"], np.int32)))
 
     def model_fn(x, t, states, features):
         return models.unet(params, x, t, states, features, level)
@@ -512,13 +517,17 @@ def write_samples(models: MTDModels, params, directory: str, step: int, dcfg) ->
     z = samplers.sample(d.sampler, model_fn, models.schedule, jax.random.key(step), z0.shape,
                         steps=d.sample_steps, cond=cond, given=z0, mask=mask, given_t=0,
                         eta=d.ddim_eta if d.sampler == "ddim" else 0.0)
-    fake, real = (np.asarray(jnp.clip((models.decode(v)[0] + 1) * 127.5, 0, 255)).astype(np.uint8)
-                  for v in (z, z0))
+    # decoded from host copies (the VAE's weights are each process's own)
+    fake, real = (np.asarray(jnp.clip((models.decode(parallel.to_host(v))[0] + 1) * 127.5, 0, 255)
+                             ).astype(np.uint8) for v in (z, z0))
     sheet = np.concatenate([np.concatenate(list(real), 1), np.concatenate(list(fake), 1)], 0)
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"step_{step}.png")
-    Image.fromarray(sheet).save(path)
-    return path
+    folder = paths.as_path(directory)  # a local folder or a bucket URL
+    path = folder / f"step_{step}.png"
+    if jax.process_index() == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            Image.fromarray(sheet).save(f, format="PNG")
+    return str(path)
 
 
 def artv_stage(config, workdir: str, vae_params=None) -> loop.Stage:

@@ -106,3 +106,105 @@ def test_no_workdir_is_made_absolute_by_os_path():
              for n, line in enumerate(open(os.path.join(d, f)), 1)
              if re.search(r"os\.path\.abspath\([\w.]*workdir", line)]
     assert not found, found
+
+
+def test_metrics_and_tensorboard_go_to_the_bucket(bucket):
+    """metrics.jsonl and the TensorBoard events of a bucket workdir (whole files rewritten through
+    epath: no append on object stores); a resumed run's logger keeps the first's lines."""
+    from nuwa_xl_jax.train import loop
+
+    for steps in ((1, 2), (3,)):
+        logger = loop._Logger(bucket + "/toy", True)
+        for step in steps:
+            logger.log(step, {"loss": 0.5 / step})
+        logger.close()
+    lines = paths.as_path(bucket + "/toy/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+    events = list(paths.as_path(bucket + "/toy/tensorboard").iterdir())
+    assert events and all(e.name.startswith("events.") and e.read_bytes() for e in events)
+
+
+def test_a_latent_cache_in_the_bucket(bucket):
+    """The latent cache of a bucket workdir is written there and read back (whole files: no
+    memory map of an object)."""
+    import numpy as np
+
+    from nuwa_xl_jax.data import latent_cache
+
+    class Reader:  # one episode of 12 frames, 8x8
+        table = [{"name": "ep0"}]
+        frames = np.arange(12 * 8 * 8 * 3, dtype=np.uint8).reshape(12, 8, 8, 3)
+
+        def __len__(self):
+            return 1
+
+        def length(self, e):
+            return 12
+
+        def read(self, e, idx):
+            return self.frames[np.asarray(idx)], [f"caption {i % 2}" for i in idx]
+
+    tokenizer = lambda captions: [[len(c), int(c[-1])] for c in captions]  # noqa: E731
+    cache = bucket + "/latents"
+    latent_cache.encode_split(Reader(), latent_cache.pool_encoder(4), tokenizer, cache, "train",
+                              vae_frames=4, vae_context=1)
+    assert latent_cache.read_index(bucket + "/latents", "train")["latent_shape"] == [2, 2, 3]
+    latents, ids = latent_cache.LatentReader(bucket + "/latents", "train").read_latents(0, [0, 5])
+    assert latents.shape == (2, 2, 2, 3) and ids.tolist() == [[9, 0], [9, 1]]
+    assert latent_cache.distinct_prompt_ids(cache, "train").tolist() == [[9, 0], [9, 1]]
+
+
+def test_an_exported_family_goes_to_the_bucket(bucket, monkeypatch, tmp_path):
+    """python -m nuwa_xl_jax.export --out=gs://...: the artifact's files go to the bucket (the
+    weights' reads and writes stubbed: TensorStore's GCS driver is not simulated)."""
+    from nuwa_xl_jax.family import artifact, store
+
+    class Checkpointer:
+        def save(self, path, params, force=False):
+            (paths.as_path(path) / "weights").write_text("w")
+
+        def wait_until_finished(self):
+            pass
+
+    workdir = tmp_path / "family"
+    config = configuration.load("configs/synthetic.py:tiny")
+    stage_runner.save_config(config, str(workdir))
+    names = artifact.required_stages(store.load_config(str(workdir)))
+    for name in names:  # a finished export of each stage, as training leaves it
+        (workdir / name / "export" / "params").mkdir(parents=True)
+    monkeypatch.setattr(store, "has_export", lambda w, n: n in names)
+    monkeypatch.setattr(store, "read_export", lambda directory, mesh=None: ({"a": 1}, {}))
+    monkeypatch.setattr(store.ocp, "StandardCheckpointer", Checkpointer)
+    out = artifact.write_family(str(workdir), bucket + "/artifact", progress=False)
+    assert out == bucket + "/artifact"
+    family = json.loads(paths.as_path(out + "/" + store.FAMILY_FILE).read_text())
+    assert family["stages"] == names
+    assert json.loads(paths.as_path(out + "/config.json").read_text())["seed"] == config.seed
+    for name in names:
+        assert paths.as_path(f"{out}/{name}/export/params/weights").exists()
+    assert not paths.as_path(bucket + "/artifact" + store.PARTIAL).exists()
+    with pytest.raises(FileExistsError, match="not empty"):
+        artifact.write_family(str(workdir), bucket + "/artifact", progress=False)
+
+
+def test_videos_and_contact_sheets_go_to_the_bucket(bucket):
+    """The generate CLI's outputs in a bucket: PyAV and Pillow write a local temporary file, copied
+    through epath on close; an existing output is refused there as on a local disk."""
+    import numpy as np
+
+    from nuwa_xl_jax.io import contact_sheets, videos
+
+    frames = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    for out in (bucket + "/v/video.gif", bucket + "/v/frames/"):
+        with videos.VideoWriter(out, 8, (16, 16)) as writer:
+            writer.write(frames)
+        with pytest.raises(FileExistsError):
+            videos.check_output(out)
+    assert paths.as_path(bucket + "/v/video.gif").read_bytes()[:3] == b"GIF"
+    assert sorted(p.name for p in paths.as_path(bucket + "/v/frames").iterdir()) == \
+        [f"frame_{i:06d}.png" for i in range(3)]
+    sheet = bucket + "/v/video_sheet.png"
+    contact_sheets.contact_sheet([(np.arange(3), frames)], sheet)
+    assert paths.as_path(sheet).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(FileExistsError):
+        contact_sheets.contact_sheet([(np.arange(3), frames)], sheet)

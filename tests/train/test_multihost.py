@@ -1,7 +1,8 @@
 """Multi-host: 2 processes x 2 fake CPU devices on localhost (gloo collectives) give the same losses
-as 1 process x 4 devices for the same steps, with FSDP over both hosts, samples during training
-(process 0 writes them), the export, and work after training on process 0 alone (the end-of-run
-video's pattern: parallel.process_zero_alone)."""
+as 1 process x 4 devices for the same steps, with FSDP over both hosts, and everything after a step
+is SPMD: samples during training (every process computes on the split weights, process 0 writes),
+the export, and the end-of-training video (stage_runner.generate_video through the pipeline on
+the global FSDP mesh) identical to the 1-process one, written once."""
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import textwrap
 import numpy as np
 import portpicker
 import pytest
+import tiny_family
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -19,6 +21,7 @@ WORKER = textwrap.dedent("""
     import json, sys
     pid, nproc, port, workdir = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     late = float(sys.argv[5]) if pid == 1 else 0.0  # seconds process 1 starts training late
+    family = sys.argv[6]  # a tiny family's workdir to generate the video from, or ""
     import time
     import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -37,30 +40,31 @@ WORKER = textwrap.dedent("""
     import numpy as np
     from nuwa_xl_jax.family import store
 
-    def sample(params, step, directory):  # computes on the weights, as write_samples does
-        os.makedirs(directory, exist_ok=True)
-        kernel = np.asarray(params["params"]["proj"]["kernel"])
-        np.save(os.path.join(directory, f"step_{step}_process_{jax.process_index()}.npy"), kernel)
+    def sample(params, step, directory):  # as write_samples: SPMD on the split weights
+        kernel = jax.jit(lambda p: p["params"]["proj"]["kernel"] * 1)(params)
+        assert nproc == 1 or not kernel.is_fully_addressable  # FSDP across the hosts
+        kernel = parallel.to_host(kernel)  # a multi-host gather, never a read of other hosts
+        if jax.process_index() == 0:
+            os.makedirs(directory, exist_ok=True)
+            np.save(os.path.join(directory, f"step_{step}.npy"), kernel)
 
     stage = dataclasses.replace(make_stage(), sample=sample)
     time.sleep(late)
     # FSDP over all 4 devices: with 2 processes every weight is split across the hosts
-    r = loop.train(stage, c, workdir, parallel.make_mesh((1, -1)), progress=False)
+    mesh = parallel.make_mesh((1, -1))
+    r = loop.train(stage, c, workdir, mesh, progress=False)
     store.write_export(os.path.join(workdir, "toy", "export"), r.state.ema_params, {"width": 4})
-
-    def video(mesh):  # the end-of-run video's pattern: the export read onto process 0's devices
-        params, _ = store.read_export(os.path.join(workdir, "toy", "export"), mesh=mesh)
-        kernel = jax.jit(lambda p: p["params"]["proj"]["kernel"] + 0)(params)
-        np.save(os.path.join(workdir, f"video_{jax.process_index()}.npy"), np.asarray(kernel))
-        return mesh.devices.size
-
-    local = parallel.process_zero_alone(video, "video", parallel.make_mesh())
-    assert local == (2 if nproc > 1 and pid == 0 else None if pid else 4), local
+    if family:  # the end-of-training video: every process generates over the FSDP mesh
+        from nuwa_xl_jax import configuration
+        from nuwa_xl_jax.train import stage_runner
+        config = configuration.load("configs/synthetic.py:tiny")
+        config.generate.steps = 2
+        stage_runner.generate_video(config, family, mesh)
     print("LOSSES", json.dumps(r.losses))
 """)
 
 
-def _launch(nproc, devices_per_process, workdir, late=0.0):
+def _launch(nproc, devices_per_process, workdir, late=0.0, family=""):
     port = portpicker.pick_unused_port()
     env = dict(
         os.environ,
@@ -69,8 +73,9 @@ def _launch(nproc, devices_per_process, workdir, late=0.0):
         PYTHONPATH=os.pathsep.join([ROOT, HERE]),
     )  # HERE: toy_stage
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(p), str(nproc), str(port),
-                               str(workdir), str(late)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for p in range(nproc)]
+                               str(workdir), str(late), str(family)], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for p in range(nproc)]
     outs = []
     for p in procs:
         try:
@@ -85,23 +90,26 @@ def _launch(nproc, devices_per_process, workdir, late=0.0):
 
 
 def test_two_processes_match_one(tmp_path):
-    (single,) = _launch(1, 4, tmp_path / "single")
-    multi = _launch(2, 2, tmp_path / "multi")
+    families = {}
+    for run in ("single", "multi"):  # a tiny family each: the video is written into it
+        families[run] = tmp_path / f"{run}_family"
+        tiny_family.write_random_family(str(families[run]))
+    (single,) = _launch(1, 4, tmp_path / "single", family=families["single"])
+    multi = _launch(2, 2, tmp_path / "multi", family=families["multi"])
     assert len(single) == 6
     for losses in multi:
         np.testing.assert_allclose(losses, single, rtol=1e-5)
-    # samples (on FSDP weights split across the hosts) and the export: written once, by process 0
+    # samples (computed SPMD on FSDP weights split across the hosts) and the export: written once
     from nuwa_xl_jax.family import store
     samples = tmp_path / "multi" / "toy" / "samples"
-    assert sorted(os.listdir(samples)) == ["step_3_process_0.npy", "step_6_process_0.npy"]
+    assert sorted(os.listdir(samples)) == ["step_3.npy", "step_6.npy"]
     exported, _ = store.read_export(str(tmp_path / "multi" / "toy" / "export"))
-    np.testing.assert_array_equal(np.load(samples / "step_6_process_0.npy"),
+    np.testing.assert_array_equal(np.load(samples / "step_6.npy"),
                                   exported["params"]["proj"]["kernel"])
-    # after training (the end-of-run video): process 0 alone, on its own devices, from the export
-    assert sorted(p for p in os.listdir(tmp_path / "multi") if p.startswith("video")) == \
-        ["video_0.npy"]
-    np.testing.assert_array_equal(np.load(tmp_path / "multi" / "video_0.npy"),
-                                  exported["params"]["proj"]["kernel"])
+    # the end-of-training video: generated by both processes over the global FSDP mesh, written
+    # by process 0, frame for frame the 1-process video
+    for name in ("video.mp4", "video_sheet.png"):
+        assert (families["multi"] / name).read_bytes() == (families["single"] / name).read_bytes()
 
 
 @pytest.mark.slow
