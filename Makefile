@@ -23,10 +23,11 @@ $(VENV)/.installed-test: $(VENV)/.installed-lib
 install: $(VENV)/.installed-test
 
 # The default test run (CI runs exactly this): the linter (ruff.toml), then everything but the
-# tests marked slow.
+# tests marked slow. --dist loadscope keeps a module's tests on one worker, so a module's trained
+# fixture (a tiny base, a tiny family) is built once, not once per worker.
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n $(WORKERS) -m "not slow" -q
+	$(PY) -m pytest -n $(WORKERS) --dist loadscope -m "not slow" -q
 
 # The slow tests (longer training / multi-process runs).
 test-slow: $(VENV)/.installed-test
