@@ -111,8 +111,8 @@ def test_export_cli_and_damaged_or_foreign_artifacts(workdir, tmp_path):
 
 WORKER = textwrap.dedent("""
     import sys
-    pid, port, workdir, out, what = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4],
-    sys.argv[5]
+    pid, port = int(sys.argv[1]), int(sys.argv[2])
+    workdir, out, what = sys.argv[3], sys.argv[4], sys.argv[5]
     from nuwa_xl_jax import parallel
     parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
     import jax
