@@ -75,6 +75,13 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
                         "last finished level (byte-identical to an uninterrupted run); "
                         "--storyboard, --frames, --seed and the sampler flags come from the state",
                         flag_values=fv)
+    flags.DEFINE_string("edit", None, "a finished --state folder: regenerate only what the "
+                        "changed --storyboard touches (keyframes whose prompt or image changed, "
+                        "then the segments whose ends or prompts changed, then their decode "
+                        "windows); every other frame stays byte for byte. Seed, length and "
+                        "sampler settings come from the state; the edited video's state goes to "
+                        "--state (default: DIR_edit, DIR_edit2, ...), so edits chain",
+                        flag_values=fv)
 
 
 def write_video(FLAGS: flags.FlagValues) -> dict:
@@ -82,6 +89,8 @@ def write_video(FLAGS: flags.FlagValues) -> dict:
     the printed report."""
     if FLAGS.resume:
         return resume(FLAGS)
+    if FLAGS.edit:
+        return edit(FLAGS)
     if not FLAGS.workdir or not FLAGS.storyboard:
         raise ValueError("--workdir and --storyboard are required")
     if FLAGS.until_level not in (None, 0):
@@ -123,6 +132,17 @@ def resume(FLAGS: flags.FlagValues) -> dict:
     _check_outputs(FLAGS)
     pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir)
     return _save(FLAGS, pipe.resume(FLAGS.resume, memory_fraction=FLAGS.memory_fraction))
+
+
+def edit(FLAGS: flags.FlagValues) -> dict:
+    """--edit=DIR --storyboard=NEW: the saved video with only what NEW changes regenerated."""
+    if not FLAGS.workdir or not FLAGS.storyboard:
+        raise ValueError("--edit needs --workdir (the family that wrote the state) and "
+                         "--storyboard (the changed storyboard)")
+    _check_outputs(FLAGS)
+    pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir)
+    return _save(FLAGS, pipe.edit(FLAGS.edit, FLAGS.storyboard, new_state=FLAGS.state,
+                                  memory_fraction=FLAGS.memory_fraction))
 
 
 def _check_outputs(FLAGS: flags.FlagValues) -> None:

@@ -32,7 +32,9 @@ import numpy as np
 
 from nuwa_xl_jax import parallel, paths
 from nuwa_xl_jax.diffusion import samplers
-from nuwa_xl_jax.dod import generation_state, memory, runner
+from nuwa_xl_jax.dod import decode, generation_state, memory, pins, runner
+from nuwa_xl_jax.dod import edit as editlib
+from nuwa_xl_jax.dod.engine import ResumePoint
 from nuwa_xl_jax.dod.level_models import place_params
 from nuwa_xl_jax.dod.pinned_latents import pinned_latents
 from nuwa_xl_jax.dod.plan import Plan, num_frames
@@ -40,6 +42,7 @@ from nuwa_xl_jax.dod.result import Sampled
 from nuwa_xl_jax.family import store
 from nuwa_xl_jax.io import contact_sheets, storyboards, videos
 from nuwa_xl_jax.metrics import storyboard_probe
+from nuwa_xl_jax.models import windows
 
 
 def sheet_path(out: str) -> str:
@@ -58,7 +61,8 @@ class Video:
     indices that level generated and their frames; for ``mode="ar"`` and ``mode="artv"`` one row
     of evenly spaced frames; at most 16 per level when streamed); ``agreement`` the synthetic
     world's storyboard probe scores when asked for (``score=True``), else None; ``path`` and
-    ``contact_sheet`` where the video and its sheet were written, if they were.
+    ``contact_sheet`` where the video and its sheet were written, if they were; ``edit`` what an
+    edit (:meth:`NuwaXLPipeline.edit`) changed and ran, else None.
     """
     frames: Optional[np.ndarray]
     latents: np.ndarray
@@ -70,6 +74,7 @@ class Video:
     agreement: Optional[dict] = None
     path: Optional[str] = None
     contact_sheet: Optional[str] = None
+    edit: Optional[dict] = None
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -97,6 +102,8 @@ class Video:
                "seconds": round(self.seconds, 1), "sequential_model_calls": self.sequential_calls}
         if self.agreement:
             out["storyboard_agreement"] = self.agreement
+        if self.edit:
+            out["edit"] = self.edit
         return out
 
 
@@ -108,6 +115,22 @@ def check_outputs(path: str, sheet: Optional[str], overwrite: bool) -> None:
                               "choose another sheet path")
 
 
+def _free_folder(stem: str) -> str:
+    """``stem``, or ``stem2``, ``stem3``, ...: the first that does not exist."""
+    path, n = stem, 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{stem}{n}"
+    return path
+
+
+def decode_windows_count(config, frames: int, changed) -> tuple[int, int]:
+    """(decode windows an edit decodes again, windows of a full decode)."""
+    calls = windows.window_calls(frames, *decode.config_windows(config))
+    changed = np.asarray(changed, bool)
+    return sum(bool(changed[lo:hi].any()) for lo, hi, _, _ in calls), len(calls)
+
+
 def report(video: Video) -> dict:
     """Prints what a written video holds (paths, timing, the probe's scores) and its summary as
     the last line, JSON; returns the summary."""
@@ -116,6 +139,16 @@ def report(video: Video) -> dict:
           f"{video.sequential_calls} sequential model calls)")
     if video.contact_sheet:
         print(f"contact sheet: {video.contact_sheet}")
+    if video.edit:
+        e = video.edit
+        print(f"edit of {e['edited_from']} -> new state {e['state']}\n"
+              f"  prompts or pins changed: frames {e['changed']}\n"
+              f"  latents regenerated: frames {e['regenerated']}; keyframes "
+              f"{e['keyframes_run']} of {e['keyframes_full']}; segments {e['segments_run']} of "
+              f"{e['segments_full']} (a full run: {e['segments_full']})\n"
+              f"  frames decoded again: {e['redecoded']} ({e['windows_run']} of "
+              f"{e['windows_full']} decode windows); every other frame is the previous video's, "
+              "byte for byte")
     if video.agreement:
         a = video.agreement
         print(f"storyboard agreement (synthetic-world probe): scene {a['scene']:.2f}, "
@@ -206,8 +239,9 @@ class NuwaXLPipeline:
         if state is not None:  # each finished level saved there (dod/generation_state.py)
             if mode != "dod":
                 raise ValueError(f"--state saves the DoD levels; --mode={mode} has none")
-            settings.update(generation_state.start(state, self.family, prompts,
-                                                   settings.get("seed", 0), sampling, pinned))
+            settings.update(generation_state.start(
+                state, self.family, prompts, settings.get("seed", 0), sampling, pinned,
+                plan.depth, settings.get("max_segments_per_call", "auto")))
         return runner.sample(self.family, prompts, mode=mode, mesh=mesh, extend=extend, plan=plan,
                           sampling=sampling, pinned=pinned, **settings)
 
@@ -253,7 +287,10 @@ class NuwaXLPipeline:
         s = self._sample(prompts, mode, plan, extend, mesh, sampler, steps, guidance, eta,
                          seed=seed, max_segments_per_call=max_segments_per_call,
                          memory_fraction=memory_fraction, progress=progress, state=state)
-        return self._video(s, prompts, mode, mesh, memory_fraction, score, t0)
+        video = self._video(s, prompts, mode, mesh, memory_fraction, score, t0)
+        if state is not None:  # the whole video: what an edit keeps of it
+            generation_state.save_frames(state, video.frames)
+        return video
 
     def _video(self, s: Sampled, prompts, mode: str, mesh, memory_fraction: float, score: bool,
                t0: float) -> Video:
@@ -305,9 +342,83 @@ class NuwaXLPipeline:
         mesh = self.mesh if mesh is None else mesh
         t0 = time.perf_counter()
         s = runner.sample(self.family, prompts, mode="dod", mesh=mesh, plan=plan,
-                       sampling=sampling, pinned=pinned, seed=st.seed, progress=progress,
-                       memory_fraction=memory_fraction, **kwargs)
-        return self._video(s, prompts, "dod", mesh, memory_fraction, score, t0)
+                          sampling=sampling, pinned=pinned, seed=st.seed, progress=progress,
+                          memory_fraction=memory_fraction,
+                          max_segments_per_call=st.max_segments_per_call, **kwargs)
+        video = self._video(s, prompts, "dod", mesh, memory_fraction, score, t0)
+        generation_state.save_frames(state, video.frames)
+        return video
+
+    def edit(self, state: str, prompts: Union[str, Sequence[str]], *,
+             new_state: Optional[str] = None, mesh=None, progress: bool = True,
+             score: bool = False, memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION
+             ) -> Video:
+        """The finished video saved in ``state`` with a changed storyboard ``prompts`` (a file,
+        stretched to the video's length, or one prompt per frame; its keyframe images pin
+        frames): only the keyframes whose prompt or pin changed are regenerated (every other
+        keyframe given), then only the segments whose ends or prompts changed, and only the
+        decode windows whose latents changed are decoded again (dod/edit.py). Every other frame
+        is the old video's, byte for byte. Seed and sampler settings are the state's.
+
+        ``new_state``: a new (or empty) folder for the edited video's state, so edits chain
+        (default: ``state`` + ``_edit``, ``_edit2``, ... the first that does not exist); the old
+        state is never changed. Returns the :class:`Video`, with ``edit`` saying which frames
+        changed and what ran against a full run."""
+        st, old_pins, buffer, old_frames = generation_state.load_finished(state, self.family)
+        new_state = new_state or _free_folder(state.rstrip("/") + "_edit")
+        if not isinstance(prompts, str) and len(prompts) != st.frames:
+            raise ValueError(f"prompts: {len(prompts)} prompts for a video of {st.frames} "
+                             "frames; an edit keeps the video's length")
+        prompts = self.prompts_for(prompts, st.frames)
+        mesh = self.mesh if mesh is None else mesh
+        t0 = time.perf_counter()
+        plan = self._plan(prompts, "dod", st.frames > self.trained_frames, None)
+        pinned = pinned_latents(self.family.models, self.config, prompts)
+        if pinned is not None:
+            plan = pins.pin_plan(plan, pinned[0])
+        ed = editlib.edit_plan(plan, *editlib.changed_frames(st.prompts, prompts, old_pins,
+                                                             pinned))
+        new = generation_state.State(
+            list(prompts), st.frames, st.seed, st.sampling, st.fingerprint,
+            [] if pinned is None else np.asarray(pinned[0]).tolist(), depth=plan.depth,
+            edited_from=os.path.abspath(state), max_segments_per_call=st.max_segments_per_call)
+        generation_state.check_new(new_state)  # before any work; written once the edit is whole
+        final = [np.asarray(buffer)]  # the old buffer, if no level runs
+
+        def keep(lv, b):  # the buffer after each level that ran; the last is the video's
+            final[0] = np.asarray(b, np.float32)
+
+        s = runner.sample(self.family, prompts, mode="dod", mesh=mesh, plan=ed.plan,
+                          sampling=samplers.Settings(**st.sampling), pinned=pinned, seed=st.seed,
+                          progress=progress, memory_fraction=memory_fraction,
+                          max_segments_per_call=st.max_segments_per_call,
+                          resume_from=ResumePoint(0, np.asarray(buffer)), on_level=keep)
+        frames_out, redecoded = runner.redecode_frames(
+            self.family, s.latents, old_frames, ed.regenerated[:st.frames], mesh=mesh,
+            memory_fraction=memory_fraction)
+        generation_state.prepare(new_state, new, pinned)
+        generation_state.save_level(new_state, new, plan.depth - 1, final[0])
+        generation_state.save_frames(new_state, frames_out)
+        seconds = time.perf_counter() - t0
+        indices = [np.unique(lv.frames[lv.frames < st.frames]) for lv in plan.levels]
+        keyframes = [contact_sheets.LevelKeyframes(ix, frames_out[ix], len(ix)) for ix in indices]
+        windows = decode_windows_count(self.config, st.frames, ed.regenerated[:st.frames])
+        report = {
+            "edited_from": state, "state": new_state,
+            "changed": editlib.describe(editlib.ranges(ed.changed)),
+            "regenerated": editlib.describe(editlib.ranges(ed.regenerated[:st.frames])),
+            "redecoded": editlib.describe(editlib.ranges(redecoded)),
+            "frames_changed": int(redecoded.sum()),
+            "keyframes_run": int((~ed.plan.levels[0].given).sum()),
+            "keyframes_full": int(plan.levels[0].frames.shape[1]),
+            "segments_run": int(sum(ed.segments_run)),
+            "segments_full": int(sum(ed.segments_full)),
+            "segments_per_level": [f"{r}/{f}" for r, f in zip(ed.segments_run,
+                                                              ed.segments_full)],
+            "windows_run": windows[0], "windows_full": windows[1]}
+        scores = self._score(frames_out, prompts, runner.keyframe_mask(plan)) if score else None
+        return Video(frames_out, s.latents, keyframes, list(prompts), "dod", s.sequential_calls,
+                     seconds, scores, edit=report)
 
     def write(self, out: str, prompts: Union[str, Sequence[str]], frames: Optional[int] = None, *,
               sheet: Union[str, bool] = True, fps: int = 8, overwrite: bool = False,
@@ -337,6 +448,9 @@ class NuwaXLPipeline:
         h, w = tuple(self.config.data.resolution)
         collector = contact_sheets.KeyframeCollector(s.level_indices)
         kept = [] if score and self.can_score else None  # the probe reads it all at the end
+        # the whole video kept in the state, for an edit (a memory map: never held whole)
+        saved = generation_state.FramesFile(state, (len(prompts), h, w, 3)) \
+            if state is not None and writes else None
         with (videos.VideoWriter(out, fps, (h, w), overwrite=overwrite) if writes
               else videos.Discard()) as writer:
             for chunk in self._decode(s.latents, mesh, memory_fraction):
@@ -344,6 +458,10 @@ class NuwaXLPipeline:
                 collector.add(chunk)
                 if kept is not None:
                     kept.append(chunk)
+                if saved is not None:
+                    saved.add(chunk)
+        if saved is not None:
+            saved.close()
         seconds = time.perf_counter() - t0
         if sheet and writes:
             contact_sheets.contact_sheet(collector.levels, sheet, prompts, overwrite=overwrite)

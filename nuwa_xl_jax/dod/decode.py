@@ -149,3 +149,28 @@ def sized_decode_fn(vae, variables, latent_shape, frames: int, window: int, cont
         return executable(k)(variables, z)[:n]
 
     return decode_fn, k
+
+
+def redecode(decode_fn: Callable, latents: np.ndarray, frames: np.ndarray, changed: np.ndarray,
+             window: int, context: int, calls_per_batch: int = 1
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames, redecoded [N] bool)`` after an edit: ``frames`` (the old video, uint8
+    ``[N, H, W, 3]``) with each window whose call reads a ``changed`` latent decoded again from
+    ``latents``, in the calls :func:`decode_windows` makes (windows.window_calls); every other
+    frame is kept byte for byte (its call reads the same latents as before)."""
+    latents = np.asarray(latents)
+    changed = np.asarray(changed, bool)
+    out = np.array(frames, copy=True)
+    redone = np.zeros(len(out), bool)
+    redo = [w for w in windows.window_calls(len(latents), window, context)
+            if changed[w[0]:w[1]].any()]
+    calls = sorted({(lo, hi) for lo, hi, _, _ in redo})
+    for i in range(0, len(calls), calls_per_batch):
+        batch = calls[i:i + calls_per_batch]
+        decoded = np.asarray(decode_fn(np.stack([latents[lo:hi] for lo, hi in batch])))
+        for (lo, hi), x in zip(batch, decoded):
+            for lo2, hi2, a, b in redo:
+                if (lo2, hi2) == (lo, hi):
+                    out[a:b] = x[a - lo:b - lo]
+                    redone[a:b] = True
+    return out, redone

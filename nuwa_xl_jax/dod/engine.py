@@ -22,6 +22,7 @@ and are cut from the output.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Callable, Optional, Sequence
@@ -39,14 +40,33 @@ from nuwa_xl_jax.dod.progress import progress_bar
 from nuwa_xl_jax.dod.result import LevelStats, Sampled
 
 
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """Where a stopped run continues (dod/generation_state.py saves it): ``level`` the next level
+    to run, ``buffer`` ``[span, h, w, c]`` the latents so far; when the run stopped inside that
+    level, ``chunk`` its chunk size and ``first_chunk`` the chunks already in ``buffer``."""
+    level: int
+    buffer: np.ndarray
+    chunk: Optional[int] = None
+    first_chunk: int = 0
+
+
 def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.ndarray,
               null_ids, schedule, sampling: samplers.Settings, *, seed: int, mesh: Mesh,
               max_segments_per_call: memory.MaxSegments = None,
-              memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION, progress: bool = False
+              memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION, progress: bool = False,
+              chunk: Optional[int] = None, first_chunk: int = 0,
+              on_chunk: Optional[Callable[[int, int, jax.Array], None]] = None
               ) -> tuple[jax.Array, LevelStats]:
     """Samples every segment of ``lv`` (chunked at most ``max_segments_per_call`` per call, or
     sized to memory with ``"auto"``) and returns the buffer (donated: the one passed in is
-    consumed) with its non-given frames written, plus the level's stats."""
+    consumed) with its non-given frames written, plus the level's stats.
+
+    Row i draws its noise from its segment index ``lv.ids[i]`` (a :meth:`Level.subset` of a level
+    samples those segments as the whole level would). ``chunk``: the chunk size, fixed (a resumed
+    level keeps the size it started with); ``first_chunk``: chunks already written in ``buffer``
+    (a resumed level). ``on_chunk(chunks_done, chunk, buffer)`` runs after every chunk but the
+    level's last (``buffer`` is donated next: copy it inside)."""
     start_time = time.perf_counter()
     traces0 = segments.trace_count()
     S, L = lv.frames.shape
@@ -60,7 +80,9 @@ def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.nd
     peak = functools.partial(segments.program_peak, model, schedule, sampling, mesh,
                              level_key=level_key, frames=L, table=table,
                              latent_shape=buffer.shape[1:])
-    if max_segments_per_call == "auto" and S > 1:
+    if chunk is not None:
+        C = int(chunk)
+    elif max_segments_per_call == "auto" and S > 1:
         C = memory.auto_chunk_size(S, nd, lambda c: peak(chunk=c, replicate=False),
                                    memory.memory_budget(mesh, memory_fraction))
     else:
@@ -76,12 +98,15 @@ def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.nd
     write = np.where(lv.given[rows], span, frames)
     write[S:] = span
     prompt_index = prompt_index[rows]  # [S + pad, L]
-    index = np.arange(S + pad, dtype=np.uint32)
+    ids = lv.ids
+    index = np.concatenate([ids, ids.max() + 1 + np.arange(pad)]).astype(np.uint32)
     level = np.full(S + pad, lv.level if model.level is None else model.level, np.int32)
     gather = segments.gather_program(mesh, replicate)
     scatter = segments.scatter_program(mesh, replicate)
     bar = progress_bar(S, f"level {lv.level}", progress)
-    for c in range(calls):  # chunks, not segments: one call when S fits the budget
+    if bar is not None and first_chunk:
+        bar.update(min(first_chunk * C, S))
+    for c in range(first_chunk, calls):  # chunks, not segments: one call when S fits the budget
         sl = slice(c * C, (c + 1) * C)
         given = gather(buffer, *segments.chunk_inputs(mesh, replicate, frames[sl], mask[sl]))
         x = segments.sample_chunk(model, schedule, sampling, mesh, level_key=level_key,
@@ -92,6 +117,8 @@ def run_level(lv: Level, model: LevelModel, buffer: jax.Array, prompt_ids: np.nd
         if bar is not None:
             buffer.block_until_ready()
             bar.update(min(C, S - c * C))
+        if on_chunk is not None and c + 1 < calls:
+            on_chunk(c + 1, C, buffer)
     if bar is not None:
         bar.close()
     buffer.block_until_ready()
@@ -108,7 +135,8 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
         max_segments_per_call: memory.MaxSegments = None,
         memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION, progress: bool = False,
         on_level: Optional[Callable[[Level, jax.Array], None]] = None,
-        pinned: Optional[tuple] = None, resume_from: Optional[tuple] = None,
+        on_chunk: Optional[Callable[[Level, int, int, jax.Array], None]] = None,
+        pinned: Optional[tuple] = None, resume_from: Optional[ResumePoint] = None,
         until_level: Optional[int] = None) -> Sampled:
     """Generates the plan's N frames of latents, level by level.
 
@@ -122,12 +150,19 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
     on_level(level, buffer): called after each level with the ``[span, h, w, c]`` latent buffer
       (e.g. to keep each level's keyframes for a contact sheet). The buffer is donated to the next
       level's writes: copy what you keep (``np.asarray``) inside the callback.
-    pinned: ``(frames [K], latents [K, h, w, c])`` written into the buffer before level 0; the
-      plan must give those frames (dod/pins.pin_plan), so no level overwrites them.
-    resume_from: ``(next level, buffer [span, h, w, c])`` saved by ``on_level`` after the level
-      before it (dod/generation_state.py): the run continues there, bit for bit as if never
-      stopped (every level reads only the buffer and its own segment keys).
+    on_chunk(level, chunks_done, chunk, buffer): called after every chunk of a level but its
+      last (to save a partial level); copy the buffer inside, as with ``on_level``.
+    pinned: ``(frames [K], latents [K, h, w, c])`` written into the buffer before level 0 (over a
+      resumed buffer too); the plan must give those frames (dod/pins.pin_plan), so no level
+      overwrites them.
+    resume_from: a :class:`ResumePoint` saved by ``on_level``/``on_chunk``
+      (dod/generation_state.py): the run continues there, bit for bit as if never stopped (every
+      level reads only the buffer and its own segment keys, and a level resumed inside keeps its
+      chunk size). An edit (dod/edit.py) starts from a finished video's buffer, level 0, with a
+      plan whose levels hold only the segments it reruns.
     until_level: stop after this level (a keyframe preview: 0).
+
+    A level with no segments (an edit's untouched level) is skipped.
     """
     sampling = checks.sampling(schedule, sampler, steps, guidance_scale, eta, spacing)
     if len(models) != plan.depth:
@@ -139,23 +174,30 @@ def run(plan: Plan, models: Sequence[LevelModel], prompt_ids, null_ids, schedule
     latent_shape = checks.latent_shape(latent_shape)
     mesh = parallel.make_mesh() if mesh is None else mesh
     start = np.zeros((plan.span, *latent_shape), np.float32)
+    first = ResumePoint(0, start)
+    if resume_from is not None:
+        first = resume_from
+        if first.buffer.shape != start.shape:
+            raise ValueError(f"the saved latents have shape {first.buffer.shape} but this plan "
+                             f"needs {start.shape}")
+        start = np.array(first.buffer, np.float32)
     if pinned is not None:
         start[np.asarray(pinned[0])] = np.asarray(pinned[1], np.float32)
-    first = 0
-    if resume_from is not None:
-        first, saved = resume_from
-        if saved.shape != start.shape:
-            raise ValueError(f"the saved latents have shape {saved.shape} but this plan needs "
-                             f"{start.shape}")
-        start = np.asarray(saved, np.float32)
     last = plan.depth - 1 if until_level is None else until_level
     buffer = jax.device_put(start, parallel.replicated(mesh))
     models = place_models(models, mesh)  # once per run, not per chunk
     stats = []
-    for lv, model in list(zip(plan.levels, models))[first:last + 1]:
+    for lv, model in list(zip(plan.levels, models))[first.level:last + 1]:
+        if lv.num_segments == 0:
+            continue
+        resumed = lv.level == first.level
+        chunk_cb = None if on_chunk is None else functools.partial(on_chunk, lv)
         buffer, st = run_level(lv, model, buffer, prompt_ids, null_ids, schedule, sampling,
                                seed=seed, mesh=mesh, max_segments_per_call=max_segments_per_call,
-                               memory_fraction=memory_fraction, progress=progress)
+                               memory_fraction=memory_fraction, progress=progress,
+                               chunk=first.chunk if resumed else None,
+                               first_chunk=first.first_chunk if resumed else 0,
+                               on_chunk=chunk_cb)
         stats.append(st)
         if on_level is not None:
             on_level(lv, buffer)

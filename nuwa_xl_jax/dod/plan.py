@@ -53,6 +53,9 @@ class Level:
     given    True where the frame is a condition produced by the level above (the two ends)
     writes   True where this level produces a frame of the output video (not given, < N)
     prompts  which prompt (frame index into the storyboard) each position is guided by
+    segment_ids  ``[S]``: which segment of the whole level each row is (its noise key); None for
+             a whole level (row i is segment i). Set by :meth:`subset`, for an edit that reruns
+             some segments only.
     """
     level: int
     stride: int
@@ -60,10 +63,26 @@ class Level:
     given: np.ndarray
     writes: np.ndarray
     prompts: np.ndarray
+    segment_ids: np.ndarray | None = None
 
     @property
     def num_segments(self) -> int:
         return int(self.frames.shape[0])
+
+    @property
+    def ids(self) -> np.ndarray:
+        """``[S]`` the segment index of each row (what its noise key folds in)."""
+        if self.segment_ids is None:
+            return np.arange(self.num_segments)
+        return np.asarray(self.segment_ids)
+
+    def subset(self, rows) -> "Level":
+        """These rows (segments) only, each keeping its segment index, so its noise is the one
+        it draws in the whole level."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        return dataclasses.replace(self, frames=self.frames[rows], given=self.given[rows],
+                                   writes=self.writes[rows], prompts=self.prompts[rows],
+                                   segment_ids=self.ids[rows])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,15 +91,13 @@ class Plan:
     depth: int
     frames: int  # N: the requested length
     levels: tuple[Level, ...]
+    # Frames the run touches: one past the largest frame index any segment uses (the latent
+    # buffer's length; an edit's plan, whose levels hold some segments only, keeps the video's).
+    span: int
 
     @property
     def full_frames(self) -> int:
         return num_frames(self.L, self.depth)
-
-    @property
-    def span(self) -> int:
-        """Frames the run touches: one past the largest frame index any segment uses."""
-        return int(max(lv.frames.max() for lv in self.levels)) + 1
 
     def sequential_calls(self) -> int:
         """Model calls that must run one after another when each level is one batched call."""
@@ -124,4 +141,5 @@ def make_plan(L: int, depth: int | None = None, frames: int | None = None) -> Pl
         levels.append(Level(k, stride, seg_frames, given, writes, prompts))
         # Next level: one segment per adjacent pair of this level's frames.
         starts = np.unique(seg_frames[:, :-1].ravel())
-    return Plan(L, depth, int(frames), tuple(levels))
+    span = int(max(lv.frames.max() for lv in levels)) + 1
+    return Plan(L, depth, int(frames), tuple(levels), span)

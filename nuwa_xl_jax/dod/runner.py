@@ -223,3 +223,18 @@ def decode_frames(family: Family, latents, *, mesh=None,
         family.models.vae, family.models.vae_params, latents.shape[1:], latents.shape[0], window,
         context, memory.memory_budget(mesh, memory_fraction))
     return decode.decode_windows(decode_fn, latents, window, context, per_call)
+
+
+def redecode_frames(family: Family, latents, frames, changed, *, mesh=None,
+                    memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames, redecoded [N] bool)``: an edited video's frames, decoding again only the
+    windows of :func:`decode_frames` whose latents include a ``changed`` frame
+    (decode.redecode); the other frames are ``frames``' (the video before the edit)."""
+    latents = np.asarray(latents)
+    window, context = decode.config_windows(family.config)
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    decode_fn, per_call = decode.sized_decode_fn(
+        family.models.vae, family.models.vae_params, latents.shape[1:], latents.shape[0], window,
+        context, memory.memory_budget(mesh, memory_fraction))
+    return decode.redecode(decode_fn, latents, frames, changed, window, context, per_call)

@@ -30,6 +30,21 @@ def vae_windows(vae_frames: int, vae_context: int) -> tuple[int, int]:
     return window, int(vae_context)
 
 
+def window_calls(frames: int, window: int, context: int) -> list[tuple[int, int, int, int]]:
+    """``(lo, hi, a, b)`` for each window of :func:`apply_in_windows` over ``frames`` frames: the
+    call reads input frames ``[lo, hi)`` and its output frames ``[a, b)`` are kept. An output
+    frame depends on the inputs of its call only, so a frame whose call reads no changed input
+    decodes as before (dod/decode.py ``redecode``)."""
+    call = window + 2 * context
+    if frames <= call:  # the whole video in one call
+        return [(0, frames, a, min(a + window, frames)) for a in range(0, frames, window)]
+    out = []
+    for a in range(0, frames, window):
+        lo = min(max(0, a - context), frames - call)
+        out.append((lo, lo + call, a, min(a + window, frames)))
+    return out
+
+
 def apply_in_windows(fn: Callable, video: Union[np.ndarray, Iterable[np.ndarray]],
                      window: int, context: int, calls_per_batch: int = 1) -> Iterator[np.ndarray]:
     """Applies ``fn`` to ``video`` ``window`` frames at a time with ``context`` frames each side;
