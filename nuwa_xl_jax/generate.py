@@ -142,7 +142,7 @@ def edit(FLAGS: flags.FlagValues) -> dict:
     _check_outputs(FLAGS)
     pipe = NuwaXLPipeline.from_pretrained(FLAGS.workdir)
     return _save(FLAGS, pipe.edit(FLAGS.edit, FLAGS.storyboard, new_state=FLAGS.state,
-                                  memory_fraction=FLAGS.memory_fraction))
+                                  memory_fraction=FLAGS.memory_fraction, score=True))
 
 
 def _check_outputs(FLAGS: flags.FlagValues) -> None:

@@ -46,6 +46,11 @@ def check(nb, tmp_path, frames):
     assert os.path.getsize(tmp_path / "notebook_video.mp4") > 0
     assert os.path.getsize(tmp_path / "notebook_video_sheet.png") > 0
     assert "'scene'" in text  # the probe's scores
+    # the preview, resumed into the same video, then an edit of one scene
+    assert "keyframes at frames [0, 3, 6, 9]" in text
+    assert "resumed == the uninterrupted call: True" in text
+    assert "frames byte-identical to the video before the edit" in text
+    assert os.path.getsize(tmp_path / "notebook_edited_sheet.png") > 0
 
 
 def test_notebook_loads_a_family_and_shows_a_long_video(tmp_path, monkeypatch):
