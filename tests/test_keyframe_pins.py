@@ -55,3 +55,4 @@ def test_a_pinned_frame_keeps_its_images_latent_and_decodes_to_it(pipe, board):
 def test_keyframe_images_need_dod(pipe, board):
     with pytest.raises(ValueError, match="--mode=ar cannot use them"):
         pipe(board, 10, steps=2, mode="ar", progress=False)
+
