@@ -47,14 +47,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
                         "write", flag_values=fv)
     flags.DEFINE_list("mesh_shape", ["1", "-1"], "(data, fsdp) mesh the weights pass through",
                       flag_values=fv)
-    flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() from the "
-                      "environment", flag_values=fv)
-    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs)",
-                        flag_values=fv)
-    flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)",
-                         flag_values=fv)
-    flags.DEFINE_integer("process_id", None, "this process's index (multi-process runs)",
-                         flag_values=fv)
+    cli.define_distributed_flags(fv)
     flags.mark_flags_as_required(["workdir", "out"], flag_values=fv)
 
 
@@ -62,9 +55,9 @@ def run(FLAGS: flags.FlagValues) -> int:
     logging.set_verbosity(logging.WARNING)
     from nuwa_xl_jax import parallel
 
-    if FLAGS.coordinator_address or FLAGS.distributed:  # before any other JAX work
-        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                        FLAGS.process_id)
+    distributed = cli.distributed_args(FLAGS)
+    if distributed is not None:  # before any other JAX work
+        parallel.initialize_distributed(*distributed)
     from nuwa_xl_jax.family import artifact
 
     if FLAGS.format == "family":
