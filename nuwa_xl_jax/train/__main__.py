@@ -41,11 +41,12 @@ def run(FLAGS: flags.FlagValues) -> int:
         compile_cache.configure(FLAGS.compilation_cache)
     except OSError as e:
         cli.fail(f"--compilation_cache: {e}")
-    from nuwa_xl_jax import parallel
+    from nuwa_xl_jax import parallel  # deferred too (JAX)
 
     distributed = cli.distributed_args(FLAGS)
     if distributed is not None:
         parallel.initialize_distributed(*distributed)
+    # Deferred too, and after jax.distributed.initialize: the training stack (grain, TFDS, ...).
     from nuwa_xl_jax import configuration
     from nuwa_xl_jax.train import stage_runner
 
