@@ -21,6 +21,7 @@ The output folder must be new (or empty); it appears only when complete.
 """
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 from absl import flags, logging
@@ -53,6 +54,8 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 
 def run(FLAGS: flags.FlagValues) -> int:
     logging.set_verbosity(logging.WARNING)
+    # Deferred, as in every command: a flag error answers before JAX and the writers are imported,
+    # and only the asked format's writer is (base and diffusers bring the weights converters).
     from nuwa_xl_jax import parallel
 
     distributed = cli.distributed_args(FLAGS)
@@ -64,8 +67,6 @@ def run(FLAGS: flags.FlagValues) -> int:
         mesh = parallel.make_mesh(tuple(int(s) for s in FLAGS.mesh_shape))
         out = artifact.write_family(FLAGS.workdir, FLAGS.out, mesh)
     elif FLAGS.format == "base":
-        import json
-
         from nuwa_xl_jax.family import base
 
         quality = None
