@@ -46,6 +46,10 @@ if __name__ == "__main__" and os.environ.get("NUWA_XL_DEVICE_CHECK_PATH") != _PA
 
 from absl import flags  # noqa: E402
 
+# Everything else (JAX, flax, optax, orbax, the library, benchmarks/) is imported inside the parts:
+# the parent process never loads JAX (each part runs in a process of its own, with its own device
+# memory), and a part imports only what it runs.
+
 PARTS = ("versions", "attention", "train", "dod", "plan")
 RESULT = "DEVICE_CHECK_RESULT "
 

@@ -35,6 +35,7 @@ import numpy as np
 from absl import flags
 
 from nuwa_xl_jax import cli, configuration, family, parallel
+from nuwa_xl_jax.data import synthetic
 from nuwa_xl_jax.dod import baselines, engine, level_models
 from nuwa_xl_jax.dod import plan as planlib
 from nuwa_xl_jax.dod.runner import level_models_for, plan_for
@@ -138,7 +139,6 @@ def build_models(config, a, depth: int):
 
 def prompt_ids(models, frames: int) -> np.ndarray:
     """[N, T]: one caption per frame from a synthetic episode (the world's own grammar)."""
-    from nuwa_xl_jax.data import synthetic
     if models.config.data.dataset == "synthetic_cartoon":
         captions = list(synthetic.simulate(0, frames).captions)
     else:

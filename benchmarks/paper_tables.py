@@ -51,6 +51,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 import types
 import zlib
@@ -60,6 +61,10 @@ import numpy as np
 from absl import flags, logging
 
 from nuwa_xl_jax import cli
+
+# The library's JAX side (the training stack, the pipeline, the metrics) is imported in the steps
+# that use it: the plan of arms and budgets, the report and --dry_run run without loading it
+# (tests/test_paper_tables.py reads them in the default test run).
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STORY = os.path.join(ROOT, "configs", "storyboards")
@@ -649,5 +654,4 @@ def measure(a) -> dict:
 
 
 if __name__ == "__main__":
-    import sys
     cli.run(define_flags, lambda fv: measure(options(fv, sys.argv[1:])))

@@ -29,6 +29,13 @@ import numpy as np
 from absl import flags
 
 from nuwa_xl_jax import cli
+from nuwa_xl_jax.data import latent_cache, synthetic
+from nuwa_xl_jax.data.builders.synthetic_cartoon import TEST_SEED_OFFSET
+from nuwa_xl_jax.dod.plan import num_frames
+from nuwa_xl_jax.family.store import export_dir
+from nuwa_xl_jax.io.storyboards import load_storyboard
+from nuwa_xl_jax.metrics import storyboard_probe
+from nuwa_xl_jax.pipeline import NuwaXLPipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STORYBOARDS = tuple(os.path.join(ROOT, "configs", "storyboards", f)
@@ -83,8 +90,6 @@ def parse(argv: Sequence[str]) -> types.SimpleNamespace:
 
 def lengths(config, names) -> dict:
     """{name: frames} for 'demo', 'full' or explicit numbers; one entry per distinct length."""
-    from nuwa_xl_jax.dod.plan import num_frames
-
     full = num_frames(config.data.frames_per_call, config.data.depth)
     out = {}
     for name in names:
@@ -116,9 +121,6 @@ def run_one(pipe, prompts, video: str, mode: str, seed: int, steps=None) -> dict
 
 def held_out_episodes(config, episodes: int, frames: int):
     """Real frames and captions of the test split's first episodes, rendered as the builder does."""
-    from nuwa_xl_jax.data import synthetic
-    from nuwa_xl_jax.data.builders.synthetic_cartoon import TEST_SEED_OFFSET
-
     c = config.data
     n = min(episodes, c.test_episodes)
     if n < 1:
@@ -132,9 +134,6 @@ def held_out_episodes(config, episodes: int, frames: int):
 def vae_ceiling(workdir: str, config, episodes: int, frames: int) -> dict:
     """The probe on real held-out frames and on the VAE's reconstructions of them (mean over
     episodes)."""
-    from nuwa_xl_jax.data import latent_cache
-    from nuwa_xl_jax.metrics import storyboard_probe
-
     real, recon = [], []
     for video, captions in held_out_episodes(config, episodes, frames):
         real.append(storyboard_probe.agreement(video, captions))
@@ -158,10 +157,6 @@ def mean_scores(rows) -> dict:
 
 
 def run(a) -> dict:
-    from nuwa_xl_jax.family.store import export_dir
-    from nuwa_xl_jax.io.storyboards import load_storyboard
-    from nuwa_xl_jax.pipeline import NuwaXLPipeline
-
     has_ar = os.path.isdir(export_dir(a.workdir, "mtd_ar"))
     modes = [m for m in a.modes if m == "dod" or has_ar]
     pipe = NuwaXLPipeline.from_pretrained(a.workdir, load_ar="ar" in modes)

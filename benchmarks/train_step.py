@@ -33,14 +33,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import statistics
 import tempfile
 import time
 
+import flax.linen as nn
+import jax
+import numpy as np
 from absl import flags, logging
+from jax.sharding import NamedSharding
 
-from nuwa_xl_jax import cli
+from nuwa_xl_jax import cli, configuration, parallel
+from nuwa_xl_jax.configuration import train as train_config
+from nuwa_xl_jax.configuration import train_block_name
 from nuwa_xl_jax.configuration.files import define_config_flag
+
+# nuwa_xl_jax.train is imported in the functions that use it ("deferred"): it brings grain and
+# TFDS, which the accelerator machines lack, and benchmarks/device_check.py imports peak_flops from
+# this module there.
 
 
 def define_flags(fv, argv):
@@ -115,8 +126,6 @@ def memory_bytes(compiled) -> int | None:
 
 def random_batch(config, name: str, batch_size: int, seed: int = 0) -> dict:
     """Random inputs with the keys, shapes and dtypes the stage's loss reads."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     h, w = tuple(config.data.resolution)
     if name in ("vae", "vae_image"):
@@ -143,10 +152,7 @@ def random_batch(config, name: str, batch_size: int, seed: int = 0) -> dict:
 def write_random_vae_export(config, workdir: str, name: str = "vae") -> None:
     """What the ``name`` stage (vae or vae_image) would export, from random weights (timing does not
     need trained ones)."""
-    import flax.linen as nn
-    import jax
-
-    from nuwa_xl_jax.train import stages
+    from nuwa_xl_jax.train import stages  # deferred (see the imports)
 
     if "vae_image" in config.stages:  # the vae stage would start from its export: skip that
         config = dataclasses.replace(
@@ -160,10 +166,6 @@ def write_random_vae_export(config, workdir: str, name: str = "vae") -> None:
 def write_random_latent_cache(config, directory: str, prompt_ids, scale: float) -> str:
     """A one-episode latent cache whose prompts are ``prompt_ids`` ``[..., T]``: what a frozen
     text encoder's prompt table is built from (random data has no real cache)."""
-    import os
-
-    import numpy as np
-
     ids = np.asarray(prompt_ids, np.int32).reshape(-1, np.shape(prompt_ids)[-1])
     dest = os.path.join(directory, config.data.split)
     os.makedirs(dest, exist_ok=True)
@@ -180,22 +182,14 @@ def write_random_latent_cache(config, directory: str, prompt_ids, scale: float) 
 
 
 def bench_stage(config, name: str, workdir: str, mesh) -> dict:
-    import flax.linen as nn
-    import jax
-    import numpy as np
-    from jax.sharding import NamedSharding
-
-    from nuwa_xl_jax import parallel
-    from nuwa_xl_jax.configuration import train as train_config
-    from nuwa_xl_jax.configuration import train_block_name
-    from nuwa_xl_jax.train import loop, stages
+    from nuwa_xl_jax.train import loop, stages  # deferred (see the imports)
     from nuwa_xl_jax.train import state as train_state
 
     cfg = config.train_block(name)  # typed: validated once in main
     cfg_path = train_block_name(config, name)
     train_config.check_batch_divides(cfg.batch_size, parallel.batch_devices(mesh),
                                      jax.process_count(), f"{cfg_path}.batch_size")
-    from nuwa_xl_jax.train import prompt_table
+    from nuwa_xl_jax.train import prompt_table  # deferred (see the imports)
 
     frozen_text = name.startswith("mtd_") and not config.model.text.trains
     local = None
@@ -343,10 +337,6 @@ def main(flag_values):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every export save/restore at INFO
     if FLAGS.config is None:
         cli.fail("--config is required, e.g. --config=configs/synthetic.py:tiny", 2)
-    import jax
-
-    from nuwa_xl_jax import configuration, parallel
-
     config = configuration.validate(FLAGS.config)  # the one check; everything below reads it
     m = config.mesh or configuration.MeshConfig()
     mesh = parallel.make_mesh(m.shape, m.axes)

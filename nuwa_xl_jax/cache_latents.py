@@ -32,6 +32,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 
 
 def run(FLAGS: flags.FlagValues) -> int:
+    # Deferred, as in every command: a flag error answers before JAX, TFDS and the VAE load.
     from nuwa_xl_jax import configuration
     from nuwa_xl_jax.data import latent_cache
     from nuwa_xl_jax.family import store

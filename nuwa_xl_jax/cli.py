@@ -18,13 +18,37 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, NoReturn, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 from absl import app, flags
 
 # ``define(flag_values, argv)`` declares a tool's flags; argv is the whole command line (the config
 # flag reads its ``--config.a.b=value`` overrides from it).
 Define = Callable[[flags.FlagValues, Sequence[str]], None]
+
+
+def define_distributed_flags(fv: flags.FlagValues) -> None:
+    """The multi-process flags of the commands every process of a run starts (``train``,
+    ``export``): ``--distributed`` (``jax.distributed.initialize()`` reads TPU / Slurm
+    environments by itself), or ``--coordinator_address``, ``--num_processes`` and
+    ``--process_id`` on other clusters. :func:`distributed_args` reads them back."""
+    flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() from the "
+                      "environment", flag_values=fv)
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs)",
+                        flag_values=fv)
+    flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)",
+                         flag_values=fv)
+    flags.DEFINE_integer("process_id", None, "this process's index (multi-process runs)",
+                         flag_values=fv)
+
+
+def distributed_args(FLAGS: flags.FlagValues) -> Optional[tuple]:
+    """``(coordinator_address, num_processes, process_id)`` for
+    ``parallel.initialize_distributed`` when the flags of :func:`define_distributed_flags` ask for
+    a multi-process run, else None (one process)."""
+    if not (FLAGS.coordinator_address or FLAGS.distributed):
+        return None
+    return FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
 
 
 def fail(message: str, code: int = 1):

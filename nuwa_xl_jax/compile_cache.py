@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import jax
+
 ENV = "NUWA_XL_JAX_COMPILATION_CACHE"
 OFF = ("off", "none", "false", "0", "")
 
@@ -29,8 +31,6 @@ def default_dir() -> str:
 def configure(setting: Optional[str] = None) -> Optional[str]:
     """Turns the cache on (returns its folder) or off (returns None); see the module doc for how
     ``setting`` (a flag's value; None = not given) and the environment decide."""
-    import jax
-
     if setting is None:
         setting = os.environ.get(ENV)
     if setting is None:

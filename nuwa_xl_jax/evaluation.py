@@ -22,6 +22,7 @@ from nuwa_xl_jax.family import store
 from nuwa_xl_jax.metrics import features, frechet, reference, storyboard_probe
 from nuwa_xl_jax.metrics.statistics import EvaluationError, VideoSetStats, compare
 from nuwa_xl_jax.models import i3d, inception
+from nuwa_xl_jax.pipeline import NuwaXLPipeline
 
 METRICS = ("avg_fid", "b_fvd16", "probe")
 RESULTS_JSON, RESULTS_MD = "metrics.json", "metrics.md"
@@ -211,8 +212,6 @@ def evaluate(o: Options) -> dict:
             length = sets["videos"].lengths[0]
             storyboards = {_name(p): list(nio.load_storyboard(p, length)) for p in o.storyboards}
     else:
-        from nuwa_xl_jax.pipeline import NuwaXLPipeline  # only when generating
-
         pipe = NuwaXLPipeline.from_pretrained(o.workdir, load_ar="ar" in o.modes,
                                               load_artv="artv" in o.modes)
         runs = [(m, s, seed) for m in o.modes for s in storyboards for seed in o.seeds]

@@ -21,6 +21,7 @@ The output folder must be new (or empty); it appears only when complete.
 """
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 from absl import flags, logging
@@ -47,32 +48,25 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
                         "write", flag_values=fv)
     flags.DEFINE_list("mesh_shape", ["1", "-1"], "(data, fsdp) mesh the weights pass through",
                       flag_values=fv)
-    flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() from the "
-                      "environment", flag_values=fv)
-    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs)",
-                        flag_values=fv)
-    flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)",
-                         flag_values=fv)
-    flags.DEFINE_integer("process_id", None, "this process's index (multi-process runs)",
-                         flag_values=fv)
+    cli.define_distributed_flags(fv)
     flags.mark_flags_as_required(["workdir", "out"], flag_values=fv)
 
 
 def run(FLAGS: flags.FlagValues) -> int:
     logging.set_verbosity(logging.WARNING)
+    # Deferred, as in every command: a flag error answers before JAX and the writers are imported,
+    # and only the asked format's writer is (base and diffusers bring the weights converters).
     from nuwa_xl_jax import parallel
 
-    if FLAGS.coordinator_address or FLAGS.distributed:  # before any other JAX work
-        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                        FLAGS.process_id)
+    distributed = cli.distributed_args(FLAGS)
+    if distributed is not None:  # before any other JAX work
+        parallel.initialize_distributed(*distributed)
     from nuwa_xl_jax.family import artifact
 
     if FLAGS.format == "family":
         mesh = parallel.make_mesh(tuple(int(s) for s in FLAGS.mesh_shape))
         out = artifact.write_family(FLAGS.workdir, FLAGS.out, mesh)
     elif FLAGS.format == "base":
-        import json
-
         from nuwa_xl_jax.family import base
 
         quality = None

@@ -48,7 +48,9 @@ def sync_processes(name: str, timeout_s: float = 3600.0) -> None:
     """
     if jax.process_count() == 1:
         return
-    from jax._src import distributed  # the client JAX and Orbax use; no public accessor yet
+    # Deferred: a private JAX module (the client JAX and Orbax use; no public accessor yet),
+    # needed only by multi-process runs; a JAX that moves it breaks only this path.
+    from jax._src import distributed
 
     distributed.global_state.client.wait_at_barrier(
         f"nuwa_xl_jax/{name}/{next(_BARRIERS)}", int(timeout_s * 1000))

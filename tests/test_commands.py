@@ -62,3 +62,27 @@ def test_the_orbax_exit_workaround_lives_in_cli_only():
     for name in COMMANDS:
         source = inspect.getsource(importlib.import_module(name))
         assert "os._exit" not in source, f"{name} leaves by os._exit itself; use cli.run's errors"
+
+
+def test_train_and_export_share_one_definition_of_the_multi_process_flags():
+    """--distributed, --coordinator_address, --num_processes and --process_id come from
+    cli.define_distributed_flags in both commands, and read back the same way."""
+    expected = _flag_names_of(cli.define_distributed_flags)
+    for name in ("nuwa_xl_jax.train.__main__", "nuwa_xl_jax.export"):
+        assert expected <= _flag_names(importlib.import_module(name)), name
+    source = "".join(inspect.getsource(importlib.import_module(name))
+                     for name in ("nuwa_xl_jax.train.__main__", "nuwa_xl_jax.export"))
+    assert '"coordinator_address"' not in source and "define_distributed_flags" in source
+    fv = cli.parse(lambda fv, argv: cli.define_distributed_flags(fv), [], "x")
+    assert cli.distributed_args(fv) is None
+    fv = cli.parse(lambda fv, argv: cli.define_distributed_flags(fv),
+                   ["--coordinator_address=h:1", "--num_processes=2", "--process_id=1"], "x")
+    assert cli.distributed_args(fv) == ("h:1", 2, 1)
+    fv = cli.parse(lambda fv, argv: cli.define_distributed_flags(fv), ["--distributed"], "x")
+    assert cli.distributed_args(fv) == (None, None, None)
+
+
+def _flag_names_of(define) -> set[str]:
+    fv = flags.FlagValues()
+    define(fv)
+    return set(fv)

@@ -14,6 +14,7 @@ import importlib.util
 import os
 
 import ml_collections
+from absl import flags
 from ml_collections import config_flags
 
 from nuwa_xl_jax.configuration.checks import ConfigError
@@ -101,8 +102,6 @@ def define_config_flag(name: str = "config", help_string: str = "configs/NAME.py
     """``config_flags.DEFINE_config_file`` (with ``--NAME.a.b=value`` overrides) whose path may
     name a shipped config (:func:`find`). The CLI validates the result after the overrides.
     ``sys_argv``: the command line holding those overrides (default ``sys.argv``)."""
-    from absl import flags
-
     flag_values = flags.FLAGS if flag_values is None else flag_values
     holder = config_flags.DEFINE_config_file(name, None, help_string, flag_values=flag_values,
                                              lock_config=True, sys_argv=sys_argv)

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import grain
 import jax
 import numpy as np
+from absl import flags
 
 from nuwa_xl_jax import parallel
 from nuwa_xl_jax.configuration.data import DataConfig
@@ -135,7 +136,6 @@ def make_dataset(c: Any, process_index: int | None = None, process_count: int | 
     ds = ds.batch(local_batch, drop_remainder=True)[pi:full_batches * pc:pc]  # lazy: own rows only
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
     if c.workers:
-        from absl import flags
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (library use, no main)
             flags.FLAGS.mark_as_parsed()
         # Workers slice the host batches (not examples), so batches match any worker count.

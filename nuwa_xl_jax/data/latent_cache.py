@@ -33,7 +33,10 @@ import json
 import os
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from nuwa_xl_jax import paths
 from nuwa_xl_jax.configuration import Config
@@ -65,9 +68,6 @@ def tklvae_encoder(vae_config: Any, variables: Any, latent_scale: float
 def _jitted(model, direction: str):
     """One jitted encoder / uint8 decoder per module: variables and scale are arguments, so every
     episode, workdir and call reuses one compile per shape."""
-    import jax
-    import jax.numpy as jnp
-
     def encode(variables, video, scale):
         return model.apply(variables, video, method="encode")[0] * scale
 
@@ -103,7 +103,6 @@ def encode_split(reader: Any, encode: Callable, tokenizer: Callable, out_dir: st
     shape = None
     bar = None
     if progress:
-        from tqdm.auto import tqdm
         bar = tqdm(total=sum(reader.length(e) for e in range(len(reader))), unit="frame",
                    desc=f"latent cache ({split})", leave=True)
     by_length: dict = {}

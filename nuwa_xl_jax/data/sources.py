@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from nuwa_xl_jax.data import synthetic
-from nuwa_xl_jax.data.builders import chunks
+from nuwa_xl_jax.data.builders import chunks, flintstones_hd, synthetic_cartoon
 from nuwa_xl_jax.models.tokenizers import make_tokenizer
 
 
@@ -15,14 +15,11 @@ def prepare(c: Any):
     """The TFDS builder of ``c.dataset``, built first if needed (synthetic: generated here;
     flintstones_hd: from ``c.manual_dir``)."""
     data_dir = os.path.expanduser(c.data_dir) if c.data_dir else None
-    # Builders import TFDS (seconds): only the one the config names is imported.
     if c.dataset == "synthetic_cartoon":
-        from nuwa_xl_jax.data.builders import synthetic_cartoon
         return synthetic_cartoon.prepare(
             data_dir, episodes=c.episodes, test_episodes=c.test_episodes,
             episode_length=c.episode_length, resolution=tuple(c.resolution),
             chunk_frames=c.chunk_frames, seed=c.world_seed)
-    from nuwa_xl_jax.data.builders import flintstones_hd
     return flintstones_hd.prepare(data_dir, c.manual_dir or None, resolution=tuple(c.resolution),
                                   chunk_frames=c.chunk_frames)
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 import functools
 from typing import Callable, Iterable, Iterator, Union
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nuwa_xl_jax.dod import memory
@@ -69,9 +71,6 @@ def compute_decoder(vae, variables, dtype):
     computes in it and the float weights are cast to it once here (bf16 halves the decoder's
     resident weights and leaves no per-call casts). Generation decodes with the MTD's dtype
     (``model.mtd.dtype``); the fp32 family of the embedded default is returned unchanged."""
-    import jax
-    import jax.numpy as jnp
-
     dtype = jnp.dtype(dtype)
     if dtype == jnp.dtype(vae.dtype):
         return vae, variables
@@ -93,9 +92,6 @@ def vae_decode_fn(vae, variables, *, scaled: bool = False, uint8: bool = True) -
 def _jitted_decode(vae, scaled: bool, uint8: bool):
     """One jitted decoder per (module, options): variables are an argument, not baked-in
     constants (SD has 80M of them), so new weights reuse the compiled function."""
-    import jax
-    import jax.numpy as jnp
-
     def decode(v, z):
         if scaled:
             z = z / vae.scaling_factor
@@ -124,8 +120,6 @@ def sized_decode_fn(vae, variables, latent_shape, frames: int, window: int, cont
     sized like the DoD engine's chunks (:func:`memory.auto_chunk_size`). The returned function runs
     those compiled executables (a short last batch is padded, not recompiled) and falls back to
     the jitted decoder for a video shorter than one call."""
-    import jax
-
     call = window + 2 * context
     jitted = _jitted_decode(vae, scaled, True)
     compiled = {}

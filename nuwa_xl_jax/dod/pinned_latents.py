@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
+import jax
 import numpy as np
 
 from nuwa_xl_jax.io import keyframe_images
@@ -13,8 +14,6 @@ from nuwa_xl_jax.io import keyframe_images
 
 @functools.lru_cache(maxsize=4)
 def _encode_program(vae):
-    import jax
-
     def encode(variables, video, scale):
         return vae.apply(variables, video, method="encode")[0] * scale
 

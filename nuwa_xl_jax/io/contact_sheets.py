@@ -74,6 +74,8 @@ def contact_sheet(levels, path: str, prompts: Optional[Sequence[str]] = None, *,
     legend under the rows lists the scenes' frame ranges and prompts. ``labels`` names the rows
     (default "level k"; e.g. the generation schemes of a side-by-side comparison).
     """
+    # Deferred: PIL is not on the accelerator machines benchmarks/device_check.py runs on (this
+    # module is on its import path).
     from PIL import Image, ImageDraw, ImageFont
 
     path = os.fspath(path)

@@ -50,6 +50,8 @@ def check_frames(path: str, pins, frames: int) -> None:
 def load_image(path: str, where: str, resolution) -> np.ndarray:
     """uint8 ``[H, W, 3]``: the image center-cropped to the aspect of ``resolution`` (H, W), then
     resized to it (bicubic)."""
+    # Deferred: PIL is not on the accelerator machines benchmarks/device_check.py runs on (this
+    # module is on its import path).
     from PIL import Image, UnidentifiedImageError
 
     h, w = (int(x) for x in resolution)

@@ -27,6 +27,7 @@ import os
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
+import yaml
 
 from nuwa_xl_jax.configuration import ConfigError, files
 from nuwa_xl_jax.io import keyframe_images
@@ -136,8 +137,6 @@ def _parse_json(path: str, text: str):
 
 
 def _parse_yaml(path: str, text: str):
-    import yaml
-
     try:
         data = yaml.safe_load(text)
         node = yaml.compose(text)

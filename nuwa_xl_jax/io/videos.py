@@ -16,6 +16,9 @@ import numpy as np
 
 from nuwa_xl_jax import paths
 
+# PyAV and PIL are imported in the functions that use them ("deferred" below): neither is on the
+# accelerator machines benchmarks/device_check.py runs on, and this module is on its import path.
+
 
 def to_uint8(frames) -> np.ndarray:
     """Pixels in [-1, 1] (the models' range) -> uint8 [0, 255], rounded and clipped."""
@@ -130,7 +133,7 @@ class VideoWriter:
         return self
 
     def _open_mp4(self) -> None:
-        import av
+        import av  # deferred
 
         h, w = self.size
         self._container = av.open(self._local, mode="w")
@@ -167,7 +170,7 @@ class VideoWriter:
 
     def _write_one(self, frame: np.ndarray) -> None:
         if self.kind == "mp4":
-            import av
+            import av  # deferred
 
             h, w = frame.shape[:2]
             if h % 2 or w % 2:
@@ -175,11 +178,11 @@ class VideoWriter:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             self._container.mux(self._stream.encode(vf))
         elif self.kind == "gif":
-            from PIL import Image
+            from PIL import Image  # deferred
 
             self._gif.append(Image.fromarray(frame).quantize(colors=256, dither=Image.Dither.NONE))
         else:
-            from PIL import Image
+            from PIL import Image  # deferred
 
             Image.fromarray(frame).save(
                 os.path.join(self._local, f"frame_{self.frames_written:06d}.png"))
@@ -226,7 +229,7 @@ def read_video(path: str) -> np.ndarray:
     path = os.fspath(path)
     kind = video_kind(path)
     if kind == "png":
-        from PIL import Image
+        from PIL import Image  # deferred
 
         files = sorted(glob.glob(os.path.join(path, "frame_*.png")))
         if not files:
@@ -235,11 +238,11 @@ def read_video(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video {path!r} does not exist")
     if kind == "gif":
-        from PIL import Image, ImageSequence
+        from PIL import Image, ImageSequence  # deferred
 
         with Image.open(path) as im:
             return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)])
-    import av
+    import av  # deferred
 
     with av.open(path) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])

@@ -21,7 +21,9 @@ import json
 import os
 from typing import Optional, Sequence
 
+import av
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from nuwa_xl_jax import io as nio
@@ -62,20 +64,14 @@ def frame_shape(path: str) -> tuple[int, int]:
     """(height, width) of a video file or PNG-frame folder, from its first frame only."""
     try:
         if os.path.isdir(path):
-            from PIL import Image
-
             files = sorted(glob.glob(os.path.join(path, "frame_*.png")))
             if not files:
                 raise EvaluationError(f"{path!r} holds no frame_*.png files")
             with Image.open(files[0]) as im:
                 return im.height, im.width
         if path.lower().endswith(".gif"):
-            from PIL import Image
-
             with Image.open(path) as im:
                 return im.height, im.width
-        import av
-
         with av.open(path) as container:
             stream = container.streams.video[0]
             return stream.codec_context.height, stream.codec_context.width
@@ -92,12 +88,8 @@ def frame_count(path: str) -> int:
         if os.path.isdir(path):
             return len(glob.glob(os.path.join(path, "frame_*.png")))
         if path.lower().endswith(".gif"):
-            from PIL import Image
-
             with Image.open(path) as im:
                 return int(getattr(im, "n_frames", 1))
-        import av
-
         with av.open(path) as container:
             n = container.streams.video[0].frames
             return int(n) if n else sum(1 for _ in container.decode(video=0))

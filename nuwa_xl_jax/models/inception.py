@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
@@ -228,8 +229,6 @@ def random_params(
 ) -> dict[str, Any]:
     """Random ``{"params": ...}`` for ``module`` without compiling its init (tests and random-weight
     metrics): He-scaled kernels, batch norms near identity with random statistics."""
-    from flax import traverse_util
-
     abstract = jax.eval_shape(module.init, jax.random.key(0), example)
     rng = np.random.default_rng(seed)
     flat = {}

@@ -264,6 +264,7 @@ def splash_block(length: int) -> tuple[int, int]:
 
 def _splash_local(q, k, v, interpret: bool):
     """Splash on one device's ``[N, S, H, D]`` arrays (already scaled and head-dim padded)."""
+    # Deferred: the Pallas TPU kernels, imported only where splash attention runs.
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
     heads, q_len, kv_len = q.shape[2], q.shape[1], k.shape[1]

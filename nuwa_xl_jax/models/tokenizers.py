@@ -5,6 +5,7 @@ then padding; prompts longer than ``max_length`` are truncated (EOS kept), as CL
 """
 from __future__ import annotations
 
+import os
 import re
 from typing import Sequence
 
@@ -94,8 +95,6 @@ class CLIPBPETokenizer:
 def clip_tokenizer(folder: str, max_length: int = 77) -> CLIPBPETokenizer:
     """CLIP's tokenizer from a local folder holding ``vocab.json`` and ``merges.txt`` (or a
     ``tokenizer.json``); never downloads."""
-    import os
-
     if not os.path.isdir(folder):
         raise TokenizerError(
             f"CLIP tokenizer folder {folder!r} does not exist; give a local folder "
@@ -105,7 +104,7 @@ def clip_tokenizer(folder: str, max_length: int = 77) -> CLIPBPETokenizer:
     has = lambda *names: all(os.path.isfile(os.path.join(folder, n)) for n in names)
     if not (has("vocab.json", "merges.txt") or has("tokenizer.json")):
         raise TokenizerError(f"{folder!r} holds neither vocab.json + merges.txt nor tokenizer.json")
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer  # deferred: heavy (~1 s), only for CLIP's tokenizer
 
     try:
         tok = CLIPTokenizer.from_pretrained(folder, local_files_only=True)

@@ -22,14 +22,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_string("workdir", None, "where checkpoints, logs, samples and exports go",
                         flag_values=fv)
     flags.DEFINE_list("stages", None, "stages to run (default: config.stages)", flag_values=fv)
-    flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() from the "
-                      "environment", flag_values=fv)
-    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs)",
-                        flag_values=fv)
-    flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)",
-                         flag_values=fv)
-    flags.DEFINE_integer("process_id", None, "this process's index (multi-process runs)",
-                         flag_values=fv)
+    cli.define_distributed_flags(fv)
     flags.DEFINE_string("compilation_cache", None, "persistent compilation cache folder, or 'off' "
                         "(default: $NUWA_XL_JAX_COMPILATION_CACHE, else ~/.cache/nuwa_xl_jax/jax)",
                         flag_values=fv)
@@ -48,11 +41,12 @@ def run(FLAGS: flags.FlagValues) -> int:
         compile_cache.configure(FLAGS.compilation_cache)
     except OSError as e:
         cli.fail(f"--compilation_cache: {e}")
-    from nuwa_xl_jax import parallel
+    from nuwa_xl_jax import parallel  # deferred too (JAX)
 
-    if FLAGS.coordinator_address or FLAGS.distributed:
-        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                        FLAGS.process_id)
+    distributed = cli.distributed_args(FLAGS)
+    if distributed is not None:
+        parallel.initialize_distributed(*distributed)
+    # Deferred too, and after jax.distributed.initialize: the training stack (grain, TFDS, ...).
     from nuwa_xl_jax import configuration
     from nuwa_xl_jax.train import stage_runner
 

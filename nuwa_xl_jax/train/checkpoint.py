@@ -14,6 +14,7 @@ import hashlib
 import json
 from typing import Any
 
+import grain
 import jax
 import orbax.checkpoint as ocp
 
@@ -35,16 +36,9 @@ class Checkpointer:
         self.directory = paths.absolute(directory)  # a bucket URL stays a URL
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save)
-        item_handlers = {
-            "state": ocp.StandardCheckpointHandler(),
-            "meta": ocp.JsonCheckpointHandler(),
-        }
-        try:
-            import grain
-
-            item_handlers["data"] = grain.checkpoint.CheckpointHandler()
-        except ImportError:  # grain is a dependency; this only keeps the wrapper usable without it
-            pass
+        item_handlers = {"state": ocp.StandardCheckpointHandler(),
+                         "meta": ocp.JsonCheckpointHandler()}
+        item_handlers["data"] = grain.checkpoint.CheckpointHandler()
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_handlers=item_handlers)
 
@@ -58,8 +52,6 @@ class Checkpointer:
              force: bool = False) -> bool:
         args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
         if data_iterator is not None:
-            import grain
-
             args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
 
@@ -93,8 +85,6 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         args = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
         if data_iterator is not None:
-            import grain
-
             args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**args))
         return restored["state"], restored["meta"]

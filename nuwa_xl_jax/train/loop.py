@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
 
 from nuwa_xl_jax import parallel, paths
 from nuwa_xl_jax.configuration.train import TrainConfig, check_batch_divides
@@ -174,8 +175,8 @@ class _Logger:
             self.lines = self.path.read_text() if self.path.exists() else ""
         else:
             self.jsonl = open(self.path, "a")
-        try:
-            from tensorboardX import SummaryWriter, record_writer  # optional dependency
+        try:  # deferred: heavy (protobuf, ~1.5 s) and optional; the JSONL log is the record
+            from tensorboardX import SummaryWriter, record_writer
         except ImportError:
             return
         if paths.is_url(directory):
@@ -296,8 +297,6 @@ def train(stage: Stage, cfg: Any, workdir: str, mesh=None, seed: int = 0,
     logger = _Logger(stage_dir, pidx == 0)
     bar = None
     if progress and pidx == 0:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=cfg.steps, initial=start, desc=stage.name, dynamic_ncols=True)
     losses: list[float] = []
     step = start

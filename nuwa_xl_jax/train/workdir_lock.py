@@ -48,6 +48,8 @@ _ROUNDS = itertools.count()  # every process acquires in the same order: the key
 def _share(refused: bool) -> bool:
     """Process 0's outcome, told to every process through the coordination service's key-value
     store (the distributed client JAX and Orbax use; no device collective, no gloo context)."""
+    # Deferred: a private JAX module, needed only by multi-process runs; a JAX that moves it
+    # breaks only this path, not the import of the module.
     from jax._src import distributed
 
     client = distributed.global_state.client

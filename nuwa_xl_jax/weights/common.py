@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 from flax import traverse_util
+from safetensors.numpy import load_file
 
 
 class WeightsError(ValueError):
@@ -23,8 +24,6 @@ class WeightsError(ValueError):
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
     """All tensors of one or more ``*.safetensors`` files in ``path`` (a file or a folder)."""
-    from safetensors.numpy import load_file
-
     if os.path.isdir(path):
         files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
         if not files:

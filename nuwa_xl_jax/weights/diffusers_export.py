@@ -17,6 +17,7 @@ import shutil
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from safetensors.numpy import save_file
 
 from nuwa_xl_jax.weights.common import WeightsError, flatten
 from nuwa_xl_jax.weights.unet import _COPIED as UNET_FIELDS
@@ -80,8 +81,6 @@ def unet_config(block: Mapping[str, Any], sample_size: int = 64) -> dict:
 
 def write_folder(folder: str, config: dict, tensors: Mapping[str, np.ndarray]) -> str:
     """``config.json`` + the safetensors file, written under ``folder.partial`` and renamed."""
-    from safetensors.numpy import save_file
-
     final = os.path.abspath(folder).rstrip(os.sep)
     partial = final + ".partial"
     shutil.rmtree(partial, ignore_errors=True)

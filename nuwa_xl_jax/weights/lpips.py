@@ -8,6 +8,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from safetensors.numpy import load_file
 
 from nuwa_xl_jax.models.lpips import LPIPS, VGG_STAGES
 from nuwa_xl_jax.weights.common import WeightsError, conv_weight, flatten
@@ -22,7 +23,6 @@ def _read(path: str) -> dict[str, np.ndarray]:
         if path.endswith(".npz"):
             with np.load(path) as data:
                 return {k: data[k] for k in data.files}
-        from safetensors.numpy import load_file
         return load_file(path)
     except Exception as e:  # a corrupt or foreign file
         raise WeightsError(f"cannot read LPIPS weights {path!r} (.safetensors or .npz): {e}") from e

@@ -18,7 +18,7 @@ from nuwa_xl_jax.weights.common import WeightsError
 
 
 def _import_torch(path: str):
-    try:
+    try:  # deferred: torch is an optional dependency (the interop extra), heavy to import
         import torch
     except ModuleNotFoundError as e:
         raise WeightsError(

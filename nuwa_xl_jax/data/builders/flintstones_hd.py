@@ -12,6 +12,7 @@ import json
 import logging
 import os
 
+import av
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -120,14 +121,12 @@ def read_captions(path: str) -> list[str]:
 
 def video_frame_count(path: str) -> int:
     """The frame count the container declares (0 when it does not say)."""
-    import av
     with av.open(path) as container:
         return int(container.streams.video[0].frames or 0)
 
 
 def decode_frames(path: str, resolution: tuple[int, int]):
     """Yields uint8 [H, W, 3] frames: short side resized to the resolution, then centre-cropped."""
-    import av
     h, w = resolution
     with av.open(path) as container:
         stream = container.streams.video[0]
