@@ -17,10 +17,12 @@ from nuwa_xl_jax.dod.decode import (
     compute_decoder,
     decode_windows,
     receptive_field,
+    redecode,
     sized_decode_fn,
     vae_decode_fn,
 )
 from nuwa_xl_jax.io import videos
+from nuwa_xl_jax.models import windows
 from nuwa_xl_jax.models.tklvae import TKLVAE, is_temporal_param
 from nuwa_xl_jax.weights.vae import identity_temporal_params
 
@@ -205,6 +207,46 @@ def test_calls_batched_together_give_the_same_frames(frames, per_batch):
     calls = -(-frames // 4) if frames > 10 else 1
     assert sum(rows) == calls and max(rows) <= per_batch  # every call once, k at a time
     assert len(rows) == -(-calls // per_batch)
+
+
+@pytest.mark.parametrize("frames", [5, 10, 13, 30, 37])
+def test_window_calls_are_the_calls_decode_windows_makes(frames):
+    """Each call's input frames, read back from a video whose values are the frame indices."""
+    z = np.arange(frames, dtype=np.float64).reshape(frames, 1, 1, 1)
+    seen = []
+
+    def decode(x):
+        seen.extend((int(r[0, 0, 0, 0]), int(r[-1, 0, 0, 0]) + 1) for r in x)
+        return x
+
+    list(decode_windows(decode, z, 4, 3))
+    calls = windows.window_calls(frames, 4, 3)
+    assert sorted({(lo, hi) for lo, hi, _, _ in calls}) == sorted(set(seen))
+    kept = np.concatenate([np.arange(a, b) for _, _, a, b in calls])
+    np.testing.assert_array_equal(kept, np.arange(frames))  # every frame kept once, in order
+
+
+@pytest.mark.parametrize("frames,changed", [(37, [20]), (37, [0, 36]), (13, [12]), (9, [4])])
+def test_redecode_decodes_only_the_windows_that_read_a_changed_latent(frames, changed):
+    z = np.random.default_rng(frames).normal(size=(frames, 2, 2, 1))
+    old = np.concatenate(list(decode_windows(_moving_average, z, 4, 3)))
+    new_z = z.copy()
+    new_z[changed] += 5.0
+    mask = np.zeros(frames, bool)
+    mask[changed] = True
+    rows = []
+
+    def decode(x):
+        rows.append(x.shape[0])
+        return _moving_average(x)
+
+    got, redone = redecode(decode, new_z, old, mask, 4, 3, calls_per_batch=2)
+    whole = np.concatenate(list(decode_windows(_moving_average, new_z, 4, 3)))
+    np.testing.assert_allclose(got, whole, atol=1e-12)  # = decoding the whole edited video
+    np.testing.assert_array_equal(got[~redone], old[~redone])  # the rest: the old frames
+    calls = [w for w in windows.window_calls(frames, 4, 3) if mask[w[0]:w[1]].any()]
+    assert sum(rows) == len({(lo, hi) for lo, hi, _, _ in calls})
+    assert redone.sum() == sum(b - a for _, _, a, b in calls) < frames or frames <= 10
 
 
 def test_decode_windows_sized_to_memory(vae):
