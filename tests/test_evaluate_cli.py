@@ -38,6 +38,10 @@ def evaluate(*args):
     return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
 
 
+# Minutes on 2 CPU cores (two modes x two seeds generated, then Inception and I3D compiled): the
+# default run keeps the evaluate command's error paths below and test_artv_videos_are_scored (the
+# same library generating through the pipeline and scoring).
+@pytest.mark.slow
 def test_dod_and_ar_on_the_tiny_family(family, tmp_path):
     out = tmp_path / "eval"
     r = evaluate(f"--workdir={family}", f"--storyboards={STORY}", "--modes=dod,ar", "--seeds=0,1",

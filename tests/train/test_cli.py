@@ -70,6 +70,7 @@ def test_sigkill_then_same_command_resumes_exactly(tmp_path, data_dir):
     jax.tree.map(np.testing.assert_array_equal, a, b)  # bitwise, on CPU
 
 
+@pytest.mark.slow  # a CLI training run; the default run keeps test_loop's SIGTERM save
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
     cmd = command(tmp_path, data_dir, steps=400)
     proc = subprocess.Popen(
@@ -100,25 +101,22 @@ def test_bad_config_is_one_clear_line(tmp_path, data_dir, extra, match):
     assert re.search(match, r.stderr), r.stderr[-2000:]
 
 
-def test_foreign_checkpoint_and_missing_dataset(tmp_path, data_dir):
+# Two CLI training runs; the default run keeps test_checkpoint's and test_loop's refusal of a
+# foreign checkpoint and the missing-dataset line below.
+@pytest.mark.slow
+def test_foreign_checkpoint_is_one_line_and_overwrites_nothing(tmp_path, data_dir):
     ok = run(command(tmp_path, data_dir, steps=4), env=ONE)
     assert ok.returncode == 0, ok.stderr[-3000:]
     before = sorted(os.listdir(tmp_path / "vae" / "checkpoints"))
     r = run(command(tmp_path, data_dir, "--config.model.vae.layers_per_block=2", steps=8), env=ONE)
     assert r.returncode == 1 and "another architecture" in r.stderr and "Traceback" not in r.stderr
     assert sorted(os.listdir(tmp_path / "vae" / "checkpoints")) == before
-    r = run(
-        [
-            sys.executable,
-            "-m",
-            "nuwa_xl_jax.train",
-            "--config=configs/flintstones.py:128",
-            f"--workdir={tmp_path / 'f'}",
-            "--stages=vae",
-            f"--config.data.data_dir={tmp_path / 'd'}",
-            f"--config.data.manual_dir={tmp_path / 'nowhere'}",
-            "--config.vae_train.batch_size=4",
-        ]
-    )
+
+
+def test_missing_dataset_is_one_line(tmp_path):
+    r = run([sys.executable, "-m", "nuwa_xl_jax.train", "--config=configs/flintstones.py:128",
+             f"--workdir={tmp_path / 'f'}", "--stages=vae",
+             f"--config.data.data_dir={tmp_path / 'd'}",
+             f"--config.data.manual_dir={tmp_path / 'nowhere'}", "--config.vae_train.batch_size=4"])
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "nowhere" in r.stderr, r.stderr[-2000:]
