@@ -126,7 +126,8 @@ def run_case(a, frames: int, pixels: int, scales: list[float]) -> list[dict]:
     models = family.MTDModels(config, None, vae_params={})  # the VAE is never called here
     keys = jax.random.split(jax.random.key(a.seed), 2)
     mesh = parallel.make_mesh()
-    weights = [place_params(jax.jit(models.init, static_argnums=1)(k, a.L), mesh) for k in keys]
+    init = jax.jit(models.init, static_argnums=1)  # one compile for both models' weights
+    weights = [place_params(init(k, a.L), mesh) for k in keys]
     levels = place_models(level_models_for(config, models, weights[0], [weights[1]] * (depth - 1),
                                                   depth), mesh)
     flops = unet_flops_per_segment_step(models, weights[0], a.L)
