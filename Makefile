@@ -27,7 +27,8 @@ install: $(VENV)/.installed-test
 # fixture (a tiny base, a tiny family) is built once, not once per worker.
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n $(WORKERS) --dist loadscope -m "not slow" -q
+	$(PY) -m pytest -n $(WORKERS) --dist loadscope --no-loadscope-reorder -m "not slow" -q \
+		--durations=15
 
 # The slow tests (longer training / multi-process runs).
 test-slow: $(VENV)/.installed-test

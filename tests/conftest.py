@@ -42,6 +42,33 @@ def _save_arrays_whole():
     ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
 
 
+# The longest modules of the default run (seconds on 2 CPU cores, `--durations`), started first:
+# `--dist loadscope --no-loadscope-reorder` (the Makefile) hands each worker whole modules in
+# collection order (xdist's default order, by number of tests, started the 7-test tiny-base
+# module late, and it ran alone at the end while the other worker idled). Longest first, the two
+# workers finish together.
+LONGEST_FIRST = (
+    "family/test_base.py",            # ~600: trains a tiny base, then video families from it
+    "test_device_check.py",           # ~200: every part of the accelerator check, in processes
+    "train/test_stages.py",           # ~200
+    "test_generate_state_cli.py",     # ~150: six generate commands
+    "test_generate_cli.py",
+    "test_edit.py",
+    "dod/test_engine.py",
+    "models/test_accelerator_trace.py",
+    "test_pipeline_api.py",
+    "train/test_multihost.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0].removeprefix("tests/")
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: every other module keeps its collection order
+
+
 def pytest_unconfigure(config):
     if _made_cache:
         shutil.rmtree(_made_cache, ignore_errors=True)
