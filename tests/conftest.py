@@ -35,11 +35,15 @@ def _save_arrays_whole():
     multi-process runs among them) keep Orbax's default."""
     import jax
     import orbax.checkpoint as ocp
+    from absl import logging
     from orbax.checkpoint._src.metadata import array_metadata_store  # as Orbax's default has
 
     handler = ocp.type_handlers.ArrayHandler(array_metadata_store=array_metadata_store.Store(),
                                              use_replica_parallel=False)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # Orbax warns of every override; this one is meant
     ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+    logging.set_verbosity(verbosity)
 
 
 # The longest modules of the default run (seconds on 2 CPU cores, `--durations`), started first:
@@ -48,16 +52,18 @@ def _save_arrays_whole():
 # module late, and it ran alone at the end while the other worker idled). Longest first, the two
 # workers finish together.
 LONGEST_FIRST = (
-    "family/test_base.py",            # ~600: trains a tiny base, then video families from it
-    "test_device_check.py",           # ~200: every part of the accelerator check, in processes
-    "train/test_stages.py",           # ~200
-    "test_generate_state_cli.py",     # ~150: six generate commands
-    "test_generate_cli.py",
+    "family/test_base.py",            # ~420: trains a tiny base, then video families from it
+    "test_device_check.py",           # ~160: every part of the accelerator check, in processes
+    "train/test_stages.py",           # ~160
+    "train/test_multihost.py",        # ~120: 2 processes and 1, each training and generating
+    "test_generate_state_cli.py",     # ~80: six generate commands
+    "test_train_step_benchmark.py",
+    "test_keyframe_pins.py",
     "test_edit.py",
+    "test_generate_cli.py",
     "dod/test_engine.py",
     "models/test_accelerator_trace.py",
     "test_pipeline_api.py",
-    "train/test_multihost.py",
 )
 
 
