@@ -208,6 +208,17 @@ def sample(family: Family, prompts, *, mode: str = "dod",
                                level_indices=level_indices, keyframes=keyframes)
 
 
+def _decoder(family: Family, latents: np.ndarray, mesh, memory_fraction: float):
+    """``(decode_fn, windows per call, window, context)``: the family's decode calls (its VAE's
+    training clip length and context), sized to ``memory_fraction`` of one device of ``mesh``."""
+    window, context = decode.config_windows(family.config)
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    decode_fn, per_call = decode.sized_decode_fn(
+        family.models.vae, family.models.vae_params, latents.shape[1:], latents.shape[0], window,
+        context, memory.memory_budget(mesh, memory_fraction))
+    return decode_fn, per_call, window, context
+
+
 def decode_frames(family: Family, latents, *, mesh=None,
                   memory_fraction: float = memory.DEFAULT_MEMORY_FRACTION
                   ) -> Iterator[np.ndarray]:
@@ -217,11 +228,7 @@ def decode_frames(family: Family, latents, *, mesh=None,
     memory of one device of ``mesh`` (default: all devices): a long video never sits decoded in
     device memory all at once."""
     latents = np.asarray(latents)
-    window, context = decode.config_windows(family.config)
-    mesh = parallel.make_mesh() if mesh is None else mesh
-    decode_fn, per_call = decode.sized_decode_fn(
-        family.models.vae, family.models.vae_params, latents.shape[1:], latents.shape[0], window,
-        context, memory.memory_budget(mesh, memory_fraction))
+    decode_fn, per_call, window, context = _decoder(family, latents, mesh, memory_fraction)
     return decode.decode_windows(decode_fn, latents, window, context, per_call)
 
 
@@ -232,9 +239,5 @@ def redecode_frames(family: Family, latents, frames, changed, *, mesh=None,
     windows of :func:`decode_frames` whose latents include a ``changed`` frame
     (decode.redecode); the other frames are ``frames``' (the video before the edit)."""
     latents = np.asarray(latents)
-    window, context = decode.config_windows(family.config)
-    mesh = parallel.make_mesh() if mesh is None else mesh
-    decode_fn, per_call = decode.sized_decode_fn(
-        family.models.vae, family.models.vae_params, latents.shape[1:], latents.shape[0], window,
-        context, memory.memory_budget(mesh, memory_fraction))
+    decode_fn, per_call, window, context = _decoder(family, latents, mesh, memory_fraction)
     return decode.redecode(decode_fn, latents, frames, changed, window, context, per_call)
