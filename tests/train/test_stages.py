@@ -10,7 +10,7 @@ import pytest
 from tiny_family import write_random_family
 
 from nuwa_xl_jax import configuration, parallel
-from nuwa_xl_jax.train import loop, stage_runner, stages
+from nuwa_xl_jax.train import checkpoint, loop, stage_runner, stages
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,23 @@ def workdir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("run"))
 
 
+def test_a_finished_stage_is_skipped_and_another_architectures_is_refused(config, tmp_path):
+    """A stage whose export carries the done marker is not trained again (its step is returned);
+    a marker of another architecture is an error that overwrites nothing."""
+    workdir = write_random_family(str(tmp_path), stages=())  # config.json + the vae export
+    stage = stages.build(configuration.validate(config), "vae", workdir)
+    marker = os.path.join(stages.export_dir(workdir, "vae"), stage_runner.DONE)
+    with open(marker, "w") as f:
+        json.dump({"step": 30, "fingerprint": checkpoint.fingerprint(stage.model_config)}, f)
+    assert stage_runner.run(config, workdir, None, ["vae"], progress=False) == {"vae": 30}
+    with open(marker, "w") as f:
+        json.dump({"step": 30, "fingerprint": "another"}, f)
+    with pytest.raises(ValueError, match="another architecture. Nothing was overwritten"):
+        stage_runner.run(config, workdir, None, ["vae"], progress=False)
+    assert json.load(open(marker))["fingerprint"] == "another"
+
+
+@pytest.mark.slow  # 30 VAE steps and a second run: ~90 s on 2 CPU cores; the skip is tested above
 def test_vae_stage_learns_and_exports(config, mesh, workdir):
     """Measured on this config: the VAE loss falls to ~0.4x of the first logged value in 30 steps;
     the test asks for less than half. The export records LDM's latent scale; a finished stage is
