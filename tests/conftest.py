@@ -1,4 +1,5 @@
-"""Test setup: 8 fake CPU devices (set before JAX is imported) so sharding tests run anywhere, and
+"""Test setup: 8 fake CPU devices and XLA's backend optimisation level 0 (tests/cpu_flags.py, set
+before JAX is imported) so sharding tests run anywhere and tiny programs compile fast, and
 one persistent compilation cache per test run, shared by the xdist workers and the CLIs the tests
 start: many tests compile the same tiny programs in other processes (an engine per loaded family,
 the training command run several times), and a program compiled once is then read from disk."""
@@ -6,7 +7,9 @@ import os
 import shutil
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+import cpu_flags  # tests/: the XLA flags every test process gets
+
+os.environ.setdefault("XLA_FLAGS", cpu_flags.xla_flags(8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"  # read by JAX at import, inherited by workers and CLIs

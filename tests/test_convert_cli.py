@@ -6,6 +6,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from cpu_flags import xla_flags
 
 from nuwa_xl_jax import convert
 from nuwa_xl_jax.models.tklvae import TKLVAE
@@ -32,8 +33,7 @@ def diffusers_folder(tmp_path_factory):
 
 
 def _cli(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)  # one CPU device is enough
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1))
     return subprocess.run([sys.executable, "-m", "nuwa_xl_jax.convert", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from cpu_flags import xla_flags
 from tiny_family import STAGES, write_random_family
 
 from nuwa_xl_jax import evaluation
@@ -21,7 +22,7 @@ from nuwa_xl_jax.metrics import features
 from nuwa_xl_jax.metrics.statistics import EvaluationError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+ENV = dict(os.environ, XLA_FLAGS=xla_flags(2), JAX_PLATFORMS="cpu",
            PYTHONPATH=ROOT)
 STORY = os.path.join(ROOT, "configs", "storyboards", "cartoon.txt")
 SMALL = ["--random_feature_weights", "--fid_size=75", "--fvd_size=193", "--fid_batch=16",

@@ -6,12 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from cpu_flags import xla_flags
 from tiny_family import STAGES, write_random_family
 
 from nuwa_xl_jax.io.videos import read_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+ENV = dict(os.environ, XLA_FLAGS=xla_flags(2), JAX_PLATFORMS="cpu",
            PYTHONPATH=ROOT)
 
 

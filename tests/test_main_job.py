@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from cpu_flags import xla_flags
 
 from nuwa_xl_jax.io.videos import read_video
 
@@ -16,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.slow
 def test_tiny_main_job(tmp_path):
     env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+        os.environ, XLA_FLAGS=xla_flags(2), JAX_PLATFORMS="cpu"
     )
     cmd = [sys.executable, "-m", "nuwa_xl_jax.train", "--config=configs/synthetic.py:tiny",
            f"--workdir={tmp_path}", f"--config.data.data_dir={tmp_path / 'tfds'}"]

@@ -5,6 +5,7 @@ training stage takes minutes on 2 CPU cores."""
 import os
 
 import pytest
+from cpu_flags import xla_flags
 from tiny_family import write_random_family
 
 nbformat = pytest.importorskip("nbformat")
@@ -19,7 +20,7 @@ def execute(tmp_path, monkeypatch, **params):
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     cell.source += "\n# set by the test\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
     # The kernel inherits the environment: 2 fake devices keep the sharded calls small.
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    monkeypatch.setenv("XLA_FLAGS", xla_flags(2))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("PYTHONPATH", ROOT)
     client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from cpu_flags import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -15,7 +17,7 @@ def test_the_vae_step_reports_compiled_memory_per_clip(tmp_path):
                         "--warmup=0", "--config.vae_train.batch_size=2",
                         "--config.model.vae.remat=full", f"--json={out}"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600,
-                       env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+                       env=dict(os.environ, XLA_FLAGS=xla_flags(1)))
     assert p.returncode == 0, p.stderr[-2000:]
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert (row["stage"], row["dtype"], row["remat"]) == ("vae", "float32", "full")

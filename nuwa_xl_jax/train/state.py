@@ -94,7 +94,10 @@ def create(params: Any, tx: optax.GradientTransformation, key: jax.Array,
 
 
 def ema_update(ema: Any, params: Any, decay: float) -> Any:
-    return jax.tree.map(lambda e, p: e * decay + (1.0 - decay) * p.astype(e.dtype), ema, params)
+    """``decay * ema + (1 - decay) * params``, written as a step toward ``params`` so that a
+    parameter equal to its average (one held fixed from the start) keeps it bit for bit, however
+    the compiler orders the arithmetic."""
+    return jax.tree.map(lambda e, p: e + (1.0 - decay) * (p.astype(e.dtype) - e), ema, params)
 
 
 def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import portpicker
 import pytest
+from cpu_flags import xla_flags
 from tiny_family import write_random_family
 
 from nuwa_xl_jax import parallel
@@ -71,7 +72,7 @@ def test_export_is_the_family_and_a_killed_one_leaves_nothing(workdir, tmp_path,
 
 def test_export_cli_and_damaged_or_foreign_artifacts(workdir, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+               XLA_FLAGS=xla_flags(2))
     out = tmp_path / "art"
     r = subprocess.run([sys.executable, "-m", "nuwa_xl_jax.export", f"--workdir={workdir}",
                         f"--out={out}"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -132,7 +133,7 @@ WORKER = textwrap.dedent("""
 
 def _two_processes(workdir, out, what):
     port = portpicker.pick_unused_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    env = dict(os.environ, XLA_FLAGS=xla_flags(2),
                JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(p), str(port), workdir, out, what],
                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -8,6 +8,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from cpu_flags import xla_flags
 
 from nuwa_xl_jax.train import checkpoint
 from nuwa_xl_jax.train import state as train_state
@@ -50,7 +51,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def _run(mode, directory, devices):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    env = dict(os.environ, XLA_FLAGS=xla_flags(devices),
                JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(directory)], env=env,
                          capture_output=True, text=True, timeout=300)

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from cpu_flags import xla_flags
 
 from nuwa_xl_jax.train import stages
 
@@ -26,12 +27,12 @@ def command(workdir, data_dir, *extra, steps=12):
             "--config.vae_train.log_every=1", "--config.vae_train.async_checkpoints=False", *extra]
 
 
-ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+ENV = dict(os.environ, XLA_FLAGS=xla_flags(4), JAX_PLATFORMS="cpu",
            PYTHONPATH=ROOT)
 
 
 # Runs that train use one device: the same command, and half the compile of a 4-device program.
-ONE = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+ONE = dict(ENV, XLA_FLAGS=xla_flags(1))
 
 
 def run(cmd, timeout=600, env=ENV):

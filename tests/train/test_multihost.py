@@ -13,6 +13,7 @@ import numpy as np
 import portpicker
 import pytest
 import tiny_family
+from cpu_flags import xla_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -68,7 +69,7 @@ def _launch(nproc, devices_per_process, workdir, late=0.0, family=""):
     port = portpicker.pick_unused_port()
     env = dict(
         os.environ,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+        XLA_FLAGS=xla_flags(devices_per_process),
         JAX_PLATFORMS="cpu",
         PYTHONPATH=os.pathsep.join([ROOT, HERE]),
     )  # HERE: toy_stage
@@ -155,7 +156,7 @@ def test_launch_script_real_stage_matches_one_process(tmp_path):
     assert multi.returncode == 0, _why(multi.stderr)
     single = subprocess.run([sys.executable, "-m", "nuwa_xl_jax.train", *args,
                              f"--workdir={tmp_path / 'single'}"], cwd=ROOT,
-                            env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+                            env=dict(env, XLA_FLAGS=xla_flags(4)),
                             capture_output=True, text=True, timeout=900)
     assert single.returncode == 0, _why(single.stderr)
     np.testing.assert_allclose(
