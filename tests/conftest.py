@@ -55,11 +55,11 @@ def _save_arrays_whole():
 # module late, and it ran alone at the end while the other worker idled). Longest first, the two
 # workers finish together.
 LONGEST_FIRST = (
-    "family/test_base.py",            # ~420: trains a tiny base, then video families from it
-    "test_device_check.py",           # ~160: every part of the accelerator check, in processes
+    "family/test_base.py",            # ~270: trains a tiny base, then video families from it
+    "test_device_check.py",           # ~105: every part of the accelerator check, in processes
     "train/test_stages.py",           # ~160
-    "train/test_multihost.py",        # ~120: 2 processes and 1, each training and generating
-    "test_generate_state_cli.py",     # ~80: six generate commands
+    "train/test_multihost.py",        # ~80: 2 processes and 1, each training and generating
+    "test_generate_state_cli.py",     # ~60: six generate commands
     "test_train_step_benchmark.py",
     "test_keyframe_pins.py",
     "test_edit.py",
