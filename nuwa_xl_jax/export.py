@@ -44,6 +44,8 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
                       flag_values=fv)
     flags.DEFINE_string("quality", None, "--format=base: the JSON benchmarks/base_quality.py "
                         "wrote, recorded in the manifest", flag_values=fv)
+    flags.DEFINE_string("notes", None, "--format=base: how the base was trained where its config "
+                        "alone does not say, recorded in the manifest", flag_values=fv)
     flags.DEFINE_string("stage", "mtd_global", "--format=diffusers: the MTD stage whose UNet to "
                         "write", flag_values=fv)
     flags.DEFINE_list("mesh_shape", ["1", "-1"], "(data, fsdp) mesh the weights pass through",
@@ -73,7 +75,7 @@ def run(FLAGS: flags.FlagValues) -> int:
         if FLAGS.quality:
             with open(FLAGS.quality) as f:
                 quality = json.load(f)
-        out = base.write_base(FLAGS.workdir, FLAGS.out, quality)
+        out = base.write_base(FLAGS.workdir, FLAGS.out, quality, notes=FLAGS.notes)
     else:
         from nuwa_xl_jax.family import diffusers
 

@@ -134,9 +134,10 @@ def _commit() -> Optional[str]:
 
 
 def write_base(workdir: str, out: str, quality: Optional[dict] = None,
-               stages: tuple[str, str] = ("vae", "mtd_image")) -> str:
+               stages: tuple[str, str] = ("vae", "mtd_image"), notes: Optional[str] = None) -> str:
     """Writes the base a training workdir holds (its ``vae`` and ``mtd_image`` exports) to the new
-    folder ``out``: the three component folders and the manifest. Written under
+    folder ``out``: the three component folders and the manifest (``notes``: how it was trained,
+    where the config alone does not say, e.g. a stage resumed under another recipe). Written under
     ``out + ".partial"`` and renamed when complete; a non-empty ``out`` is never overwritten."""
     out = os.path.abspath(out)
     if os.path.isdir(out) and os.listdir(out) or os.path.isfile(out):
@@ -164,7 +165,7 @@ def write_base(workdir: str, out: str, quality: Optional[dict] = None,
         steps[stage], seconds[stage] = _steps_and_time(workdir, stage)
     manifest = {"format": FORMAT, "version": VERSION, "config": config.to_dict(),
                 "commit": _commit(), "steps": steps, "train_seconds": seconds,
-                "quality": quality, "files": _files(partial)}
+                "quality": quality, "notes": notes, "files": _files(partial)}
     with open(os.path.join(partial, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
     if os.path.isdir(out):

@@ -142,8 +142,10 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
     disc_stats = disc.init(jax.random.key(0), clip)["batch_stats"] if use_gan else None
     lpips = vae_loss.make_lpips(cfg)
     image_weights = None
+    image_scale = None
     if continues_image:
-        image_weights = read_export(export_dir(workdir, "vae_image"))[0]["vae"]
+        image_weights, image_meta = read_export(export_dir(workdir, "vae_image"))
+        image_weights, image_scale = image_weights["vae"], image_meta.get("latent_scale")
     # public weights (model.vae.init_from) start the first VAE stage; the vae_image stage's pass on
     public = None if image_weights is not None else init_from.start_weights(
         config.model.vae, "model.vae", "vae")
@@ -213,9 +215,12 @@ def vae_stage(config, workdir: str, image: bool = False) -> loop.Stage:
         """LDM's latent scale: 1 / std of the posterior means on a few training batches, so the
         diffusion models see unit-variance latents (SD's 0.18215 is right for SD's VAE only).
         A VAE whose image layers stay those of a converted image VAE keeps its scale: the image
-        UNet that MTDs start from was trained at it (as SD's UNet at 0.18215)."""
+        UNet that MTDs start from was trained at it (as SD's UNet at 0.18215). So does a decoder
+        fine-tune of vae_image: same encoder, same latents (a UNet may already train on them)."""
         if fixed is not None and source_scale is not None:
             return {"latent_scale": source_scale}
+        if decoder_only and continues_image:  # the encoder held: vae_image's latents, its scale
+            return {"latent_scale": image_scale}
         it = _grain_data(dcfg, _no_prompts)(0, 1)
         encode = jax.jit(lambda p, f: vae.apply(p, to_video(f), method="encode")[0])
         means = np.concatenate([np.asarray(encode(ema_params["vae"], next(it)["frames"])).ravel()

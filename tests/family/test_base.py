@@ -30,6 +30,7 @@ def _base_config(tmp):
     for block in ("vae_image_train", "vae_train", "train"):
         config[block].update(steps=STEPS, log_every=1, checkpoint_every=STEPS, warmup_steps=1)
     config.vae_loss.disc_start = STEPS  # the decoder fine-tune's GAN loss from its first step
+    config.vae_train.batch_size = 16  # other batches than vae_image's: a re-estimated scale differs
     return config
 
 
@@ -39,7 +40,8 @@ def trained_base(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("base")
     config = _base_config(tmp)
     done = stage_runner.run(config, str(tmp / "run"), progress=False)
-    out = base.write_base(str(tmp / "run"), str(tmp / "base"), quality={"note": "test"})
+    out = base.write_base(str(tmp / "run"), str(tmp / "base"), quality={"note": "test"},
+                          notes="2 steps a stage")
     return config, str(tmp / "run"), out, done
 
 
@@ -48,6 +50,7 @@ def test_a_tiny_base_trains_and_is_written_in_converts_format(trained_base):
     assert done == {"vae_image": STEPS, "vae": STEPS, "mtd_image": STEPS}
     manifest = base.read_manifest(out)
     assert manifest["steps"] == {"vae_image": STEPS, "vae": STEPS, "mtd_image": STEPS}
+    assert manifest["notes"] == "2 steps a stage"
     assert manifest["quality"] == {"note": "test"} and manifest["config"]["stages"] == [
         "vae_image", "vae", "mtd_image"]
     assert all(s > 0 for s in manifest["train_seconds"].values())
@@ -73,6 +76,9 @@ def test_the_decoder_fine_tune_holds_the_encoder_and_trains_with_the_gan_loss(tr
     held = [k for k in image if not k.startswith(("decoder", "post_quant_conv"))]
     assert held and all(np.array_equal(image[k], tuned[k]) for k in held)
     assert any(not np.array_equal(image[k], tuned[k]) for k in image if k.startswith("decoder"))
+    # same latents, same scale (not one re-estimated on other batches)
+    assert meta["latent_scale"] == store.read_export(
+        store.export_dir(workdir, "vae_image"))[1]["latent_scale"]
     with open(os.path.join(workdir, "vae", "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     assert any(r.get("disc_factor") == 1.0 and "d_loss" in r for r in rows)
