@@ -34,9 +34,11 @@ test: $(VENV)/.installed-test
 test-slow: $(VENV)/.installed-test
 	$(PY) -m pytest -n $(WORKERS) -m "slow" -q
 
-# The main job on the embedded default: train the image VAE, the T-KLVAE, the global and the local MTD on the
-# synthetic cartoon world, then generate a 226-frame video from configs/storyboards/cartoon.txt
-# (its measured time: the README's table, the one place it is stated).
+# The main job on the embedded default: starting from the shipped text-to-image base of the
+# synthetic cartoon world (nuwa_xl_jax/assets/synthetic_base), train the T-KLVAE's temporal layers,
+# the global and the local MTD, then generate a 226-frame video from
+# configs/storyboards/cartoon.txt (its measured time: the README's table, the one place it is
+# stated).
 # Running it again resumes (or, once done, only prints where the outputs are).
 demo: $(VENV)/.installed-lib
 	$(PY) -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=$(DEMO_WORKDIR)

@@ -2,7 +2,8 @@
 synthetic-world probe: the measure its training stops on, and what its manifest records.
 
 python benchmarks/base_quality.py --workdir=runs/base [--vae_step=N] [--unet_step=N]
-    [--samples=1] [--vae_episodes=2] [--out=base_quality.json] [--sheet=base_sheet.png]
+    [--samples=1] [--guidance=G] [--vae_episodes=2] [--out=base_quality.json]
+    [--sheet=base_sheet.png]
 
 - VAE: the probe on the image VAE's reconstructions of held-out (test split) episodes (the first
   ``--vae_frames`` of each, as benchmarks/quality.py's VAE ceiling), next to the real frames: the
@@ -60,6 +61,7 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
         **d,
     )
     flags.DEFINE_integer("steps", None, "sampler steps (default: the config's)", **d)
+    flags.DEFINE_float("guidance", None, "guidance scale (default: the config's)", **d)
     flags.DEFINE_integer("batch", 192, "images per sampler call", **d)
     flags.DEFINE_string("out", "base_quality.json", "results (JSON)", **d)
     flags.DEFINE_string("sheet", None, "a contact sheet of the first images of each scene", **d)
@@ -110,14 +112,12 @@ def vae_scores(config, variables, episodes: int, frames: int) -> dict:
 
 
 def unet_images(config, vae_variables, scale: float, params, captions: Sequence[str], seed: int,
-                steps: int | None, batch: int) -> np.ndarray:
+                steps: int | None, batch: int, guidance: float | None = None) -> np.ndarray:
     """uint8 ``[N, H, W, 3]``: one image per caption, sampled as the config's diffusion block says
     (sampler, steps, guidance against the empty prompt), decoded by the VAE."""
     models = MTDModels(config, None, vae_variables)
     models.scale = scale
-    kw = samplers.config_kwargs(config.diffusion)
-    if steps is not None:
-        kw["steps"] = steps
+    kw = samplers.config_kwargs(config.diffusion, steps=steps, guidance_scale=guidance)
     name = kw.pop("name")
 
     @jax.jit
@@ -160,6 +160,7 @@ def measure(fv) -> dict:
         "workdir": os.path.abspath(workdir),
         "vae_step": fv.vae_step,
         "unet_step": fv.unet_step,
+        "guidance": fv.guidance,
         "vae": vae_scores(config, vae_vars, fv.vae_episodes, fv.vae_frames),
     }
     _print_vae(result["vae"])
@@ -173,7 +174,8 @@ def measure(fv) -> dict:
             scale = latent_scale(TKLVAE.from_config(config.model.vae), vae_vars, frames[::7])
         params = weights(workdir, "mtd_image", fv.unet_step)
         captions = synthetic.caption_patterns() * fv.samples
-        images = unet_images(config, vae_vars, scale, params, captions, 0, fv.steps, fv.batch)
+        images = unet_images(config, vae_vars, scale, params, captions, 0, fv.steps, fv.batch,
+                             fv.guidance)
         scores = storyboard_probe.agreement(images, captions)
         result["unet"] = {"images": len(captions), **{k: scores[k] for k in SCORES}}
         print("UNet, one image per caption pattern: " + "  ".join(

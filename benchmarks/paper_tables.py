@@ -1,8 +1,9 @@
 """The paper's comparisons on the synthetic world (issue 13, point 2), written to docs/results.md.
 
-python benchmarks/paper_tables.py --root=runs/tables [--settings=tiny|default] [--tables=1,2a,2b,2c]
-    [--steps=N] [--sample_steps=S] [--seeds=0,1,2] [--storyboards=heldout.txt,...]
-    [--long_frames_per_call=L] [--arms=FAMILY,...] [--out=docs/results.md] [--dry_run]
+python benchmarks/paper_tables.py --root=runs/tables [--settings=tiny|default|scratch]
+    [--tables=1,2a,2b,2c] [--steps=N] [--sample_steps=S] [--seeds=0,1,2]
+    [--storyboards=heldout.txt,...] [--long_frames_per_call=L] [--arms=FAMILY,...]
+    [--out=docs/results.md] [--dry_run]
 
 Every arm is a model family trained by ``nuwa_xl_jax.train``'s stage runner into ``ROOT/<arm>`` with
 the same budget, then scored by the synthetic world's probe (metrics/storyboard_probe) on videos of
@@ -40,9 +41,9 @@ Every scored video is kept under ``ROOT/<arm>/videos`` with its contact sheet an
 Fréchet metrics can be added to a finished run without generating again.
 
 ``--settings=tiny`` is the CI smoke test's (configs/synthetic.py:tiny, a few steps: plumbing, no
-meaning); ``--settings=default`` the embedded default's models and data (hours on a 2-core CPU);
-``--settings=base`` the same started from the shipped text-to-image base (configs/synthetic.py:base:
-every arm's VAE, MTDs and text encoder start from it, as the paper's from Stable Diffusion).
+meaning); ``--settings=default`` the embedded default's models and data, started from the shipped
+text-to-image base (every arm's VAE, MTDs and text encoder, as the paper's from Stable Diffusion);
+``--settings=scratch`` the same trained from random weights (configs/synthetic.py:scratch).
 """
 from __future__ import annotations
 
@@ -122,8 +123,8 @@ def is_long(arm: Arm) -> bool:
 
 def arm_config(arm: Arm, settings: str, tfds_dir: str, long_frames_per_call: int = 0):
     """The arm's whole config, validated: the settings' config with the arm's overrides, its
-    stages (Table 1 adds mtd_ar and mtd_artv), every MTD stage from the same start (scratch, or
-    the base's UNet with --settings=base). The long
+    stages (Table 1 adds mtd_ar and mtd_artv), every MTD stage from the same start (the base's UNet
+    with --settings=default, random with scratch). The long
     families (:func:`is_long`) use ``long_frames_per_call`` (L) when it is set: a depth-3 family
     at the default L = 16 makes 3376-frame videos, hours of generation and scoring on a 2-core
     CPU [ours]."""
@@ -506,9 +507,9 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     del argv
     d = dict(flag_values=fv)
     flags.DEFINE_string("root", None, "folder of the arms' workdirs (resumable)", **d)
-    flags.DEFINE_enum("settings", "default", ["tiny", "default", "base"],
-                      "configs/synthetic.py variant (base: every arm starts from the shipped "
-                      "text-to-image base)", **d)
+    flags.DEFINE_enum("settings", "default", ["tiny", "default", "scratch"],
+                      "configs/synthetic.py variant (default: every arm starts from the shipped "
+                      "text-to-image base; scratch: from random weights)", **d)
     flags.DEFINE_list("tables", list(TABLES), "tables to make: 1, 2a, 2b, 2c", **d)
     flags.DEFINE_integer("steps", None, "MTD budget per arm (default: 3 for tiny, else the "
                          "config's train.steps)", **d)

@@ -2,7 +2,7 @@
 
 python benchmarks/quality.py --workdir=DIR [--seeds=0,1,2] [--storyboards=A.txt,B.txt]
     [--modes=dod,ar] [--lengths=demo,full] [--out=quality.json] [--videos=FOLDER] [--steps=S]
-    [--vae_episodes=2] [--vae_frames=226] [--novae]
+    [--guidance=G] [--vae_episodes=2] [--vae_frames=226] [--novae]
 
 For every storyboard (default: the demo's cartoon.txt, village.txt, and heldout.txt, which no
 tuning run may look at), mode (dod; ar when the workdir has an ``mtd_ar`` export), length (the
@@ -56,6 +56,8 @@ def define_flags(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_string("videos", None, "videos and contact sheets (default: next to --out)", **d)
     flags.DEFINE_integer("steps", None, "sampler steps (default: the config's, as the main job; "
                          "fewer only for smoke tests)", **d)
+    flags.DEFINE_float("guidance", None, "guidance scale (default: the config's, as the main job)",
+                       **d)
     flags.DEFINE_integer("vae_episodes", 2, "held-out episodes for the VAE ceiling", **d)
     flags.DEFINE_integer("vae_frames", 226, "frames of each, from the start", **d)
     flags.DEFINE_bool("vae", True, "measure the VAE ceiling (--novae skips it)", **d)
@@ -66,7 +68,7 @@ def options(fv: flags.FlagValues) -> types.SimpleNamespace:
     """The parsed flags, checked, with seeds as ints and --videos filled in."""
     a = types.SimpleNamespace(**{name: fv[name].value for name in (
         "workdir", "seeds", "storyboards", "modes", "lengths", "out", "videos", "steps",
-        "vae_episodes", "vae_frames", "vae")})
+        "guidance", "vae_episodes", "vae_frames", "vae")})
     try:
         a.seeds = [int(s) for s in a.seeds]
     except ValueError:
@@ -103,11 +105,13 @@ def lengths(config, names) -> dict:
     return out
 
 
-def run_one(pipe, prompts, video: str, mode: str, seed: int, steps=None) -> dict:
+def run_one(pipe, prompts, video: str, mode: str, seed: int, steps=None, guidance=None) -> dict:
     """One video as the main job makes it (its ``generate`` block's settings); its scores."""
     g = pipe.config.generate
     overrides = g.sampler_overrides()
     overrides["steps"] = steps or overrides["steps"]
+    if guidance is not None:
+        overrides["guidance"] = guidance
     out = pipe.write(video, list(prompts), mode=mode, seed=seed,
                      max_segments_per_call=g.max_segments_per_call,
                      memory_fraction=g.memory_fraction, fps=g.fps, overwrite=True,
@@ -172,7 +176,8 @@ def run(a) -> dict:
                     video = os.path.join(a.videos, f"{name}_{mode}_{n}_seed{seed}.mp4")
                     row = {"storyboard": name, "mode": mode, "length": length_name, "frames": n,
                            "seed": seed}
-                    row.update(run_one(pipe, prompts, video, mode, seed, a.steps))
+                    row.update(run_one(pipe, prompts, video, mode, seed, a.steps,
+                                           a.guidance))
                     runs.append(row)
                     print(row_line(row), flush=True)
     means = []
@@ -183,7 +188,8 @@ def run(a) -> dict:
                       **mean_scores(group)})
     result = {"workdir": os.path.abspath(a.workdir), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
               "storyboards": a.storyboards, "modes": modes, "ar_trained": has_ar,
-              "lengths": sizes, "seeds": a.seeds, "steps": a.steps, "runs": runs, "means": means}
+              "lengths": sizes, "seeds": a.seeds, "steps": a.steps,
+              "guidance": a.guidance, "runs": runs, "means": means}
     if a.vae:
         result["vae_ceiling"] = vae_ceiling(a.workdir, pipe.config, a.vae_episodes, a.vae_frames)
     return result

@@ -1,14 +1,19 @@
 """The embedded default: a procedurally generated cartoon world, small models, trains on a CPU.
 
 Variants:
-  default  32x32 frames, L=16, depth 2 (226-frame videos): the README's main job, sized to
-           train the whole family and generate on a 2-core CPU (time: the README's table):
+  default  32x32 frames, L=16, depth 2 (226-frame videos): the README's main job. The family
+           starts from the shipped text-to-image base of this world (configs/synthetic_base.py,
+           nuwa_xl_jax/assets/synthetic_base), as NUWA-XL starts from Stable Diffusion, and its
+           budget on a 2-core CPU (the README's table) goes to what video adds:
              python -m nuwa_xl_jax.train --config=configs/synthetic.py --workdir=runs/demo
            -> the generated dataset in TFDS's folder (~/tensorflow_datasets unless data.data_dir),
-           then in runs/demo/: config.json, each stage's checkpoints and export (vae_image, vae,
-           mtd_global, mtd_local1), latents/ (the latent cache), video.mp4 (226 frames from
+           then in runs/demo/: config.json, each stage's checkpoints and export (vae, mtd_global,
+           mtd_local1), latents/ (the latent cache), video.mp4 (226 frames from
            configs/storyboards/cartoon.txt), video_sheet.png, and the probe's scores printed
-  tiny     32x32 frames, L=4, depth 2 (10-frame videos): the smallest whole family, for tests:
+  scratch  the same family trained from random weights (an image VAE first, stage vae_image):
+             python -m nuwa_xl_jax.train --config=configs/synthetic.py:scratch --workdir=runs/s
+  tiny     32x32 frames, L=4, depth 2 (10-frame videos): the smallest whole family, from scratch,
+           for tests:
              python -m nuwa_xl_jax.train --config=configs/synthetic.py:tiny --workdir=runs/tiny
            -> the same files (no vae_image stage) for a 10-frame video (30 steps a stage:
            plumbing, not pictures)
@@ -25,11 +30,11 @@ STORYBOARD = files.find("configs/storyboards/cartoon.txt")
 
 
 def get_config(arg: str = "default") -> ml_collections.ConfigDict:
-    if arg not in ("default", "tiny", "base"):
+    if arg not in ("default", "scratch", "tiny"):
         raise ValueError(f"configs/synthetic.py: unknown variant {arg!r}; expected 'default', "
-                         "'base' or 'tiny'")
-    if arg == "base":
-        return from_base(get_config("default"))
+                         "'scratch' or 'tiny'")
+    if arg == "default":
+        return from_base(get_config("scratch"))
     tiny = arg == "tiny"
     config = ml_collections.ConfigDict()
     config.seed = 0
@@ -68,9 +73,9 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         episodes=4 if tiny else 16, test_episodes=1 if tiny else 2,
         episode_length=40 if tiny else 1200, chunk_frames=8 if tiny else 16,
         max_length=config.model.text.max_position_embeddings, ar_prefix=2 if tiny else 8)
-    # No pretrained image VAE here: the default trains one on single frames first (every frame of
-    # a batch a different picture, which teaches the spatial layers far faster than clips of
-    # near-identical neighbours), then inflates it into the T-KLVAE and trains that on clips.
+    # No pretrained image VAE here: from scratch, it trains one on single frames first (every
+    # frame of a batch a different picture, which teaches the spatial layers far faster than clips
+    # of near-identical neighbours), then inflates it into the T-KLVAE and trains that on clips.
     config.vae_image_train = presets.train(
         steps=30 if tiny else 1500, batch_size=8, learning_rate=2e-3,
         warmup_steps=5 if tiny else 50, ema_decay=0.9 if tiny else 0.99,

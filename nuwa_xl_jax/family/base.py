@@ -103,7 +103,8 @@ def check(folder: str) -> None:
 
 def _steps_and_time(workdir: str, stage: str) -> tuple[Optional[int], Optional[float]]:
     """The final step (done.json) and the training time: the sum of the logged intervals of
-    metrics.jsonl (log_every / steps_per_s), over every session the run took."""
+    metrics.jsonl (log_every / steps_per_s), over every session the run took, up to the exported
+    step (a run continued past the checkpoint it was exported at logged steps it does not hold)."""
     steps = None
     done = os.path.join(store.export_dir(workdir, stage), "done.json")
     if os.path.exists(done):
@@ -115,7 +116,7 @@ def _steps_and_time(workdir: str, stage: str) -> tuple[Optional[int], Optional[f
         with open(path) as f:
             for line in f:
                 row = json.loads(line)
-                if "steps_per_s" in row:
+                if "steps_per_s" in row and (steps is None or row["step"] <= steps):
                     rows[row["step"]] = row  # a resumed run logs some steps again: the last wins
     seconds, last = 0.0, 0
     for step in sorted(rows):

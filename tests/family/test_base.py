@@ -113,22 +113,23 @@ def _video_config(out, tmp):
     return config
 
 
-def test_a_family_started_from_the_base_is_the_base_frame_by_frame_at_step_0(trained_base,
-                                                                              tmp_path):
-    base_config, base_run, out, _ = trained_base
-    config = configuration.validate(_video_config(out, tmp_path))
-    workdir = str(tmp_path / "run")
+def assert_family_is_the_base_at_step_0(config, out: str, base_config, workdir: str) -> None:
+    """The video family ``config`` starts from the base in ``out``: its T-KLVAE encodes a clip as
+    the image VAE does frame by frame, and its fresh MTD denoises every frame as the base UNet
+    does, whatever the given frames."""
+    config = configuration.validate(config)
+    base_config = configuration.validate(base_config)
     stage_runner.save_config(config, workdir)
     # the video family's VAE: the base's image VAE with temporal layers at identity
     vae_stage = stages.build(config, "vae", workdir)
     vae_params = jax.jit(lambda k: nn.meta.unbox(vae_stage.init(k)))(jax.random.key(1))["vae"]
     image_vae, _ = store.read_export(os.path.join(out, "vae"))
     rs = np.random.RandomState(0)
-    clip = jnp.asarray(rs.uniform(-1, 1, (1, 4, 32, 32, 3)), jnp.float32)
-    video_vae = TKLVAE.from_config(config.model.vae)
-    frames_vae = TKLVAE.from_config(configuration.validate(base_config).model.vae)
-    got = video_vae.apply(vae_params, clip, method="encode")[0]
-    want = frames_vae.apply(image_vae["vae"], clip, method="encode")[0]
+    h, w = config.data.resolution
+    clip = jnp.asarray(rs.uniform(-1, 1, (1, 4, h, w, 3)), jnp.float32)
+    got = TKLVAE.from_config(config.model.vae).apply(vae_params, clip, method="encode")[0]
+    want = TKLVAE.from_config(base_config.model.vae).apply(image_vae["vae"], clip,
+                                                         method="encode")[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     store.write_export(store.export_dir(workdir, "vae"), {"vae": jax.device_get(vae_params)},
                        {"latent_scale": meta_scale(out)})
@@ -137,11 +138,11 @@ def test_a_family_started_from_the_base_is_the_base_frame_by_frame_at_step_0(tra
     params = jax.jit(lambda k: nn.meta.unbox(mtd_stage.init(k)))(jax.random.key(2))
     unet, _ = store.read_export(os.path.join(out, "unet"))
     models = MTDModels(config, workdir)
-    image_models = MTDModels(configuration.validate(base_config), base_run)
-    x = jnp.asarray(rs.randn(1, 4, 8, 8, 4), jnp.float32)
+    image_models = MTDModels(base_config, None, image_vae["vae"])
+    x = jnp.asarray(rs.randn(1, 4, *models.latent_shape), jnp.float32)
     t = jnp.asarray(rs.randint(0, 1000, (1, 4)))
     ids = jnp.asarray(models.tokenizer(["fred jumps in the cave"] * 4))[None]
-    cond = jnp.asarray(rs.randn(1, 4, 8, 8, 4), jnp.float32)
+    cond = jnp.asarray(rs.randn(1, 4, *models.latent_shape), jnp.float32)
     mask = jnp.array([[1.0, 0, 0, 1]])
     got = models.denoise(params, x, t, ids, cond, mask)
     text, _ = store.read_export(os.path.join(out, "text"))
@@ -151,6 +152,29 @@ def test_a_family_started_from_the_base_is_the_base_frame_by_frame_at_step_0(tra
                                     jnp.zeros_like(x[:, :1]), jnp.zeros((1, 1)))
         np.testing.assert_allclose(got[:, f:f + 1], want, rtol=1e-4, atol=1e-4,
                                    err_msg=f"frame {f}")
+
+
+def test_a_family_started_from_the_base_is_the_base_frame_by_frame_at_step_0(trained_base,
+                                                                              tmp_path):
+    base_config, _, out, _ = trained_base
+    assert_family_is_the_base_at_step_0(_video_config(out, tmp_path), out, base_config,
+                                        str(tmp_path / "run"))
+
+
+def test_the_default_starts_from_the_shipped_base_at_identity(tmp_path):
+    """configs/synthetic.py as shipped: the checked base (checksums of every file), its config the
+    one configs/synthetic_base.py gives, and the family the base frame by frame at step 0."""
+    for component in base.COMPONENTS:
+        base.check(os.path.join(base.SHIPPED, component))
+    manifest = base.read_manifest(base.SHIPPED)
+    base_config = configuration.load("configs/synthetic_base.py")
+    for block in ("model", "diffusion"):  # as JSON holds it: tuples read back as lists
+        assert manifest["config"][block] == json.loads(json.dumps(base_config[block].to_dict()))
+    config = configuration.load("configs/synthetic.py")
+    assert {config.model[b].init_from for b in ("vae", "mtd", "text")} == {
+        files.shipped_base(c) for c in ("vae", "unet", "text")}
+    config.data.data_dir = str(tmp_path / "tfds")
+    assert_family_is_the_base_at_step_0(config, base.SHIPPED, base_config, str(tmp_path / "run"))
 
 
 def test_train_layers_added_trains_only_the_new_layers(trained_base, tmp_path):
@@ -273,3 +297,16 @@ def test_base_quality_benchmark_reads_exports_and_checkpoints(trained_base, tmp_
         assert 0 <= part["both"] <= part["scene"] <= 1
     assert json.loads(out.read_text())["unet_step"] == STEPS and sheet.stat().st_size > 0
     assert "UNet, one image per caption pattern" in capsys.readouterr().out
+
+
+def test_train_time_counts_only_the_steps_the_export_holds(tmp_path):
+    """A run continued past the checkpoint it was exported at (a GAN fine-tune exported at a
+    measured step) logged steps the base does not hold: they are not its training time."""
+    workdir = str(tmp_path)
+    os.makedirs(store.export_dir(workdir, "vae"))
+    with open(os.path.join(store.export_dir(workdir, "vae"), "done.json"), "w") as f:
+        json.dump({"step": 100}, f)
+    with open(os.path.join(workdir, "vae", "metrics.jsonl"), "w") as f:
+        for step in (50, 100, 150):
+            f.write(json.dumps({"step": step, "steps_per_s": 1.0}) + "\n")
+    assert base._steps_and_time(workdir, "vae") == (100, 100.0)
