@@ -154,7 +154,7 @@ def arm_config(arm: Arm, settings: str, tfds_dir: str, long_frames_per_call: int
         stages = tuple(s for s in stages if s.startswith("vae"))
     config.stages = stages
     if config.get("local_train") is not None:
-        config.local_train.init_from = ""  # same start for every arm: from scratch
+        config.local_train.init_from = ""  # every arm from the same start: the base or scratch
     configuration.validate(config)
     return config
 
