@@ -92,3 +92,24 @@ def test_bad_flags_are_clear(tmp_path):
     assert mod.lengths(config, ["demo", "full", "100"]) == {"demo": 226, "100": 100}
     with pytest.raises(ValueError, match="not demo, full or a number"):
         mod.lengths(config, ["long"])
+
+
+def test_guidance_flag_reaches_the_pipeline():
+    """--guidance overrides the generate block's scale for every video; without it the block's
+    (here: none, so the diffusion block's) is used."""
+    import types
+    mod = load()
+    calls = []
+
+    class Pipe:
+        config = configuration.validate(configuration.load("configs/synthetic.py:tiny"))
+
+        def write(self, video, prompts, **kw):
+            calls.append(kw)
+            return types.SimpleNamespace(agreement={"scene": 1.0}, path=video, contact_sheet="",
+                                         seconds=0.0, sequential_calls=1)
+
+    mod.run_one(Pipe(), ["a"], "v.mp4", "dod", 0)
+    mod.run_one(Pipe(), ["a"], "v.mp4", "dod", 0, guidance=3.0)
+    assert calls[0]["guidance"] is None and calls[1]["guidance"] == 3.0
+    assert mod.parse(["--workdir=x", "--guidance=3"]).guidance == 3.0
