@@ -44,8 +44,19 @@ def save_config(config, workdir: str) -> None:
     if path.exists():
         if path.read_text() == text:
             return
-        path.rename(directory / "config.json.previous")  # keep the older one: nothing is lost
+        path.rename(_free_name(directory, "config.json.previous"))  # keep it: nothing is lost
     path.write_text(text)
+
+
+def _free_name(directory, name: str):
+    """``directory / name``, or ``name.2``, ``name.3``, ... the first that does not exist: a
+    workdir whose config changes more than once (benchmarks/paper_tables.py sets each stage's
+    steps) keeps every older one (a rename onto an existing file is refused by epath)."""
+    candidate, n = directory / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = directory / f"{name}.{n}"
+    return candidate
 
 
 def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,

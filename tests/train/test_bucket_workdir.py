@@ -44,14 +44,22 @@ def test_urls_are_never_made_absolute():
     assert str(paths.as_path("gs://b/x") / "y") == "gs://b/x/y"
 
 
-def test_config_json_goes_to_the_bucket(bucket):
+@pytest.mark.parametrize("where", ["bucket", "local"])
+def test_config_json_keeps_every_older_config(where, bucket, tmp_path):
+    workdir = bucket if where == "bucket" else str(tmp_path / "w")
     config = configuration.load("configs/synthetic.py:tiny")
-    stage_runner.save_config(config, bucket)
-    text = paths.as_path(bucket + "/config.json").read_text()
-    assert json.loads(text)["seed"] == config.seed
-    config.seed += 1
-    stage_runner.save_config(config, bucket)  # a changed config keeps the older one
-    assert paths.as_path(bucket + "/config.json.previous").read_text() == text
+    texts = []
+    for _ in range(3):  # changed twice (paper_tables sets each stage's steps): nothing is lost
+        stage_runner.save_config(config, workdir)
+        texts.append(paths.as_path(workdir + "/config.json").read_text())
+        assert json.loads(texts[-1])["seed"] == config.seed
+        config.seed += 1
+    stage_runner.save_config(config.copy_and_resolve_references(), workdir)
+    older = [paths.as_path(workdir + "/config.json.previous" + s).read_text()
+             for s in ("", ".2", ".3")]
+    assert older == texts
+    stage_runner.save_config(config, workdir)  # unchanged: nothing is rewritten or kept
+    assert not paths.as_path(workdir + "/config.json.previous.4").exists()
 
 
 def test_the_lock_of_a_bucket_workdir_refuses_a_second_run(bucket):
