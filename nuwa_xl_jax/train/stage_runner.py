@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 
@@ -42,21 +42,25 @@ def save_config(config, workdir: str) -> None:
     # the same text as the ConfigDict's to_json_best_effort: an unchanged config rewrites nothing
     text = json.dumps(config.to_dict(), indent=1, sort_keys=True)
     if path.exists():
-        if path.read_text() == text:
+        old = path.read_text()
+        if old == text:
             return
-        path.rename(_free_name(directory, "config.json.previous"))  # keep it: nothing is lost
+        kept, free = _older_configs(directory)
+        if old not in kept:  # keep it: nothing is lost
+            path.rename(free)
     path.write_text(text)
 
 
-def _free_name(directory, name: str):
-    """``directory / name``, or ``name.2``, ``name.3``, ... the first that does not exist: a
-    workdir whose config changes more than once (benchmarks/paper_tables.py sets each stage's
-    steps) keeps every older one (a rename onto an existing file is refused by epath)."""
-    candidate, n = directory / name, 1
-    while candidate.exists():
+def _older_configs(directory) -> tuple[list, Any]:
+    """The texts of ``config.json.previous``, ``.previous.2``, ... and the first free such name:
+    a workdir whose config changes more than once keeps every older one, each once
+    (benchmarks/paper_tables.py alternates each stage's steps; epath refuses a rename onto an
+    existing file)."""
+    texts, n = [], 1
+    while (candidate := directory / ("config.json.previous" + (f".{n}" if n > 1 else ""))).exists():
+        texts.append(candidate.read_text())
         n += 1
-        candidate = directory / f"{name}.{n}"
-    return candidate
+    return texts, candidate
 
 
 def run(config, workdir: str, mesh=None, only: Sequence[str] | None = None,

@@ -45,21 +45,28 @@ def test_urls_are_never_made_absolute():
 
 
 @pytest.mark.parametrize("where", ["bucket", "local"])
-def test_config_json_keeps_every_older_config(where, bucket, tmp_path):
+def test_config_json_keeps_every_older_config_once(where, bucket, tmp_path):
     workdir = bucket if where == "bucket" else str(tmp_path / "w")
     config = configuration.load("configs/synthetic.py:tiny")
-    texts = []
-    for _ in range(3):  # changed twice (paper_tables sets each stage's steps): nothing is lost
+
+    def save(seed):
+        config.seed = seed
         stage_runner.save_config(config, workdir)
-        texts.append(paths.as_path(workdir + "/config.json").read_text())
-        assert json.loads(texts[-1])["seed"] == config.seed
-        config.seed += 1
-    stage_runner.save_config(config.copy_and_resolve_references(), workdir)
-    older = [paths.as_path(workdir + "/config.json.previous" + s).read_text()
-             for s in ("", ".2", ".3")]
-    assert older == texts
-    stage_runner.save_config(config, workdir)  # unchanged: nothing is rewritten or kept
-    assert not paths.as_path(workdir + "/config.json.previous.4").exists()
+        return paths.as_path(workdir + "/config.json").read_text()
+
+    def previous(suffix):
+        return paths.as_path(workdir + "/config.json.previous" + suffix)
+
+    texts = [save(s) for s in (0, 1, 2, 3)]  # changed three times: nothing is lost
+    assert json.loads(texts[-1])["seed"] == 3
+    assert [previous(s).read_text() for s in ("", ".2", ".3")] == texts[:3]
+    save(3)  # unchanged: nothing is rewritten or kept
+    assert not previous(".4").exists()
+    save(0)  # paper_tables alternates configs: the newest is kept, an older one only once
+    save(1)
+    assert previous(".4").read_text() == texts[3]
+    assert not previous(".5").exists()
+    assert paths.as_path(workdir + "/config.json").read_text() == texts[1]
 
 
 def test_the_lock_of_a_bucket_workdir_refuses_a_second_run(bucket):
